@@ -1,0 +1,95 @@
+//! The HTML board at `/`: each group's verdict and each target's recovery
+//! point, exposure against budget, evidence age and reasons. Self-contained
+//! (no external assets), so it works when Grafana is down; it reloads itself.
+
+use std::fmt::Write as _;
+
+use crate::readiness::{human_duration, Verdict};
+
+pub fn render(verdict: &Verdict, telemetry_path: &str) -> String {
+    let mut html = String::with_capacity(4096);
+    let _ = write!(
+        html,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>rpo-exporter: {overall}</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}}
+h1{{font-size:1.3em}} h2{{font-size:1.1em;margin-top:1.5em}}
+.go{{color:#fff;background:#1a7f37;padding:.1em .5em;border-radius:4px}}
+.nogo{{color:#fff;background:#cf222e;padding:.1em .5em;border-radius:4px}}
+table{{border-collapse:collapse;margin-top:.5em}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
+th{{background:#f3f3f3}} tr.bad td{{background:#fff0f0}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
+small{{color:#666}}
+</style></head><body>
+<h1>Failover readiness: <span id="verdict" class="{overall_class}">{overall}</span> <small>({mode} mode, evaluated {at})</small></h1>
+"#,
+        overall = word(verdict.ready),
+        overall_class = class(verdict.ready),
+        mode = verdict.mode,
+        at = humantime::format_rfc3339_seconds(verdict.evaluated_at),
+    );
+    for group in &verdict.groups {
+        let _ = write!(
+            html,
+            r#"<h2 data-group="{name}">Group {name}: <span class="{cls} group-verdict">{word}</span> <small>budget {budget}{skew}</small></h2>
+"#,
+            name = escape(&group.group),
+            cls = class(group.ready),
+            word = word(group.ready),
+            budget = human_duration(group.rpo_budget),
+            skew = group
+                .recovery_point_skew
+                .map(|s| format!(", recovery-point skew {}", human_duration(s)))
+                .unwrap_or_default(),
+        );
+        html.push_str("<table><tr><th>target</th><th>kind</th><th>verdict</th><th>recovery point (UTC)</th><th>exposure</th><th>budget</th><th>evidence age</th><th>reasons</th></tr>\n");
+        for t in &group.targets {
+            let _ = writeln!(
+                html,
+                r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td>{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}</td></tr>"#,
+                row = if t.ready { "ok" } else { "bad" },
+                name = escape(&t.target),
+                kind = t.kind,
+                cls = class(t.ready),
+                word = word(t.ready),
+                rp = t
+                    .recovery_point
+                    .map(|rp| humantime::format_rfc3339_millis(rp).to_string())
+                    .unwrap_or_else(|| "unknown".to_string()),
+                exposure = t.exposure.map(human_duration).unwrap_or_else(|| "unknown".to_string()),
+                budget = human_duration(t.budget),
+                age = t.evidence_age.map(human_duration).unwrap_or_else(|| "none".to_string()),
+                reasons = escape(&t.reasons.join("; ")),
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    let _ = write!(
+        html,
+        r#"<p><small>JSON: <a href="/failover-readiness">/failover-readiness</a> · metrics: <a href="{path}">{path}</a></small></p></body></html>
+"#,
+        path = escape(telemetry_path)
+    );
+    html
+}
+
+fn word(ready: bool) -> &'static str {
+    if ready {
+        "GO"
+    } else {
+        "NO-GO"
+    }
+}
+
+fn class(ready: bool) -> &'static str {
+    if ready {
+        "go"
+    } else {
+        "nogo"
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,259 @@
+//! `rpo-exporter check`: one poll round (or rounds until GO, with `--wait`),
+//! or the verdict of a running exporter (`--from URL`), printed as a table
+//! for a person on a bridge call or as JSON for automation.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Config;
+use crate::poller::{heartbeat_and_record, poll_and_record};
+use crate::probes;
+use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Output, String> {
+        match s {
+            "table" => Ok(Output::Table),
+            "json" => Ok(Output::Json),
+            other => Err(format!("unknown output `{other}`: use table or json")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub group: Option<String>,
+    pub mode: Mode,
+    pub wait: Option<Duration>,
+}
+
+/// Why `check` could not produce a verdict at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("unknown group `{group}`; configured groups: {known}")]
+    UnknownGroup { group: String, known: String },
+}
+
+/// Polls the configured targets (once, or until GO within `wait`) and
+/// returns the verdict.
+pub async fn check_config(mut config: Config, options: &CheckOptions) -> Result<VerdictJson, CheckError> {
+    if let Some(group) = &options.group {
+        if config.group(group).is_none() {
+            return Err(CheckError::UnknownGroup {
+                group: group.clone(),
+                known: config.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    // A check run writes and reads its own heartbeat, never the daemon's.
+    config.instance = format!("{}-check", config.instance);
+    let config = Arc::new(config);
+    let store = Store::new(config.targets.len());
+    let selected: Vec<usize> = (0..config.targets.len())
+        .filter(|i| options.group.as_ref().is_none_or(|g| &config.targets[*i].group == g))
+        .collect();
+
+    let mut probes = Vec::new();
+    for &i in &selected {
+        let target = &config.targets[i];
+        match probes::build(target, &config.instance) {
+            Ok(mut probe) => {
+                let writer = probe.heartbeat_writer();
+                probes.push((i, Some(probe), writer));
+            }
+            Err(error) => {
+                let now = SystemTime::now();
+                store.record_poll(i, now, now, Err(error));
+                probes.push((i, None, None));
+            }
+        }
+    }
+
+    let deadline = options.wait.map(|w| Instant::now() + w);
+    let pause = selected
+        .iter()
+        .map(|&i| config.targets[i].poll_interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let round = probes.iter_mut().map(|(i, probe, writer)| {
+            let target = &config.targets[*i];
+            let store = &store;
+            async move {
+                if let Some(writer) = writer {
+                    heartbeat_and_record(*i, target, writer.as_mut(), store).await;
+                }
+                if let Some(probe) = probe {
+                    poll_and_record(*i, target, probe.as_mut(), store).await;
+                }
+            }
+        });
+        futures::future::join_all(round).await;
+        let verdict = evaluate(
+            &config,
+            &store.snapshot(),
+            options.mode,
+            SystemTime::now(),
+            options.group.as_deref(),
+        );
+        match deadline {
+            Some(deadline) if !verdict.ready && Instant::now() + pause < deadline => {
+                tracing::info!(reasons = ?verdict.groups.iter().flat_map(|g| g.reasons.clone()).collect::<Vec<_>>(), "NO-GO; polling again");
+                tokio::time::sleep(pause).await;
+            }
+            _ => return Ok(verdict.to_json()),
+        }
+    }
+}
+
+/// Asks a running exporter for its verdict. An exporter that cannot be
+/// reached, or answers nonsense, is a NO-GO with that reason.
+pub async fn check_remote(base_url: &str, options: &CheckOptions, timeout: Duration) -> VerdictJson {
+    let deadline = options.wait.map(|w| Instant::now() + w);
+    let client = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client builds");
+    let mut url = format!("{}/failover-readiness?mode={}", base_url.trim_end_matches('/'), options.mode);
+    if let Some(group) = &options.group {
+        let _ = write!(url, "&group={group}");
+    }
+    loop {
+        let verdict = match client.get(&url).send().await {
+            Err(error) => unreachable_verdict(options.mode, &format!("exporter at {base_url} cannot be reached: {}", without_url(&error))),
+            Ok(response) => {
+                let status = response.status();
+                match response.json::<serde_json::Value>().await {
+                    Ok(value) => match serde_json::from_value::<VerdictJson>(value.clone()) {
+                        Ok(verdict) => verdict,
+                        Err(_) => unreachable_verdict(
+                            options.mode,
+                            &format!(
+                                "exporter at {base_url} answered HTTP {status}: {}",
+                                value.get("error").and_then(|e| e.as_str()).unwrap_or("not a verdict")
+                            ),
+                        ),
+                    },
+                    Err(_) => unreachable_verdict(options.mode, &format!("exporter at {base_url} answered HTTP {status} without a verdict")),
+                }
+            }
+        };
+        match deadline {
+            Some(deadline) if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return verdict,
+        }
+    }
+}
+
+/// A transport error without the URL (it may carry credentials): its kind
+/// and the chain of causes.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut message = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let _ = write!(message, ": {s}");
+        source = s.source();
+    }
+    message
+}
+
+fn unreachable_verdict(mode: Mode, reason: &str) -> VerdictJson {
+    let now = SystemTime::now();
+    VerdictJson {
+        verdict: "NO-GO".to_string(),
+        ready: false,
+        mode: mode.to_string(),
+        evaluated_at: humantime::format_rfc3339_millis(now).to_string(),
+        evaluated_at_unix: crate::probe::unix_seconds(now),
+        reasons: vec![reason.to_string()],
+        groups: Vec::new(),
+    }
+}
+
+/// The table a person reads: one block per group, one row per target.
+pub fn render_table(verdict: &VerdictJson) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "VERDICT: {}  ({} mode, evaluated {})",
+        verdict.verdict,
+        verdict.mode,
+        verdict.evaluated_at.replace('T', " ")
+    );
+    if verdict.groups.is_empty() {
+        for reason in &verdict.reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
+    let secs = |s: Option<f64>| s.map(|v| human_duration(Duration::from_secs_f64(v.max(0.0)))).unwrap_or_else(|| "-".to_string());
+    for group in &verdict.groups {
+        let _ = writeln!(
+            out,
+            "\nGROUP {}: {}  (budget {}, exposure {}, recovery-point skew {})",
+            group.group,
+            group.verdict,
+            human_duration(Duration::from_secs_f64(group.rpo_budget_seconds)),
+            secs(group.exposure_seconds),
+            secs(group.recovery_point_skew_seconds),
+        );
+        let mut rows = vec![[
+            "TARGET".to_string(),
+            "KIND".to_string(),
+            "STATUS".to_string(),
+            "RECOVERY POINT (UTC)".to_string(),
+            "EXPOSURE".to_string(),
+            "BUDGET".to_string(),
+            "EVIDENCE AGE".to_string(),
+            "REASON".to_string(),
+        ]];
+        for t in &group.targets {
+            rows.push([
+                t.target.clone(),
+                t.kind.clone(),
+                if t.ready { "GO" } else { "NO-GO" }.to_string(),
+                t.recovery_point.as_deref().map(|s| s.replace('T', " ")).unwrap_or_else(|| "unknown".to_string()),
+                match (t.loss_window_seconds, verdict.mode.as_str()) {
+                    (Some(window), "unplanned") => format!("{} (loss window {})", secs(t.exposure_seconds), secs(Some(window))),
+                    _ => secs(t.exposure_seconds),
+                },
+                secs(Some(t.budget_seconds)),
+                secs(t.evidence_age_seconds),
+                t.reasons.join("; "),
+            ]);
+        }
+        let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        for row in rows {
+            let mut line = String::from("  ");
+            for (c, cell) in row.iter().enumerate() {
+                if c == 7 {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        if !group.reasons.is_empty() {
+            let _ = writeln!(out, "  Reasons:");
+            for reason in &group.reasons {
+                let _ = writeln!(out, "    - {reason}");
+            }
+        }
+    }
+    out
+}

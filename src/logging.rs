@@ -1,0 +1,89 @@
+//! Log setup: `--log.level` and `--log.format=logfmt|json`, to stderr.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "logfmt" => Ok(LogFormat::Logfmt),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format `{other}`: use logfmt or json")),
+        }
+    }
+}
+
+/// Installs the global subscriber. `level` is a level (`info`) or a full
+/// filter directive (`info,rpo_exporter=debug`).
+pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("bad --log.level `{level}`: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// `ts=… level=… msg="…" key=value`, as the Prometheus exporters log.
+struct Logfmt;
+
+impl<S, N> FormatEvent<S, N> for Logfmt
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        write!(writer, "ts={ts} level={level}")?;
+        if let Some(msg) = fields.message {
+            write!(writer, " msg={}", quote(&msg))?;
+        }
+        writer.write_str(&fields.rest)?;
+        writeln!(writer)
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: Option<String>,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(value.to_string());
+        } else {
+            let _ = write!(self.rest, " {}={}", field.name(), quote(value));
+        }
+    }
+}
+
+fn quote(value: &str) -> String {
+    if !value.is_empty() && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=') {
+        value.to_string()
+    } else {
+        format!("{value:?}")
+    }
+}

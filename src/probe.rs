@@ -1,0 +1,248 @@
+//! What a probe is and what it reports: the [`Probe`] trait, the
+//! [`Measurement`] of one poll, and [`ProbeError`] with its bounded
+//! [`FailureReason`].
+//!
+//! A probe owns its connections and whatever history it needs between polls;
+//! it knows nothing of the store, the verdict or HTTP.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+
+/// One kind-specific probe of one target. The poller calls [`Probe::poll`]
+/// on the target's interval, inside the target's timeout.
+pub trait Probe: Send {
+    /// Measures the target once. `Err` means nothing at all was learned;
+    /// a partial answer (one side down) is an `Ok` with `failures` filled.
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>>;
+
+    /// The heartbeat canary writer, when the target has one configured. The
+    /// poller runs it on its own interval, independent of polls.
+    fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
+        None
+    }
+}
+
+/// Writes the exporter's own timestamp on the source of a target.
+pub trait HeartbeatWriter: Send {
+    fn interval(&self) -> Duration;
+    /// Writes `at` (this exporter's clock) as the newest heartbeat.
+    fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>>;
+}
+
+/// Which end of a replication pair a statement is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Replica,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Replica => "replica",
+        }
+    }
+}
+
+/// The result of one successful (possibly partial) poll.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// When the evidence was taken: the poll instant, or a datapoint's own
+    /// time for provider-reported lag.
+    pub evidence_time: SystemTime,
+    /// The newest source time proven present on the replica by this poll,
+    /// or `None` when this poll proved nothing (the store keeps the last
+    /// proven one; it never falls back to "now").
+    pub recovery_point: Option<SystemTime>,
+    /// The state of the replication link or status.
+    pub link: LinkState,
+    /// Whether each side answered; `None` for a kind without that side.
+    pub source_reachable: Option<bool>,
+    pub replica_reachable: Option<bool>,
+    pub backlog_bytes: Option<f64>,
+    pub backlog_operations: Option<f64>,
+    pub catchup_seconds: Option<f64>,
+    /// Kind-specific detail series for `/metrics`.
+    pub details: Vec<Detail>,
+    /// Failures of one side that did not stop the poll from learning the rest.
+    pub failures: Vec<ProbeError>,
+}
+
+impl Measurement {
+    /// An empty measurement taken at `evidence_time`, to be filled in.
+    pub fn new(evidence_time: SystemTime) -> Measurement {
+        Measurement {
+            evidence_time,
+            recovery_point: None,
+            link: LinkState::Unknown("not measured".to_string()),
+            source_reachable: None,
+            replica_reachable: None,
+            backlog_bytes: None,
+            backlog_operations: None,
+            catchup_seconds: None,
+            details: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// The replication link or status as the engine reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    Healthy,
+    /// Broken or degraded, with a short phrase for people
+    /// ("WAL receiver is not streaming").
+    Unhealthy(String),
+    /// Could not be determined (the side that knows is unreachable).
+    Unknown(String),
+}
+
+impl LinkState {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, LinkState::Healthy)
+    }
+}
+
+/// One kind-specific sample, e.g. `rpo_postgres_replay_lag_bytes`.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub metric_type: MetricType,
+    /// Labels beyond `group`, `target`, `kind` (e.g. `slot`); keep bounded.
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+impl Detail {
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Detail {
+        Detail {
+            name,
+            help,
+            metric_type: MetricType::Gauge,
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    pub fn with_label(mut self, name: &'static str, value: impl Into<String>) -> Detail {
+        self.labels.push((name, value.into()));
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Gauge,
+    Counter,
+}
+
+/// Why a poll failed, from a small fixed set (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureReason {
+    Connect,
+    Auth,
+    Timeout,
+    Query,
+    AwsApi,
+    Parse,
+    Config,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 7] = [
+        FailureReason::Connect,
+        FailureReason::Auth,
+        FailureReason::Timeout,
+        FailureReason::Query,
+        FailureReason::AwsApi,
+        FailureReason::Parse,
+        FailureReason::Config,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Connect => "connect",
+            FailureReason::Auth => "auth",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Query => "query",
+            FailureReason::AwsApi => "aws_api",
+            FailureReason::Parse => "parse",
+            FailureReason::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure a person can act on. The message never contains a secret.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{reason}: {message}", side.map(|s| format!("{} ", s.as_str())).unwrap_or_default())]
+pub struct ProbeError {
+    pub reason: FailureReason,
+    pub side: Option<Side>,
+    pub message: String,
+}
+
+impl ProbeError {
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> ProbeError {
+        ProbeError {
+            reason,
+            side: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn on(mut self, side: Side) -> ProbeError {
+        self.side = Some(side);
+        self
+    }
+
+    pub fn timeout(after: Duration) -> ProbeError {
+        ProbeError::new(
+            FailureReason::Timeout,
+            format!("no answer within {}", humantime::format_duration(after)),
+        )
+    }
+}
+
+/// Seconds since the Unix epoch, as Prometheus wants timestamps.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// The inverse of [`unix_seconds`]; `None` for values that are not times.
+pub fn from_unix_seconds(secs: f64) -> Option<SystemTime> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_display_names_side_and_reason() {
+        let err = ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Replica);
+        assert_eq!(err.to_string(), "replica connect: connection refused");
+    }
+
+    #[test]
+    fn unix_round_trip() {
+        let t = from_unix_seconds(1_700_000_000.25).unwrap();
+        assert!((unix_seconds(t) - 1_700_000_000.25).abs() < 1e-6);
+        assert!(from_unix_seconds(f64::NAN).is_none());
+    }
+}

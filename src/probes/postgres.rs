@@ -1,0 +1,893 @@
+//! The `postgres` kind: a primary and a streaming replica (self-managed, RDS
+//! or Aurora PostgreSQL endpoints).
+//!
+//! Evidence, best first:
+//! 1. The heartbeat canary: a row this exporter instance writes on the
+//!    primary every `heartbeat.interval` with its own clock, read back on the
+//!    replica. One clock writes and reads, so no clock skew enters.
+//! 2. Engine positions: the primary's WAL position is sampled (with this
+//!    exporter's clock) on every poll; once the replica has replayed past a
+//!    sampled position, every write made before that sample is on the
+//!    replica. When the replica has replayed everything the primary had
+//!    written just before we asked, the recovery point is that instant — so
+//!    an idle primary never reads as lag. Only while the WAL receiver is
+//!    streaming: a broken link freezes the recovery point instead of reading
+//!    as zero lag. `pg_last_xact_replay_timestamp()` (the primary's clock) is
+//!    a lower bound used as a fallback.
+//!
+//! Connections are kept between polls and re-established after a failure,
+//! with bounded backoff. Each side gets half of the poll's timeout, so a
+//! hung primary never hides what the replica shows, and vice versa.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config as PgConfig};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::{PostgresTarget, Target};
+use crate::probe::{
+    from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe, ProbeError, Side,
+};
+
+/// How far back primary WAL samples are kept to date the replica's position.
+const LSN_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
+const LSN_HISTORY_MAX_LEN: usize = 4096;
+/// The window over which the replay rate (for the catch-up estimate) is taken.
+const REPLAY_RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Reconnect backoff: first retry at once, then doubling up to this bound.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A WAL position in bytes, parsed from Postgres' `X/Y` text form.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+        return None;
+    }
+    Some((hi << 32) | lo)
+}
+
+/// What the primary said at one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryObservation {
+    /// This exporter's clock just before the question was sent.
+    pub observed_at: SystemTime,
+    pub in_recovery: bool,
+    pub current_lsn: Option<u64>,
+    pub streaming_standbys: i64,
+}
+
+/// What the replica said at one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaObservation {
+    pub observed_at: SystemTime,
+    pub in_recovery: bool,
+    pub receive_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
+    /// Commit time (primary's clock) of the last replayed transaction.
+    pub last_xact_replay: Option<SystemTime>,
+    pub replay_paused: bool,
+    /// `pg_stat_wal_receiver.status`; `None` when no WAL receiver runs.
+    pub receiver_status: Option<String>,
+    pub receiver_last_message: Option<SystemTime>,
+}
+
+impl ReplicaObservation {
+    fn streaming(&self) -> bool {
+        self.receiver_status.as_deref() == Some("streaming")
+    }
+}
+
+/// What the engine positions prove, from one pair of observations and the
+/// history of primary positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvidence {
+    pub recovery_point: Option<SystemTime>,
+    pub link: LinkState,
+    pub receive_lag_bytes: Option<f64>,
+    pub replay_lag_bytes: Option<f64>,
+    /// Bytes not yet replayed: the replay lag, or (primary unknown) what was
+    /// received but not replayed.
+    pub backlog_bytes: Option<f64>,
+    pub catchup_seconds: Option<f64>,
+}
+
+/// Positions remembered between polls: primary WAL samples (to date the
+/// replica's replay position on our clock) and replica replay samples (for
+/// the replay rate).
+#[derive(Debug, Default)]
+pub struct PositionHistory {
+    primary: VecDeque<(SystemTime, u64)>,
+    replay: VecDeque<(SystemTime, u64)>,
+}
+
+impl PositionHistory {
+    pub fn record_primary(&mut self, at: SystemTime, lsn: u64) {
+        // A position lower than the last one means a new primary timeline
+        // (failover, restore): older samples no longer date anything.
+        if self.primary.back().is_some_and(|(_, last)| lsn < *last) {
+            self.primary.clear();
+        }
+        self.primary.push_back((at, lsn));
+        trim(&mut self.primary, at);
+    }
+
+    pub fn record_replay(&mut self, at: SystemTime, lsn: u64) {
+        if self.replay.back().is_some_and(|(_, last)| lsn < *last) {
+            self.replay.clear();
+        }
+        self.replay.push_back((at, lsn));
+        while self.replay.len() > 2
+            && self.replay.front().is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > REPLAY_RATE_WINDOW)
+        {
+            self.replay.pop_front();
+        }
+    }
+
+    /// The latest sampled instant at which the primary's position was at or
+    /// below `replay_lsn`: every write before it is on the replica.
+    pub fn dated(&self, replay_lsn: u64) -> Option<SystemTime> {
+        self.primary.iter().rev().find(|(_, lsn)| *lsn <= replay_lsn).map(|(t, _)| *t)
+    }
+
+    /// Replay rate in bytes per second over the recent window.
+    pub fn replay_rate(&self) -> Option<f64> {
+        let (t0, l0) = self.replay.front()?;
+        let (t1, l1) = self.replay.back()?;
+        let dt = t1.duration_since(*t0).ok()?.as_secs_f64();
+        (dt >= 0.5).then(|| (l1.saturating_sub(*l0)) as f64 / dt)
+    }
+
+    /// Combines one poll's observations into evidence. Record this poll's
+    /// samples first.
+    pub fn evidence(&self, primary: Option<&PrimaryObservation>, replica: &ReplicaObservation) -> EngineEvidence {
+        let link = if !replica.in_recovery {
+            LinkState::Unhealthy("the replica is not in recovery (promoted, or not a standby)".to_string())
+        } else if primary.is_some_and(|p| p.in_recovery) {
+            LinkState::Unhealthy("the configured primary is itself in recovery (a standby); check primary_url".to_string())
+        } else if !replica.streaming() {
+            LinkState::Unhealthy(match &replica.receiver_status {
+                Some(status) => format!("WAL receiver is {status}, not streaming"),
+                None => "no WAL receiver is running on the replica".to_string(),
+            })
+        } else {
+            LinkState::Healthy
+        };
+
+        let current = primary.filter(|p| !p.in_recovery).and_then(|p| p.current_lsn);
+        let lag = |pos: Option<u64>| match (current, pos) {
+            (Some(c), Some(p)) => Some(c.saturating_sub(p) as f64),
+            _ => None,
+        };
+        let receive_lag_bytes = lag(replica.receive_lsn);
+        let replay_lag_bytes = lag(replica.replay_lsn);
+
+        let recovery_point = if replica.in_recovery {
+            let dated = if link.is_healthy() {
+                replica.replay_lsn.and_then(|lsn| self.dated(lsn))
+            } else {
+                None
+            };
+            match (dated, replica.last_xact_replay) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            None
+        };
+
+        let backlog = replay_lag_bytes.or_else(|| match (replica.receive_lsn, replica.replay_lsn) {
+            (Some(r), Some(p)) => Some(r.saturating_sub(p) as f64),
+            _ => None,
+        });
+        let catchup_seconds = backlog.map(|bytes| {
+            if bytes <= 0.0 {
+                0.0
+            } else {
+                match self.replay_rate() {
+                    Some(rate) if rate > 0.0 => bytes / rate,
+                    _ => f64::INFINITY,
+                }
+            }
+        });
+
+        EngineEvidence {
+            recovery_point,
+            link,
+            receive_lag_bytes,
+            replay_lag_bytes,
+            backlog_bytes: backlog,
+            catchup_seconds,
+        }
+    }
+}
+
+fn trim(samples: &mut VecDeque<(SystemTime, u64)>, now: SystemTime) {
+    while samples.len() > LSN_HISTORY_MAX_LEN
+        || samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t).unwrap_or_default() > LSN_HISTORY_MAX_AGE && samples.len() > 1)
+    {
+        samples.pop_front();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connections.
+
+/// One kept connection to one side, with reconnect backoff.
+struct Connection {
+    side: Side,
+    config: PgConfig,
+    tls: MakeRustlsConnect,
+    client: Option<Client>,
+    consecutive_failures: u32,
+    next_attempt: Option<Instant>,
+    last_connect_error: Option<ProbeError>,
+}
+
+impl Connection {
+    fn new(side: Side, config: PgConfig, tls: MakeRustlsConnect) -> Connection {
+        Connection {
+            side,
+            config,
+            tls,
+            client: None,
+            consecutive_failures: 0,
+            next_attempt: None,
+            last_connect_error: None,
+        }
+    }
+
+    /// A live client, connecting when needed (but not before the backoff
+    /// allows it: then the last connect error is repeated).
+    async fn client(&mut self) -> Result<&Client, ProbeError> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            if let (Some(next), Some(err)) = (self.next_attempt, &self.last_connect_error) {
+                if Instant::now() < next {
+                    return Err(err.clone());
+                }
+            }
+            match self.config.connect(self.tls.clone()).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(async move {
+                        // Ends when the client is dropped or the server goes away.
+                        let _ = connection.await;
+                    });
+                    self.client = Some(client);
+                    self.consecutive_failures = 0;
+                    self.next_attempt = None;
+                    self.last_connect_error = None;
+                }
+                Err(err) => {
+                    let error = classify(&err, true).on(self.side);
+                    self.consecutive_failures += 1;
+                    let backoff = Duration::from_millis(500)
+                        .saturating_mul(1 << self.consecutive_failures.min(8))
+                        .min(MAX_RECONNECT_BACKOFF);
+                    self.next_attempt = Some(Instant::now() + backoff);
+                    self.last_connect_error = Some(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+        Ok(self.client.as_ref().expect("connected above"))
+    }
+
+    /// Forgets the connection after a failure that may have left it unusable.
+    fn reset(&mut self) {
+        self.client = None;
+    }
+}
+
+/// Maps a driver error to a bounded reason and a message that never
+/// contains the connection URL.
+fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
+    if let Some(db) = err.as_db_error() {
+        let code = db.code();
+        let reason = if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            || *code == SqlState::INSUFFICIENT_PRIVILEGE
+        {
+            FailureReason::Auth
+        } else if connecting {
+            FailureReason::Connect
+        } else {
+            FailureReason::Query
+        };
+        return ProbeError::new(reason, format!("{} ({})", db.message(), code.code()));
+    }
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let reason = if connecting || err.is_closed() {
+        FailureReason::Connect
+    } else {
+        FailureReason::Query
+    };
+    ProbeError::new(reason, message)
+}
+
+/// The TLS connector: webpki roots plus the target's own CA file (RDS).
+fn tls_connector(target: &str, ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect, ProbeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!("target {target}: tls_ca_file {} cannot be read: {e}", path.display()),
+            )
+        })?;
+        let mut reader = std::io::BufReader::new(pem.as_slice());
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut reader) {
+            let cert = cert.map_err(|e| {
+                ProbeError::new(
+                    FailureReason::Config,
+                    format!("target {target}: tls_ca_file {} is not PEM: {e}", path.display()),
+                )
+            })?;
+            if roots.add(cert).is_ok() {
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err(ProbeError::new(
+                FailureReason::Config,
+                format!("target {target}: tls_ca_file {} holds no usable certificate", path.display()),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProbeError::new(FailureReason::Config, format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+async fn within<T>(deadline: Instant, future: impl std::future::Future<Output = Result<T, ProbeError>>) -> Result<T, ProbeError> {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(budget, future).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::timeout(budget)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The probe.
+
+const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8";
+
+const SLOTS_SQL: &str = "SELECT slot_name::text, active, \
+     CASE WHEN restart_lsn IS NULL OR pg_is_in_recovery() THEN NULL \
+          ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 END \
+     FROM pg_replication_slots ORDER BY slot_name LIMIT 50";
+
+const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
+     pg_last_wal_receive_lsn()::text, \
+     pg_last_wal_replay_lsn()::text, \
+     extract(epoch from pg_last_xact_replay_timestamp())::float8, \
+     CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
+     (SELECT status::text FROM pg_stat_wal_receiver LIMIT 1), \
+     (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1)";
+
+pub struct PostgresProbe {
+    target: String,
+    timeout: Duration,
+    primary: Connection,
+    replica: Connection,
+    heartbeat: Option<HeartbeatSettings>,
+    history: PositionHistory,
+    /// Set while a poll runs: still set at the next poll means the poller
+    /// cancelled it mid-query, so connections may be stuck and are dropped.
+    poll_in_progress: bool,
+}
+
+#[derive(Clone)]
+struct HeartbeatSettings {
+    interval: Duration,
+    table: String,
+    create_table: bool,
+    instance: String,
+}
+
+impl PostgresProbe {
+    pub fn new(target: &Target, spec: &PostgresTarget, instance: &str) -> Result<PostgresProbe, ProbeError> {
+        let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
+        let connect_config = |url: &crate::config::Secret, side: Side| -> Result<PgConfig, ProbeError> {
+            let mut config = PgConfig::from_str(url.expose()).map_err(|e| {
+                ProbeError::new(FailureReason::Config, format!("target {}: bad {} URL: {e}", target.name, side.as_str()))
+            })?;
+            config.connect_timeout(target.timeout);
+            if config.get_application_name().is_none() {
+                config.application_name("rpo-exporter");
+            }
+            Ok(config)
+        };
+        Ok(PostgresProbe {
+            target: target.name.clone(),
+            timeout: target.timeout,
+            primary: Connection::new(Side::Source, connect_config(&spec.primary_url, Side::Source)?, tls.clone()),
+            replica: Connection::new(Side::Replica, connect_config(&spec.replica_url, Side::Replica)?, tls),
+            heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
+                interval: hb.interval,
+                table: hb.table.clone(),
+                create_table: hb.create_table,
+                instance: instance.to_string(),
+            }),
+            history: PositionHistory::default(),
+            poll_in_progress: false,
+        })
+    }
+
+    async fn observe_primary(&mut self) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
+        let client = self.primary.client().await?;
+        let observed_at = SystemTime::now();
+        let row = client.query_one(PRIMARY_SQL, &[]).await.map_err(|e| classify(&e, false).on(Side::Source))?;
+        let current_text: Option<String> = row.get(1);
+        let current_lsn = match &current_text {
+            Some(text) => Some(parse_lsn(text).ok_or_else(|| {
+                ProbeError::new(FailureReason::Parse, format!("pg_current_wal_lsn() returned `{text}`")).on(Side::Source)
+            })?),
+            None => None,
+        };
+        let observation = PrimaryObservation {
+            observed_at,
+            in_recovery: row.get(0),
+            current_lsn,
+            streaming_standbys: row.get(2),
+        };
+        let mut details = vec![Detail::gauge(
+            "rpo_postgres_streaming_standbys",
+            "Standbys streaming from the primary (pg_stat_replication, state streaming).",
+            observation.streaming_standbys as f64,
+        )];
+        if let Some(lsn) = current_lsn {
+            details.push(Detail::gauge(
+                "rpo_postgres_primary_wal_position_bytes",
+                "The primary's current WAL write position (pg_current_wal_lsn) in bytes; its rate is the write rate.",
+                lsn as f64,
+            ));
+        }
+        // Slots need pg_monitor or a superuser; without them, skip the
+        // detail rather than fail the poll.
+        if let Ok(rows) = client.query(SLOTS_SQL, &[]).await {
+            for row in rows {
+                let slot: String = row.get(0);
+                let active: bool = row.get(1);
+                details.push(
+                    Detail::gauge(
+                        "rpo_postgres_replication_slot_active",
+                        "1 when a client is streaming from the replication slot.",
+                        if active { 1.0 } else { 0.0 },
+                    )
+                    .with_label("slot", slot.clone()),
+                );
+                if let Some(retained) = row.get::<_, Option<f64>>(2) {
+                    details.push(
+                        Detail::gauge(
+                            "rpo_postgres_replication_slot_retained_bytes",
+                            "WAL the primary keeps for the replication slot (current position minus restart_lsn).",
+                            retained,
+                        )
+                        .with_label("slot", slot),
+                    );
+                }
+            }
+        }
+        Ok((observation, details))
+    }
+
+    async fn observe_replica(&mut self) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
+        let heartbeat = self.heartbeat.clone();
+        let client = self.replica.client().await?;
+        let observed_at = SystemTime::now();
+        let row = client.query_one(REPLICA_SQL, &[]).await.map_err(|e| classify(&e, false).on(Side::Replica))?;
+        let lsn = |i: usize| -> Result<Option<u64>, ProbeError> {
+            match row.get::<_, Option<String>>(i) {
+                None => Ok(None),
+                Some(text) => parse_lsn(&text).map(Some).ok_or_else(|| {
+                    ProbeError::new(FailureReason::Parse, format!("replica returned WAL position `{text}`")).on(Side::Replica)
+                }),
+            }
+        };
+        let observation = ReplicaObservation {
+            observed_at,
+            in_recovery: row.get(0),
+            receive_lsn: lsn(1)?,
+            replay_lsn: lsn(2)?,
+            last_xact_replay: row.get::<_, Option<f64>>(3).and_then(from_unix_seconds),
+            replay_paused: row.get(4),
+            receiver_status: row.get(5),
+            receiver_last_message: row.get::<_, Option<f64>>(6).and_then(from_unix_seconds),
+        };
+        let heartbeat_seen = match heartbeat {
+            None => None,
+            Some(hb) => {
+                let sql = format!("SELECT ts FROM {} WHERE instance = $1", hb.table);
+                match client.query_opt(&sql, &[&hb.instance]).await {
+                    Ok(row) => row.and_then(|r| from_unix_seconds(r.get::<_, f64>(0))),
+                    // Not created yet, or not replicated yet: no heartbeat evidence.
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
+                    Err(e) => return Err(classify(&e, false).on(Side::Replica)),
+                }
+            }
+        };
+        Ok((observation, heartbeat_seen))
+    }
+
+    async fn poll_once(&mut self) -> Measurement {
+        let started = Instant::now();
+        let half = self.timeout / 2;
+        let mut measurement = Measurement::new(SystemTime::now());
+        let mut details = Vec::new();
+
+        // The primary first: the caught-up test needs its position read
+        // before the replica's.
+        let primary = match within(started + half, self.observe_primary()).await {
+            Ok((observation, primary_details)) => {
+                measurement.source_reachable = Some(true);
+                details.extend(primary_details);
+                if let (false, Some(lsn)) = (observation.in_recovery, observation.current_lsn) {
+                    self.history.record_primary(observation.observed_at, lsn);
+                }
+                Some(observation)
+            }
+            Err(err) => {
+                self.primary.reset();
+                measurement.source_reachable = Some(false);
+                measurement.failures.push(err.on(Side::Source));
+                None
+            }
+        };
+
+        match within(started + self.timeout, self.observe_replica()).await {
+            Ok((replica, heartbeat_seen)) => {
+                measurement.replica_reachable = Some(true);
+                measurement.evidence_time = replica.observed_at;
+                if let Some(lsn) = replica.replay_lsn {
+                    self.history.record_replay(replica.observed_at, lsn);
+                }
+                let evidence = self.history.evidence(primary.as_ref(), &replica);
+                measurement.recovery_point = match (evidence.recovery_point, heartbeat_seen) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                measurement.link = evidence.link.clone();
+                measurement.backlog_bytes = evidence.backlog_bytes;
+                measurement.catchup_seconds = evidence.catchup_seconds;
+                details.extend(replica_details(&replica, &evidence, heartbeat_seen));
+            }
+            Err(err) => {
+                self.replica.reset();
+                measurement.replica_reachable = Some(false);
+                measurement.link = LinkState::Unknown("the replica cannot be reached".to_string());
+                measurement.failures.push(err.on(Side::Replica));
+            }
+        }
+        measurement.details = details;
+        measurement
+    }
+}
+
+fn replica_details(replica: &ReplicaObservation, evidence: &EngineEvidence, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut details = vec![
+        Detail::gauge(
+            "rpo_postgres_replica_in_recovery",
+            "1 when the replica is in recovery (a standby); 0 means it was promoted.",
+            flag(replica.in_recovery),
+        ),
+        Detail::gauge(
+            "rpo_postgres_wal_receiver_up",
+            "1 when the replica's WAL receiver is streaming.",
+            flag(replica.streaming()),
+        ),
+        Detail::gauge(
+            "rpo_postgres_replay_paused",
+            "1 when WAL replay is paused on the replica (pg_wal_replay_pause).",
+            flag(replica.replay_paused),
+        ),
+    ];
+    let mut optional = |name, help, value: Option<f64>| {
+        if let Some(v) = value {
+            details.push(Detail::gauge(name, help, v));
+        }
+    };
+    optional(
+        "rpo_postgres_receive_lag_bytes",
+        "WAL written on the primary but not yet received (flushed) by the replica.",
+        evidence.receive_lag_bytes,
+    );
+    optional(
+        "rpo_postgres_replay_lag_bytes",
+        "WAL written on the primary but not yet replayed (visible) on the replica.",
+        evidence.replay_lag_bytes,
+    );
+    optional(
+        "rpo_postgres_wal_receiver_last_message_timestamp_seconds",
+        "When the replica's WAL receiver last heard from the primary (replica's clock).",
+        replica.receiver_last_message.map(crate::probe::unix_seconds),
+    );
+    optional(
+        "rpo_postgres_last_replayed_transaction_timestamp_seconds",
+        "Commit time of the last transaction replayed on the replica (primary's clock); old on an idle primary, which is not lag.",
+        replica.last_xact_replay.map(crate::probe::unix_seconds),
+    );
+    optional(
+        "rpo_heartbeat_timestamp_seconds",
+        "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
+        heartbeat_seen.map(crate::probe::unix_seconds),
+    );
+    details
+}
+
+impl Probe for PostgresProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(async move {
+            if self.poll_in_progress {
+                tracing::debug!(target = %self.target, "previous poll was cancelled; reconnecting both sides");
+                self.primary.reset();
+                self.replica.reset();
+            }
+            self.poll_in_progress = true;
+            let measurement = self.poll_once().await;
+            self.poll_in_progress = false;
+            Ok(measurement)
+        })
+    }
+
+    fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
+        let settings = self.heartbeat.clone()?;
+        Some(Box::new(PostgresHeartbeatWriter {
+            connection: Connection::new(Side::Source, self.primary.config.clone(), self.primary.tls.clone()),
+            user: self.primary.config.get_user().unwrap_or("<monitoring user>").to_string(),
+            settings,
+            table_ready: false,
+            in_progress: false,
+        }))
+    }
+}
+
+/// Writes this exporter's heartbeat row on the primary over its own
+/// connection, so a slow poll never delays a heartbeat.
+struct PostgresHeartbeatWriter {
+    connection: Connection,
+    user: String,
+    settings: HeartbeatSettings,
+    table_ready: bool,
+    in_progress: bool,
+}
+
+impl PostgresHeartbeatWriter {
+    fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (instance text PRIMARY KEY, ts double precision NOT NULL, written_at timestamptz NOT NULL DEFAULT now())",
+            self.settings.table
+        )
+    }
+
+    fn grants_help(&self) -> String {
+        format!(
+            "as an administrator on the primary run: {}; GRANT SELECT, INSERT, UPDATE ON {} TO {}; (or remove `heartbeat` from the target to rely on engine positions)",
+            self.create_sql(),
+            self.settings.table,
+            self.user
+        )
+    }
+
+    async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        let create_sql = self.create_sql();
+        let grants = self.grants_help();
+        let table = self.settings.table.clone();
+        let create = self.settings.create_table;
+        let client = self.connection.client().await?;
+        if !self.table_ready {
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await
+                .map_err(|e| classify(&e, false).on(Side::Source))?
+                .get(0);
+            if !exists {
+                if !create {
+                    return Err(ProbeError::new(
+                        FailureReason::Config,
+                        format!("heartbeat table {table} does not exist and create_table = false; {grants}"),
+                    )
+                    .on(Side::Source));
+                }
+                client.batch_execute(&create_sql).await.map_err(|e| {
+                    let mut err = classify(&e, false).on(Side::Source);
+                    err.message = format!("cannot create heartbeat table {table} ({}); {grants}", err.message);
+                    err
+                })?;
+            }
+            self.table_ready = true;
+        }
+        let sql = format!(
+            "INSERT INTO {table} (instance, ts) VALUES ($1, $2) \
+             ON CONFLICT (instance) DO UPDATE SET ts = EXCLUDED.ts, written_at = now()"
+        );
+        let ts = crate::probe::unix_seconds(at);
+        match client.execute(&sql, &[&self.settings.instance, &ts]).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut err = classify(&e, false).on(Side::Source);
+                if err.reason == FailureReason::Auth {
+                    err.message = format!("cannot write heartbeat to {table} ({}); {grants}", err.message);
+                }
+                if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
+                    self.table_ready = false;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl HeartbeatWriter for PostgresHeartbeatWriter {
+    fn interval(&self) -> Duration {
+        self.settings.interval
+    }
+
+    fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async move {
+            if self.in_progress {
+                self.connection.reset();
+            }
+            self.in_progress = true;
+            let result = self.write_once(at).await;
+            if result.as_ref().is_err_and(|e| e.reason != FailureReason::Auth && e.reason != FailureReason::Config) {
+                self.connection.reset();
+            }
+            self.in_progress = false;
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_secs_f64(secs)
+    }
+
+    fn primary(t: f64, lsn: u64) -> PrimaryObservation {
+        PrimaryObservation {
+            observed_at: at(t),
+            in_recovery: false,
+            current_lsn: Some(lsn),
+            streaming_standbys: 1,
+        }
+    }
+
+    fn replica(t: f64, replay: u64, last_xact: Option<f64>, status: Option<&str>) -> ReplicaObservation {
+        ReplicaObservation {
+            observed_at: at(t),
+            in_recovery: true,
+            receive_lsn: Some(replay),
+            replay_lsn: Some(replay),
+            last_xact_replay: last_xact.map(at),
+            replay_paused: false,
+            receiver_status: status.map(str::to_string),
+            receiver_last_message: Some(at(t)),
+        }
+    }
+
+    #[test]
+    fn parses_lsns() {
+        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("garbage"), None);
+        assert_eq!(parse_lsn("1/"), None);
+    }
+
+    #[test]
+    fn idle_primary_is_not_lag() {
+        // Nothing written for 462 s: the last replayed commit is old, but the
+        // replica has everything the primary has, so the recovery point is now.
+        let mut h = PositionHistory::default();
+        let p = primary(1000.0, 5000);
+        h.record_primary(p.observed_at, 5000);
+        let e = h.evidence(Some(&p), &replica(1000.01, 5000, Some(538.0), Some("streaming")));
+        assert_eq!(e.recovery_point, Some(at(1000.0)));
+        assert_eq!(e.link, LinkState::Healthy);
+        assert_eq!(e.replay_lag_bytes, Some(0.0));
+        assert_eq!(e.catchup_seconds, Some(0.0));
+    }
+
+    #[test]
+    fn behind_replica_is_dated_by_the_primary_samples() {
+        let mut h = PositionHistory::default();
+        h.record_primary(at(10.0), 1000);
+        h.record_primary(at(11.0), 2000);
+        h.record_primary(at(12.0), 3000);
+        h.record_replay(at(10.0), 1000);
+        h.record_replay(at(12.0), 1500);
+        let p = primary(12.0, 3000);
+        // Replayed up to 2500: everything before the sample at 11 s is there.
+        let e = h.evidence(Some(&p), &replica(12.0, 2500, Some(9.0), Some("streaming")));
+        assert_eq!(e.recovery_point, Some(at(11.0)));
+        assert_eq!(e.replay_lag_bytes, Some(500.0));
+        let rate = h.replay_rate().unwrap();
+        assert!((rate - 250.0).abs() < 1e-6, "{rate}");
+        assert!((e.catchup_seconds.unwrap() - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn paused_replay_has_infinite_catchup_and_falls_back_to_last_commit() {
+        let mut h = PositionHistory::default();
+        h.record_primary(at(20.0), 9000);
+        h.record_replay(at(10.0), 1000);
+        h.record_replay(at(20.0), 1000);
+        let p = primary(20.0, 9000);
+        let e = h.evidence(Some(&p), &replica(20.0, 1000, Some(9.5), Some("streaming")));
+        assert_eq!(e.recovery_point, Some(at(9.5)));
+        assert_eq!(e.catchup_seconds, Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn broken_link_never_reads_as_zero() {
+        // Idle primary, same position on both sides, but no WAL receiver:
+        // the positions must not prove "now".
+        let mut h = PositionHistory::default();
+        let p = primary(100.0, 5000);
+        h.record_primary(p.observed_at, 5000);
+        let e = h.evidence(Some(&p), &replica(100.0, 5000, Some(40.0), None));
+        assert_eq!(e.recovery_point, Some(at(40.0)));
+        assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("no WAL receiver")));
+        let e = h.evidence(Some(&p), &replica(100.0, 5000, None, Some("waiting")));
+        assert_eq!(e.recovery_point, None);
+        assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("waiting")));
+    }
+
+    #[test]
+    fn primary_unreachable_dates_by_the_last_samples_only() {
+        let mut h = PositionHistory::default();
+        h.record_primary(at(10.0), 5000);
+        let e = h.evidence(None, &replica(60.0, 5000, None, Some("streaming")));
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        assert_eq!(e.replay_lag_bytes, None);
+    }
+
+    #[test]
+    fn promoted_replica_proves_nothing() {
+        let mut h = PositionHistory::default();
+        h.record_primary(at(10.0), 5000);
+        let mut r = replica(10.0, 5000, Some(9.0), None);
+        r.in_recovery = false;
+        let e = h.evidence(Some(&primary(10.0, 5000)), &r);
+        assert_eq!(e.recovery_point, None);
+        assert!(!e.link.is_healthy());
+    }
+
+    #[test]
+    fn new_timeline_clears_history() {
+        let mut h = PositionHistory::default();
+        h.record_primary(at(10.0), 5000);
+        h.record_primary(at(11.0), 100);
+        assert_eq!(h.primary.len(), 1);
+        assert_eq!(h.dated(99), None);
+        assert_eq!(h.dated(100), Some(at(11.0)));
+    }
+}

@@ -1,0 +1,268 @@
+//! The latest report of every target, as an immutable [`Snapshot`] that
+//! readers clone cheaply (an `Arc`). Writers replace one target's report and
+//! publish a new snapshot; no lock is ever held across an `.await`.
+//!
+//! This is where the "no reset" rule lives: the recovery point only moves
+//! forward, and a poll that proves nothing keeps the last proven one, so the
+//! exposure keeps growing while a side cannot be reached.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::probe::{FailureReason, Measurement, ProbeError};
+
+/// Everything known about one target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetReport {
+    /// The newest recovery point ever proven (never moves back).
+    pub recovery_point: Option<SystemTime>,
+    /// End of the last poll attempt minus the recovery point.
+    pub exposure: Option<Duration>,
+    /// When the last poll attempt started, and how long it took.
+    pub last_attempt: Option<SystemTime>,
+    pub last_duration: Option<Duration>,
+    /// Whether the last poll learned everything it tried to.
+    pub last_poll_succeeded: bool,
+    /// The last poll that failed entirely (nothing learned), if it was the
+    /// latest one.
+    pub last_poll_error: Option<ProbeError>,
+    /// When a poll last succeeded with no failure at all.
+    pub last_success: Option<SystemTime>,
+    /// The most recent failure of any kind (whole or one side), kept after
+    /// recovery so a stale reason can say what went wrong.
+    pub last_error: Option<ProbeError>,
+    /// Time of the newest evidence about the replica.
+    pub evidence_time: Option<SystemTime>,
+    /// The last measurement, when the latest poll produced one.
+    pub measurement: Option<Measurement>,
+    /// When the source side last answered.
+    pub last_source_contact: Option<SystemTime>,
+    pub runs_total: u64,
+    pub failures_total: [u64; FailureReason::ALL.len()],
+    pub heartbeat: HeartbeatStatus,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatStatus {
+    pub last_write: Option<SystemTime>,
+    pub writes_total: u64,
+    pub failures_total: u64,
+    pub last_error: Option<ProbeError>,
+}
+
+impl TargetReport {
+    /// The report after one poll attempt that ran from `started` to
+    /// `finished`. Pure, so the retention rules are unit-tested.
+    pub fn after_poll(
+        &self,
+        started: SystemTime,
+        finished: SystemTime,
+        result: Result<Measurement, ProbeError>,
+    ) -> TargetReport {
+        let mut next = self.clone();
+        next.runs_total += 1;
+        next.last_attempt = Some(started);
+        next.last_duration = Some(finished.duration_since(started).unwrap_or_default());
+        match result {
+            Ok(measurement) => {
+                next.last_poll_error = None;
+                next.recovery_point = max_time(self.recovery_point, measurement.recovery_point);
+                if measurement.replica_reachable != Some(false) {
+                    next.evidence_time = max_time(self.evidence_time, Some(measurement.evidence_time));
+                }
+                if measurement.source_reachable == Some(true) {
+                    next.last_source_contact = Some(finished);
+                }
+                let mut counted = [false; FailureReason::ALL.len()];
+                for failure in &measurement.failures {
+                    let i = reason_index(failure.reason);
+                    if !counted[i] {
+                        next.failures_total[i] += 1;
+                        counted[i] = true;
+                    }
+                }
+                next.last_poll_succeeded = measurement.failures.is_empty();
+                if next.last_poll_succeeded {
+                    next.last_success = Some(finished);
+                } else {
+                    next.last_error = measurement.failures.first().cloned();
+                }
+                next.measurement = Some(measurement);
+            }
+            Err(error) => {
+                next.failures_total[reason_index(error.reason)] += 1;
+                next.last_poll_succeeded = false;
+                next.last_error = Some(error.clone());
+                next.last_poll_error = Some(error);
+                // A failed poll's detail series are dropped, not left frozen.
+                next.measurement = None;
+            }
+        }
+        next.exposure = next
+            .recovery_point
+            .map(|rp| finished.duration_since(rp).unwrap_or_default());
+        next
+    }
+
+    /// The report after one heartbeat write attempt.
+    pub fn after_heartbeat(&self, at: SystemTime, result: Result<(), ProbeError>) -> TargetReport {
+        let mut next = self.clone();
+        match result {
+            Ok(()) => {
+                next.heartbeat.last_write = Some(at);
+                next.heartbeat.writes_total += 1;
+                next.heartbeat.last_error = None;
+            }
+            Err(error) => {
+                next.heartbeat.failures_total += 1;
+                next.heartbeat.last_error = Some(error);
+            }
+        }
+        next
+    }
+
+    pub fn failures(&self, reason: FailureReason) -> u64 {
+        self.failures_total[reason_index(reason)]
+    }
+}
+
+fn reason_index(reason: FailureReason) -> usize {
+    FailureReason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .expect("every reason is in ALL")
+}
+
+fn max_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// The reports of all targets, in configuration order.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub reports: Vec<Arc<TargetReport>>,
+}
+
+impl Snapshot {
+    /// True once every target has been polled at least once.
+    pub fn first_round_done(&self) -> bool {
+        self.reports.iter().all(|r| r.runs_total > 0)
+    }
+}
+
+/// The shared latest-report store.
+#[derive(Debug)]
+pub struct Store {
+    current: Mutex<Arc<Snapshot>>,
+}
+
+impl Store {
+    pub fn new(target_count: usize) -> Store {
+        Store {
+            current: Mutex::new(Arc::new(Snapshot {
+                reports: (0..target_count).map(|_| Arc::new(TargetReport::default())).collect(),
+            })),
+        }
+    }
+
+    /// The latest snapshot; never blocks on a probe.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn record_poll(
+        &self,
+        target: usize,
+        started: SystemTime,
+        finished: SystemTime,
+        result: Result<Measurement, ProbeError>,
+    ) {
+        self.update(target, |report| report.after_poll(started, finished, result));
+    }
+
+    pub fn record_heartbeat(&self, target: usize, at: SystemTime, result: Result<(), ProbeError>) {
+        self.update(target, |report| report.after_heartbeat(at, result));
+    }
+
+    fn update(&self, target: usize, change: impl FnOnce(&TargetReport) -> TargetReport) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let next_report = Arc::new(change(&current.reports[target]));
+        let mut reports = current.reports.clone();
+        reports[target] = next_report;
+        *current = Arc::new(Snapshot { reports });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{LinkState, Side};
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn measured(evidence: u64, rp: Option<u64>) -> Measurement {
+        let mut m = Measurement::new(at(evidence));
+        m.recovery_point = rp.map(at);
+        m.link = LinkState::Healthy;
+        m.replica_reachable = Some(true);
+        m.source_reachable = Some(true);
+        m
+    }
+
+    #[test]
+    fn recovery_point_never_moves_back_and_exposure_grows_on_failure() {
+        let r = TargetReport::default().after_poll(at(10), at(10), Ok(measured(10, Some(10))));
+        assert_eq!(r.exposure, Some(Duration::ZERO));
+        // A poll that proves only an older point keeps the newer one.
+        let r = r.after_poll(at(15), at(15), Ok(measured(15, Some(3))));
+        assert_eq!(r.recovery_point, Some(at(10)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(5)));
+        // A failed poll keeps the recovery point: exposure grows, never resets.
+        let err = ProbeError::new(FailureReason::Timeout, "no answer").on(Side::Replica);
+        let r = r.after_poll(at(20), at(23), Err(err));
+        assert_eq!(r.recovery_point, Some(at(10)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(13)));
+        assert_eq!(r.evidence_time, Some(at(15)));
+        assert!(r.measurement.is_none());
+        assert_eq!(r.failures(FailureReason::Timeout), 1);
+        assert_eq!(r.runs_total, 3);
+    }
+
+    #[test]
+    fn no_proof_after_start_means_unknown_exposure() {
+        let r = TargetReport::default().after_poll(at(10), at(10), Ok(measured(10, None)));
+        assert_eq!(r.recovery_point, None);
+        assert_eq!(r.exposure, None);
+    }
+
+    #[test]
+    fn unreachable_replica_does_not_refresh_evidence() {
+        let r = TargetReport::default().after_poll(at(10), at(10), Ok(measured(10, Some(10))));
+        let mut partial = measured(20, None);
+        partial.replica_reachable = Some(false);
+        partial.failures.push(ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica));
+        let r = r.after_poll(at(20), at(20), Ok(partial));
+        assert_eq!(r.evidence_time, Some(at(10)));
+        assert!(!r.last_poll_succeeded);
+        assert_eq!(r.failures(FailureReason::Connect), 1);
+        assert_eq!(r.last_source_contact, Some(at(20)));
+    }
+
+    #[test]
+    fn store_publishes_new_snapshots_without_touching_old_ones() {
+        let store = Store::new(2);
+        let before = store.snapshot();
+        store.record_poll(1, at(1), at(1), Ok(measured(1, Some(1))));
+        assert_eq!(before.reports[1].runs_total, 0);
+        assert_eq!(store.snapshot().reports[1].runs_total, 1);
+        assert!(!store.snapshot().first_round_done());
+        store.record_poll(0, at(1), at(1), Ok(measured(1, Some(1))));
+        assert!(store.snapshot().first_round_done());
+    }
+}

@@ -1,0 +1,1 @@
+//! The binary: exit codes, bad configs, check --from, signals.

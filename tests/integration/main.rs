@@ -1,0 +1,7 @@
+//! Integration tests against real services: Postgres primaries with
+//! streaming replicas started by `rpo_exporter::lab`, the exporter run
+//! in-process on 127.0.0.1:0 and as the real binary.
+
+mod cli;
+mod postgres;
+mod support;
