@@ -57,9 +57,15 @@ small{{color:#666}}
                     .recovery_point
                     .map(|rp| humantime::format_rfc3339_millis(rp).to_string())
                     .unwrap_or_else(|| "unknown".to_string()),
-                exposure = t.exposure.map(human_duration).unwrap_or_else(|| "unknown".to_string()),
+                exposure = t
+                    .exposure
+                    .map(human_duration)
+                    .unwrap_or_else(|| "unknown".to_string()),
                 budget = human_duration(t.budget),
-                age = t.evidence_age.map(human_duration).unwrap_or_else(|| "none".to_string()),
+                age = t
+                    .evidence_age
+                    .map(human_duration)
+                    .unwrap_or_else(|| "none".to_string()),
                 reasons = escape(&t.reasons.join("; ")),
             );
         }
@@ -91,5 +97,8 @@ fn class(ready: bool) -> &'static str {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

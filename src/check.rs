@@ -45,12 +45,20 @@ pub enum CheckError {
 
 /// Polls the configured targets (once, or until GO within `wait`) and
 /// returns the verdict.
-pub async fn check_config(mut config: Config, options: &CheckOptions) -> Result<VerdictJson, CheckError> {
+pub async fn check_config(
+    mut config: Config,
+    options: &CheckOptions,
+) -> Result<VerdictJson, CheckError> {
     if let Some(group) = &options.group {
         if config.group(group).is_none() {
             return Err(CheckError::UnknownGroup {
                 group: group.clone(),
-                known: config.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: config
+                    .groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -59,7 +67,12 @@ pub async fn check_config(mut config: Config, options: &CheckOptions) -> Result<
     let config = Arc::new(config);
     let store = Store::new(config.targets.len());
     let selected: Vec<usize> = (0..config.targets.len())
-        .filter(|i| options.group.as_ref().is_none_or(|g| &config.targets[*i].group == g))
+        .filter(|i| {
+            options
+                .group
+                .as_ref()
+                .is_none_or(|g| &config.targets[*i].group == g)
+        })
         .collect();
 
     let mut probes = Vec::new();
@@ -118,16 +131,33 @@ pub async fn check_config(mut config: Config, options: &CheckOptions) -> Result<
 
 /// Asks a running exporter for its verdict. An exporter that cannot be
 /// reached, or answers nonsense, is a NO-GO with that reason.
-pub async fn check_remote(base_url: &str, options: &CheckOptions, timeout: Duration) -> VerdictJson {
+pub async fn check_remote(
+    base_url: &str,
+    options: &CheckOptions,
+    timeout: Duration,
+) -> VerdictJson {
     let deadline = options.wait.map(|w| Instant::now() + w);
-    let client = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client builds");
-    let mut url = format!("{}/failover-readiness?mode={}", base_url.trim_end_matches('/'), options.mode);
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("HTTP client builds");
+    let mut url = format!(
+        "{}/failover-readiness?mode={}",
+        base_url.trim_end_matches('/'),
+        options.mode
+    );
     if let Some(group) = &options.group {
         let _ = write!(url, "&group={group}");
     }
     loop {
         let verdict = match client.get(&url).send().await {
-            Err(error) => unreachable_verdict(options.mode, &format!("exporter at {base_url} cannot be reached: {}", without_url(&error))),
+            Err(error) => unreachable_verdict(
+                options.mode,
+                &format!(
+                    "exporter at {base_url} cannot be reached: {}",
+                    without_url(&error)
+                ),
+            ),
             Ok(response) => {
                 let status = response.status();
                 match response.json::<serde_json::Value>().await {
@@ -137,16 +167,24 @@ pub async fn check_remote(base_url: &str, options: &CheckOptions, timeout: Durat
                             options.mode,
                             &format!(
                                 "exporter at {base_url} answered HTTP {status}: {}",
-                                value.get("error").and_then(|e| e.as_str()).unwrap_or("not a verdict")
+                                value
+                                    .get("error")
+                                    .and_then(|e| e.as_str())
+                                    .unwrap_or("not a verdict")
                             ),
                         ),
                     },
-                    Err(_) => unreachable_verdict(options.mode, &format!("exporter at {base_url} answered HTTP {status} without a verdict")),
+                    Err(_) => unreachable_verdict(
+                        options.mode,
+                        &format!("exporter at {base_url} answered HTTP {status} without a verdict"),
+                    ),
                 }
             }
         };
         match deadline {
-            Some(deadline) if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline => {
+            Some(deadline)
+                if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline =>
+            {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             _ => return verdict,
@@ -200,7 +238,10 @@ pub fn render_table(verdict: &VerdictJson) -> String {
             let _ = writeln!(out, "  - {reason}");
         }
     }
-    let secs = |s: Option<f64>| s.map(|v| human_duration(Duration::from_secs_f64(v.max(0.0)))).unwrap_or_else(|| "-".to_string());
+    let secs = |s: Option<f64>| {
+        s.map(|v| human_duration(Duration::from_secs_f64(v.max(0.0))))
+            .unwrap_or_else(|| "-".to_string())
+    };
     for group in &verdict.groups {
         let _ = writeln!(
             out,
@@ -226,9 +267,16 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 t.target.clone(),
                 t.kind.clone(),
                 if t.ready { "GO" } else { "NO-GO" }.to_string(),
-                t.recovery_point.as_deref().map(|s| s.replace('T', " ")).unwrap_or_else(|| "unknown".to_string()),
+                t.recovery_point
+                    .as_deref()
+                    .map(|s| s.replace('T', " "))
+                    .unwrap_or_else(|| "unknown".to_string()),
                 match (t.loss_window_seconds, verdict.mode.as_str()) {
-                    (Some(window), "unplanned") => format!("{} (loss window {})", secs(t.exposure_seconds), secs(Some(window))),
+                    (Some(window), "unplanned") => format!(
+                        "{} (loss window {})",
+                        secs(t.exposure_seconds),
+                        secs(Some(window))
+                    ),
                     _ => secs(t.exposure_seconds),
                 },
                 secs(Some(t.budget_seconds)),
@@ -236,7 +284,9 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 t.reasons.join("; "),
             ]);
         }
-        let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..8)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
         for row in rows {
             let mut line = String::from("  ");
             for (c, cell) in row.iter().enumerate() {

@@ -6,7 +6,7 @@
 //! file, the key and what to do. Secrets are resolved here (from `*_env` or
 //! `*_file`) into [`Secret`], which cannot be printed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -334,11 +334,19 @@ impl Validator<'_> {
                     format!("`{addr}` is not an address like \"0.0.0.0:9798\""),
                 )
             })?,
-            None => DEFAULT_LISTEN_ADDRESS.parse().expect("default listen address"),
+            None => DEFAULT_LISTEN_ADDRESS
+                .parse()
+                .expect("default listen address"),
         };
-        let telemetry_path = raw.web.telemetry_path.unwrap_or_else(|| "/metrics".to_string());
+        let telemetry_path = raw
+            .web
+            .telemetry_path
+            .unwrap_or_else(|| "/metrics".to_string());
         if !telemetry_path.starts_with('/') || telemetry_path.len() < 2 {
-            return Err(self.invalid("web.telemetry_path", "must start with '/', like \"/metrics\""));
+            return Err(self.invalid(
+                "web.telemetry_path",
+                "must start with '/', like \"/metrics\"",
+            ));
         }
 
         let defaults = Defaults {
@@ -347,7 +355,11 @@ impl Validator<'_> {
                 raw.defaults.poll_interval.as_ref(),
                 DEFAULT_POLL_INTERVAL,
             )?,
-            timeout: self.optional_duration("defaults.timeout", raw.defaults.timeout.as_ref(), DEFAULT_TIMEOUT)?,
+            timeout: self.optional_duration(
+                "defaults.timeout",
+                raw.defaults.timeout.as_ref(),
+                DEFAULT_TIMEOUT,
+            )?,
             stale_after: self.optional_duration(
                 "defaults.stale_after",
                 raw.defaults.stale_after.as_ref(),
@@ -390,18 +402,11 @@ impl Validator<'_> {
                 stale_after: pg.stale_after.clone(),
             };
             let spec = TargetSpec::Postgres(self.postgres(&key, pg)?);
-            targets.push(self.target(&key, common, &groups, &defaults, spec)?);
-        }
-
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, target) in targets.iter().enumerate() {
-            if let Some(first) = seen.insert(target.name.as_str(), i) {
-                let _ = first;
-                return Err(self.invalid(
-                    format!("{}.name", target.kind()),
-                    format!("target name \"{}\" is used twice; target names must be unique", target.name),
-                ));
-            }
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
         }
 
         Ok(Config {
@@ -414,6 +419,26 @@ impl Validator<'_> {
             groups,
             targets,
         })
+    }
+
+    /// Adds a target, refusing a name already used by any kind.
+    fn push_target(
+        &self,
+        targets: &mut Vec<Target>,
+        key: &str,
+        target: Target,
+    ) -> Result<(), ConfigError> {
+        if targets.iter().any(|t| t.name == target.name) {
+            return Err(self.invalid(
+                format!("{key}.name"),
+                format!(
+                    "target name \"{}\" is used twice; target names must be unique",
+                    target.name
+                ),
+            ));
+        }
+        targets.push(target);
+        Ok(())
     }
 
     fn target(
@@ -438,20 +463,34 @@ impl Validator<'_> {
                 format!(
                     "group \"{}\" is not defined; add a [[group]] with that name (defined: {})",
                     common.group,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         };
-        let rpo_budget =
-            self.optional_duration(&format!("{key}.rpo_budget"), common.rpo_budget.as_ref(), group.rpo_budget)?;
+        let rpo_budget = self.optional_duration(
+            &format!("{key}.rpo_budget"),
+            common.rpo_budget.as_ref(),
+            group.rpo_budget,
+        )?;
         let poll_interval = self.optional_duration(
             &format!("{key}.poll_interval"),
             common.poll_interval.as_ref(),
             defaults.poll_interval,
         )?;
-        let timeout = self.optional_duration(&format!("{key}.timeout"), common.timeout.as_ref(), defaults.timeout)?;
-        let stale_after =
-            self.optional_duration(&format!("{key}.stale_after"), common.stale_after.as_ref(), defaults.stale_after)?;
+        let timeout = self.optional_duration(
+            &format!("{key}.timeout"),
+            common.timeout.as_ref(),
+            defaults.timeout,
+        )?;
+        let stale_after = self.optional_duration(
+            &format!("{key}.stale_after"),
+            common.stale_after.as_ref(),
+            defaults.stale_after,
+        )?;
         if stale_after <= poll_interval {
             return Err(self.invalid(
                 format!("{key}.stale_after"),
@@ -506,7 +545,9 @@ impl Validator<'_> {
                     hb.interval.as_ref(),
                     Duration::from_secs(1),
                 )?;
-                let table = hb.table.unwrap_or_else(|| DEFAULT_HEARTBEAT_TABLE.to_string());
+                let table = hb
+                    .table
+                    .unwrap_or_else(|| DEFAULT_HEARTBEAT_TABLE.to_string());
                 if !is_sql_table_name(&table) {
                     return Err(self.invalid(
                         format!("{key}.heartbeat.table"),
@@ -546,7 +587,10 @@ impl Validator<'_> {
         env: Option<String>,
         file: Option<PathBuf>,
     ) -> Result<Secret, ConfigError> {
-        let given = [inline.is_some(), env.is_some(), file.is_some()].iter().filter(|x| **x).count();
+        let given = [inline.is_some(), env.is_some(), file.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
         if given != 1 {
             return Err(self.invalid(
                 format!("{key}.{name}"),
@@ -564,14 +608,19 @@ impl Validator<'_> {
                 Ok(value) if !value.trim().is_empty() => Ok(Secret(value.trim().to_string())),
                 _ => Err(self.invalid(
                     format!("{key}.{name}_env"),
-                    format!("environment variable {var} is not set or empty; export it before starting"),
+                    format!(
+                        "environment variable {var} is not set or empty; export it before starting"
+                    ),
                 )),
             };
         }
         let path = file.expect("one of three is set");
         match std::fs::read_to_string(&path) {
             Ok(value) if !value.trim().is_empty() => Ok(Secret(value.trim().to_string())),
-            Ok(_) => Err(self.invalid(format!("{key}.{name}_file"), format!("{} is empty", path.display()))),
+            Ok(_) => Err(self.invalid(
+                format!("{key}.{name}_file"),
+                format!("{} is empty", path.display()),
+            )),
             Err(err) => Err(self.invalid(
                 format!("{key}.{name}_file"),
                 format!("{} cannot be read: {err}", path.display()),
@@ -668,7 +717,10 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         assert_eq!(target.stale_after, Duration::from_secs(20));
         let TargetSpec::Postgres(pg) = &target.spec;
         assert_eq!(pg.heartbeat.as_ref().unwrap().table, "rpo_heartbeat");
-        assert!(!format!("{config:?}").contains("hunter2"), "Debug must redact secrets");
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "Debug must redact secrets"
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -740,7 +792,8 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
 
     #[test]
     fn bad_table_name_rejected() {
-        let err = error_of(&GOOD.replace("table = \"rpo_heartbeat\"", "table = \"x; drop table y\""));
+        let err =
+            error_of(&GOOD.replace("table = \"rpo_heartbeat\"", "table = \"x; drop table y\""));
         assert!(err.contains("heartbeat.table"), "{err}");
     }
 

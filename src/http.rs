@@ -33,7 +33,11 @@ pub struct AppState {
 }
 
 /// Serves until `shutdown` completes; connections in progress are dropped.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -66,14 +70,21 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
 
 fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served\n",
+        );
     }
     let now = SystemTime::now();
     let path = req.uri().path();
     let query = parse_query(req.uri().query().unwrap_or(""));
     if path == state.telemetry_path {
         let body = metrics::render(&state.config, &state.store.snapshot(), now);
-        return respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body);
+        return respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        );
     }
     match path {
         "/failover-readiness" => readiness(state, &query, now),
@@ -81,36 +92,63 @@ fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
                 None => Mode::Planned,
                 Some(Ok(mode)) => mode,
-                Some(Err(problem)) => return text(StatusCode::BAD_REQUEST, &format!("{problem}\n")),
+                Some(Err(problem)) => {
+                    return text(StatusCode::BAD_REQUEST, &format!("{problem}\n"))
+                }
             };
             let verdict = evaluate(&state.config, &state.store.snapshot(), mode, now, None);
-            respond(StatusCode::OK, "text/html; charset=utf-8", board::render(&verdict, &state.telemetry_path))
+            respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                board::render(&verdict, &state.telemetry_path),
+            )
         }
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
         "/-/ready" => {
             if state.store.snapshot().first_round_done() {
                 text(StatusCode::OK, "Ready\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first poll round is not done\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Not ready: the first poll round is not done\n",
+                )
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found; try / , /failover-readiness or the telemetry path\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try / , /failover-readiness or the telemetry path\n",
+        ),
     }
 }
 
-fn readiness(state: &AppState, query: &HashMap<String, String>, now: SystemTime) -> Response<Full<Bytes>> {
+fn readiness(
+    state: &AppState,
+    query: &HashMap<String, String>,
+    now: SystemTime,
+) -> Response<Full<Bytes>> {
     let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
         None => Mode::Planned,
         Some(Ok(mode)) => mode,
         Some(Err(problem)) => return json_error(StatusCode::BAD_REQUEST, &problem),
     };
-    let group = query.get("group").filter(|g| !g.is_empty()).map(String::as_str);
+    let group = query
+        .get("group")
+        .filter(|g| !g.is_empty())
+        .map(String::as_str);
     if let Some(name) = group {
         if state.config.group(name).is_none() {
-            let known: Vec<&str> = state.config.groups.iter().map(|g| g.name.as_str()).collect();
+            let known: Vec<&str> = state
+                .config
+                .groups
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect();
             return json_error(
                 StatusCode::NOT_FOUND,
-                &format!("unknown group `{name}`; configured groups: {}", known.join(", ")),
+                &format!(
+                    "unknown group `{name}`; configured groups: {}",
+                    known.join(", ")
+                ),
             );
         }
     }

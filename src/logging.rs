@@ -29,8 +29,11 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber. `level` is a level (`info`) or a full
 /// filter directive (`info,rpo_exporter=debug`).
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("bad --log.level `{level}`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("bad --log.level `{level}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
@@ -46,7 +49,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         let level = event.metadata().level().as_str().to_ascii_lowercase();
         let mut fields = Fields::default();
@@ -81,7 +89,11 @@ impl Visit for Fields {
 }
 
 fn quote(value: &str) -> String {
-    if !value.is_empty() && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=') {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=')
+    {
         value.to_string()
     } else {
         format!("{value:?}")

@@ -80,7 +80,10 @@ fn main() -> ExitCode {
         eprintln!("rpo-exporter: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rpo-exporter: cannot start the async runtime: {e}");
@@ -128,7 +131,10 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
             };
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default()),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdict).unwrap_or_default()
+                ),
                 Output::Table => print!("{}", check::render_table(&verdict)),
             }
             if verdict.ready {
@@ -177,7 +183,10 @@ async fn serve(cli: &Cli) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.web.listen_address).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("rpo-exporter: cannot listen on {}: {e}", config.web.listen_address);
+            eprintln!(
+                "rpo-exporter: cannot listen on {}: {e}",
+                config.web.listen_address
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -55,7 +55,11 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
     let healthy: BTreeMap<&str, bool> = verdict
         .groups
         .iter()
-        .flat_map(|g| g.targets.iter().map(|t| (t.target.as_str(), t.replication_healthy)))
+        .flat_map(|g| {
+            g.targets
+                .iter()
+                .map(|t| (t.target.as_str(), t.replication_healthy))
+        })
         .collect();
 
     let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(usize) -> Option<f64>| {
@@ -79,9 +83,12 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         "Now minus the recovery point, as of the last poll: what would be lost if the source vanished.",
         &|i| rows[i].1.exposure.map(|d| d.as_secs_f64()),
     );
-    gauge(out, "rpo_budget_seconds", "The configured recovery-point budget of the target.", &|i| {
-        Some(rows[i].0.rpo_budget.as_secs_f64())
-    });
+    gauge(
+        out,
+        "rpo_budget_seconds",
+        "The configured recovery-point budget of the target.",
+        &|i| Some(rows[i].0.rpo_budget.as_secs_f64()),
+    );
     gauge(
         out,
         "rpo_stale_after_seconds",
@@ -104,16 +111,29 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         out,
         "rpo_target_ready",
         "1 when this target passes the planned failover gate.",
-        &|i| Some(bool_value(ready.get(rows[i].0.name.as_str()).copied().unwrap_or(false))),
+        &|i| {
+            Some(bool_value(
+                ready.get(rows[i].0.name.as_str()).copied().unwrap_or(false),
+            ))
+        },
     );
-    gauge(out, "rpo_backlog_bytes", "Bytes not yet applied on the replica.", &|i| {
-        rows[i].1.measurement.as_ref().and_then(|m| m.backlog_bytes)
-    });
+    gauge(
+        out,
+        "rpo_backlog_bytes",
+        "Bytes not yet applied on the replica.",
+        &|i| rows[i].1.measurement.as_ref().and_then(|m| m.backlog_bytes),
+    );
     gauge(
         out,
         "rpo_backlog_operations",
         "Operations (messages, index operations) not yet on the replica or not yet processed.",
-        &|i| rows[i].1.measurement.as_ref().and_then(|m| m.backlog_operations),
+        &|i| {
+            rows[i]
+                .1
+                .measurement
+                .as_ref()
+                .and_then(|m| m.backlog_operations)
+        },
     );
     gauge(
         out,
@@ -121,21 +141,44 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         "Estimated time to drain the backlog at the recent apply rate (+Inf when nothing is being applied).",
         &|i| rows[i].1.measurement.as_ref().and_then(|m| m.catchup_seconds),
     );
-    gauge(out, "rpo_source_reachable", "1 when the source side answered the last poll.", &|i| {
-        rows[i].1.measurement.as_ref().and_then(|m| m.source_reachable).map(bool_value)
-    });
-    gauge(out, "rpo_replica_reachable", "1 when the replica side answered the last poll.", &|i| {
-        rows[i].1.measurement.as_ref().and_then(|m| m.replica_reachable).map(bool_value)
-    });
+    gauge(
+        out,
+        "rpo_source_reachable",
+        "1 when the source side answered the last poll.",
+        &|i| {
+            rows[i]
+                .1
+                .measurement
+                .as_ref()
+                .and_then(|m| m.source_reachable)
+                .map(bool_value)
+        },
+    );
+    gauge(
+        out,
+        "rpo_replica_reachable",
+        "1 when the replica side answered the last poll.",
+        &|i| {
+            rows[i]
+                .1
+                .measurement
+                .as_ref()
+                .and_then(|m| m.replica_reachable)
+                .map(bool_value)
+        },
+    );
     gauge(
         out,
         "rpo_probe_success",
         "1 when the last poll of the target learned everything it asked for.",
         &|i| (rows[i].1.runs_total > 0).then_some(bool_value(rows[i].1.last_poll_succeeded)),
     );
-    gauge(out, "rpo_probe_duration_seconds", "How long the last poll took.", &|i| {
-        rows[i].1.last_duration.map(|d| d.as_secs_f64())
-    });
+    gauge(
+        out,
+        "rpo_probe_duration_seconds",
+        "How long the last poll took.",
+        &|i| rows[i].1.last_duration.map(|d| d.as_secs_f64()),
+    );
     gauge(
         out,
         "rpo_probe_last_success_timestamp_seconds",
@@ -149,9 +192,20 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         &|i| rows[i].1.heartbeat.last_write.map(unix_seconds),
     );
 
-    header(out, "rpo_probe_runs_total", "Polls of the target attempted.", "counter");
+    header(
+        out,
+        "rpo_probe_runs_total",
+        "Polls of the target attempted.",
+        "counter",
+    );
     for (i, (_, report)) in rows.iter().enumerate() {
-        sample(out, "rpo_probe_runs_total", &labels[i], None, report.runs_total as f64);
+        sample(
+            out,
+            "rpo_probe_runs_total",
+            &labels[i],
+            None,
+            report.runs_total as f64,
+        );
     }
     header(
         out,
@@ -189,7 +243,8 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
     }
 
     // Kind-specific detail series, grouped into families by name.
-    let mut families: BTreeMap<&str, (&str, MetricType, Vec<(usize, &crate::probe::Detail)>)> = BTreeMap::new();
+    let mut families: BTreeMap<&str, (&str, MetricType, Vec<(usize, &crate::probe::Detail)>)> =
+        BTreeMap::new();
     for (i, (_, report)) in rows.iter().enumerate() {
         if let Some(m) = &report.measurement {
             for detail in &m.details {
@@ -216,21 +271,48 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
             for (k, v) in &detail.labels {
                 let _ = write!(extra, ",{k}=\"{}\"", escape(v));
             }
-            let _ = writeln!(out, "{name}{{{}{extra}}} {}", labels[i], format_value(detail.value));
+            let _ = writeln!(
+                out,
+                "{name}{{{}{extra}}} {}",
+                labels[i],
+                format_value(detail.value)
+            );
         }
     }
 }
 
 fn render_groups(out: &mut String, verdict: &Verdict) {
     let label = |g: &crate::readiness::GroupVerdict| format!("group=\"{}\"", escape(&g.group));
-    header(out, "rpo_failover_ready", "1 when the group passes the planned failover gate (GO).", "gauge");
+    header(
+        out,
+        "rpo_failover_ready",
+        "1 when the group passes the planned failover gate (GO).",
+        "gauge",
+    );
     for g in &verdict.groups {
-        sample(out, "rpo_failover_ready", &label(g), None, bool_value(g.ready));
+        sample(
+            out,
+            "rpo_failover_ready",
+            &label(g),
+            None,
+            bool_value(g.ready),
+        );
     }
-    header(out, "rpo_group_exposure_seconds", "The largest exposure among the group's targets.", "gauge");
+    header(
+        out,
+        "rpo_group_exposure_seconds",
+        "The largest exposure among the group's targets.",
+        "gauge",
+    );
     for g in &verdict.groups {
         if let Some(e) = g.exposure {
-            sample(out, "rpo_group_exposure_seconds", &label(g), None, e.as_secs_f64());
+            sample(
+                out,
+                "rpo_group_exposure_seconds",
+                &label(g),
+                None,
+                e.as_secs_f64(),
+            );
         }
     }
     header(
@@ -241,17 +323,39 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
     );
     for g in &verdict.groups {
         if let Some(s) = g.recovery_point_skew {
-            sample(out, "rpo_group_recovery_point_skew_seconds", &label(g), None, s.as_secs_f64());
+            sample(
+                out,
+                "rpo_group_recovery_point_skew_seconds",
+                &label(g),
+                None,
+                s.as_secs_f64(),
+            );
         }
     }
-    header(out, "rpo_group_budget_seconds", "The configured recovery-point budget of the group.", "gauge");
+    header(
+        out,
+        "rpo_group_budget_seconds",
+        "The configured recovery-point budget of the group.",
+        "gauge",
+    );
     for g in &verdict.groups {
-        sample(out, "rpo_group_budget_seconds", &label(g), None, g.rpo_budget.as_secs_f64());
+        sample(
+            out,
+            "rpo_group_budget_seconds",
+            &label(g),
+            None,
+            g.rpo_budget.as_secs_f64(),
+        );
     }
 }
 
 fn render_meta(out: &mut String) {
-    header(out, "rpo_exporter_build_info", "The exporter's version and git revision.", "gauge");
+    header(
+        out,
+        "rpo_exporter_build_info",
+        "The exporter's version and git revision.",
+        "gauge",
+    );
     let _ = writeln!(
         out,
         "rpo_exporter_build_info{{version=\"{}\",revision=\"{}\"}} 1",
@@ -266,7 +370,10 @@ fn process_metrics() -> String {
     let collector = prometheus::process_collector::ProcessCollector::for_self();
     let families = collector.collect();
     let mut buf = Vec::new();
-    if prometheus::TextEncoder::new().encode(&families, &mut buf).is_err() {
+    if prometheus::TextEncoder::new()
+        .encode(&families, &mut buf)
+        .is_err()
+    {
         return String::new();
     }
     String::from_utf8(buf).unwrap_or_default()
@@ -280,7 +387,12 @@ fn header(out: &mut String, name: &str, help: &str, metric_type: &str) {
 fn sample(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: f64) {
     match extra {
         Some((k, v)) => {
-            let _ = writeln!(out, "{name}{{{labels},{k}=\"{}\"}} {}", escape(v), format_value(value));
+            let _ = writeln!(
+                out,
+                "{name}{{{labels},{k}=\"{}\"}} {}",
+                escape(v),
+                format_value(value)
+            );
         }
         None => {
             let _ = writeln!(out, "{name}{{{labels}}} {}", format_value(value));
@@ -314,7 +426,10 @@ pub fn escape(value: &str) -> String {
     if !value.contains(['\\', '"', '\n']) {
         return value.to_string();
     }
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -77,13 +77,20 @@ pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Prob
                 tracing::warn!(target = %target.name, reason = %failure.reason, error = %failure, "poll partly failed");
             }
         }
-        Err(error) => tracing::warn!(target = %target.name, reason = %error.reason, %error, "poll failed"),
+        Err(error) => {
+            tracing::warn!(target = %target.name, reason = %error.reason, %error, "poll failed")
+        }
     }
     store.record_poll(index, started, finished, result);
 }
 
 /// Writes one heartbeat within the target's timeout and records the result.
-pub async fn heartbeat_and_record(index: usize, target: &Target, writer: &mut dyn HeartbeatWriter, store: &Store) {
+pub async fn heartbeat_and_record(
+    index: usize,
+    target: &Target,
+    writer: &mut dyn HeartbeatWriter,
+    store: &Store,
+) {
     let at = SystemTime::now();
     let result = match tokio::time::timeout(target.timeout, writer.write(at)).await {
         Ok(result) => result,
@@ -104,7 +111,12 @@ async fn poll_loop(index: usize, target: Target, mut probe: Box<dyn Probe>, stor
     }
 }
 
-async fn heartbeat_loop(index: usize, target: Target, mut writer: Box<dyn HeartbeatWriter>, store: Arc<Store>) {
+async fn heartbeat_loop(
+    index: usize,
+    target: Target,
+    mut writer: Box<dyn HeartbeatWriter>,
+    store: Arc<Store>,
+) {
     let mut ticker = tokio::time::interval(writer.interval());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

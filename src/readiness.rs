@@ -38,7 +38,9 @@ impl std::str::FromStr for Mode {
         match s {
             "planned" => Ok(Mode::Planned),
             "unplanned" => Ok(Mode::Unplanned),
-            other => Err(format!("unknown mode `{other}`: use `planned` or `unplanned`")),
+            other => Err(format!(
+                "unknown mode `{other}`: use `planned` or `unplanned`"
+            )),
         }
     }
 }
@@ -89,7 +91,13 @@ pub struct TargetVerdict {
 
 /// Evaluates the gate for one group, or for all groups when `group` is None.
 /// The caller checks that a named group exists.
-pub fn evaluate(config: &Config, snapshot: &Snapshot, mode: Mode, now: SystemTime, group: Option<&str>) -> Verdict {
+pub fn evaluate(
+    config: &Config,
+    snapshot: &Snapshot,
+    mode: Mode,
+    now: SystemTime,
+    group: Option<&str>,
+) -> Verdict {
     let groups: Vec<GroupVerdict> = config
         .groups
         .iter()
@@ -105,7 +113,13 @@ pub fn evaluate(config: &Config, snapshot: &Snapshot, mode: Mode, now: SystemTim
             let mut reasons: Vec<String> = targets
                 .iter()
                 .filter(|t| !t.ready)
-                .map(|t| format!("{}: {}", t.target, t.reasons.first().map(String::as_str).unwrap_or("not ready")))
+                .map(|t| {
+                    format!(
+                        "{}: {}",
+                        t.target,
+                        t.reasons.first().map(String::as_str).unwrap_or("not ready")
+                    )
+                })
                 .collect();
             if targets.is_empty() {
                 reasons.push(format!("{}: the group has no targets", g.name));
@@ -113,7 +127,9 @@ pub fn evaluate(config: &Config, snapshot: &Snapshot, mode: Mode, now: SystemTim
             let exposure = targets.iter().filter_map(|t| t.exposure).max();
             let points: Vec<SystemTime> = targets.iter().filter_map(|t| t.recovery_point).collect();
             let recovery_point_skew = match (points.iter().max(), points.iter().min()) {
-                (Some(newest), Some(oldest)) => Some(newest.duration_since(*oldest).unwrap_or_default()),
+                (Some(newest), Some(oldest)) => {
+                    Some(newest.duration_since(*oldest).unwrap_or_default())
+                }
                 _ => None,
             };
             GroupVerdict {
@@ -136,9 +152,16 @@ pub fn evaluate(config: &Config, snapshot: &Snapshot, mode: Mode, now: SystemTim
 }
 
 /// The gate for one target.
-pub fn evaluate_target(target: &Target, report: &TargetReport, mode: Mode, now: SystemTime) -> TargetVerdict {
+pub fn evaluate_target(
+    target: &Target,
+    report: &TargetReport,
+    mode: Mode,
+    now: SystemTime,
+) -> TargetVerdict {
     let mut reasons = Vec::new();
-    let evidence_age = report.evidence_time.map(|t| now.duration_since(t).unwrap_or_default());
+    let evidence_age = report
+        .evidence_time
+        .map(|t| now.duration_since(t).unwrap_or_default());
     let measurement = report.measurement.as_ref();
 
     if report.runs_total == 0 {
@@ -152,7 +175,12 @@ pub fn evaluate_target(target: &Target, report: &TargetReport, mode: Mode, now: 
             Some(age) if age > target.stale_after => {
                 let since = report
                     .last_success
-                    .map(|t| format!("last success {} ago", human_duration(now.duration_since(t).unwrap_or_default())))
+                    .map(|t| {
+                        format!(
+                            "last success {} ago",
+                            human_duration(now.duration_since(t).unwrap_or_default())
+                        )
+                    })
                     .unwrap_or_else(|| "no successful poll since start".to_string());
                 let why = report
                     .last_error
@@ -192,7 +220,9 @@ pub fn evaluate_target(target: &Target, report: &TargetReport, mode: Mode, now: 
             match &m.link {
                 LinkState::Healthy => replication_healthy = true,
                 LinkState::Unhealthy(why) => reasons.push(format!("replication unhealthy: {why}")),
-                LinkState::Unknown(why) => reasons.push(format!("replication status unknown: {why}")),
+                LinkState::Unknown(why) => {
+                    reasons.push(format!("replication status unknown: {why}"))
+                }
             }
         } else {
             replication_healthy = m.link.is_healthy();
@@ -210,9 +240,9 @@ pub fn evaluate_target(target: &Target, report: &TargetReport, mode: Mode, now: 
 
     if report.runs_total > 0 {
         match (report.recovery_point, report.exposure) {
-            (None, _) | (_, None) => {
-                reasons.push("recovery point unknown (nothing proven since the exporter started)".to_string())
-            }
+            (None, _) | (_, None) => reasons.push(
+                "recovery point unknown (nothing proven since the exporter started)".to_string(),
+            ),
             (Some(_), Some(exposure)) => {
                 let (figure, what) = match (mode, loss_window) {
                     (Mode::Unplanned, Some(window)) => (window, "known loss window"),
@@ -335,7 +365,11 @@ impl Verdict {
             mode: self.mode.to_string(),
             evaluated_at: humantime::format_rfc3339_millis(self.evaluated_at).to_string(),
             evaluated_at_unix: unix_seconds(self.evaluated_at),
-            reasons: self.groups.iter().flat_map(|g| g.reasons.iter().cloned()).collect(),
+            reasons: self
+                .groups
+                .iter()
+                .flat_map(|g| g.reasons.iter().cloned())
+                .collect(),
             groups: self
                 .groups
                 .iter()
@@ -354,7 +388,9 @@ impl Verdict {
                             target: t.target.clone(),
                             kind: t.kind.to_string(),
                             ready: t.ready,
-                            recovery_point: t.recovery_point.map(|rp| humantime::format_rfc3339_millis(rp).to_string()),
+                            recovery_point: t
+                                .recovery_point
+                                .map(|rp| humantime::format_rfc3339_millis(rp).to_string()),
                             recovery_point_unix: t.recovery_point.map(unix_seconds),
                             exposure_seconds: t.exposure.map(|d| d.as_secs_f64()),
                             budget_seconds: t.budget.as_secs_f64(),
@@ -425,19 +461,31 @@ replica_url = "postgres://a@127.0.0.1:2/x"
 
     #[test]
     fn all_fresh_and_within_budget_is_go() {
-        let s = snapshot(vec![polled(healthy(100.0, 99.5)), polled(healthy(100.0, 70.0))]);
+        let s = snapshot(vec![
+            polled(healthy(100.0, 99.5)),
+            polled(healthy(100.0, 70.0)),
+        ]);
         let v = evaluate(&config(), &s, Mode::Planned, at(101.0), None);
         assert!(v.ready, "{:?}", v.groups[0].reasons);
         assert_eq!(v.groups[0].exposure, Some(Duration::from_secs(30)));
-        assert_eq!(v.groups[0].recovery_point_skew, Some(Duration::from_secs_f64(29.5)));
+        assert_eq!(
+            v.groups[0].recovery_point_skew,
+            Some(Duration::from_secs_f64(29.5))
+        );
     }
 
     #[test]
     fn exposure_over_budget_names_target_figure_and_budget() {
-        let s = snapshot(vec![polled(healthy(100.0, 58.0)), polled(healthy(100.0, 99.0))]);
+        let s = snapshot(vec![
+            polled(healthy(100.0, 58.0)),
+            polled(healthy(100.0, 99.0)),
+        ]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), Some("erp"));
         assert!(!v.ready);
-        assert_eq!(v.groups[0].reasons, vec!["erp-db: exposure 42s exceeds budget 5s".to_string()]);
+        assert_eq!(
+            v.groups[0].reasons,
+            vec!["erp-db: exposure 42s exceeds budget 5s".to_string()]
+        );
     }
 
     #[test]
@@ -459,7 +507,10 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         let s = snapshot(vec![failed, polled(healthy(460.0, 460.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(460.0), None);
         assert!(!v.ready);
-        assert_eq!(v.groups[0].reasons, vec!["erp-db: evidence stale (last success 6m ago: timeout)".to_string()]);
+        assert_eq!(
+            v.groups[0].reasons,
+            vec!["erp-db: evidence stale (last success 6m ago: timeout)".to_string()]
+        );
     }
 
     #[test]
@@ -473,7 +524,12 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         let s = snapshot(vec![failed, polled(healthy(101.0, 101.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(101.0), None);
         assert!(!v.ready);
-        assert!(v.groups[0].reasons[0].contains("last poll failed (replica connect: connection refused)"), "{:?}", v.groups[0].reasons);
+        assert!(
+            v.groups[0].reasons[0]
+                .contains("last poll failed (replica connect: connection refused)"),
+            "{:?}",
+            v.groups[0].reasons
+        );
     }
 
     #[test]
@@ -493,7 +549,10 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         let s = snapshot(vec![polled(m), polled(healthy(100.0, 100.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
         assert!(!v.ready);
-        assert_eq!(v.groups[0].reasons[0], "erp-db: replication unhealthy: WAL receiver is not streaming");
+        assert_eq!(
+            v.groups[0].reasons[0],
+            "erp-db: replication unhealthy: WAL receiver is not streaming"
+        );
     }
 
     #[test]
@@ -514,13 +573,21 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         assert!(planned.groups[0].reasons[0].contains("source unreachable"));
         let unplanned = evaluate(&config(), &s, Mode::Unplanned, at(200.0), None);
         assert!(unplanned.ready, "{:?}", unplanned.groups[0].reasons);
-        assert_eq!(unplanned.groups[0].targets[0].loss_window, Some(Duration::from_secs(2)));
+        assert_eq!(
+            unplanned.groups[0].targets[0].loss_window,
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]
     fn json_shape() {
-        let s = snapshot(vec![polled(healthy(100.0, 58.0)), polled(healthy(100.0, 99.0))]);
-        let json = serde_json::to_value(evaluate(&config(), &s, Mode::Planned, at(100.0), None).to_json()).unwrap();
+        let s = snapshot(vec![
+            polled(healthy(100.0, 58.0)),
+            polled(healthy(100.0, 99.0)),
+        ]);
+        let json =
+            serde_json::to_value(evaluate(&config(), &s, Mode::Planned, at(100.0), None).to_json())
+                .unwrap();
         assert_eq!(json["verdict"], "NO-GO");
         assert_eq!(json["groups"][0]["targets"][0]["exposure_seconds"], 42.0);
         assert_eq!(json["groups"][0]["targets"][0]["budget_seconds"], 5.0);

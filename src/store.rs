@@ -68,7 +68,8 @@ impl TargetReport {
                 next.last_poll_error = None;
                 next.recovery_point = max_time(self.recovery_point, measurement.recovery_point);
                 if measurement.replica_reachable != Some(false) {
-                    next.evidence_time = max_time(self.evidence_time, Some(measurement.evidence_time));
+                    next.evidence_time =
+                        max_time(self.evidence_time, Some(measurement.evidence_time));
                 }
                 if measurement.source_reachable == Some(true) {
                     next.last_source_contact = Some(finished);
@@ -164,14 +165,19 @@ impl Store {
     pub fn new(target_count: usize) -> Store {
         Store {
             current: Mutex::new(Arc::new(Snapshot {
-                reports: (0..target_count).map(|_| Arc::new(TargetReport::default())).collect(),
+                reports: (0..target_count)
+                    .map(|_| Arc::new(TargetReport::default()))
+                    .collect(),
             })),
         }
     }
 
     /// The latest snapshot; never blocks on a probe.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn record_poll(
@@ -181,7 +187,9 @@ impl Store {
         finished: SystemTime,
         result: Result<Measurement, ProbeError>,
     ) {
-        self.update(target, |report| report.after_poll(started, finished, result));
+        self.update(target, |report| {
+            report.after_poll(started, finished, result)
+        });
     }
 
     pub fn record_heartbeat(&self, target: usize, at: SystemTime, result: Result<(), ProbeError>) {
@@ -246,7 +254,9 @@ mod tests {
         let r = TargetReport::default().after_poll(at(10), at(10), Ok(measured(10, Some(10))));
         let mut partial = measured(20, None);
         partial.replica_reachable = Some(false);
-        partial.failures.push(ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica));
+        partial
+            .failures
+            .push(ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica));
         let r = r.after_poll(at(20), at(20), Ok(partial));
         assert_eq!(r.evidence_time, Some(at(10)));
         assert!(!r.last_poll_succeeded);

@@ -23,13 +23,19 @@ fn main() -> ExitCode {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| "127.0.0.1:9798".parse().expect("literal address"));
     let _ = rpo_exporter::logging::init("warn", rpo_exporter::logging::LogFormat::Logfmt);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(demo(listen, once))
 }
 
 async fn demo(listen: SocketAddr, once: bool) -> ExitCode {
     eprintln!("starting a Postgres primary and a streaming replica...");
-    let pair = match tokio::task::spawn_blocking(PostgresPair::start).await.expect("lab task") {
+    let pair = match tokio::task::spawn_blocking(PostgresPair::start)
+        .await
+        .expect("lab task")
+    {
         Ok(pair) => Arc::new(pair),
         Err(e) => {
             eprintln!("rpo-lab: {e}");
@@ -42,7 +48,9 @@ async fn demo(listen: SocketAddr, once: bool) -> ExitCode {
         pair.replica_port(),
         pair.data_dir().display()
     );
-    if let Err(e) = pair.primary_sql("CREATE TABLE demo_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())") {
+    if let Err(e) = pair.primary_sql(
+        "CREATE TABLE demo_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())",
+    ) {
         eprintln!("rpo-lab: {e}");
         return ExitCode::FAILURE;
     }
@@ -50,12 +58,16 @@ async fn demo(listen: SocketAddr, once: bool) -> ExitCode {
     // An ERP that writes an order every 200 ms.
     let writer_url = pair.primary_url();
     let writer = tokio::spawn(async move {
-        let Ok((client, connection)) = tokio_postgres::connect(&writer_url, tokio_postgres::NoTls).await else {
+        let Ok((client, connection)) =
+            tokio_postgres::connect(&writer_url, tokio_postgres::NoTls).await
+        else {
             return;
         };
         tokio::spawn(connection);
         loop {
-            let _ = client.execute("INSERT INTO demo_orders DEFAULT VALUES", &[]).await;
+            let _ = client
+                .execute("INSERT INTO demo_orders DEFAULT VALUES", &[])
+                .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -104,7 +116,9 @@ replica_url = "{replica}"
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
-        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port"),
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port"),
     };
     let addr = listener.local_addr().expect("local address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -130,11 +144,17 @@ replica_url = "{replica}"
 
     if !once {
         println!("\nTry it: pause replay on the replica and watch the verdict turn NO-GO:");
-        println!("  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_pause()'", pair.replica_port());
+        println!(
+            "  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_pause()'",
+            pair.replica_port()
+        );
         println!(
             "  target/debug/rpo-exporter check --from {base}     # or: curl -s '{base}/failover-readiness?group=erp'"
         );
-        println!("  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_resume()'", pair.replica_port());
+        println!(
+            "  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_resume()'",
+            pair.replica_port()
+        );
         println!("\nPress Ctrl-C to stop the exporter and the lab.");
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("stopping...");

@@ -11,6 +11,8 @@ use crate::probe::{Probe, ProbeError};
 /// be read); nothing is contacted here.
 pub fn build(target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
     match &target.spec {
-        TargetSpec::Postgres(spec) => Ok(Box::new(postgres::PostgresProbe::new(target, spec, instance)?)),
+        TargetSpec::Postgres(spec) => Ok(Box::new(postgres::PostgresProbe::new(
+            target, spec, instance,
+        )?)),
     }
 }

@@ -31,7 +31,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PostgresTarget, Target};
 use crate::probe::{
-    from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe, ProbeError, Side,
+    from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
+    ProbeError, Side,
 };
 
 /// How far back primary WAL samples are kept to date the replica's position.
@@ -124,7 +125,9 @@ impl PositionHistory {
         }
         self.replay.push_back((at, lsn));
         while self.replay.len() > 2
-            && self.replay.front().is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > REPLAY_RATE_WINDOW)
+            && self.replay.front().is_some_and(|(t, _)| {
+                at.duration_since(*t).unwrap_or_default() > REPLAY_RATE_WINDOW
+            })
         {
             self.replay.pop_front();
         }
@@ -133,7 +136,11 @@ impl PositionHistory {
     /// The latest sampled instant at which the primary's position was at or
     /// below `replay_lsn`: every write before it is on the replica.
     pub fn dated(&self, replay_lsn: u64) -> Option<SystemTime> {
-        self.primary.iter().rev().find(|(_, lsn)| *lsn <= replay_lsn).map(|(t, _)| *t)
+        self.primary
+            .iter()
+            .rev()
+            .find(|(_, lsn)| *lsn <= replay_lsn)
+            .map(|(t, _)| *t)
     }
 
     /// Replay rate in bytes per second over the recent window.
@@ -146,11 +153,20 @@ impl PositionHistory {
 
     /// Combines one poll's observations into evidence. Record this poll's
     /// samples first.
-    pub fn evidence(&self, primary: Option<&PrimaryObservation>, replica: &ReplicaObservation) -> EngineEvidence {
+    pub fn evidence(
+        &self,
+        primary: Option<&PrimaryObservation>,
+        replica: &ReplicaObservation,
+    ) -> EngineEvidence {
         let link = if !replica.in_recovery {
-            LinkState::Unhealthy("the replica is not in recovery (promoted, or not a standby)".to_string())
+            LinkState::Unhealthy(
+                "the replica is not in recovery (promoted, or not a standby)".to_string(),
+            )
         } else if primary.is_some_and(|p| p.in_recovery) {
-            LinkState::Unhealthy("the configured primary is itself in recovery (a standby); check primary_url".to_string())
+            LinkState::Unhealthy(
+                "the configured primary is itself in recovery (a standby); check primary_url"
+                    .to_string(),
+            )
         } else if !replica.streaming() {
             LinkState::Unhealthy(match &replica.receiver_status {
                 Some(status) => format!("WAL receiver is {status}, not streaming"),
@@ -160,7 +176,9 @@ impl PositionHistory {
             LinkState::Healthy
         };
 
-        let current = primary.filter(|p| !p.in_recovery).and_then(|p| p.current_lsn);
+        let current = primary
+            .filter(|p| !p.in_recovery)
+            .and_then(|p| p.current_lsn);
         let lag = |pos: Option<u64>| match (current, pos) {
             (Some(c), Some(p)) => Some(c.saturating_sub(p) as f64),
             _ => None,
@@ -182,10 +200,11 @@ impl PositionHistory {
             None
         };
 
-        let backlog = replay_lag_bytes.or_else(|| match (replica.receive_lsn, replica.replay_lsn) {
-            (Some(r), Some(p)) => Some(r.saturating_sub(p) as f64),
-            _ => None,
-        });
+        let backlog =
+            replay_lag_bytes.or_else(|| match (replica.receive_lsn, replica.replay_lsn) {
+                (Some(r), Some(p)) => Some(r.saturating_sub(p) as f64),
+                _ => None,
+            });
         let catchup_seconds = backlog.map(|bytes| {
             if bytes <= 0.0 {
                 0.0
@@ -210,9 +229,9 @@ impl PositionHistory {
 
 fn trim(samples: &mut VecDeque<(SystemTime, u64)>, now: SystemTime) {
     while samples.len() > LSN_HISTORY_MAX_LEN
-        || samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t).unwrap_or_default() > LSN_HISTORY_MAX_AGE && samples.len() > 1)
+        || samples.front().is_some_and(|(t, _)| {
+            now.duration_since(*t).unwrap_or_default() > LSN_HISTORY_MAX_AGE && samples.len() > 1
+        })
     {
         samples.pop_front();
     }
@@ -322,14 +341,20 @@ fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
 }
 
 /// The TLS connector: webpki roots plus the target's own CA file (RDS).
-fn tls_connector(target: &str, ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect, ProbeError> {
+fn tls_connector(
+    target: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<MakeRustlsConnect, ProbeError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| {
             ProbeError::new(
                 FailureReason::Config,
-                format!("target {target}: tls_ca_file {} cannot be read: {e}", path.display()),
+                format!(
+                    "target {target}: tls_ca_file {} cannot be read: {e}",
+                    path.display()
+                ),
             )
         })?;
         let mut reader = std::io::BufReader::new(pem.as_slice());
@@ -338,7 +363,10 @@ fn tls_connector(target: &str, ca_file: Option<&std::path::Path>) -> Result<Make
             let cert = cert.map_err(|e| {
                 ProbeError::new(
                     FailureReason::Config,
-                    format!("target {target}: tls_ca_file {} is not PEM: {e}", path.display()),
+                    format!(
+                        "target {target}: tls_ca_file {} is not PEM: {e}",
+                        path.display()
+                    ),
                 )
             })?;
             if roots.add(cert).is_ok() {
@@ -348,7 +376,10 @@ fn tls_connector(target: &str, ca_file: Option<&std::path::Path>) -> Result<Make
         if added == 0 {
             return Err(ProbeError::new(
                 FailureReason::Config,
-                format!("target {target}: tls_ca_file {} holds no usable certificate", path.display()),
+                format!(
+                    "target {target}: tls_ca_file {} holds no usable certificate",
+                    path.display()
+                ),
             ));
         }
     }
@@ -361,7 +392,10 @@ fn tls_connector(target: &str, ca_file: Option<&std::path::Path>) -> Result<Make
     Ok(MakeRustlsConnect::new(config))
 }
 
-async fn within<T>(deadline: Instant, future: impl std::future::Future<Output = Result<T, ProbeError>>) -> Result<T, ProbeError> {
+async fn within<T>(
+    deadline: Instant,
+    future: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
     let budget = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(budget, future).await {
         Ok(result) => result,
@@ -410,23 +444,39 @@ struct HeartbeatSettings {
 }
 
 impl PostgresProbe {
-    pub fn new(target: &Target, spec: &PostgresTarget, instance: &str) -> Result<PostgresProbe, ProbeError> {
+    pub fn new(
+        target: &Target,
+        spec: &PostgresTarget,
+        instance: &str,
+    ) -> Result<PostgresProbe, ProbeError> {
         let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
-        let connect_config = |url: &crate::config::Secret, side: Side| -> Result<PgConfig, ProbeError> {
-            let mut config = PgConfig::from_str(url.expose()).map_err(|e| {
-                ProbeError::new(FailureReason::Config, format!("target {}: bad {} URL: {e}", target.name, side.as_str()))
-            })?;
-            config.connect_timeout(target.timeout);
-            if config.get_application_name().is_none() {
-                config.application_name("rpo-exporter");
-            }
-            Ok(config)
-        };
+        let connect_config =
+            |url: &crate::config::Secret, side: Side| -> Result<PgConfig, ProbeError> {
+                let mut config = PgConfig::from_str(url.expose()).map_err(|e| {
+                    ProbeError::new(
+                        FailureReason::Config,
+                        format!("target {}: bad {} URL: {e}", target.name, side.as_str()),
+                    )
+                })?;
+                config.connect_timeout(target.timeout);
+                if config.get_application_name().is_none() {
+                    config.application_name("rpo-exporter");
+                }
+                Ok(config)
+            };
         Ok(PostgresProbe {
             target: target.name.clone(),
             timeout: target.timeout,
-            primary: Connection::new(Side::Source, connect_config(&spec.primary_url, Side::Source)?, tls.clone()),
-            replica: Connection::new(Side::Replica, connect_config(&spec.replica_url, Side::Replica)?, tls),
+            primary: Connection::new(
+                Side::Source,
+                connect_config(&spec.primary_url, Side::Source)?,
+                tls.clone(),
+            ),
+            replica: Connection::new(
+                Side::Replica,
+                connect_config(&spec.replica_url, Side::Replica)?,
+                tls,
+            ),
             heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
                 interval: hb.interval,
                 table: hb.table.clone(),
@@ -441,11 +491,18 @@ impl PostgresProbe {
     async fn observe_primary(&mut self) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
         let client = self.primary.client().await?;
         let observed_at = SystemTime::now();
-        let row = client.query_one(PRIMARY_SQL, &[]).await.map_err(|e| classify(&e, false).on(Side::Source))?;
+        let row = client
+            .query_one(PRIMARY_SQL, &[])
+            .await
+            .map_err(|e| classify(&e, false).on(Side::Source))?;
         let current_text: Option<String> = row.get(1);
         let current_lsn = match &current_text {
             Some(text) => Some(parse_lsn(text).ok_or_else(|| {
-                ProbeError::new(FailureReason::Parse, format!("pg_current_wal_lsn() returned `{text}`")).on(Side::Source)
+                ProbeError::new(
+                    FailureReason::Parse,
+                    format!("pg_current_wal_lsn() returned `{text}`"),
+                )
+                .on(Side::Source)
             })?),
             None => None,
         };
@@ -496,16 +553,25 @@ impl PostgresProbe {
         Ok((observation, details))
     }
 
-    async fn observe_replica(&mut self) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
+    async fn observe_replica(
+        &mut self,
+    ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
         let heartbeat = self.heartbeat.clone();
         let client = self.replica.client().await?;
         let observed_at = SystemTime::now();
-        let row = client.query_one(REPLICA_SQL, &[]).await.map_err(|e| classify(&e, false).on(Side::Replica))?;
+        let row = client
+            .query_one(REPLICA_SQL, &[])
+            .await
+            .map_err(|e| classify(&e, false).on(Side::Replica))?;
         let lsn = |i: usize| -> Result<Option<u64>, ProbeError> {
             match row.get::<_, Option<String>>(i) {
                 None => Ok(None),
                 Some(text) => parse_lsn(&text).map(Some).ok_or_else(|| {
-                    ProbeError::new(FailureReason::Parse, format!("replica returned WAL position `{text}`")).on(Side::Replica)
+                    ProbeError::new(
+                        FailureReason::Parse,
+                        format!("replica returned WAL position `{text}`"),
+                    )
+                    .on(Side::Replica)
                 }),
             }
         };
@@ -588,7 +654,11 @@ impl PostgresProbe {
     }
 }
 
-fn replica_details(replica: &ReplicaObservation, evidence: &EngineEvidence, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
+fn replica_details(
+    replica: &ReplicaObservation,
+    evidence: &EngineEvidence,
+    heartbeat_seen: Option<SystemTime>,
+) -> Vec<Detail> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut details = vec![
         Detail::gauge(
@@ -625,7 +695,9 @@ fn replica_details(replica: &ReplicaObservation, evidence: &EngineEvidence, hear
     optional(
         "rpo_postgres_wal_receiver_last_message_timestamp_seconds",
         "When the replica's WAL receiver last heard from the primary (replica's clock).",
-        replica.receiver_last_message.map(crate::probe::unix_seconds),
+        replica
+            .receiver_last_message
+            .map(crate::probe::unix_seconds),
     );
     optional(
         "rpo_postgres_last_replayed_transaction_timestamp_seconds",
@@ -658,8 +730,17 @@ impl Probe for PostgresProbe {
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(PostgresHeartbeatWriter {
-            connection: Connection::new(Side::Source, self.primary.config.clone(), self.primary.tls.clone()),
-            user: self.primary.config.get_user().unwrap_or("<monitoring user>").to_string(),
+            connection: Connection::new(
+                Side::Source,
+                self.primary.config.clone(),
+                self.primary.tls.clone(),
+            ),
+            user: self
+                .primary
+                .config
+                .get_user()
+                .unwrap_or("<monitoring user>")
+                .to_string(),
             settings,
             table_ready: false,
             in_progress: false,
@@ -716,7 +797,10 @@ impl PostgresHeartbeatWriter {
                 }
                 client.batch_execute(&create_sql).await.map_err(|e| {
                     let mut err = classify(&e, false).on(Side::Source);
-                    err.message = format!("cannot create heartbeat table {table} ({}); {grants}", err.message);
+                    err.message = format!(
+                        "cannot create heartbeat table {table} ({}); {grants}",
+                        err.message
+                    );
                     err
                 })?;
             }
@@ -732,7 +816,10 @@ impl PostgresHeartbeatWriter {
             Err(e) => {
                 let mut err = classify(&e, false).on(Side::Source);
                 if err.reason == FailureReason::Auth {
-                    err.message = format!("cannot write heartbeat to {table} ({}); {grants}", err.message);
+                    err.message = format!(
+                        "cannot write heartbeat to {table} ({}); {grants}",
+                        err.message
+                    );
                 }
                 if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
                     self.table_ready = false;
@@ -755,7 +842,9 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
             }
             self.in_progress = true;
             let result = self.write_once(at).await;
-            if result.as_ref().is_err_and(|e| e.reason != FailureReason::Auth && e.reason != FailureReason::Config) {
+            if result.as_ref().is_err_and(|e| {
+                e.reason != FailureReason::Auth && e.reason != FailureReason::Config
+            }) {
                 self.connection.reset();
             }
             self.in_progress = false;
@@ -781,7 +870,12 @@ mod tests {
         }
     }
 
-    fn replica(t: f64, replay: u64, last_xact: Option<f64>, status: Option<&str>) -> ReplicaObservation {
+    fn replica(
+        t: f64,
+        replay: u64,
+        last_xact: Option<f64>,
+        status: Option<&str>,
+    ) -> ReplicaObservation {
         ReplicaObservation {
             observed_at: at(t),
             in_recovery: true,
@@ -809,7 +903,10 @@ mod tests {
         let mut h = PositionHistory::default();
         let p = primary(1000.0, 5000);
         h.record_primary(p.observed_at, 5000);
-        let e = h.evidence(Some(&p), &replica(1000.01, 5000, Some(538.0), Some("streaming")));
+        let e = h.evidence(
+            Some(&p),
+            &replica(1000.01, 5000, Some(538.0), Some("streaming")),
+        );
         assert_eq!(e.recovery_point, Some(at(1000.0)));
         assert_eq!(e.link, LinkState::Healthy);
         assert_eq!(e.replay_lag_bytes, Some(0.0));

@@ -22,18 +22,43 @@ async fn steady_state_with_writes_is_go_with_small_exposure_and_no_backlog() {
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 200, "{verdict}");
     assert_eq!(verdict["verdict"], "GO");
-    let exposure = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
+    let exposure = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
     assert!(exposure < 2.0, "exposure {exposure}");
-    let backlog = exporter.metric("rpo_backlog_bytes", &labels(T)).await.unwrap();
+    let backlog = exporter
+        .metric("rpo_backlog_bytes", &labels(T))
+        .await
+        .unwrap();
     assert!(backlog < 64.0 * 1024.0, "backlog {backlog}");
-    assert_eq!(exporter.metric("rpo_replication_healthy", &labels(T)).await, Some(1.0));
-    assert_eq!(exporter.metric("rpo_target_ready", &labels(T)).await, Some(1.0));
-    assert_eq!(exporter.metric("rpo_failover_ready", &[("group", "erp")]).await, Some(1.0));
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_target_ready", &labels(T)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        exporter
+            .metric("rpo_failover_ready", &[("group", "erp")])
+            .await,
+        Some(1.0)
+    );
     // The heartbeat canary is being written and read back.
     let metrics = exporter.metrics().await;
-    let written = metric_value(&metrics, "rpo_heartbeat_last_write_timestamp_seconds", &labels(T)).unwrap();
+    let written = metric_value(
+        &metrics,
+        "rpo_heartbeat_last_write_timestamp_seconds",
+        &labels(T),
+    )
+    .unwrap();
     let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
-    assert!(written - seen < 2.0, "heartbeat written {written}, seen on replica {seen}");
+    assert!(
+        written - seen < 2.0,
+        "heartbeat written {written}, seen on replica {seen}"
+    );
     exporter.stop().await;
 }
 
@@ -47,22 +72,33 @@ async fn idle_primary_is_not_lag_with_or_without_heartbeat() {
         postgres_target("idle-heartbeat", &b, "5s", true)
     ));
     // One write, then nothing: pg_last_xact_replay_timestamp() grows old.
-    a.primary_sql("CREATE TABLE one_write (x int); INSERT INTO one_write VALUES (1)").unwrap();
+    a.primary_sql("CREATE TABLE one_write (x int); INSERT INTO one_write VALUES (1)")
+        .unwrap();
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     let metrics = exporter.metrics().await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let last_commit = metric_value(
         &metrics,
         "rpo_postgres_last_replayed_transaction_timestamp_seconds",
         &labels("idle-positions"),
     )
     .unwrap();
-    assert!(now - last_commit > 25.0, "the trap is set: last replayed commit {}s ago", now - last_commit);
+    assert!(
+        now - last_commit > 25.0,
+        "the trap is set: last replayed commit {}s ago",
+        now - last_commit
+    );
     for target in ["idle-positions", "idle-heartbeat"] {
         let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(target)).unwrap();
-        assert!(exposure < 2.0, "{target}: idle primary read as lag: exposure {exposure}");
+        assert!(
+            exposure < 2.0,
+            "{target}: idle primary read as lag: exposure {exposure}"
+        );
     }
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 200, "{verdict}");
@@ -110,12 +146,24 @@ async fn paused_replay_grows_exposure_then_recovers() {
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert_eq!(verdict["verdict"], "NO-GO");
-    let reasons: Vec<String> = verdict["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    let reasons: Vec<String> = verdict["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
     assert!(
-        reasons.iter().any(|r| r.starts_with("erp-db: exposure ") && r.ends_with("exceeds budget 2s")),
+        reasons
+            .iter()
+            .any(|r| r.starts_with("erp-db: exposure ") && r.ends_with("exceeds budget 2s")),
         "{reasons:?}"
     );
-    assert_eq!(exporter.metric("rpo_failover_ready", &[("group", "erp")]).await, Some(0.0));
+    assert_eq!(
+        exporter
+            .metric("rpo_failover_ready", &[("group", "erp")])
+            .await,
+        Some(0.0)
+    );
 
     pair.resume_replay().unwrap();
     wait_until(Duration::from_secs(10), "GO after resume", || async {
@@ -123,7 +171,10 @@ async fn paused_replay_grows_exposure_then_recovers() {
         (status == 200, v.to_string())
     })
     .await;
-    let exposure = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
+    let exposure = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
     assert!(exposure < 2.0, "exposure after resume {exposure}");
     drop(writer);
     exporter.stop().await;
@@ -141,31 +192,66 @@ async fn stopped_replica_is_no_go_and_exposure_keeps_growing() {
 
     // No writes at all: a broken link must still not read as zero.
     pair.stop_replica().unwrap();
-    let first = wait_until(Duration::from_secs(10), "NO-GO naming the replica", || async {
-        let t = exporter.target_verdict(T).await;
-        let reasons = t["reasons"].to_string();
-        (reasons.contains("replica unreachable"), t.to_string())
-    })
+    let first = wait_until(
+        Duration::from_secs(10),
+        "NO-GO naming the replica",
+        || async {
+            let t = exporter.target_verdict(T).await;
+            let reasons = t["reasons"].to_string();
+            (reasons.contains("replica unreachable"), t.to_string())
+        },
+    )
     .await;
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
-    assert!(first["reasons"][0].as_str().unwrap().contains("connect"), "{first}");
-    let e1 = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
+    assert!(
+        first["reasons"][0].as_str().unwrap().contains("connect"),
+        "{first}"
+    );
+    let e1 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let e2 = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
-    assert!(e2 > e1 + 3.0, "exposure must keep growing while the replica is gone: {e1} -> {e2}");
+    let e2 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        e2 > e1 + 3.0,
+        "exposure must keep growing while the replica is gone: {e1} -> {e2}"
+    );
     assert!(e2 > 3.0, "exposure {e2} exceeds the 3s budget");
-    assert_eq!(exporter.metric("rpo_replica_reachable", &labels(T)).await, Some(0.0));
-    assert_eq!(exporter.metric("rpo_replication_healthy", &labels(T)).await, Some(0.0));
-    assert!(exporter.metric("rpo_probe_failures_total", &[("target", T), ("reason", "connect")]).await.unwrap() > 0.0);
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(0.0)
+    );
+    assert!(
+        exporter
+            .metric(
+                "rpo_probe_failures_total",
+                &[("target", T), ("reason", "connect")]
+            )
+            .await
+            .unwrap()
+            > 0.0
+    );
     let (status, _) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
 
     // Back again: reconnects on its own, GO again.
     pair.start_replica().unwrap();
-    wait_until(Duration::from_secs(20), "GO after the replica returns", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "GO after the replica returns",
+        || async {
+            let (status, v) = exporter.verdict("").await;
+            (status == 200, v.to_string())
+        },
+    )
     .await;
     exporter.stop().await;
 }
@@ -181,33 +267,71 @@ async fn stopped_primary_is_no_go_and_never_reads_zero() {
     .await;
 
     pair.stop_primary().unwrap();
-    wait_until(Duration::from_secs(15), "the replica's WAL receiver to notice", || async {
-        let t = exporter.target_verdict(T).await;
-        let reasons = t["reasons"].to_string();
-        (
-            reasons.contains("source unreachable") && reasons.contains("not streaming") || reasons.contains("no WAL receiver"),
-            t.to_string(),
-        )
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "the replica's WAL receiver to notice",
+        || async {
+            let t = exporter.target_verdict(T).await;
+            let reasons = t["reasons"].to_string();
+            (
+                reasons.contains("source unreachable") && reasons.contains("not streaming")
+                    || reasons.contains("no WAL receiver"),
+                t.to_string(),
+            )
+        },
+    )
     .await;
-    let e1 = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
+    let e1 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let e2 = exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap();
-    assert!(e2 > e1 + 2.0 && e2 > 3.0, "exposure must grow while the primary is gone: {e1} -> {e2}");
-    assert_eq!(exporter.metric("rpo_source_reachable", &labels(T)).await, Some(0.0));
-    assert_eq!(exporter.metric("rpo_replication_healthy", &labels(T)).await, Some(0.0));
-    assert_eq!(exporter.metric("rpo_postgres_wal_receiver_up", &labels(T)).await, Some(0.0));
+    let e2 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        e2 > e1 + 2.0 && e2 > 3.0,
+        "exposure must grow while the primary is gone: {e1} -> {e2}"
+    );
+    assert_eq!(
+        exporter.metric("rpo_source_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter
+            .metric("rpo_postgres_wal_receiver_up", &labels(T))
+            .await,
+        Some(0.0)
+    );
     // The replica still answers, so its evidence stays fresh.
-    assert_eq!(exporter.metric("rpo_replica_reachable", &labels(T)).await, Some(1.0));
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(1.0)
+    );
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
-    assert!(verdict["reasons"][0].as_str().unwrap().starts_with("erp-db: source unreachable"), "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("erp-db: source unreachable"),
+        "{verdict}"
+    );
 
     pair.start_primary().unwrap();
-    wait_until(Duration::from_secs(25), "GO after the primary returns", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
+    wait_until(
+        Duration::from_secs(25),
+        "GO after the primary returns",
+        || async {
+            let (status, v) = exporter.verdict("").await;
+            (status == 200, v.to_string())
+        },
+    )
     .await;
     exporter.stop().await;
 }
@@ -236,7 +360,10 @@ replica_url = "postgres://monitor:hunter2@127.0.0.1:{silent_port}/x"
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let runs_before = exporter.metric("rpo_probe_runs_total", &labels(T)).await.unwrap();
+    let runs_before = exporter
+        .metric("rpo_probe_runs_total", &labels(T))
+        .await
+        .unwrap();
     let window = Instant::now();
     // Scrape throughout: every answer within 100 ms although a target hangs.
     let mut slowest = Duration::ZERO;
@@ -247,16 +374,47 @@ replica_url = "postgres://monitor:hunter2@127.0.0.1:{silent_port}/x"
         slowest = slowest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(slowest < Duration::from_millis(100), "slowest /metrics answer {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest /metrics answer {slowest:?}"
+    );
     let metrics = exporter.metrics().await;
     let runs = metric_value(&metrics, "rpo_probe_runs_total", &labels(T)).unwrap() - runs_before;
     // 500 ms cadence over 5 s: about 10 polls, unaffected by the hung target.
-    assert!(runs >= 8.0, "healthy target polled only {runs} times in 5 s");
-    assert!(metric_value(&metrics, "rpo_probe_failures_total", &[("target", "refused"), ("reason", "connect")]).unwrap() > 0.0);
-    assert!(metric_value(&metrics, "rpo_probe_failures_total", &[("target", "silent"), ("reason", "timeout")]).unwrap() > 0.0);
-    assert_eq!(metric_value(&metrics, "rpo_target_ready", &labels(T)), Some(1.0));
-    assert_eq!(metric_value(&metrics, "rpo_target_ready", &labels("silent")), Some(0.0));
-    assert!(!metrics.contains("hunter2"), "a password leaked into /metrics");
+    assert!(
+        runs >= 8.0,
+        "healthy target polled only {runs} times in 5 s"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "rpo_probe_failures_total",
+            &[("target", "refused"), ("reason", "connect")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "rpo_probe_failures_total",
+            &[("target", "silent"), ("reason", "timeout")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_target_ready", &labels(T)),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_target_ready", &labels("silent")),
+        Some(0.0)
+    );
+    assert!(
+        !metrics.contains("hunter2"),
+        "a password leaked into /metrics"
+    );
 
     let silent_verdict = exporter.target_verdict("silent").await;
     let reasons = silent_verdict["reasons"].to_string();
@@ -288,10 +446,19 @@ heartbeat = {{ interval = "500ms", table = "rpo_heartbeat" }}
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let failures = exporter.metric("rpo_heartbeat_write_failures_total", &labels(T)).await.unwrap();
+    let failures = exporter
+        .metric("rpo_heartbeat_write_failures_total", &labels(T))
+        .await
+        .unwrap();
     assert!(failures > 0.0);
     // Engine positions still work for the monitoring role.
-    assert!(exporter.metric("rpo_exposure_seconds", &labels(T)).await.unwrap() < 2.0);
+    assert!(
+        exporter
+            .metric("rpo_exposure_seconds", &labels(T))
+            .await
+            .unwrap()
+            < 2.0
+    );
     exporter.stop().await;
 
     // The message a person gets says exactly what to run.
@@ -301,8 +468,14 @@ heartbeat = {{ interval = "500ms", table = "rpo_heartbeat" }}
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("CREATE TABLE IF NOT EXISTS rpo_heartbeat"), "{stderr}");
-    assert!(stderr.contains("GRANT SELECT, INSERT, UPDATE ON rpo_heartbeat TO monitor"), "{stderr}");
+    assert!(
+        stderr.contains("CREATE TABLE IF NOT EXISTS rpo_heartbeat"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GRANT SELECT, INSERT, UPDATE ON rpo_heartbeat TO monitor"),
+        "{stderr}"
+    );
 }
 
 fn write_temp_config(text: &str) -> std::path::PathBuf {

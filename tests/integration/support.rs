@@ -17,7 +17,8 @@ pub struct Exporter {
 
 impl Exporter {
     pub async fn start(config_text: &str) -> Exporter {
-        let config = Config::from_toml(config_text, Path::new("test.toml")).expect("test config is valid");
+        let config =
+            Config::from_toml(config_text, Path::new("test.toml")).expect("test config is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -36,7 +37,9 @@ impl Exporter {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = reqwest::get(self.url(path)).await.expect("exporter answers");
+        let response = reqwest::get(self.url(path))
+            .await
+            .expect("exporter answers");
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     }
@@ -52,7 +55,10 @@ impl Exporter {
 
     pub async fn verdict(&self, query: &str) -> (u16, serde_json::Value) {
         let (status, body) = self.get(&format!("/failover-readiness{query}")).await;
-        (status, serde_json::from_str(&body).expect("verdict is JSON"))
+        (
+            status,
+            serde_json::from_str(&body).expect("verdict is JSON"),
+        )
     }
 
     /// The verdict JSON of one target.
@@ -88,21 +94,26 @@ impl Drop for Exporter {
 
 /// Reads one sample from a text exposition.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-        if metric != name {
-            return None;
-        }
-        if !labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
-            return None;
-        }
-        match value {
-            "+Inf" => Some(f64::INFINITY),
-            "-Inf" => Some(f64::NEG_INFINITY),
-            v => v.parse().ok(),
-        }
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            if metric != name {
+                return None;
+            }
+            if !labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            {
+                return None;
+            }
+            match value {
+                "+Inf" => Some(f64::INFINITY),
+                "-Inf" => Some(f64::NEG_INFINITY),
+                v => v.parse().ok(),
+            }
+        })
 }
 
 /// Polls `condition` every 200 ms until it holds; panics with `what` and the
@@ -132,7 +143,9 @@ pub struct Writer {
 
 impl Writer {
     pub async fn start(primary_url: &str, every: Duration) -> Writer {
-        let (client, connection) = tokio_postgres::connect(primary_url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(primary_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
         client
             .batch_execute("CREATE TABLE IF NOT EXISTS test_writes (id bigserial PRIMARY KEY, payload text, at timestamptz DEFAULT now())")
@@ -141,7 +154,10 @@ impl Writer {
         let task = tokio::spawn(async move {
             loop {
                 let _ = client
-                    .execute("INSERT INTO test_writes (payload) VALUES (repeat('x', 200))", &[])
+                    .execute(
+                        "INSERT INTO test_writes (payload) VALUES (repeat('x', 200))",
+                        &[],
+                    )
                     .await;
                 tokio::time::sleep(every).await;
             }
@@ -176,7 +192,12 @@ rpo_budget = "60s"
 }
 
 /// One `[[postgres]]` block for a lab pair.
-pub fn postgres_target(name: &str, pair: &rpo_exporter::lab::PostgresPair, budget: &str, heartbeat: bool) -> String {
+pub fn postgres_target(
+    name: &str,
+    pair: &rpo_exporter::lab::PostgresPair,
+    budget: &str,
+    heartbeat: bool,
+) -> String {
     format!(
         r#"
 [[postgres]]
