@@ -304,3 +304,51 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("cannot be reached"));
 }
+
+#[tokio::test]
+async fn shipped_example_configs_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        // Every *_env the examples name is set to a well-formed value; the
+        // variable's name says what kind of value it holds.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut command = tokio::process::Command::new(BIN);
+        command.args(["validate", "--config", path.to_str().unwrap()]);
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            if !key.trim().ends_with("_env") {
+                continue;
+            }
+            let var = value.split('#').next().unwrap().trim().trim_matches('"');
+            command.env(var, fake_secret_for(var));
+        }
+        let output = command.output().await.unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+/// A well-formed stand-in for the secret an example config names.
+fn fake_secret_for(var: &str) -> &'static str {
+    if var.contains("PASSWORD") || var.contains("TOKEN") {
+        "not-a-real-secret"
+    } else if var.contains("REDIS") {
+        "redis://127.0.0.1:1"
+    } else if var.contains("RABBIT") || var.contains("OPENSEARCH") || var.contains("HTTP") {
+        "http://127.0.0.1:1"
+    } else {
+        "postgres://m@127.0.0.1:1/x"
+    }
+}

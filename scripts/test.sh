@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, integration tests against real servers
+# (Postgres pairs and the other lab components, started on free ports in temp
+# dirs and torn down), and the alert-rule tests. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+# rustup puts cargo here on a fresh machine.
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+# The integration tests mostly wait on real servers, so more threads than
+# cores is fine; RPO_TEST_THREADS overrides.
+threads="${RPO_TEST_THREADS:-4}"
+cargo test --locked --all-targets -- --test-threads="$threads"
