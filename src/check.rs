@@ -12,6 +12,9 @@ use crate::probes;
 use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
 use crate::store::Store;
 
+/// The pause between the two samples of `check`'s first round.
+const SETTLE: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Table,
@@ -98,6 +101,7 @@ pub async fn check_config(
         .min()
         .unwrap_or(Duration::from_secs(1))
         .clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let mut first_round = true;
     loop {
         let round = probes.iter_mut().map(|(i, probe, writer)| {
             let target = &config.targets[*i];
@@ -112,6 +116,19 @@ pub async fn check_config(
             }
         });
         futures::future::join_all(round).await;
+        if first_round {
+            // One sample can only prove "caught up at this instant"; a replica
+            // a few milliseconds behind (the heartbeat just written) needs an
+            // earlier sample of the source to be dated by. Take a second one.
+            first_round = false;
+            tokio::time::sleep(SETTLE).await;
+            let again = probes.iter_mut().filter_map(|(i, probe, _)| {
+                let target = &config.targets[*i];
+                let store = &store;
+                probe.as_mut().map(|probe| async move { poll_and_record(*i, target, probe.as_mut(), store).await })
+            });
+            futures::future::join_all(again).await;
+        }
         let verdict = evaluate(
             &config,
             &store.snapshot(),

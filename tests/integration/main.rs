@@ -2,6 +2,7 @@
 //! streaming replicas started by `rpo_exporter::lab`, the exporter run
 //! in-process on 127.0.0.1:0 and as the real binary.
 
+mod alerts;
 mod cli;
 mod postgres;
 mod support;
