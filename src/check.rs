@@ -209,6 +209,82 @@ pub async fn check_remote(
     }
 }
 
+/// The gate as the alerting view sees it: NO-GO while any alert labelled
+/// `failover_gate="block"` for the group (or for no group: the exporter
+/// itself down or absent) is firing in Prometheus, when Prometheus has no
+/// `rpo_failover_ready` series for the group (nobody measures it), or when
+/// Prometheus cannot be reached.
+pub async fn check_prometheus(base_url: &str, options: &CheckOptions, timeout: Duration) -> VerdictJson {
+    let deadline = options.wait.map(|w| Instant::now() + w);
+    let client = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client builds");
+    let base = base_url.trim_end_matches('/');
+    loop {
+        let verdict = match prometheus_reasons(&client, base, options.group.as_deref()).await {
+            Ok(reasons) if reasons.is_empty() => verdict_from_reasons(options.mode, Vec::new()),
+            Ok(reasons) => verdict_from_reasons(options.mode, reasons),
+            Err(reason) => verdict_from_reasons(options.mode, vec![format!("Prometheus at {base_url} {reason}")]),
+        };
+        match deadline {
+            Some(deadline) if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return verdict,
+        }
+    }
+}
+
+async fn prometheus_reasons(client: &reqwest::Client, base: &str, group: Option<&str>) -> Result<Vec<String>, String> {
+    let get = |path: String| async move {
+        let response = client.get(path).send().await.map_err(|e| format!("cannot be reached: {}", without_url(&e)))?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|_| format!("answered HTTP {status} without JSON"))?;
+        if body["status"] != "success" {
+            return Err(format!("answered HTTP {status}: {}", body["error"].as_str().unwrap_or("not a success")));
+        }
+        Ok(body)
+    };
+    let mut reasons = Vec::new();
+    let selector = match group {
+        Some(g) => format!("rpo_failover_ready{{group=\"{g}\"}}"),
+        None => "rpo_failover_ready".to_string(),
+    };
+    let present = get(format!("{base}/api/v1/query?query=count({})", percent_encode(&selector))).await?;
+    if present["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+        reasons.push(format!(
+            "Prometheus has no {selector} series: no exporter measures {}",
+            group.map(|g| format!("group {g}")).unwrap_or_else(|| "any group".to_string())
+        ));
+    }
+    let alerts = get(format!("{base}/api/v1/alerts")).await?;
+    for alert in alerts["data"]["alerts"].as_array().into_iter().flatten() {
+        let labels = &alert["labels"];
+        let blocks = alert["state"] == "firing" && labels["failover_gate"] == "block";
+        let ours = match (group, labels["group"].as_str()) {
+            (Some(g), Some(alert_group)) => g == alert_group,
+            _ => true,
+        };
+        if blocks && ours {
+            let name = labels["alertname"].as_str().unwrap_or("alert");
+            let summary = alert["annotations"]["summary"].as_str().unwrap_or("");
+            reasons.push(format!("{name} is firing: {summary}"));
+        }
+    }
+    reasons.sort();
+    Ok(reasons)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A transport error without the URL (it may carry credentials): its kind
 /// and the chain of causes.
 fn without_url(error: &reqwest::Error) -> String {
@@ -228,14 +304,20 @@ fn without_url(error: &reqwest::Error) -> String {
 }
 
 fn unreachable_verdict(mode: Mode, reason: &str) -> VerdictJson {
+    verdict_from_reasons(mode, vec![reason.to_string()])
+}
+
+/// A verdict without per-target detail: GO exactly when there is no reason.
+fn verdict_from_reasons(mode: Mode, reasons: Vec<String>) -> VerdictJson {
     let now = SystemTime::now();
+    let ready = reasons.is_empty();
     VerdictJson {
-        verdict: "NO-GO".to_string(),
-        ready: false,
+        verdict: if ready { "GO" } else { "NO-GO" }.to_string(),
+        ready,
         mode: mode.to_string(),
         evaluated_at: humantime::format_rfc3339_millis(now).to_string(),
         evaluated_at_unix: crate::probe::unix_seconds(now),
-        reasons: vec![reason.to_string()],
+        reasons,
         groups: Vec::new(),
     }
 }

@@ -32,16 +32,16 @@ pub struct AppState {
     pub telemetry_path: String,
 }
 
-/// Serves until `shutdown` completes; connections in progress are dropped.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Serves until `shutdown` completes; then closes every open connection
+/// (keep-alive ones included), so a stopped exporter stops answering.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -53,7 +53,7 @@ pub async fn serve(
             },
         };
         let state = state.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, req)) }
@@ -66,6 +66,8 @@ pub async fn serve(
             }
         });
     }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
 
 fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -64,6 +64,10 @@ struct CheckArgs {
     /// Ask a running exporter (its base URL) instead of polling.
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     from: Option<String>,
+    /// Read the gate from Prometheus (its base URL): NO-GO while any
+    /// failover_gate="block" alert for the group is firing.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "from"])]
+    prometheus: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -117,6 +121,8 @@ async fn async_main(cli: Cli) -> ExitCode {
             let output: Output = args.output.parse().expect("clap checked the value");
             let verdict = if let Some(url) = &args.from {
                 check::check_remote(url, &options, Duration::from_secs(10)).await
+            } else if let Some(url) = &args.prometheus {
+                check::check_prometheus(url, &options, Duration::from_secs(10)).await
             } else {
                 let config = match load(&cli) {
                     Ok(config) => config,

@@ -20,6 +20,8 @@
 //! `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else `initdb` on
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
 
+pub mod monitoring;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::io;

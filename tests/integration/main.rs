@@ -4,5 +4,7 @@
 
 mod alerts;
 mod cli;
+mod dashboards;
+mod e2e;
 mod postgres;
 mod support;
