@@ -484,3 +484,58 @@ fn write_temp_config(text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", true))).await;
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "GO", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+
+    // The source region is gone.
+    drop(writer);
+    pair.stop_primary().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let (status, planned) = exporter.verdict("?group=erp&mode=planned").await;
+    assert_eq!(status, 503, "{planned}");
+    assert!(planned["reasons"][0].as_str().unwrap().contains("source unreachable"), "{planned}");
+
+    let (status, unplanned) = exporter.verdict("?group=erp&mode=unplanned").await;
+    assert_eq!(status, 200, "{unplanned}");
+    assert_eq!(unplanned["mode"], "unplanned");
+    let target = &unplanned["groups"][0]["targets"][0];
+    // The recovery point is what the replica holds: frozen since the
+    // primary went away, so the exposure has grown past the budget...
+    assert!(target["exposure_seconds"].as_f64().unwrap() > 4.0, "{target}");
+    assert!(target["recovery_point"].is_string());
+    // ...while the known loss window (last contact − recovery point) is small.
+    let window = target["loss_window_seconds"].as_f64().unwrap();
+    assert!(window < 2.0, "loss window {window}: {target}");
+
+    // The CLI agrees, and prints the loss window.
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("c.toml");
+    std::fs::write(&path, config_with(&postgres_target(T, &pair, "3s", false))).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
+        .args(["check", "--from", &exporter.url(""), "--mode", "unplanned"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("loss window"), "{stdout}");
+
+    // With the replica gone too, unplanned is NO-GO: nothing to fail over to.
+    pair.stop_replica().unwrap();
+    wait_until(Duration::from_secs(10), "unplanned NO-GO without a replica", || async {
+        let (status, v) = exporter.verdict("?mode=unplanned").await;
+        (status == 503 && v["reasons"][0].as_str().unwrap_or("").contains("replica unreachable"), v.to_string())
+    })
+    .await;
+    exporter.stop().await;
+}
