@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rpo-exporter's tests, lab and demo need on a Debian/Ubuntu
 # machine: PostgreSQL (server + psql), Redis, RabbitMQ, Prometheus (promtool),
-# Alertmanager, curl, CA certificates, python3-venv, a C toolchain and Rust.
+# Alertmanager, curl, CA certificates, python3-venv, a C toolchain, Chromium
+# (the board is tested in a real headless browser) and Rust.
 #
 # Idempotent: every component is checked by its binary first; apt-get runs
 # (with a single `apt-get update`) only if something is missing.
@@ -56,6 +57,7 @@ find_component() {
       command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null \
         && cmd_at python3 ;;
     cc) cmd_at cc ;;
+    chromium) cmd_at chromium ;;
     *) return 1 ;;
   esac
 }
@@ -73,10 +75,11 @@ package_of() {
     ca-certificates) echo ca-certificates ;;
     python3-venv) echo python3-venv ;;
     cc) echo build-essential ;;
+    chromium) echo chromium ;;
   esac
 }
 
-components="postgres psql redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc"
+components="postgres psql redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium"
 
 missing_components=""
 missing_packages=""

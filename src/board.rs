@@ -16,8 +16,9 @@ pub fn render(verdict: &Verdict, telemetry_path: &str) -> String {
 <style>
 body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}}
 h1{{font-size:1.3em}} h2{{font-size:1.1em;margin-top:1.5em}}
-.go{{color:#fff;background:#1a7f37;padding:.1em .5em;border-radius:4px}}
-.nogo{{color:#fff;background:#cf222e;padding:.1em .5em;border-radius:4px}}
+.go{{color:#fff;background:#1a7f37;padding:.1em .5em;border-radius:4px;white-space:nowrap}}
+.nogo{{color:#fff;background:#cf222e;padding:.1em .5em;border-radius:4px;white-space:nowrap}}
+td.rp{{white-space:nowrap}}
 table{{border-collapse:collapse;margin-top:.5em}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 th{{background:#f3f3f3}} tr.bad td{{background:#fff0f0}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
 small{{color:#666}}
@@ -47,7 +48,7 @@ small{{color:#666}}
         for t in &group.targets {
             let _ = writeln!(
                 html,
-                r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td>{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}</td></tr>"#,
+                r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td class="rp">{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}</td></tr>"#,
                 row = if t.ready { "ok" } else { "bad" },
                 name = escape(&t.target),
                 kind = t.kind,

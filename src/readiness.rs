@@ -220,6 +220,8 @@ pub fn evaluate_target(
             match &m.link {
                 LinkState::Healthy => replication_healthy = true,
                 LinkState::Unhealthy(why) => reasons.push(format!("replication unhealthy: {why}")),
+                // An unreachable replica already says why the link is unknown.
+                LinkState::Unknown(_) if m.replica_reachable == Some(false) => {}
                 LinkState::Unknown(why) => {
                     reasons.push(format!("replication status unknown: {why}"))
                 }

@@ -3,6 +3,7 @@
 //! in-process on 127.0.0.1:0 and as the real binary.
 
 mod alerts;
+mod board;
 mod cli;
 mod dashboards;
 mod e2e;
