@@ -307,13 +307,8 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn shipped_example_configs_validate() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
+    for path in crate::deploy::shipped_configs() {
         // Every *_env the examples name is set to a well-formed value; the
         // variable's name says what kind of value it holds.
         let text = std::fs::read_to_string(&path).unwrap();

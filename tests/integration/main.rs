@@ -6,6 +6,7 @@ mod alerts;
 mod board;
 mod cli;
 mod dashboards;
+mod deploy;
 mod e2e;
 mod postgres;
 mod support;
