@@ -13,7 +13,9 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::{Config, Target};
-use crate::probe::{HeartbeatWriter, Probe, ProbeError};
+use futures::FutureExt;
+
+use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
 use crate::probes;
 use crate::store::Store;
 
@@ -34,7 +36,7 @@ impl Poller {
                     if let Some(writer) = probe.heartbeat_writer() {
                         tasks.spawn(heartbeat_loop(index, target.clone(), writer, store.clone()));
                     }
-                    tasks.spawn(poll_loop(index, target, probe, store));
+                    tasks.spawn(poll_loop(index, target, config.instance.clone(), probe, store));
                 }
                 Err(error) => {
                     tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
@@ -59,13 +61,23 @@ pub fn poll_deadline(target: &Target) -> Duration {
 }
 
 /// Polls a probe once within its deadline and records the result.
-pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Probe, store: &Store) {
+pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Probe, store: &Store) -> PollOutcome {
     let started = SystemTime::now();
     let clock = Instant::now();
     let deadline = poll_deadline(target);
-    let result = match tokio::time::timeout(deadline, probe.poll()).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::timeout(deadline)),
+    // A panicking probe is a bug, but it must not end the target's polling
+    // silently: it is recorded as a failure (and the caller rebuilds it).
+    let poll = std::panic::AssertUnwindSafe(probe.poll()).catch_unwind();
+    let (result, panicked) = match tokio::time::timeout(deadline, poll).await {
+        Ok(Ok(result)) => (result, false),
+        Ok(Err(panic)) => (
+            Err(ProbeError::new(
+                FailureReason::Query,
+                format!("internal error in the {} probe: {}; please report it", target.kind(), panic_message(&panic)),
+            )),
+            true,
+        ),
+        Err(_) => (Err(ProbeError::timeout(deadline)), false),
     };
     let finished = started + clock.elapsed();
     match &result {
@@ -82,6 +94,27 @@ pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Prob
         }
     }
     store.record_poll(index, started, finished, result);
+    if panicked {
+        PollOutcome::ProbePanicked
+    } else {
+        PollOutcome::Done
+    }
+}
+
+/// Whether the probe may be used again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    Done,
+    /// The probe panicked: its state is suspect, build a new one.
+    ProbePanicked,
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// Writes one heartbeat within the target's timeout and records the result.
@@ -102,12 +135,17 @@ pub async fn heartbeat_and_record(
     store.record_heartbeat(index, at, result);
 }
 
-async fn poll_loop(index: usize, target: Target, mut probe: Box<dyn Probe>, store: Arc<Store>) {
+async fn poll_loop(index: usize, target: Target, instance: String, mut probe: Box<dyn Probe>, store: Arc<Store>) {
     let mut ticker = tokio::time::interval(target.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        poll_and_record(index, &target, probe.as_mut(), &store).await;
+        if poll_and_record(index, &target, probe.as_mut(), &store).await == PollOutcome::ProbePanicked {
+            tracing::error!(target = %target.name, "the probe panicked; building a new one");
+            if let Ok(fresh) = probes::build(&target, &instance) {
+                probe = fresh;
+            }
+        }
     }
 }
 
@@ -131,5 +169,33 @@ async fn failing_loop(index: usize, target: Target, error: ProbeError, store: Ar
         ticker.tick().await;
         let now = SystemTime::now();
         store.record_poll(index, now, now, Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::BoxFuture;
+
+    struct Panicking;
+    impl Probe for Panicking {
+        fn poll(&mut self) -> BoxFuture<'_, Result<crate::probe::Measurement, ProbeError>> {
+            Box::pin(async { panic!("index out of bounds") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_probe_is_recorded_as_a_failure() {
+        let config = Config::from_toml(
+            "[[group]]\nname = \"g\"\nrpo_budget = \"5s\"\n[[postgres]]\nname = \"t\"\ngroup = \"g\"\nprimary_url = \"postgres://a@127.0.0.1:1/x\"\nreplica_url = \"postgres://a@127.0.0.1:1/x\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let store = Store::new(1);
+        let outcome = poll_and_record(0, &config.targets[0], &mut Panicking, &store).await;
+        assert_eq!(outcome, PollOutcome::ProbePanicked);
+        let report = store.snapshot().reports[0].clone();
+        assert_eq!(report.failures(FailureReason::Query), 1);
+        assert!(report.last_error.as_ref().unwrap().message.contains("index out of bounds"));
     }
 }
