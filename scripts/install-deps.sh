@@ -2,7 +2,8 @@
 # Installs what rpo-exporter's tests, lab and demo need on a Debian/Ubuntu
 # machine: PostgreSQL (server + psql), Redis, RabbitMQ, Prometheus (promtool),
 # Alertmanager, curl, CA certificates, python3-venv, a C toolchain, Chromium
-# (the board is tested in a real headless browser) and Rust.
+# (the board is tested in a real headless browser), openssl (the Redis TLS
+# lab makes its own CA), moto in a venv (the AWS emulator) and Rust.
 #
 # Idempotent: every component is checked by its binary first; apt-get runs
 # (with a single `apt-get update`) only if something is missing.
@@ -58,6 +59,7 @@ find_component() {
         && cmd_at python3 ;;
     cc) cmd_at cc ;;
     chromium) cmd_at chromium ;;
+    openssl) cmd_at openssl ;;
     *) return 1 ;;
   esac
 }
@@ -76,10 +78,11 @@ package_of() {
     python3-venv) echo python3-venv ;;
     cc) echo build-essential ;;
     chromium) echo chromium ;;
+    openssl) echo openssl ;;
   esac
 }
 
-components="postgres psql redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium"
+components="postgres psql redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl"
 
 missing_components=""
 missing_packages=""
@@ -143,6 +146,32 @@ if command -v cargo >/dev/null 2>&1; then
   if [ "$need_env_hint" -eq 1 ]; then
     echo "note: cargo is in ~/.cargo/bin but not on your PATH: run 'source ~/.cargo/env'"
   fi
+fi
+
+# moto (the AWS emulator of the AWS kinds' tests) in its own venv from PyPI;
+# the same path, version and completion marker as src/lab/moto.rs.
+moto_version="5.2.5"
+moto_venv="${RPO_MOTO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/rpo-exporter/moto-venv}"
+if [ -f "$moto_venv/.rpo-moto-$moto_version" ] && [ -x "$moto_venv/bin/moto_server" ]; then
+  echo "ok moto $moto_version ($moto_venv)"
+elif [ "$check_only" -eq 1 ]; then
+  echo "MISSING moto (venv $moto_venv)"
+  status=1
+elif command -v python3 >/dev/null 2>&1; then
+  echo "installing: moto[server]==$moto_version into $moto_venv"
+  rm -rf "$moto_venv"
+  mkdir -p "$(dirname "$moto_venv")"
+  if python3 -m venv "$moto_venv" \
+    && "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"; then
+    echo "$moto_version" > "$moto_venv/.rpo-moto-$moto_version"
+    echo "ok moto $moto_version ($moto_venv)"
+  else
+    echo "MISSING moto (pip install failed)"
+    status=1
+  fi
+else
+  echo "MISSING moto (needs python3)"
+  status=1
 fi
 
 exit "$status"

@@ -15,6 +15,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod aws;
+pub use aws::{
+    is_aws_region, parse_arn as aws_parse_arn, AuroraGlobalTarget, AwsAccess, EfsTarget,
+    ElasticacheGlobalTarget, RdsTarget, S3Canary, S3Target, SqsQueue, SqsTarget,
+};
+
 /// The default address of the HTTP server (the port is the exporter's own).
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:9798";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -68,6 +74,16 @@ impl Target {
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         match &self.spec {
             TargetSpec::Postgres(pg) => pg.heartbeat.as_ref().map(|hb| hb.interval),
+            TargetSpec::Redis(redis) => redis.heartbeat.as_ref().map(|hb| hb.interval),
+            TargetSpec::RedisStream(_) => None,
+            TargetSpec::Rabbitmq(_) | TargetSpec::SqlQueue(_) => None,
+            TargetSpec::Opensearch(os) => os.heartbeat.as_ref().map(|hb| hb.interval),
+            TargetSpec::S3(s3) => s3.canary.as_ref().map(|canary| canary.interval),
+            TargetSpec::Rds(_)
+            | TargetSpec::AuroraGlobal(_)
+            | TargetSpec::ElasticacheGlobal(_)
+            | TargetSpec::Efs(_)
+            | TargetSpec::Sqs(_) => None,
         }
     }
 }
@@ -77,12 +93,34 @@ impl Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Postgres,
+    Redis,
+    RedisStream,
+    Rabbitmq,
+    SqlQueue,
+    Opensearch,
+    Rds,
+    AuroraGlobal,
+    ElasticacheGlobal,
+    S3,
+    Efs,
+    Sqs,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::RedisStream => "redis_stream",
+            Kind::Rabbitmq => "rabbitmq",
+            Kind::SqlQueue => "sql_queue",
+            Kind::Opensearch => "opensearch",
+            Kind::Rds => "rds",
+            Kind::AuroraGlobal => "aurora_global",
+            Kind::ElasticacheGlobal => "elasticache_global",
+            Kind::S3 => "s3",
+            Kind::Efs => "efs",
+            Kind::Sqs => "sqs",
         }
     }
 }
@@ -96,12 +134,34 @@ impl fmt::Display for Kind {
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
     Postgres(PostgresTarget),
+    Redis(RedisTarget),
+    RedisStream(RedisStreamTarget),
+    Rabbitmq(RabbitmqTarget),
+    SqlQueue(SqlQueueTarget),
+    Opensearch(OpensearchTarget),
+    Rds(RdsTarget),
+    AuroraGlobal(AuroraGlobalTarget),
+    ElasticacheGlobal(ElasticacheGlobalTarget),
+    S3(S3Target),
+    Efs(EfsTarget),
+    Sqs(SqsTarget),
 }
 
 impl TargetSpec {
     pub fn kind(&self) -> Kind {
         match self {
             TargetSpec::Postgres(_) => Kind::Postgres,
+            TargetSpec::Redis(_) => Kind::Redis,
+            TargetSpec::RedisStream(_) => Kind::RedisStream,
+            TargetSpec::Rabbitmq(_) => Kind::Rabbitmq,
+            TargetSpec::SqlQueue(_) => Kind::SqlQueue,
+            TargetSpec::Opensearch(_) => Kind::Opensearch,
+            TargetSpec::Rds(_) => Kind::Rds,
+            TargetSpec::AuroraGlobal(_) => Kind::AuroraGlobal,
+            TargetSpec::ElasticacheGlobal(_) => Kind::ElasticacheGlobal,
+            TargetSpec::S3(_) => Kind::S3,
+            TargetSpec::Efs(_) => Kind::Efs,
+            TargetSpec::Sqs(_) => Kind::Sqs,
         }
     }
 }
@@ -122,6 +182,95 @@ pub struct PostgresHeartbeat {
     pub table: String,
     /// Create the table on the primary when it is missing.
     pub create_table: bool,
+}
+
+/// The default heartbeat key prefix of the `redis` kind; each exporter
+/// instance writes `{key}:{instance}`.
+pub const DEFAULT_REDIS_HEARTBEAT_KEY: &str = "rpo:heartbeat";
+
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub primary_url: Secret,
+    pub replica_url: Secret,
+    /// The password for both sides, when it is kept out of the URLs.
+    pub password: Option<Secret>,
+    pub heartbeat: Option<RedisHeartbeat>,
+    /// CA certificates (PEM) trusted for `rediss://` instead of the public roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How the primary lists the replica in `INFO replication` (`ip`, `port`)
+    /// when that differs from the replica URL's host and port (NAT,
+    /// `replica-announce-ip`).
+    pub replica_listed_as: Option<(String, u16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisHeartbeat {
+    pub interval: Duration,
+    /// The key prefix; the exporter writes `{key}:{instance}`.
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisStreamTarget {
+    pub url: Secret,
+    pub password: Option<Secret>,
+    pub stream: String,
+    pub consumer_group: String,
+    /// Report the target unhealthy while the group has no consumers.
+    pub require_consumers: bool,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// One RabbitMQ queue, read through the management HTTP API.
+#[derive(Debug, Clone)]
+pub struct RabbitmqTarget {
+    /// The management API's base URL, like `http://host:15672`; it may carry
+    /// `user:password@`.
+    pub management_url: Secret,
+    /// Credentials when the URL carries none.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub vhost: String,
+    pub queue: String,
+    /// Report the queue unhealthy while messages wait and no consumer is attached.
+    pub require_consumers: bool,
+    /// How old the management API's queue counts may be: about twice the
+    /// broker's `collect_statistics_interval` (5 s by default).
+    pub statistics_delay: Duration,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// An outbox or staging table on PostgreSQL, read by a configured query.
+#[derive(Debug, Clone)]
+pub struct SqlQueueTarget {
+    pub url: Secret,
+    /// Returns one row: (count of unprocessed rows, oldest enqueue time or NULL).
+    pub query: String,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// OpenSearch cross-cluster replication, read on the follower cluster.
+#[derive(Debug, Clone)]
+pub struct OpensearchTarget {
+    /// The follower cluster's URL; it may carry `user:password@`.
+    pub url: Secret,
+    /// The leader cluster's URL, for the heartbeat writer only.
+    pub leader_url: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Follower indices to check; empty means every index the follower follows.
+    pub indices: Vec<String>,
+    pub heartbeat: Option<OpensearchHeartbeat>,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpensearchHeartbeat {
+    pub interval: Duration,
+    /// The replicated index on the leader the heartbeat document is written to,
+    pub leader_index: String,
+    /// and its follower index, where it is read back.
+    pub follower_index: String,
 }
 
 /// A value that must never be printed: `Debug` and `Display` redact it.
@@ -184,6 +333,28 @@ struct RawFile {
     group: Vec<RawGroup>,
     #[serde(default)]
     postgres: Vec<RawPostgres>,
+    #[serde(default)]
+    redis: Vec<RawRedis>,
+    #[serde(default)]
+    redis_stream: Vec<RawRedisStream>,
+    #[serde(default)]
+    rabbitmq: Vec<RawRabbitmq>,
+    #[serde(default)]
+    sql_queue: Vec<RawSqlQueue>,
+    #[serde(default)]
+    opensearch: Vec<RawOpensearch>,
+    #[serde(default)]
+    rds: Vec<aws::RawRds>,
+    #[serde(default)]
+    aurora_global: Vec<aws::RawAuroraGlobal>,
+    #[serde(default)]
+    elasticache_global: Vec<aws::RawElasticacheGlobal>,
+    #[serde(default)]
+    s3: Vec<aws::RawS3>,
+    #[serde(default)]
+    efs: Vec<aws::RawEfs>,
+    #[serde(default)]
+    sqs: Vec<aws::RawSqs>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -250,6 +421,129 @@ struct RawPostgresHeartbeat {
     interval: Option<String>,
     table: Option<String>,
     create_table: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    name: String,
+    group: String,
+    rpo_budget: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    primary_url: Option<String>,
+    primary_url_env: Option<String>,
+    primary_url_file: Option<PathBuf>,
+    replica_url: Option<String>,
+    replica_url_env: Option<String>,
+    replica_url_file: Option<PathBuf>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    heartbeat: Option<RawRedisHeartbeat>,
+    tls_ca_file: Option<PathBuf>,
+    replica_listed_as: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisHeartbeat {
+    interval: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisStream {
+    name: String,
+    group: String,
+    rpo_budget: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    stream: String,
+    consumer_group: String,
+    require_consumers: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRabbitmq {
+    name: String,
+    group: String,
+    rpo_budget: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    management_url: Option<String>,
+    management_url_env: Option<String>,
+    management_url_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    vhost: Option<String>,
+    queue: String,
+    require_consumers: Option<bool>,
+    statistics_delay: Option<String>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlQueue {
+    name: String,
+    group: String,
+    rpo_budget: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    query: String,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpensearch {
+    name: String,
+    group: String,
+    rpo_budget: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    leader_url: Option<String>,
+    leader_url_env: Option<String>,
+    leader_url_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    indices: Vec<String>,
+    heartbeat: Option<RawOpensearchHeartbeat>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpensearchHeartbeat {
+    interval: Option<String>,
+    leader_index: String,
+    follower_index: String,
 }
 
 // ---------------------------------------------------------------------------
@@ -408,6 +702,105 @@ impl Validator<'_> {
                 self.target(&key, common, &groups, &defaults, spec)?,
             )?;
         }
+        for (i, redis) in raw.redis.into_iter().enumerate() {
+            let key = format!("redis[{i}]");
+            let common = RawCommon {
+                name: redis.name.clone(),
+                group: redis.group.clone(),
+                rpo_budget: redis.rpo_budget.clone(),
+                poll_interval: redis.poll_interval.clone(),
+                timeout: redis.timeout.clone(),
+                stale_after: redis.stale_after.clone(),
+            };
+            let spec = TargetSpec::Redis(self.redis(&key, redis)?);
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
+        }
+        for (i, stream) in raw.redis_stream.into_iter().enumerate() {
+            let key = format!("redis_stream[{i}]");
+            let common = RawCommon {
+                name: stream.name.clone(),
+                group: stream.group.clone(),
+                rpo_budget: stream.rpo_budget.clone(),
+                poll_interval: stream.poll_interval.clone(),
+                timeout: stream.timeout.clone(),
+                stale_after: stream.stale_after.clone(),
+            };
+            let spec = TargetSpec::RedisStream(self.redis_stream(&key, stream)?);
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
+        }
+        for (i, rabbit) in raw.rabbitmq.into_iter().enumerate() {
+            let key = format!("rabbitmq[{i}]");
+            let common = RawCommon {
+                name: rabbit.name.clone(),
+                group: rabbit.group.clone(),
+                rpo_budget: rabbit.rpo_budget.clone(),
+                poll_interval: rabbit.poll_interval.clone(),
+                timeout: rabbit.timeout.clone(),
+                stale_after: rabbit.stale_after.clone(),
+            };
+            let spec = TargetSpec::Rabbitmq(self.rabbitmq(&key, rabbit)?);
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
+        }
+        for (i, sql) in raw.sql_queue.into_iter().enumerate() {
+            let key = format!("sql_queue[{i}]");
+            let common = RawCommon {
+                name: sql.name.clone(),
+                group: sql.group.clone(),
+                rpo_budget: sql.rpo_budget.clone(),
+                poll_interval: sql.poll_interval.clone(),
+                timeout: sql.timeout.clone(),
+                stale_after: sql.stale_after.clone(),
+            };
+            let spec = TargetSpec::SqlQueue(self.sql_queue(&key, sql)?);
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
+        }
+        for (i, os) in raw.opensearch.into_iter().enumerate() {
+            let key = format!("opensearch[{i}]");
+            let common = RawCommon {
+                name: os.name.clone(),
+                group: os.group.clone(),
+                rpo_budget: os.rpo_budget.clone(),
+                poll_interval: os.poll_interval.clone(),
+                timeout: os.timeout.clone(),
+                stale_after: os.stale_after.clone(),
+            };
+            let spec = TargetSpec::Opensearch(self.opensearch(&key, os)?);
+            self.push_target(
+                &mut targets,
+                &key,
+                self.target(&key, common, &groups, &defaults, spec)?,
+            )?;
+        }
+        let defaults_set = aws::DefaultsSet {
+            poll_interval: raw.defaults.poll_interval.is_some(),
+            timeout: raw.defaults.timeout.is_some(),
+            stale_after: raw.defaults.stale_after.is_some(),
+        };
+        let raw_aws = aws::RawAwsKinds {
+            rds: raw.rds,
+            aurora_global: raw.aurora_global,
+            elasticache_global: raw.elasticache_global,
+            s3: raw.s3,
+            efs: raw.efs,
+            sqs: raw.sqs,
+        };
+        self.aws_targets(raw_aws, &mut targets, &groups, &defaults, &defaults_set)?;
 
         Ok(Config {
             source: self.path.to_owned(),
@@ -577,6 +970,424 @@ impl Validator<'_> {
         })
     }
 
+    fn redis(&self, key: &str, raw: RawRedis) -> Result<RedisTarget, ConfigError> {
+        let key = format!("{key} (\"{}\")", raw.name);
+        let primary_url = self.secret(
+            &key,
+            "primary_url",
+            raw.primary_url,
+            raw.primary_url_env,
+            raw.primary_url_file,
+        )?;
+        let replica_url = self.secret(
+            &key,
+            "replica_url",
+            raw.replica_url,
+            raw.replica_url_env,
+            raw.replica_url_file,
+        )?;
+        let password = self.optional_secret(
+            &key,
+            "password",
+            raw.password,
+            raw.password_env,
+            raw.password_file,
+        )?;
+        let primary_tls = self.redis_url(
+            &format!("{key}.primary_url"),
+            &primary_url,
+            password.is_some(),
+        )?;
+        let replica_tls = self.redis_url(
+            &format!("{key}.replica_url"),
+            &replica_url,
+            password.is_some(),
+        )?;
+        let heartbeat = match raw.heartbeat {
+            None => None,
+            Some(hb) => {
+                let interval = self.optional_duration(
+                    &format!("{key}.heartbeat.interval"),
+                    hb.interval.as_ref(),
+                    Duration::from_secs(1),
+                )?;
+                let prefix = hb
+                    .key
+                    .unwrap_or_else(|| DEFAULT_REDIS_HEARTBEAT_KEY.to_string());
+                if !is_redis_key_prefix(&prefix) {
+                    return Err(self.invalid(
+                        format!("{key}.heartbeat.key"),
+                        "use 1 to 200 printable characters without spaces, like \"rpo:heartbeat\"",
+                    ));
+                }
+                Some(RedisHeartbeat {
+                    interval,
+                    key: prefix,
+                })
+            }
+        };
+        self.redis_tls_ca_file(&key, raw.tls_ca_file.as_deref(), primary_tls || replica_tls)?;
+        let replica_listed_as = match raw.replica_listed_as {
+            None => None,
+            Some(text) => Some(parse_host_port(&text).ok_or_else(|| {
+                self.invalid(
+                    format!("{key}.replica_listed_as"),
+                    format!("`{text}` is not an address; write it as the primary's INFO replication lists the replica, like \"10.0.1.7:6379\""),
+                )
+            })?),
+        };
+        Ok(RedisTarget {
+            primary_url,
+            replica_url,
+            password,
+            heartbeat,
+            tls_ca_file: raw.tls_ca_file,
+            replica_listed_as,
+        })
+    }
+
+    fn redis_stream(
+        &self,
+        key: &str,
+        raw: RawRedisStream,
+    ) -> Result<RedisStreamTarget, ConfigError> {
+        let key = format!("{key} (\"{}\")", raw.name);
+        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
+        let password = self.optional_secret(
+            &key,
+            "password",
+            raw.password,
+            raw.password_env,
+            raw.password_file,
+        )?;
+        let tls = self.redis_url(&format!("{key}.url"), &url, password.is_some())?;
+        for (name, value) in [
+            ("stream", &raw.stream),
+            ("consumer_group", &raw.consumer_group),
+        ] {
+            if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+                return Err(self.invalid(
+                    format!("{key}.{name}"),
+                    "must be 1 to 256 characters, without control characters",
+                ));
+            }
+        }
+        self.redis_tls_ca_file(&key, raw.tls_ca_file.as_deref(), tls)?;
+        Ok(RedisStreamTarget {
+            url,
+            password,
+            stream: raw.stream,
+            consumer_group: raw.consumer_group,
+            require_consumers: raw.require_consumers.unwrap_or(false),
+            tls_ca_file: raw.tls_ca_file,
+        })
+    }
+
+    /// Checks a Redis URL without ever echoing it; returns whether it uses TLS.
+    fn redis_url(
+        &self,
+        key: &str,
+        url: &Secret,
+        password_set_apart: bool,
+    ) -> Result<bool, ConfigError> {
+        use redis::{ConnectionAddr, IntoConnectionInfo};
+        let info = url.expose().into_connection_info().map_err(|err| {
+            // The driver's messages name the problem, never the URL.
+            self.invalid(
+                key,
+                format!("not a Redis URL ({err}); write it like \"redis://host:6379\" or \"rediss://user@host:6379/0\""),
+            )
+        })?;
+        let tls = match info.addr() {
+            ConnectionAddr::Tcp(..) => false,
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(self.invalid(
+                    key,
+                    "`#insecure` would turn off certificate verification; trust the server's CA with tls_ca_file instead",
+                ))
+            }
+            ConnectionAddr::TcpTls { .. } => true,
+            _ => {
+                return Err(self.invalid(
+                    key,
+                    "use a redis:// or rediss:// URL with a host and port (unix sockets are not supported)",
+                ))
+            }
+        };
+        if password_set_apart && info.redis_settings().password().is_some() {
+            return Err(self.invalid(
+                key,
+                "the URL holds a password and `password`/`password_env`/`password_file` is set too; keep the password in one place",
+            ));
+        }
+        Ok(tls)
+    }
+
+    fn redis_tls_ca_file(
+        &self,
+        key: &str,
+        path: Option<&Path>,
+        any_tls: bool,
+    ) -> Result<(), ConfigError> {
+        let Some(path) = path else {
+            return Ok(());
+        };
+        if !any_tls {
+            return Err(self.invalid(
+                format!("{key}.tls_ca_file"),
+                "is set but no URL uses TLS; write rediss:// URLs to use it",
+            ));
+        }
+        if !path.is_file() {
+            return Err(self.invalid(
+                format!("{key}.tls_ca_file"),
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Like [`Validator::secret`], but none of the three may be set.
+    fn optional_secret(
+        &self,
+        key: &str,
+        name: &str,
+        inline: Option<String>,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        if inline.is_none() && env.is_none() && file.is_none() {
+            return Ok(None);
+        }
+        self.secret(key, name, inline, env, file).map(Some)
+    }
+
+    fn rabbitmq(&self, key: &str, raw: RawRabbitmq) -> Result<RabbitmqTarget, ConfigError> {
+        let key = format!("{key} (\"{}\")", raw.name);
+        let management_url = self.secret(
+            &key,
+            "management_url",
+            raw.management_url,
+            raw.management_url_env,
+            raw.management_url_file,
+        )?;
+        let password = self.optional_secret(
+            &key,
+            "password",
+            raw.password,
+            raw.password_env,
+            raw.password_file,
+        )?;
+        self.http_credentials(
+            &key,
+            "management_url",
+            &management_url,
+            raw.username.as_deref(),
+            password.is_some(),
+            "http://monitor@rabbit.internal:15672",
+        )?;
+        let vhost = raw.vhost.unwrap_or_else(|| "/".to_string());
+        for (name, value) in [("vhost", &vhost), ("queue", &raw.queue)] {
+            if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+                return Err(self.invalid(
+                    format!("{key}.{name}"),
+                    "must be 1 to 255 characters, without control characters",
+                ));
+            }
+        }
+        let statistics_delay = self.optional_duration(
+            &format!("{key}.statistics_delay"),
+            raw.statistics_delay.as_ref(),
+            Duration::from_secs(10),
+        )?;
+        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
+        Ok(RabbitmqTarget {
+            management_url,
+            username: raw.username,
+            password,
+            vhost,
+            queue: raw.queue,
+            require_consumers: raw.require_consumers.unwrap_or(false),
+            statistics_delay,
+            tls_ca_file: raw.tls_ca_file,
+        })
+    }
+
+    fn sql_queue(&self, key: &str, raw: RawSqlQueue) -> Result<SqlQueueTarget, ConfigError> {
+        let key = format!("{key} (\"{}\")", raw.name);
+        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
+        if let Err(err) = tokio_postgres::Config::from_str(url.expose()) {
+            // The driver's message never contains the URL, so it is safe to show.
+            return Err(self.invalid(
+                format!("{key}.url"),
+                format!("not a PostgreSQL connection URL ({err}); write it like \"postgres://monitor@host:5432/erp\""),
+            ));
+        }
+        // A trailing semicolon is habit, not a second statement.
+        let query = raw.query.trim().trim_end_matches(';').trim_end().to_string();
+        if query.is_empty() {
+            return Err(self.invalid(
+                format!("{key}.query"),
+                "is empty; write a query returning (count, oldest enqueue time), like \"SELECT count(*), min(created_at) FROM outbox WHERE processed_at IS NULL\"",
+            ));
+        }
+        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
+        Ok(SqlQueueTarget {
+            url,
+            query,
+            tls_ca_file: raw.tls_ca_file,
+        })
+    }
+
+    fn opensearch(&self, key: &str, raw: RawOpensearch) -> Result<OpensearchTarget, ConfigError> {
+        let key = format!("{key} (\"{}\")", raw.name);
+        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
+        let leader_url = if raw.leader_url.is_none()
+            && raw.leader_url_env.is_none()
+            && raw.leader_url_file.is_none()
+        {
+            None
+        } else {
+            Some(self.secret(
+                &key,
+                "leader_url",
+                raw.leader_url,
+                raw.leader_url_env,
+                raw.leader_url_file,
+            )?)
+        };
+        let password = self.optional_secret(
+            &key,
+            "password",
+            raw.password,
+            raw.password_env,
+            raw.password_file,
+        )?;
+        let example = "https://monitor@search.internal:9200";
+        self.http_credentials(&key, "url", &url, raw.username.as_deref(), password.is_some(), example)?;
+        if let Some(leader) = &leader_url {
+            self.http_credentials(&key, "leader_url", leader, raw.username.as_deref(), password.is_some(), example)?;
+        }
+        let mut indices = Vec::new();
+        for (i, index) in raw.indices.iter().enumerate() {
+            if !is_opensearch_index_name(index) {
+                return Err(self.invalid(
+                    format!("{key}.indices[{i}]"),
+                    format!("`{index}` is not an index name (lower case, no wildcards, no spaces or any of \\/*?\"<>|,#, not starting with _ - +)"),
+                ));
+            }
+            if indices.contains(index) {
+                return Err(self.invalid(format!("{key}.indices[{i}]"), format!("`{index}` is listed twice")));
+            }
+            indices.push(index.clone());
+        }
+        let heartbeat = match raw.heartbeat {
+            None => None,
+            Some(hb) => {
+                let interval = self.optional_duration(
+                    &format!("{key}.heartbeat.interval"),
+                    hb.interval.as_ref(),
+                    Duration::from_secs(5),
+                )?;
+                for (name, index) in [("leader_index", &hb.leader_index), ("follower_index", &hb.follower_index)] {
+                    if !is_opensearch_index_name(index) {
+                        return Err(self.invalid(
+                            format!("{key}.heartbeat.{name}"),
+                            format!("`{index}` is not an index name"),
+                        ));
+                    }
+                }
+                Some(OpensearchHeartbeat {
+                    interval,
+                    leader_index: hb.leader_index,
+                    follower_index: hb.follower_index,
+                })
+            }
+        };
+        match (&heartbeat, &leader_url) {
+            (Some(_), None) => {
+                return Err(self.invalid(
+                    format!("{key}.leader_url"),
+                    "the heartbeat writes to the leader cluster: set `leader_url` (or `leader_url_env`/`leader_url_file`)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid(
+                    format!("{key}.leader_url"),
+                    "is only used by the heartbeat; add `heartbeat = { interval, leader_index, follower_index }` or remove it",
+                ))
+            }
+            _ => {}
+        }
+        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
+        Ok(OpensearchTarget {
+            url,
+            leader_url,
+            username: raw.username,
+            password,
+            indices,
+            heartbeat,
+            tls_ca_file: raw.tls_ca_file,
+        })
+    }
+
+    /// Checks an HTTP(S) URL without ever echoing it, and that credentials
+    /// are given in exactly one place (in the URL, or `username` + password).
+    fn http_credentials(
+        &self,
+        key: &str,
+        name: &str,
+        url: &Secret,
+        username: Option<&str>,
+        password_set_apart: bool,
+        example: &str,
+    ) -> Result<(), ConfigError> {
+        let parsed = reqwest::Url::parse(url.expose()).map_err(|err| {
+            self.invalid(
+                format!("{key}.{name}"),
+                format!("not a URL ({err}); write it like \"{example}\""),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(self.invalid(
+                format!("{key}.{name}"),
+                format!("use an http:// or https:// URL with a host, like \"{example}\""),
+            ));
+        }
+        let in_url = !parsed.username().is_empty() || parsed.password().is_some();
+        if in_url && (username.is_some() || password_set_apart) {
+            return Err(self.invalid(
+                format!("{key}.{name}"),
+                "the URL carries credentials and `username`/`password` is set too; keep them in one place",
+            ));
+        }
+        if password_set_apart && username.is_none() {
+            return Err(self.invalid(format!("{key}.username"), "a password is set but no username"));
+        }
+        if let Some(user) = username {
+            if user.is_empty() || user.chars().any(char::is_control) || user.contains(':') {
+                return Err(self.invalid(format!("{key}.username"), "must be non-empty, without ':' or control characters"));
+            }
+            if !password_set_apart {
+                return Err(self.invalid(
+                    format!("{key}.password"),
+                    "`username` is set: give its password with `password_env` (an environment variable's name) or `password_file` (a path)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ca_file(&self, key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+        match path {
+            Some(path) if !path.is_file() => Err(self.invalid(
+                format!("{key}.tls_ca_file"),
+                format!("{} is not a readable file", path.display()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Resolves a secret given inline, by environment variable or by file:
     /// exactly one of the three must be set.
     fn secret(
@@ -635,6 +1446,21 @@ struct Defaults {
     stale_after: Duration,
 }
 
+/// An OpenSearch index name as the cluster accepts it (no wildcards or
+/// patterns: each followed index is asked for by name).
+fn is_opensearch_index_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with(['_', '-', '+'])
+        && name.chars().all(|c| {
+            !c.is_ascii_uppercase()
+                && !c.is_control()
+                && !matches!(c, ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':')
+        })
+}
+
 /// Names that become label values and heartbeat keys: short and plain.
 fn is_label_safe_name(name: &str) -> bool {
     !name.is_empty()
@@ -642,6 +1468,20 @@ fn is_label_safe_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// A Redis heartbeat key prefix: printable, no spaces, short.
+fn is_redis_key_prefix(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 200 && key.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// `host:port` or `[v6]:port`, as the primary lists a replica.
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port > 0 && !host.contains(char::is_whitespace))
+        .then(|| (host.to_string(), port))
 }
 
 /// A table name we are willing to splice into SQL: `table` or `schema.table`
@@ -715,7 +1555,9 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         assert_eq!(target.poll_interval, Duration::from_secs(2));
         assert_eq!(target.timeout, DEFAULT_TIMEOUT);
         assert_eq!(target.stale_after, Duration::from_secs(20));
-        let TargetSpec::Postgres(pg) = &target.spec;
+        let TargetSpec::Postgres(pg) = &target.spec else {
+            panic!("a postgres target")
+        };
         assert_eq!(pg.heartbeat.as_ref().unwrap().table, "rpo_heartbeat");
         assert!(
             !format!("{config:?}").contains("hunter2"),

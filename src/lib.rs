@@ -6,8 +6,10 @@
 //! - [`config`]: the TOML file, validated into a [`config::Config`].
 //! - [`probe`]: the [`probe::Probe`] trait, [`probe::Measurement`] and
 //!   [`probe::ProbeError`] with its bounded reason.
-//! - [`probes`]: one module per kind (`postgres`, ...); `probes::build` is the
-//!   one place that knows the list of kinds.
+//! - [`probes`]: one module per kind (`postgres`, `redis`, `redis_stream`,
+//!   `rabbitmq`, `sql_queue`, `opensearch`, and the AWS kinds in
+//!   `probes::aws`); `probes::build` is the one place that maps a kind to its
+//!   probe.
 //! - [`poller`]: runs each probe on its interval within its timeout, and the
 //!   heartbeat writers, and records into the store.
 //! - [`store`]: the latest report per target, as a cheaply cloned snapshot;
@@ -15,7 +17,9 @@
 //! - [`readiness`]: the pure verdict, `evaluate(config, snapshot, mode, now)`.
 //! - [`metrics`], [`board`], [`http`]: what readers see, all from a snapshot.
 //! - [`check`]: the `check` command.
-//! - [`lab`]: real Postgres pairs for the tests and the demo.
+//! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
+//!   pairs, RabbitMQ, moto, Prometheus, Alertmanager, the OpenSearch contract
+//!   server), and `lab::full`, all of them at once.
 //!
 //! Probes never import `http`, `metrics` or `readiness`; the verdict never
 //! reaches into a probe. See ARCHITECTURE.md.

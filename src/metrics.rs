@@ -6,13 +6,13 @@
 //! benchmark); the `process_*` series come from the `prometheus` crate's
 //! process collector.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::probe::{unix_seconds, FailureReason, MetricType};
-use crate::readiness::{evaluate, Mode, Verdict};
+use crate::readiness::{evaluate, Mode, TargetVerdict, Verdict};
 use crate::store::Snapshot;
 
 /// The build's version and git revision, for `rpo_exporter_build_info`.
@@ -25,10 +25,12 @@ pub const REVISION: &str = match option_env!("RPO_GIT_REVISION") {
 /// Renders the whole exposition for a scrape at `now`.
 pub fn render(config: &Config, snapshot: &Snapshot, now: SystemTime) -> String {
     let verdict = evaluate(config, snapshot, Mode::Planned, now, None);
-    let mut out = String::with_capacity(512 + config.targets.len() * 3000);
+    // About 3.3 KB per Postgres target; one allocation instead of doublings.
+    let mut out = String::with_capacity(4096 + config.targets.len() * 4096);
     render_targets(&mut out, config, snapshot, &verdict);
     render_groups(&mut out, &verdict);
     render_meta(&mut out);
+    render_aws_calls(&mut out, config);
     out.push_str(&process_metrics());
     out
 }
@@ -47,20 +49,10 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
             )
         })
         .collect();
-    let ready: BTreeMap<&str, bool> = verdict
-        .groups
-        .iter()
-        .flat_map(|g| g.targets.iter().map(|t| (t.target.as_str(), t.ready)))
-        .collect();
-    let healthy: BTreeMap<&str, bool> = verdict
-        .groups
-        .iter()
-        .flat_map(|g| {
-            g.targets
-                .iter()
-                .map(|t| (t.target.as_str(), t.replication_healthy))
-        })
-        .collect();
+    // Each target's verdict, by configuration position.
+    let verdicts = target_verdicts(config, verdict);
+    let ready = |i: usize| verdicts[i].is_some_and(|v| v.ready);
+    let healthy = |i: usize| verdicts[i].is_some_and(|v| v.replication_healthy);
 
     let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(usize) -> Option<f64>| {
         header(out, name, help, "gauge");
@@ -99,7 +91,7 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         out,
         "rpo_replication_healthy",
         "1 when the last poll saw the replication link or status healthy; 0 when unhealthy or unknown.",
-        &|i| Some(bool_value(healthy.get(rows[i].0.name.as_str()).copied().unwrap_or(false))),
+        &|i| Some(bool_value(healthy(i))),
     );
     gauge(
         out,
@@ -111,11 +103,7 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         out,
         "rpo_target_ready",
         "1 when this target passes the planned failover gate.",
-        &|i| {
-            Some(bool_value(
-                ready.get(rows[i].0.name.as_str()).copied().unwrap_or(false),
-            ))
-        },
+        &|i| Some(bool_value(ready(i))),
     );
     gauge(
         out,
@@ -242,9 +230,15 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
         }
     }
 
-    // Kind-specific detail series, grouped into families by name.
-    let mut families: BTreeMap<&str, (&str, MetricType, Vec<(usize, &crate::probe::Detail)>)> =
-        BTreeMap::new();
+    // Kind-specific detail series, grouped into families by name. Each
+    // sample keeps what its line needs, so writing a family does not go back
+    // to the `Detail`s (scattered over the heap: cache misses at 12,000).
+    type Family<'a> = (
+        &'a str,
+        MetricType,
+        Vec<(usize, &'a [(&'static str, String)], f64)>,
+    );
+    let mut families: BTreeMap<&str, Family> = BTreeMap::new();
     for (i, (_, report)) in rows.iter().enumerate() {
         if let Some(m) = &report.measurement {
             for detail in &m.details {
@@ -252,7 +246,7 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
                     .entry(detail.name)
                     .or_insert_with(|| (detail.help, detail.metric_type, Vec::new()))
                     .2
-                    .push((i, detail));
+                    .push((i, detail.labels.as_slice(), detail.value));
             }
         }
     }
@@ -266,37 +260,34 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
                 MetricType::Counter => "counter",
             },
         );
-        for (i, detail) in samples {
-            let mut extra = String::new();
-            for (k, v) in &detail.labels {
-                let _ = write!(extra, ",{k}=\"{}\"", escape(v));
+        for (i, extra, value) in samples {
+            out.push_str(name);
+            out.push('{');
+            out.push_str(&labels[i]);
+            for (k, v) in extra {
+                push_label(out, k, v);
             }
-            let _ = writeln!(
-                out,
-                "{name}{{{}{extra}}} {}",
-                labels[i],
-                format_value(detail.value)
-            );
+            out.push_str("} ");
+            push_value(out, value);
+            out.push('\n');
         }
     }
 }
 
 fn render_groups(out: &mut String, verdict: &Verdict) {
-    let label = |g: &crate::readiness::GroupVerdict| format!("group=\"{}\"", escape(&g.group));
+    let labels: Vec<String> = verdict
+        .groups
+        .iter()
+        .map(|g| format!("group=\"{}\"", escape(&g.group)))
+        .collect();
     header(
         out,
         "rpo_failover_ready",
         "1 when the group passes the planned failover gate (GO).",
         "gauge",
     );
-    for g in &verdict.groups {
-        sample(
-            out,
-            "rpo_failover_ready",
-            &label(g),
-            None,
-            bool_value(g.ready),
-        );
+    for (g, label) in verdict.groups.iter().zip(&labels) {
+        sample(out, "rpo_failover_ready", label, None, bool_value(g.ready));
     }
     header(
         out,
@@ -304,12 +295,12 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
         "The largest exposure among the group's targets.",
         "gauge",
     );
-    for g in &verdict.groups {
+    for (g, label) in verdict.groups.iter().zip(&labels) {
         if let Some(e) = g.exposure {
             sample(
                 out,
                 "rpo_group_exposure_seconds",
-                &label(g),
+                label,
                 None,
                 e.as_secs_f64(),
             );
@@ -321,12 +312,12 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
         "Newest minus oldest recovery point across the group's targets.",
         "gauge",
     );
-    for g in &verdict.groups {
+    for (g, label) in verdict.groups.iter().zip(&labels) {
         if let Some(s) = g.recovery_point_skew {
             sample(
                 out,
                 "rpo_group_recovery_point_skew_seconds",
-                &label(g),
+                label,
                 None,
                 s.as_secs_f64(),
             );
@@ -338,15 +329,65 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
         "The configured recovery-point budget of the group.",
         "gauge",
     );
-    for g in &verdict.groups {
+    for (g, label) in verdict.groups.iter().zip(&labels) {
         sample(
             out,
             "rpo_group_budget_seconds",
-            &label(g),
+            label,
             None,
             g.rpo_budget.as_secs_f64(),
         );
     }
+}
+
+/// What monitoring costs: the exporter-wide AWS call counters, kept by
+/// `probes::aws` (atomics the plumbing counts in) and read here at scrape
+/// time. Rendered only when an AWS kind is configured.
+fn render_aws_calls(out: &mut String, config: &Config) {
+    if !config.targets.iter().any(|t| crate::probes::aws::is_aws_kind(t.kind())) {
+        return;
+    }
+    let counts = crate::probes::aws::call_counters().snapshot();
+    header(
+        out,
+        "rpo_aws_api_requests_total",
+        "HTTP requests sent to AWS APIs (retries included: what AWS bills), by service and operation.",
+        "counter",
+    );
+    for (service, operation, n) in &counts.requests {
+        let _ = writeln!(
+            out,
+            "rpo_aws_api_requests_total{{service=\"{}\",operation=\"{}\"}} {n}",
+            escape(service),
+            escape(operation)
+        );
+    }
+    header(
+        out,
+        "rpo_aws_api_errors_total",
+        "AWS API operations that failed after the SDK's retries, by service, operation and reason.",
+        "counter",
+    );
+    for (service, operation, reason, n) in &counts.errors {
+        let _ = writeln!(
+            out,
+            "rpo_aws_api_errors_total{{service=\"{}\",operation=\"{}\",reason=\"{}\"}} {n}",
+            escape(service),
+            escape(operation),
+            reason.as_str()
+        );
+    }
+    header(
+        out,
+        "rpo_cloudwatch_metrics_requested_total",
+        "CloudWatch metric queries sent in GetMetricData calls (CloudWatch bills per metric requested).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "rpo_cloudwatch_metrics_requested_total {}",
+        counts.cloudwatch_metrics_requested
+    );
 }
 
 fn render_meta(out: &mut String) {
@@ -380,24 +421,56 @@ fn process_metrics() -> String {
 }
 
 fn header(out: &mut String, name: &str, help: &str, metric_type: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {metric_type}");
+    for part in [
+        "# HELP ",
+        name,
+        " ",
+        help,
+        "\n# TYPE ",
+        name,
+        " ",
+        metric_type,
+        "\n",
+    ] {
+        out.push_str(part);
+    }
 }
 
+/// One sample line: `name{labels[,k="v"]} value`. Written piece by piece
+/// (no `format!`): at 1,000 targets this runs 35,000 times per scrape.
 fn sample(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: f64) {
-    match extra {
-        Some((k, v)) => {
-            let _ = writeln!(
-                out,
-                "{name}{{{labels},{k}=\"{}\"}} {}",
-                escape(v),
-                format_value(value)
-            );
-        }
-        None => {
-            let _ = writeln!(out, "{name}{{{labels}}} {}", format_value(value));
-        }
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    if let Some((k, v)) = extra {
+        push_label(out, k, v);
     }
+    out.push_str("} ");
+    push_value(out, value);
+    out.push('\n');
+}
+
+/// `,k="v"` with `v` escaped.
+fn push_label(out: &mut String, k: &str, v: &str) {
+    out.push(',');
+    out.push_str(k);
+    out.push_str("=\"");
+    push_escaped(out, v);
+    out.push('"');
+}
+
+/// Every target's verdict in configuration order (`None` for a target
+/// the verdict does not mention).
+fn target_verdicts<'a>(config: &Config, verdict: &'a Verdict) -> Vec<Option<&'a TargetVerdict>> {
+    let mut by_name: HashMap<&str, &TargetVerdict> = HashMap::with_capacity(config.targets.len());
+    for t in verdict.groups.iter().flat_map(|g| g.targets.iter()) {
+        by_name.insert(t.target.as_str(), t);
+    }
+    config
+        .targets
+        .iter()
+        .map(|t| by_name.get(t.name.as_str()).copied())
+        .collect()
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -410,26 +483,68 @@ fn bool_value(b: bool) -> f64 {
 
 /// A float in the exposition format (`+Inf`, `-Inf`, `NaN` spelled its way).
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    push_value(&mut out, v);
+    out
+}
+
+/// Appends [`format_value`]`(v)`. Whole numbers (counters, flags, bytes,
+/// budgets) are written as integers, which is what `{v}` prints for them
+/// too, without going through float formatting.
+fn push_value(out: &mut String, v: f64) {
+    /// 2^53: every whole f64 below it converts to i64 exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
     if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".to_string()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
+        out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < EXACT {
+        if v.is_sign_negative() {
+            // Also `-0`, as `{v}` prints negative zero.
+            out.push('-');
+        }
+        push_u64(out, v.abs() as u64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
 }
 
 /// Escapes a label value: backslash, double quote and newline.
 pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    push_escaped(&mut out, value);
+    out
+}
+
+fn push_escaped(out: &mut String, value: &str) {
     if !value.contains(['\\', '"', '\n']) {
-        return value.to_string();
+        out.push_str(value);
+        return;
     }
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,5 +557,55 @@ mod tests {
         assert_eq!(format_value(1.5), "1.5");
         assert_eq!(format_value(3.0), "3");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn whole_numbers_print_as_the_float_formatter_prints_them() {
+        let exact = 9_007_199_254_740_992.0_f64;
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            42.0,
+            16_777_216.0,
+            4_000_000_000.0,
+            1_700_000_000.0,
+            1e15,
+            -1e15,
+            exact - 1.0,
+            exact,
+            exact + 2.0,
+            1e20,
+            -1e300,
+            f64::MAX,
+            f64::MIN,
+            1_700_000_000.123_456,
+            0.1,
+            -2.5,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ];
+        for v in values {
+            assert_eq!(format_value(v), format!("{v}"), "{v:e}");
+        }
+        let mut x = 1.0_f64;
+        while x < 1e17 {
+            for v in [x, x + 1.0, x - 1.0, -x] {
+                assert_eq!(format_value(v), format!("{v}"));
+            }
+            x *= 3.0;
+        }
+    }
+
+    #[test]
+    fn escape_matches_sequential_replacement() {
+        for s in ["plain", "", "\\\"\n", "a\\\"b", "ü\n\"x\\", "\"\"\\\\"] {
+            let expected = s
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            assert_eq!(escape(s), expected, "{s:?}");
+        }
     }
 }

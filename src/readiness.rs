@@ -5,6 +5,7 @@
 //! Unknown is never GO: a target with no evidence, stale evidence, a failed
 //! last poll, an unknown recovery point or an unknown link is not ready.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -98,16 +99,25 @@ pub fn evaluate(
     now: SystemTime,
     group: Option<&str>,
 ) -> Verdict {
+    // Each group's members in configuration order, found in one pass (not
+    // one pass per group: with 100 groups of 10 that was 100,000 string
+    // comparisons per verdict).
+    let mut members: HashMap<&str, Vec<(&Target, &TargetReport)>> = HashMap::new();
+    for (t, r) in config.targets.iter().zip(snapshot.reports.iter()) {
+        if group.is_none_or(|name| t.group == name) {
+            members.entry(t.group.as_str()).or_default().push((t, r));
+        }
+    }
     let groups: Vec<GroupVerdict> = config
         .groups
         .iter()
         .filter(|g| group.is_none_or(|name| g.name == name))
         .map(|g| {
-            let targets: Vec<TargetVerdict> = config
-                .targets
+            let targets: Vec<TargetVerdict> = members
+                .get(g.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .zip(snapshot.reports.iter())
-                .filter(|(t, _)| t.group == g.name)
                 .map(|(t, r)| evaluate_target(t, r, mode, now))
                 .collect();
             let mut reasons: Vec<String> = targets

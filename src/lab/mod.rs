@@ -21,6 +21,11 @@
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
 
 pub mod monitoring;
+pub mod redis;
+pub mod opensearch;
+pub mod rabbitmq;
+pub mod moto;
+pub mod full;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -241,7 +241,7 @@ fn trim(samples: &mut VecDeque<(SystemTime, u64)>, now: SystemTime) {
 // Connections.
 
 /// One kept connection to one side, with reconnect backoff.
-struct Connection {
+pub(crate) struct Connection {
     side: Side,
     config: PgConfig,
     tls: MakeRustlsConnect,
@@ -252,7 +252,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(side: Side, config: PgConfig, tls: MakeRustlsConnect) -> Connection {
+    pub(crate) fn new(side: Side, config: PgConfig, tls: MakeRustlsConnect) -> Connection {
         Connection {
             side,
             config,
@@ -266,7 +266,7 @@ impl Connection {
 
     /// A live client, connecting when needed (but not before the backoff
     /// allows it: then the last connect error is repeated).
-    async fn client(&mut self) -> Result<&Client, ProbeError> {
+    pub(crate) async fn client(&mut self) -> Result<&Client, ProbeError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
@@ -303,14 +303,14 @@ impl Connection {
     }
 
     /// Forgets the connection after a failure that may have left it unusable.
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.client = None;
     }
 }
 
 /// Maps a driver error to a bounded reason and a message that never
 /// contains the connection URL.
-fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
+pub(crate) fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
     if let Some(db) = err.as_db_error() {
         let code = db.code();
         let reason = if *code == SqlState::INVALID_PASSWORD
@@ -341,7 +341,7 @@ fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
 }
 
 /// The TLS connector: webpki roots plus the target's own CA file (RDS).
-fn tls_connector(
+pub(crate) fn tls_connector(
     target: &str,
     ca_file: Option<&std::path::Path>,
 ) -> Result<MakeRustlsConnect, ProbeError> {
@@ -392,7 +392,7 @@ fn tls_connector(
     Ok(MakeRustlsConnect::new(config))
 }
 
-async fn within<T>(
+pub(crate) async fn within<T>(
     deadline: Instant,
     future: impl std::future::Future<Output = Result<T, ProbeError>>,
 ) -> Result<T, ProbeError> {

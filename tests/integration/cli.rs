@@ -336,7 +336,7 @@ async fn shipped_example_configs_validate() {
 }
 
 /// A well-formed stand-in for the secret an example config names.
-fn fake_secret_for(var: &str) -> &'static str {
+pub fn fake_secret_for(var: &str) -> &'static str {
     if var.contains("PASSWORD") || var.contains("TOKEN") {
         "not-a-real-secret"
     } else if var.contains("REDIS") {

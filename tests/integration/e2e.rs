@@ -1,6 +1,10 @@
-//! The whole chain on the lab: a Postgres pair → the exporter → a real
-//! Prometheus scraping it with the shipped rules → a real Alertmanager → a
-//! webhook receiver; and `check --prometheus` reading the gate from it.
+//! The whole chain on the full lab (every kind: Postgres and Redis pairs, a
+//! Redis stream, RabbitMQ, the OpenSearch contract server, moto — the same
+//! lab the demo runs) → the exporter → a real Prometheus scraping it with the
+//! shipped rules → a real Alertmanager → a webhook receiver; and
+//! `check --prometheus` reading the gate from it. The same run checks that
+//! every metric the alerts and dashboards use is exported, and that every
+//! dashboard panel has data.
 //!
 //! The rules are loaded with every `for:` shortened to 2s so the chain is
 //! exercised in seconds; the `for:` durations themselves are pinned by the
@@ -9,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rpo_exporter::lab::full::FullLab;
 use rpo_exporter::lab::monitoring::{Alertmanager, Prometheus, WebhookReceiver};
 
 use crate::support::*;
@@ -73,9 +78,15 @@ async fn query(prometheus: &str, expr: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
-    let pair = start_pair().await;
+    crate::aws::aws_test_env();
+    let lab = FullLab::start("test").await.expect("the full lab starts");
+    let pair = lab.postgres.clone();
     let rules_dir = tempfile::tempdir().unwrap();
-    let exporter = Exporter::start(&config_with(&postgres_target("erp-db", &pair, "3s", true))).await;
+    let exporter = Exporter::start(&config_with(&lab.config_blocks().replace(
+        "name = \"erp-db\"\ngroup = \"erp\"\nrpo_budget = \"5s\"",
+        "name = \"erp-db\"\ngroup = \"erp\"\nrpo_budget = \"3s\"",
+    )))
+    .await;
     let webhook = WebhookReceiver::start().unwrap();
     let alertmanager = Alertmanager::start(&webhook.url()).unwrap();
     let prometheus = Prometheus::start(
@@ -93,9 +104,21 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
         (v["data"]["result"][0]["value"][1] == "1", v.to_string())
     })
     .await;
-    let (code, out) = wait_until_check(&prom, 0).await;
+    let (_, out) = wait_until_check(&prom, 0).await;
     assert!(out.contains("VERDICT: GO"), "{out}");
-    let _ = code;
+
+    // Every rpo_* metric the alerts and dashboards use is really exported.
+    let text = exporter.metrics().await;
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let used = crate::alerts::metrics_used();
+    let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(missing.is_empty(), "used in alerts/ or dashboards/ but not exported: {missing:?}");
+    assert!(used.len() >= 30, "{used:?}");
 
     // Lag: replay paused while writing.
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
@@ -111,6 +134,7 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["annotations"]["runbook_url"], "docs/runbooks/RPOBudgetExceeded.md");
     assert!(alert["annotations"]["description"].as_str().unwrap().contains("its budget is 3s"), "{alert}");
+    assert!(webhook.received().iter().all(|b| !b.contains("\"target\":\"erp-sessions\"")), "only the lagging store alerts");
     let (code, out) = check_prometheus(&prom).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("RPOBudgetExceeded is firing: erp-db: exposure"), "{out}");

@@ -1,0 +1,301 @@
+//! The `aurora_global` kind: an Aurora global database.
+//!
+//! Each poll asks `DescribeGlobalClusters` (in `region`) for the members:
+//! the writer and the secondary clusters (all, or those named in
+//! `secondary_clusters`). For each secondary, in its own region, the shared
+//! CloudWatch batch reads `AuroraGlobalDBRPOLag` (Aurora PostgreSQL) and
+//! `AuroraGlobalDBReplicationLag` (both engines), dimensions
+//! DBClusterIdentifier (the secondary) and SourceRegion (the writer's
+//! region). Both come in milliseconds and are converted to seconds as they
+//! are read.
+//!
+//! Evidence is provider-reported lag: per secondary, recovery point =
+//! datapoint time − the larger of the two lags present (the conservative
+//! one), evidence time = the oldest of those datapoints' times. A secondary
+//! with neither leaves the target unproven (`query`). The link is healthy
+//! when the global cluster is `available`, no failover or switchover is in
+//! progress, and every measured secondary's synchronization status (when
+//! AWS reports one) is `connected`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aws_sdk_rds::types::GlobalCluster;
+use futures::future::BoxFuture;
+
+use super::{
+    clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, millis_to_seconds,
+    region_of, AwsClients, Datapoint, MetricQuery, Stat,
+};
+use crate::config::{AuroraGlobalTarget, Target};
+use crate::probe::{
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+};
+
+/// The members of a global cluster as this probe needs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalClusterView {
+    pub status: String,
+    pub failover_in_progress: Option<String>,
+    pub writer_region: Option<String>,
+    /// (region, cluster identifier, synchronization status).
+    pub secondaries: Vec<(String, String, Option<String>)>,
+}
+
+impl GlobalClusterView {
+    pub fn from_sdk(cluster: &GlobalCluster, wanted: &[String]) -> GlobalClusterView {
+        let mut writer_region = None;
+        let mut secondaries = Vec::new();
+        for member in cluster.global_cluster_members() {
+            let arn = member.db_cluster_arn().unwrap_or_default();
+            let region = region_of(arn, "").to_string();
+            if member.is_writer() == Some(true) {
+                writer_region = Some(region);
+                continue;
+            }
+            let id = identifier_of(arn).to_string();
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == arn || identifier_of(w) == id) {
+                continue;
+            }
+            secondaries.push((
+                region,
+                id,
+                member
+                    .synchronization_status()
+                    .map(|s| s.as_str().to_string()),
+            ));
+        }
+        GlobalClusterView {
+            status: cluster.status().unwrap_or("unknown").to_string(),
+            failover_in_progress: cluster
+                .failover_state()
+                .and_then(|f| f.status())
+                .map(|s| s.as_str().to_string()),
+            writer_region,
+            secondaries,
+        }
+    }
+
+    pub fn link(&self) -> LinkState {
+        if self.status != "available" {
+            return LinkState::Unhealthy(format!(
+                "the global cluster is `{}`, not `available`",
+                self.status
+            ));
+        }
+        if let Some(state) = &self.failover_in_progress {
+            return LinkState::Unhealthy(format!(
+                "a failover or switchover is in progress ({state})"
+            ));
+        }
+        if self.secondaries.is_empty() {
+            return LinkState::Unhealthy(
+                "the global cluster has no secondary cluster to measure".to_string(),
+            );
+        }
+        let unsynced: Vec<String> = self
+            .secondaries
+            .iter()
+            .filter_map(|(_, id, sync)| match sync.as_deref() {
+                None | Some("connected") => None,
+                Some(other) => Some(format!("{id} is `{other}`")),
+            })
+            .collect();
+        if unsynced.is_empty() {
+            LinkState::Healthy
+        } else {
+            LinkState::Unhealthy(format!(
+                "secondary not synchronized: {}",
+                unsynced.join(", ")
+            ))
+        }
+    }
+}
+
+/// One secondary's two lags, already in seconds.
+pub fn secondary_proof(
+    rpo_lag: Option<Datapoint>,
+    replication_lag: Option<Datapoint>,
+) -> Option<(Option<SystemTime>, SystemTime)> {
+    let present: Vec<Datapoint> = [rpo_lag, replication_lag].into_iter().flatten().collect();
+    let worst = present
+        .iter()
+        .map(|d| d.value)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let oldest = present.iter().map(|d| d.time).min()?;
+    Some((
+        lag_recovery_point(
+            &Datapoint {
+                time: oldest,
+                value: worst,
+            },
+            worst,
+        ),
+        oldest,
+    ))
+}
+
+pub struct AuroraGlobalProbe {
+    target: Target,
+    spec: AuroraGlobalTarget,
+    clients: Arc<AwsClients>,
+}
+
+impl AuroraGlobalProbe {
+    pub fn new(
+        target: &Target,
+        spec: &AuroraGlobalTarget,
+    ) -> Result<AuroraGlobalProbe, ProbeError> {
+        Ok(AuroraGlobalProbe {
+            target: target.clone(),
+            spec: spec.clone(),
+            clients: clients_for(&spec.access),
+        })
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = Instant::now() + self.target.timeout;
+        let rds = self.clients.rds().await;
+        let output = self
+            .clients
+            .call(
+                "rds",
+                "DescribeGlobalClusters",
+                self.target.timeout / 2,
+                rds.describe_global_clusters()
+                    .global_cluster_identifier(&self.spec.global_cluster)
+                    .send(),
+            )
+            .await?;
+        let cluster = output.global_clusters().first().ok_or_else(|| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "the global cluster {} does not exist",
+                    self.spec.global_cluster
+                ),
+            )
+        })?;
+        let view = GlobalClusterView::from_sdk(cluster, &self.spec.secondary_clusters);
+        let source_region = view
+            .writer_region
+            .clone()
+            .unwrap_or_else(|| self.spec.access.region.clone());
+
+        let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (region, id, _) in &view.secondaries {
+            by_region
+                .entry(region.clone())
+                .or_default()
+                .push(id.clone());
+        }
+        let lookback = lookback(self.target.stale_after);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let fetches = by_region.into_iter().map(|(region, ids)| {
+            let clients = clients_for(&self.spec.access.in_region(&region));
+            let source_region = source_region.clone();
+            async move {
+                let queries = ids
+                    .iter()
+                    .flat_map(|id| {
+                        ["AuroraGlobalDBRPOLag", "AuroraGlobalDBReplicationLag"].map(|metric| {
+                            MetricQuery::new("AWS/RDS", metric, Stat::Maximum)
+                                .dimension("DBClusterIdentifier", id.clone())
+                                .dimension("SourceRegion", source_region.clone())
+                        })
+                    })
+                    .collect();
+                (
+                    ids,
+                    clients.newest_datapoints(queries, lookback, timeout).await,
+                )
+            }
+        });
+        let mut proofs = Vec::new();
+        let mut missing = Vec::new();
+        let mut details = Vec::new();
+        for (ids, answer) in futures::future::join_all(fetches).await {
+            let datapoints = answer?;
+            for (id, pair) in ids.iter().zip(datapoints.chunks(2)) {
+                // Milliseconds as CloudWatch reports them; seconds from here on.
+                let seconds = |dp: Option<Datapoint>| {
+                    dp.map(|d| Datapoint {
+                        time: d.time,
+                        value: millis_to_seconds(d.value),
+                    })
+                };
+                let (rpo, replication) = (seconds(pair[0]), seconds(pair[1]));
+                for (name, help, dp) in [
+                    ("rpo_aurora_global_rpo_lag_seconds", "The newest AuroraGlobalDBRPOLag of the secondary, in seconds (the minute's maximum).", rpo),
+                    ("rpo_aurora_global_replication_lag_seconds", "The newest AuroraGlobalDBReplicationLag of the secondary, in seconds (the minute's maximum).", replication),
+                ] {
+                    if let Some(dp) = dp {
+                        details.push(Detail::gauge(name, help, dp.value).with_label("secondary", id.clone()));
+                    }
+                }
+                match secondary_proof(rpo, replication) {
+                    Some(proof) => {
+                        details.push(
+                            Detail::gauge("rpo_aurora_global_lag_timestamp_seconds", "The time of the oldest lag datapoint used for the secondary (the start of its minute).", unix_seconds(proof.1))
+                                .with_label("secondary", id.clone()),
+                        );
+                        proofs.push(proof);
+                    }
+                    None => missing.push(id.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ProbeError::new(
+                FailureReason::Query,
+                format!(
+                    "CloudWatch has no AuroraGlobalDBRPOLag or AuroraGlobalDBReplicationLag datapoint in the last {} minutes for {}",
+                    lookback.as_secs() / 60,
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let (recovery_point, evidence) = combine_replicas(proofs);
+        let mut measurement = Measurement::new(evidence.unwrap_or_else(SystemTime::now));
+        measurement.recovery_point = recovery_point;
+        measurement.link = view.link();
+        measurement.replica_reachable = Some(true);
+        details.push(Detail::gauge(
+            "rpo_aurora_global_secondaries",
+            "Secondary clusters of the global database this target measures.",
+            view.secondaries.len() as f64,
+        ));
+        measurement.details = details;
+        Ok(measurement)
+    }
+}
+
+impl Probe for AuroraGlobalProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(self.measure())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_larger_lag_and_older_datapoint_count() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let rpo = Datapoint {
+            time: t,
+            value: 2.0,
+        };
+        let replication = Datapoint {
+            time: t - Duration::from_secs(60),
+            value: 0.5,
+        };
+        let (rp, evidence) = secondary_proof(Some(rpo), Some(replication)).unwrap();
+        assert_eq!(evidence, t - Duration::from_secs(60));
+        assert_eq!(rp, Some(t - Duration::from_secs(62)));
+        assert!(secondary_proof(None, None).is_none());
+    }
+}

@@ -1,0 +1,290 @@
+//! The `elasticache_global` kind: an ElastiCache (Redis OSS / Valkey) Global
+//! Datastore.
+//!
+//! Each poll asks `DescribeGlobalReplicationGroups` (with member info, in
+//! `region`) for the global group's status and its members; the secondary
+//! members (all, or the one in `secondary_region`) are measured. For each,
+//! `DescribeReplicationGroups` in its region lists its member clusters
+//! (nodes), and the shared CloudWatch batch reads
+//! `GlobalDatastoreReplicationLag` (`AWS/ElastiCache`, dimension
+//! CacheClusterId, seconds) of each: only the secondary's primary node
+//! publishes it, so a secondary is proven by the node(s) that do.
+//!
+//! Evidence is provider-reported lag: recovery point = datapoint time − lag,
+//! evidence time = the datapoint's time; the oldest secondary sets the
+//! target's. The link is healthy when the global group is `available` and
+//! every measured secondary member is `associated`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aws_sdk_elasticache::types::GlobalReplicationGroup;
+use futures::future::BoxFuture;
+
+use super::{
+    clients_for, combine_replicas, lag_recovery_point, lookback, AwsClients, Datapoint,
+    MetricQuery, Stat,
+};
+use crate::config::{ElasticacheGlobalTarget, Target};
+use crate::probe::{
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+};
+
+/// A secondary member of the global datastore.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secondary {
+    pub replication_group_id: String,
+    pub region: String,
+    pub status: String,
+}
+
+/// The global group's status and its secondaries (optionally only one region's).
+pub fn secondaries_of(
+    group: &GlobalReplicationGroup,
+    only_region: Option<&str>,
+) -> (String, Vec<Secondary>) {
+    let secondaries = group
+        .members()
+        .iter()
+        .filter(|m| {
+            m.role()
+                .is_some_and(|r| r.eq_ignore_ascii_case("secondary"))
+        })
+        .filter(|m| only_region.is_none_or(|r| m.replication_group_region() == Some(r)))
+        .map(|m| Secondary {
+            replication_group_id: m.replication_group_id().unwrap_or_default().to_string(),
+            region: m.replication_group_region().unwrap_or_default().to_string(),
+            status: m.status().unwrap_or("unknown").to_string(),
+        })
+        .collect();
+    (group.status().unwrap_or("unknown").to_string(), secondaries)
+}
+
+/// The link from the global status and the secondaries' member status.
+pub fn link(global_status: &str, secondaries: &[Secondary]) -> LinkState {
+    if global_status != "available" {
+        return LinkState::Unhealthy(format!(
+            "the global datastore is `{global_status}`, not `available`"
+        ));
+    }
+    if secondaries.is_empty() {
+        return LinkState::Unhealthy(
+            "the global datastore has no secondary member to measure".to_string(),
+        );
+    }
+    let bad: Vec<String> = secondaries
+        .iter()
+        .filter(|s| s.status != "associated")
+        .map(|s| {
+            format!(
+                "{} in {} is `{}`",
+                s.replication_group_id, s.region, s.status
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        LinkState::Healthy
+    } else {
+        LinkState::Unhealthy(format!("secondary not associated: {}", bad.join(", ")))
+    }
+}
+
+pub struct ElasticacheGlobalProbe {
+    target: Target,
+    spec: ElasticacheGlobalTarget,
+    clients: Arc<AwsClients>,
+}
+
+impl ElasticacheGlobalProbe {
+    pub fn new(
+        target: &Target,
+        spec: &ElasticacheGlobalTarget,
+    ) -> Result<ElasticacheGlobalProbe, ProbeError> {
+        Ok(ElasticacheGlobalProbe {
+            target: target.clone(),
+            spec: spec.clone(),
+            clients: clients_for(&spec.access),
+        })
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = Instant::now() + self.target.timeout;
+        let elasticache = self.clients.elasticache().await;
+        let output = self
+            .clients
+            .call(
+                "elasticache",
+                "DescribeGlobalReplicationGroups",
+                self.target.timeout / 3,
+                elasticache
+                    .describe_global_replication_groups()
+                    .global_replication_group_id(&self.spec.global_replication_group)
+                    .show_member_info(true)
+                    .send(),
+            )
+            .await?;
+        let group = output.global_replication_groups().first().ok_or_else(|| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "the global datastore {} does not exist",
+                    self.spec.global_replication_group
+                ),
+            )
+        })?;
+        let (global_status, secondaries) =
+            secondaries_of(group, self.spec.secondary_region.as_deref());
+        let lookback = lookback(self.target.stale_after);
+        let per_secondary = secondaries.iter().map(|secondary| {
+            let clients = clients_for(&self.spec.access.in_region(&secondary.region));
+            async move {
+                let elasticache = clients.elasticache().await;
+                let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
+                let groups = clients
+                    .call(
+                        "elasticache",
+                        "DescribeReplicationGroups",
+                        timeout,
+                        elasticache
+                            .describe_replication_groups()
+                            .replication_group_id(&secondary.replication_group_id)
+                            .send(),
+                    )
+                    .await?;
+                let nodes: Vec<String> = groups
+                    .replication_groups()
+                    .iter()
+                    .flat_map(|g| g.member_clusters().iter().cloned())
+                    .collect();
+                let queries = nodes
+                    .iter()
+                    .map(|node| {
+                        MetricQuery::new(
+                            "AWS/ElastiCache",
+                            "GlobalDatastoreReplicationLag",
+                            Stat::Maximum,
+                        )
+                        .dimension("CacheClusterId", node.clone())
+                    })
+                    .collect();
+                let datapoints = clients
+                    .newest_datapoints(
+                        queries,
+                        lookback,
+                        deadline.saturating_duration_since(Instant::now()),
+                    )
+                    .await?;
+                Ok::<_, ProbeError>(
+                    nodes
+                        .into_iter()
+                        .zip(datapoints)
+                        .collect::<Vec<(String, Option<Datapoint>)>>(),
+                )
+            }
+        });
+        let mut proofs = Vec::new();
+        let mut missing = Vec::new();
+        let mut details = Vec::new();
+        for (secondary, nodes) in secondaries
+            .iter()
+            .zip(futures::future::join_all(per_secondary).await)
+        {
+            let nodes = nodes?;
+            let mut proven = Vec::new();
+            for (node, datapoint) in nodes {
+                if let Some(dp) = datapoint {
+                    details.push(
+                        Detail::gauge(
+                            "rpo_elasticache_global_replication_lag_seconds",
+                            "The newest CloudWatch GlobalDatastoreReplicationLag of the secondary's node (the minute's maximum).",
+                            dp.value,
+                        )
+                        .with_label("node", node.clone()),
+                    );
+                    details.push(
+                        Detail::gauge(
+                            "rpo_elasticache_global_replication_lag_timestamp_seconds",
+                            "The time of the newest GlobalDatastoreReplicationLag datapoint (the start of its minute).",
+                            unix_seconds(dp.time),
+                        )
+                        .with_label("node", node),
+                    );
+                    proven.push((lag_recovery_point(&dp, dp.value), dp.time));
+                }
+            }
+            if proven.is_empty() {
+                missing.push(format!(
+                    "{} ({})",
+                    secondary.replication_group_id, secondary.region
+                ));
+            } else {
+                let (rp, evidence) = combine_replicas(proven);
+                proofs.push((rp, evidence.expect("non-empty")));
+            }
+            details.push(
+                Detail::gauge(
+                    "rpo_elasticache_global_member_associated",
+                    "1 when the secondary member's status in the global datastore is `associated`.",
+                    if secondary.status == "associated" {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                )
+                .with_label("secondary", secondary.replication_group_id.clone()),
+            );
+        }
+        if !missing.is_empty() {
+            return Err(ProbeError::new(
+                FailureReason::Query,
+                format!(
+                    "CloudWatch has no GlobalDatastoreReplicationLag datapoint in the last {} minutes for the nodes of {}",
+                    lookback.as_secs() / 60,
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let (recovery_point, evidence) = combine_replicas(proofs);
+        let mut measurement = Measurement::new(evidence.unwrap_or_else(SystemTime::now));
+        measurement.recovery_point = recovery_point;
+        measurement.link = link(&global_status, &secondaries);
+        measurement.replica_reachable = Some(true);
+        measurement.details = details;
+        Ok(measurement)
+    }
+}
+
+impl Probe for ElasticacheGlobalProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(self.measure())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secondary(status: &str) -> Secondary {
+        Secondary {
+            replication_group_id: "erp-sessions-dr".into(),
+            region: "eu-west-1".into(),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn link_needs_available_and_associated() {
+        assert_eq!(
+            link("available", &[secondary("associated")]),
+            LinkState::Healthy
+        );
+        assert!(matches!(
+            link("modifying", &[secondary("associated")]),
+            LinkState::Unhealthy(_)
+        ));
+        assert!(
+            matches!(link("available", &[secondary("disassociating")]), LinkState::Unhealthy(w) if w.contains("disassociating"))
+        );
+        assert!(matches!(link("available", &[]), LinkState::Unhealthy(_)));
+    }
+}

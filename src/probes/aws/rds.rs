@@ -1,0 +1,449 @@
+//! The `rds` kind: an RDS source instance and its read replicas (same- or
+//! cross-region).
+//!
+//! Each poll asks the source's region for the source instance
+//! (`DescribeDBInstances`: its status and `ReadReplicaDBInstanceIdentifiers`,
+//! which lists cross-region replicas by ARN), then, per replica region, the
+//! replicas' status and their CloudWatch `ReplicaLag` (through the shared
+//! batch). Configured `replicas` skip the discovery; when the source cannot
+//! be reached, the replicas found last time are still measured, so the
+//! recovery region keeps its evidence when the primary region is gone.
+//!
+//! Evidence is provider-reported lag: per replica, recovery point = datapoint
+//! time − `ReplicaLag` (the minute's maximum), evidence time = the
+//! datapoint's time. The target's recovery point is the oldest replica's.
+//! A replica with no datapoint in the window leaves the target unproven (the
+//! poll fails with `query`), never at lag 0; `ReplicaLag = -1` (replication
+//! not running) proves nothing and marks the link unhealthy. The link is
+//! healthy when every replica is `available` and its read-replication status
+//! (when RDS reports one) is normal.
+//!
+//! RDS for PostgreSQL computes `ReplicaLag` from the last replayed
+//! transaction, and an idle source writes only every 5 minutes: on an idle
+//! source the metric reads up to ~5 minutes without any real lag. The
+//! recovery point is then conservative (too old), never optimistic; for tight
+//! budgets use the `postgres` kind against the same endpoints with a heartbeat.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aws_sdk_rds::types::{DbInstance, Filter};
+use futures::future::BoxFuture;
+
+use super::{
+    clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, region_of,
+    AwsClients, Datapoint, MetricQuery, Stat,
+};
+use crate::config::{RdsTarget, Target};
+use crate::probe::{
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
+};
+
+/// One replica as the probe knows it: where it is and what it is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRef {
+    pub region: String,
+    pub identifier: String,
+}
+
+/// What the status API says of one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    pub status: String,
+    /// The "read replication" status info, when RDS reports one:
+    /// (status, normal, message).
+    pub replication: Option<(String, bool, Option<String>)>,
+}
+
+impl ReplicaStatus {
+    pub fn from_instance(instance: &DbInstance) -> ReplicaStatus {
+        let replication = instance
+            .status_infos()
+            .iter()
+            .find(|info| info.status_type() == Some("read replication"))
+            .map(|info| {
+                (
+                    info.status().unwrap_or("unknown").to_string(),
+                    info.normal().unwrap_or(false),
+                    info.message().map(str::to_string),
+                )
+            });
+        ReplicaStatus {
+            status: instance
+                .db_instance_status()
+                .unwrap_or("unknown")
+                .to_string(),
+            replication,
+        }
+    }
+
+    /// Why this replica is not healthy, or `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        if self.status != "available" {
+            return Some(format!("status is `{}`, not `available`", self.status));
+        }
+        match &self.replication {
+            Some((status, false, message)) => Some(format!(
+                "read replication is `{status}`{}",
+                message
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The recovery point, link and details from each replica's status and
+/// newest `ReplicaLag` datapoint. Pure, so it is unit-tested.
+pub fn evaluate(
+    replicas: &[(ReplicaRef, Option<ReplicaStatus>, Option<Datapoint>)],
+    window_minutes: u64,
+) -> Result<(Option<SystemTime>, SystemTime, LinkState, Vec<Detail>), ProbeError> {
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    let mut proofs = Vec::new();
+    let mut details = Vec::new();
+    for (replica, status, datapoint) in replicas {
+        let id = &replica.identifier;
+        if let Some(status) = status {
+            details.push(
+                Detail::gauge(
+                    "rpo_rds_replica_available",
+                    "1 when the RDS replica's status is `available` and its read replication is normal.",
+                    if status.problem().is_none() { 1.0 } else { 0.0 },
+                )
+                .with_label("replica", id.clone()),
+            );
+            if let Some(problem) = status.problem() {
+                problems.push(format!("replica {id}: {problem}"));
+            }
+        }
+        match datapoint {
+            None => missing.push(format!("{id} ({})", replica.region)),
+            Some(dp) => {
+                details.push(
+                    Detail::gauge(
+                        "rpo_rds_replica_lag_seconds",
+                        "The newest CloudWatch ReplicaLag of the replica (the minute's maximum).",
+                        dp.value,
+                    )
+                    .with_label("replica", id.clone()),
+                );
+                details.push(
+                    Detail::gauge(
+                        "rpo_rds_replica_lag_timestamp_seconds",
+                        "The time of the newest ReplicaLag datapoint (the start of its minute).",
+                        unix_seconds(dp.time),
+                    )
+                    .with_label("replica", id.clone()),
+                );
+                if dp.value < 0.0 {
+                    problems.push(format!(
+                        "replica {id}: ReplicaLag is {} (replication is not running)",
+                        dp.value
+                    ));
+                }
+                proofs.push((lag_recovery_point(dp, dp.value), dp.time));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut message = format!(
+            "CloudWatch has no ReplicaLag datapoint in the last {window_minutes} minutes for {}",
+            missing.join(", ")
+        );
+        if !problems.is_empty() {
+            message.push_str(&format!("; {}", problems.join("; ")));
+        } else {
+            message.push_str(": the replica publishes none yet, or is not replicating");
+        }
+        return Err(ProbeError::new(FailureReason::Query, message));
+    }
+    let (recovery_point, evidence) = combine_replicas(proofs);
+    let link = if replicas.is_empty() {
+        LinkState::Unhealthy("the source has no read replicas".to_string())
+    } else if problems.is_empty() {
+        LinkState::Healthy
+    } else {
+        LinkState::Unhealthy(problems.join("; "))
+    };
+    Ok((
+        recovery_point,
+        evidence.unwrap_or_else(SystemTime::now),
+        link,
+        details,
+    ))
+}
+
+pub struct RdsProbe {
+    target: Target,
+    spec: RdsTarget,
+    source: ReplicaRef,
+    source_clients: Arc<AwsClients>,
+    /// The replicas last discovered (or configured).
+    known_replicas: Vec<ReplicaRef>,
+}
+
+impl RdsProbe {
+    pub fn new(target: &Target, spec: &RdsTarget) -> Result<RdsProbe, ProbeError> {
+        let source_region = region_of(&spec.source_instance, &spec.access.region).to_string();
+        let source = ReplicaRef {
+            identifier: identifier_of(&spec.source_instance).to_string(),
+            region: source_region.clone(),
+        };
+        let known_replicas = spec
+            .replicas
+            .iter()
+            .map(|r| replica_ref(r, &source_region))
+            .collect();
+        Ok(RdsProbe {
+            target: target.clone(),
+            spec: spec.clone(),
+            source_clients: clients_for(&spec.access.in_region(&source_region)),
+            source,
+            known_replicas,
+        })
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = Instant::now() + self.target.timeout;
+        let now = SystemTime::now();
+        let mut failures = Vec::new();
+        // The source: its status, and its replicas unless configured.
+        let source = self.describe_source(deadline).await;
+        let source_reachable = source.is_ok();
+        match source {
+            Ok(instance) => {
+                if self.spec.replicas.is_empty() {
+                    self.known_replicas = instance
+                        .read_replica_db_instance_identifiers()
+                        .iter()
+                        .map(|r| replica_ref(r, &self.source.region))
+                        .collect();
+                }
+            }
+            Err(err) => {
+                if self.spec.replicas.is_empty() && self.known_replicas.is_empty() {
+                    return Err(err.on(Side::Source));
+                }
+                failures.push(err.on(Side::Source));
+            }
+        }
+
+        // Per replica region: status and ReplicaLag, concurrently.
+        let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for replica in &self.known_replicas {
+            by_region
+                .entry(replica.region.clone())
+                .or_default()
+                .push(replica.identifier.clone());
+        }
+        let lookback = lookback(self.target.stale_after);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let regions = by_region.into_iter().map(|(region, ids)| {
+            let clients = clients_for(&self.spec.access.in_region(&region));
+            async move {
+                let queries = ids
+                    .iter()
+                    .map(|id| {
+                        MetricQuery::new("AWS/RDS", "ReplicaLag", Stat::Maximum)
+                            .dimension("DBInstanceIdentifier", id.clone())
+                    })
+                    .collect();
+                let describe = describe_instances(&clients, &ids, timeout);
+                let lag = clients.newest_datapoints(queries, lookback, timeout);
+                let (describe, lag) = futures::join!(describe, lag);
+                (region, ids, describe, lag)
+            }
+        });
+        let mut replicas = Vec::new();
+        let mut replica_reachable = true;
+        for (region, ids, describe, lag) in futures::future::join_all(regions).await {
+            let lag = lag?;
+            let statuses = match describe {
+                Ok(instances) => Some(instances),
+                Err(err) => {
+                    replica_reachable = false;
+                    failures.push(err.on(Side::Replica));
+                    None
+                }
+            };
+            for (id, datapoint) in ids.into_iter().zip(lag) {
+                let status = statuses.as_ref().map(|all| {
+                    all.iter()
+                        .find(|i| i.db_instance_identifier() == Some(id.as_str()))
+                        .map(ReplicaStatus::from_instance)
+                        .unwrap_or(ReplicaStatus {
+                            status: "not found".to_string(),
+                            replication: None,
+                        })
+                });
+                replicas.push((
+                    ReplicaRef {
+                        region: region.clone(),
+                        identifier: id,
+                    },
+                    status,
+                    datapoint,
+                ));
+            }
+        }
+        let (recovery_point, evidence_time, link, details) =
+            evaluate(&replicas, lookback.as_secs() / 60)?;
+        let mut measurement = Measurement::new(if self.known_replicas.is_empty() {
+            now
+        } else {
+            evidence_time
+        });
+        measurement.recovery_point = recovery_point;
+        measurement.link = if replica_reachable {
+            link
+        } else {
+            LinkState::Unknown("the replicas' status could not be read".to_string())
+        };
+        measurement.source_reachable = Some(source_reachable);
+        measurement.replica_reachable = Some(replica_reachable);
+        measurement.details = details;
+        measurement.failures = failures;
+        Ok(measurement)
+    }
+
+    async fn describe_source(&self, deadline: Instant) -> Result<DbInstance, ProbeError> {
+        // Half the time for the source, so a hung primary region leaves the
+        // replicas their share.
+        let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
+        let instances = describe_instances(
+            &self.source_clients,
+            std::slice::from_ref(&self.source.identifier),
+            timeout,
+        )
+        .await?;
+        instances.into_iter().next().ok_or_else(|| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "the source instance {} does not exist in {}",
+                    self.source.identifier, self.source.region
+                ),
+            )
+        })
+    }
+}
+
+impl Probe for RdsProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(self.measure())
+    }
+}
+
+fn replica_ref(id_or_arn: &str, default_region: &str) -> ReplicaRef {
+    ReplicaRef {
+        region: region_of(id_or_arn, default_region).to_string(),
+        identifier: identifier_of(id_or_arn).to_string(),
+    }
+}
+
+/// `DescribeDBInstances` of some instances of one region, in one call.
+async fn describe_instances(
+    clients: &AwsClients,
+    ids: &[String],
+    timeout: std::time::Duration,
+) -> Result<Vec<DbInstance>, ProbeError> {
+    let rds = clients.rds().await;
+    let filter = Filter::builder()
+        .name("db-instance-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    let output = clients
+        .call(
+            "rds",
+            "DescribeDBInstances",
+            timeout,
+            rds.describe_db_instances().filters(filter).send(),
+        )
+        .await?;
+    Ok(output.db_instances().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn replica(
+        id: &str,
+        status: &str,
+        dp: Option<(u64, f64)>,
+    ) -> (ReplicaRef, Option<ReplicaStatus>, Option<Datapoint>) {
+        (
+            ReplicaRef {
+                region: "eu-west-1".into(),
+                identifier: id.into(),
+            },
+            Some(ReplicaStatus {
+                status: status.into(),
+                replication: None,
+            }),
+            dp.map(|(t, v)| Datapoint {
+                time: at(t),
+                value: v,
+            }),
+        )
+    }
+
+    #[test]
+    fn oldest_replica_sets_the_recovery_point() {
+        let (rp, evidence, link, _) = evaluate(
+            &[
+                replica("a", "available", Some((120, 3.0))),
+                replica("b", "available", Some((60, 10.0))),
+            ],
+            17,
+        )
+        .unwrap();
+        assert_eq!(rp, Some(at(50)));
+        assert_eq!(evidence, at(60));
+        assert_eq!(link, LinkState::Healthy);
+    }
+
+    #[test]
+    fn a_missing_datapoint_is_never_zero_lag() {
+        let err = evaluate(
+            &[
+                replica("a", "available", Some((120, 3.0))),
+                replica("b", "available", None),
+            ],
+            17,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, FailureReason::Query);
+        assert!(err.message.contains("b (eu-west-1)"), "{}", err.message);
+    }
+
+    #[test]
+    fn replication_not_running_proves_nothing() {
+        let (rp, _, link, _) =
+            evaluate(&[replica("a", "available", Some((120, -1.0)))], 17).unwrap();
+        assert_eq!(rp, None);
+        assert!(matches!(link, LinkState::Unhealthy(why) if why.contains("not running")));
+    }
+
+    #[test]
+    fn a_replica_not_available_is_unhealthy() {
+        let (_, _, link, _) =
+            evaluate(&[replica("a", "storage-full", Some((120, 1.0)))], 17).unwrap();
+        assert!(matches!(link, LinkState::Unhealthy(why) if why.contains("storage-full")));
+        let status = ReplicaStatus {
+            status: "available".into(),
+            replication: Some(("error".into(), false, Some("IO thread stopped".into()))),
+        };
+        assert!(status.problem().unwrap().contains("IO thread stopped"));
+    }
+}

@@ -1,0 +1,552 @@
+//! The `s3` kind: replication from a source bucket to a destination bucket.
+//!
+//! Each poll reads the source bucket's replication rules
+//! (`GetBucketReplication`, in `region`), the CloudWatch replication metrics
+//! of the rules replicating to the destination (`ReplicationLatency`,
+//! `BytesPendingReplication`, `OperationsPendingReplication`,
+//! `OperationsFailedReplication`, dimensions SourceBucket, DestinationBucket,
+//! RuleId, read in `metrics_region`, by default the destination's region)
+//! and, with a canary, the canary object on the destination.
+//!
+//! Evidence:
+//! - **Canary** (`canary = { interval, prefix }`): every `interval` this
+//!   exporter writes `{prefix}{instance}` on the source bucket, its body this
+//!   exporter's clock; each poll reads that key on the destination bucket.
+//!   The time read there is the recovery point (one clock writes and reads),
+//!   and the read is the evidence, so it works without replication metrics.
+//!   One key per exporter instance is overwritten, never accumulated; with
+//!   versioning (which replication requires) expire noncurrent versions under
+//!   the prefix with a lifecycle rule (see docs/kinds/aws.md). S3 does not
+//!   replicate in order, so the canary dates the replication *pipeline*; a
+//!   backlog of older objects shows in the pending metrics.
+//! - **Metrics**: per rule, recovery point = datapoint time −
+//!   `ReplicationLatency` (the minute's maximum); evidence time = the
+//!   datapoint's time. S3 publishes them every minute, up to 15 minutes
+//!   late, and only for rules with replication metrics enabled.
+//!
+//! With both, the recovery point is the newer of the two proofs (each is a
+//! lower bound). Without a canary, a rule with no `ReplicationLatency`
+//! datapoint leaves the target unproven (`query`), never at 0. The link is
+//! healthy when every measured rule is `Enabled` and no operation failed to
+//! replicate in the newest minute.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ReplicationConfiguration, ReplicationRuleStatus};
+use futures::future::BoxFuture;
+
+use super::{clients_for, lag_recovery_point, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use crate::config::{S3Target, Target};
+use crate::probe::{
+    from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
+    Measurement, Probe, ProbeError, Side,
+};
+
+/// One rule of the source bucket's replication configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub enabled: bool,
+    /// The destination bucket's name (from its ARN).
+    pub destination_bucket: String,
+    pub metrics_enabled: bool,
+}
+
+/// The rules of a `GetBucketReplication` answer.
+pub fn rules_of(configuration: &ReplicationConfiguration) -> Vec<Rule> {
+    configuration
+        .rules()
+        .iter()
+        .map(|rule| {
+            let destination = rule.destination();
+            Rule {
+                id: rule.id().unwrap_or("").to_string(),
+                enabled: *rule.status() == ReplicationRuleStatus::Enabled,
+                destination_bucket: destination
+                    .map(|d| {
+                        d.bucket()
+                            .rsplit(':')
+                            .next()
+                            .unwrap_or(d.bucket())
+                            .to_string()
+                    })
+                    .unwrap_or_default(),
+                metrics_enabled: destination
+                    .and_then(|d| d.metrics())
+                    .is_some_and(|m| m.status().as_str() == "Enabled"),
+            }
+        })
+        .collect()
+}
+
+/// The rules this target measures, or why there are none.
+pub fn selected_rules(
+    rules: &[Rule],
+    destination_bucket: &str,
+    rule_ids: &[String],
+) -> Result<Vec<Rule>, String> {
+    if !rule_ids.is_empty() {
+        let mut selected = Vec::new();
+        for id in rule_ids {
+            match rules.iter().find(|r| &r.id == id) {
+                Some(rule) if rule.destination_bucket == destination_bucket => {
+                    selected.push(rule.clone())
+                }
+                Some(rule) => {
+                    return Err(format!(
+                        "rule `{id}` replicates to {}, not {destination_bucket}",
+                        rule.destination_bucket
+                    ))
+                }
+                None => return Err(format!("the source bucket has no replication rule `{id}`")),
+            }
+        }
+        return Ok(selected);
+    }
+    let selected: Vec<Rule> = rules
+        .iter()
+        .filter(|r| r.destination_bucket == destination_bucket)
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        Err(format!(
+            "no replication rule of the source bucket replicates to {destination_bucket}"
+        ))
+    } else {
+        Ok(selected)
+    }
+}
+
+/// The newest replication metrics of one rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleMetrics {
+    pub latency: Option<Datapoint>,
+    pub pending_bytes: Option<Datapoint>,
+    pub pending_operations: Option<Datapoint>,
+    pub failed_operations: Option<Datapoint>,
+}
+
+const METRICS: [(&str, Stat); 4] = [
+    ("ReplicationLatency", Stat::Maximum),
+    ("BytesPendingReplication", Stat::Maximum),
+    ("OperationsPendingReplication", Stat::Maximum),
+    ("OperationsFailedReplication", Stat::Sum),
+];
+
+fn rule_queries(spec: &S3Target, rule: &Rule) -> Vec<MetricQuery> {
+    METRICS
+        .iter()
+        .map(|(metric, stat)| {
+            MetricQuery::new("AWS/S3", metric, *stat)
+                .dimension("SourceBucket", spec.source_bucket.clone())
+                .dimension("DestinationBucket", spec.destination_bucket.clone())
+                .dimension("RuleId", rule.id.clone())
+        })
+        .collect()
+}
+
+/// The canary's body: this exporter's clock, in Unix seconds.
+pub fn canary_body(at: SystemTime) -> String {
+    format!("{:.3}", unix_seconds(at))
+}
+
+pub fn parse_canary(body: &[u8]) -> Option<SystemTime> {
+    std::str::from_utf8(body)
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(from_unix_seconds)
+}
+
+pub struct S3Probe {
+    target: Target,
+    spec: S3Target,
+    canary_key: Option<String>,
+    source: Arc<AwsClients>,
+    destination: Arc<AwsClients>,
+    metrics: Arc<AwsClients>,
+}
+
+impl S3Probe {
+    pub fn new(target: &Target, spec: &S3Target, instance: &str) -> Result<S3Probe, ProbeError> {
+        Ok(S3Probe {
+            target: target.clone(),
+            spec: spec.clone(),
+            canary_key: spec
+                .canary
+                .as_ref()
+                .map(|c| format!("{}{instance}", c.prefix)),
+            source: clients_for(&spec.access),
+            destination: clients_for(&spec.access.in_region(&spec.destination_region)),
+            metrics: clients_for(&spec.access.in_region(&spec.metrics_region)),
+        })
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = Instant::now() + self.target.timeout;
+        let now = SystemTime::now();
+        let mut failures = Vec::new();
+        let half = self.target.timeout / 2;
+
+        // The rules (source side) and the canary (destination) at once.
+        let rules = self.replication_rules(half);
+        let canary = self.read_canary(deadline);
+        let (rules, canary) = futures::join!(rules, canary);
+        let mut link =
+            LinkState::Unknown("the replication configuration could not be read".to_string());
+        let mut selected = Vec::new();
+        let source_reachable = match rules {
+            Ok(rules) => {
+                match selected_rules(&rules, &self.spec.destination_bucket, &self.spec.rule_ids) {
+                    Ok(rules) => {
+                        let disabled: Vec<&str> = rules
+                            .iter()
+                            .filter(|r| !r.enabled)
+                            .map(|r| r.id.as_str())
+                            .collect();
+                        link = if disabled.is_empty() {
+                            LinkState::Healthy
+                        } else {
+                            LinkState::Unhealthy(format!(
+                                "replication rule {} is Disabled",
+                                disabled.join(", ")
+                            ))
+                        };
+                        selected = rules;
+                    }
+                    Err(why) => link = LinkState::Unhealthy(why),
+                }
+                true
+            }
+            Err(err) => {
+                failures.push(err.on(Side::Source));
+                false
+            }
+        };
+        let (canary_time, replica_reachable) = match canary {
+            Ok(time) => (time, Some(true)),
+            Err(err) => {
+                failures.push(err.on(Side::Replica));
+                (None, Some(false))
+            }
+        };
+
+        // The replication metrics of the measured rules.
+        let mut metrics = Vec::new();
+        if self.spec.replication_metrics && !selected.is_empty() {
+            let queries: Vec<MetricQuery> = selected
+                .iter()
+                .flat_map(|r| rule_queries(&self.spec, r))
+                .collect();
+            let answer = self
+                .metrics
+                .newest_datapoints(
+                    queries,
+                    lookback(self.target.stale_after),
+                    deadline.saturating_duration_since(Instant::now()),
+                )
+                .await;
+            match answer {
+                Ok(datapoints) => {
+                    for (rule, chunk) in selected.iter().zip(datapoints.chunks(METRICS.len())) {
+                        metrics.push((
+                            rule.clone(),
+                            RuleMetrics {
+                                latency: chunk[0],
+                                pending_bytes: chunk[1],
+                                pending_operations: chunk[2],
+                                failed_operations: chunk[3],
+                            },
+                        ));
+                    }
+                }
+                Err(err) if self.canary_key.is_some() => failures.push(err.on(Side::Replica)),
+                Err(err) => return Err(err),
+            }
+        }
+
+        let mut measurement = Measurement::new(now);
+        let mut details = Vec::new();
+        // Metrics evidence: every measured rule needs a latency datapoint.
+        let mut metrics_proof: Option<(Option<SystemTime>, SystemTime)> = None;
+        if self.spec.replication_metrics && !metrics.is_empty() {
+            let missing: Vec<&str> = metrics
+                .iter()
+                .filter(|(_, m)| m.latency.is_none())
+                .map(|(r, _)| r.id.as_str())
+                .collect();
+            if missing.is_empty() {
+                metrics_proof = Some(super::combine_replicas(metrics.iter().map(|(_, m)| {
+                    let dp = m.latency.expect("checked above");
+                    (lag_recovery_point(&dp, dp.value), dp.time)
+                })))
+                .and_then(|(rp, evidence)| evidence.map(|e| (rp, e)));
+            } else if self.canary_key.is_none() {
+                return Err(ProbeError::new(
+                    FailureReason::Query,
+                    format!(
+                        "CloudWatch has no ReplicationLatency datapoint in the last {} minutes in {} for rule {}: enable replication metrics on the rule, or add a canary",
+                        lookback(self.target.stale_after).as_secs() / 60,
+                        self.spec.metrics_region,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        let failed_now: f64 = metrics
+            .iter()
+            .filter_map(|(_, m)| m.failed_operations.map(|d| d.value))
+            .sum();
+        if failed_now > 0.0 && link.is_healthy() {
+            link = LinkState::Unhealthy(format!(
+                "{failed_now} operations failed to replicate in the newest minute"
+            ));
+        }
+        for (rule, m) in &metrics {
+            let gauge = |name, help, value: f64| {
+                Detail::gauge(name, help, value).with_label("rule", rule.id.clone())
+            };
+            if let Some(dp) = m.latency {
+                details.push(gauge(
+                    "rpo_s3_replication_latency_seconds",
+                    "The newest CloudWatch ReplicationLatency of the rule (the minute's maximum).",
+                    dp.value,
+                ));
+                details.push(gauge("rpo_s3_replication_metrics_timestamp_seconds", "The time of the newest ReplicationLatency datapoint (the start of its minute).", unix_seconds(dp.time)));
+            }
+            if let Some(dp) = m.pending_bytes {
+                details.push(gauge(
+                    "rpo_s3_pending_bytes",
+                    "The newest BytesPendingReplication of the rule.",
+                    dp.value,
+                ));
+            }
+            if let Some(dp) = m.pending_operations {
+                details.push(gauge(
+                    "rpo_s3_pending_operations",
+                    "The newest OperationsPendingReplication of the rule.",
+                    dp.value,
+                ));
+            }
+            if let Some(dp) = m.failed_operations {
+                details.push(gauge("rpo_s3_failed_operations", "Operations that failed to replicate in the newest minute (OperationsFailedReplication, sum).", dp.value));
+            }
+        }
+        for rule in &selected {
+            details.push(
+                Detail::gauge(
+                    "rpo_s3_rule_enabled",
+                    "1 when the replication rule is Enabled.",
+                    if rule.enabled { 1.0 } else { 0.0 },
+                )
+                .with_label("rule", rule.id.clone()),
+            );
+        }
+        if let Some(t) = canary_time {
+            details.push(Detail::gauge(
+                "rpo_s3_canary_timestamp_seconds",
+                "The newest canary time read on the destination bucket (this exporter's clock when it wrote it).",
+                unix_seconds(t),
+            ));
+        }
+        let pending = |f: fn(&RuleMetrics) -> Option<Datapoint>| -> Option<f64> {
+            let values: Vec<f64> = metrics
+                .iter()
+                .filter_map(|(_, m)| f(m).map(|d| d.value))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum())
+        };
+        measurement.backlog_bytes = pending(|m| m.pending_bytes);
+        measurement.backlog_operations = pending(|m| m.pending_operations);
+
+        // The canary read is evidence at this poll; the metrics at their datapoint.
+        measurement.recovery_point = match (canary_time, metrics_proof.and_then(|(rp, _)| rp)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        measurement.evidence_time = match (
+            self.canary_key.is_some() && replica_reachable == Some(true),
+            metrics_proof,
+        ) {
+            (true, _) => now,
+            (false, Some((_, evidence))) => evidence,
+            (false, None) => {
+                // Neither proof at all: the canary read failed, or the
+                // metrics are off, missing or have no rule to follow.
+                if let LinkState::Unhealthy(why) = &link {
+                    return Err(ProbeError::new(
+                        FailureReason::Query,
+                        format!("no evidence: {why}"),
+                    ));
+                }
+                return Err(failures.pop().unwrap_or_else(|| {
+                    ProbeError::new(FailureReason::Query, "no evidence: the canary cannot be read and no replication metrics are available")
+                }));
+            }
+        };
+        measurement.link = link;
+        measurement.source_reachable = Some(source_reachable);
+        measurement.replica_reachable = replica_reachable;
+        measurement.details = details;
+        measurement.failures = failures;
+        Ok(measurement)
+    }
+
+    async fn replication_rules(&self, timeout: Duration) -> Result<Vec<Rule>, ProbeError> {
+        let s3 = self.source.s3().await;
+        let answer = self
+            .source
+            .call_or_absent(
+                "s3",
+                "GetBucketReplication",
+                timeout,
+                &["ReplicationConfigurationNotFoundError"],
+                s3.get_bucket_replication()
+                    .bucket(&self.spec.source_bucket)
+                    .send(),
+            )
+            .await?;
+        Ok(answer
+            .and_then(|output| output.replication_configuration().map(rules_of))
+            .unwrap_or_default())
+    }
+
+    /// The canary time on the destination: `None` before the first canary
+    /// has arrived there.
+    async fn read_canary(&self, deadline: Instant) -> Result<Option<SystemTime>, ProbeError> {
+        let Some(key) = &self.canary_key else {
+            return Ok(None);
+        };
+        let s3 = self.destination.s3().await;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let object = self
+            .destination
+            .call_or_absent(
+                "s3",
+                "GetObject",
+                timeout,
+                &["NoSuchKey"],
+                s3.get_object()
+                    .bucket(&self.spec.destination_bucket)
+                    .key(key)
+                    .send(),
+            )
+            .await?;
+        let Some(object) = object else {
+            return Ok(None);
+        };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let body = match tokio::time::timeout(timeout, object.body.collect()).await {
+            Ok(Ok(body)) => body.into_bytes(),
+            Ok(Err(_)) => {
+                return Err(ProbeError::new(
+                    FailureReason::Connect,
+                    "s3 GetObject: the canary's body could not be read",
+                ))
+            }
+            Err(_) => return Err(ProbeError::timeout(timeout)),
+        };
+        parse_canary(&body).map(Some).ok_or_else(|| {
+            ProbeError::new(
+                FailureReason::Parse,
+                format!(
+                    "the canary {key} on {} does not hold a timestamp",
+                    self.spec.destination_bucket
+                ),
+            )
+        })
+    }
+}
+
+impl Probe for S3Probe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(self.measure())
+    }
+
+    fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
+        let key = self.canary_key.clone()?;
+        let interval = self.spec.canary.as_ref()?.interval;
+        Some(Box::new(S3CanaryWriter {
+            clients: self.source.clone(),
+            bucket: self.spec.source_bucket.clone(),
+            key,
+            interval,
+            timeout: self.target.timeout,
+        }))
+    }
+}
+
+/// Writes the canary object on the source bucket.
+pub struct S3CanaryWriter {
+    clients: Arc<AwsClients>,
+    bucket: String,
+    key: String,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl HeartbeatWriter for S3CanaryWriter {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async move {
+            let s3 = self.clients.s3().await;
+            let request = s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .content_type("text/plain")
+                .body(ByteStream::from(canary_body(at).into_bytes()))
+                .send();
+            self.clients
+                .call("s3", "PutObject", self.timeout, request)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.on(Side::Source))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, enabled: bool, dest: &str) -> Rule {
+        Rule {
+            id: id.into(),
+            enabled,
+            destination_bucket: dest.into(),
+            metrics_enabled: true,
+        }
+    }
+
+    #[test]
+    fn rules_are_selected_by_destination_or_id() {
+        let rules = [rule("a", true, "dr"), rule("b", false, "other")];
+        assert_eq!(
+            selected_rules(&rules, "dr", &[]).unwrap(),
+            vec![rules[0].clone()]
+        );
+        assert!(selected_rules(&rules, "nowhere", &[])
+            .unwrap_err()
+            .contains("no replication rule"));
+        assert!(selected_rules(&rules, "dr", &["b".into()])
+            .unwrap_err()
+            .contains("replicates to other"));
+        assert!(selected_rules(&rules, "dr", &["c".into()])
+            .unwrap_err()
+            .contains("no replication rule `c`"));
+    }
+
+    #[test]
+    fn canary_round_trip() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        assert_eq!(parse_canary(canary_body(t).as_bytes()), Some(t));
+        assert_eq!(parse_canary(b"not a time"), None);
+    }
+}

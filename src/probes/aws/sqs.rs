@@ -1,0 +1,339 @@
+//! The `sqs` kind: an integration queue whose unprocessed messages must be
+//! replayed after a failover.
+//!
+//! Each poll reads the queue's live counts (`GetQueueAttributes`: visible,
+//! in flight, delayed) and, through the shared CloudWatch batch, the newest
+//! `ApproximateAgeOfOldestMessage` (the minute's maximum). The recovery point
+//! is the enqueue time of the oldest waiting message, as `queue::QueueHistory`
+//! defines it for every queue kind: the poll instant when nothing waits;
+//! otherwise the datapoint's time minus its age (CloudWatch's age is a minute
+//! to several minutes old, so this is conservative), never later than the
+//! last instant this exporter saw the queue completely empty. With messages
+//! waiting and neither known, the recovery point is unknown, never "now".
+//!
+//! Visible and delayed messages wait; in-flight messages (received, not yet
+//! deleted) are being processed. The counts are live, so the evidence time is
+//! the poll instant. A dead-letter queue's depth is reported beside
+//! (`rpo_queue_dead_letter_messages`): those messages need a person, not a
+//! replay.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use futures::future::BoxFuture;
+
+use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use crate::config::{SqsQueue, SqsTarget, Target};
+use crate::probe::{
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
+};
+use crate::probes::queue::{queue_details, QueueHistory, QueueObservation};
+
+/// A queue's live counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SqsCounts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl SqsCounts {
+    pub fn waiting(&self) -> u64 {
+        self.visible + self.delayed
+    }
+    pub fn total(&self) -> u64 {
+        self.visible + self.delayed + self.in_flight
+    }
+}
+
+/// The counts from `GetQueueAttributes`' answer.
+pub fn parse_counts(
+    attributes: Option<&std::collections::HashMap<QueueAttributeName, String>>,
+) -> Result<SqsCounts, ProbeError> {
+    let get = |name: QueueAttributeName| -> Result<u64, ProbeError> {
+        let text = attributes.and_then(|a| a.get(&name)).ok_or_else(|| {
+            ProbeError::new(
+                FailureReason::Parse,
+                format!("GetQueueAttributes did not return {}", name.as_str()),
+            )
+        })?;
+        text.trim().parse().map_err(|_| {
+            ProbeError::new(
+                FailureReason::Parse,
+                format!("{} is `{text}`, not a count", name.as_str()),
+            )
+        })
+    };
+    Ok(SqsCounts {
+        visible: get(QueueAttributeName::ApproximateNumberOfMessages)?,
+        in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+        delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+    })
+}
+
+/// The oldest waiting message's enqueue time from an age datapoint.
+pub fn oldest_enqueued(age: &Datapoint) -> Option<SystemTime> {
+    (age.value >= 0.0 && age.value.is_finite())
+        .then(|| age.time.checked_sub(Duration::from_secs_f64(age.value)))
+        .flatten()
+}
+
+pub struct SqsProbe {
+    target: Target,
+    spec: SqsTarget,
+    clients: Arc<AwsClients>,
+    queue_url: Option<String>,
+    dead_letter_queue_url: Option<String>,
+    history: QueueHistory,
+}
+
+impl SqsProbe {
+    pub fn new(target: &Target, spec: &SqsTarget) -> Result<SqsProbe, ProbeError> {
+        let url = |q: &SqsQueue| match q {
+            SqsQueue::Url(url) => Some(url.clone()),
+            SqsQueue::Name(_) => None,
+        };
+        Ok(SqsProbe {
+            target: target.clone(),
+            spec: spec.clone(),
+            clients: clients_for(&spec.access),
+            queue_url: url(&spec.queue),
+            dead_letter_queue_url: spec.dead_letter_queue.as_ref().and_then(url),
+            history: QueueHistory::default(),
+        })
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = Instant::now() + self.target.timeout;
+        let as_of = SystemTime::now();
+        let queue_name = self.spec.queue.name().to_string();
+        let age_query =
+            vec![
+                MetricQuery::new("AWS/SQS", "ApproximateAgeOfOldestMessage", Stat::Maximum)
+                    .dimension("QueueName", queue_name.clone()),
+            ];
+        let clients = self.clients.clone();
+        let age = clients.newest_datapoints(
+            age_query,
+            lookback(self.target.stale_after),
+            self.target.timeout,
+        );
+        let counts = async {
+            let url = resolve(
+                &self.clients,
+                &mut self.queue_url,
+                &self.spec.queue,
+                deadline,
+            )
+            .await?;
+            counts_of(&self.clients, &url, deadline).await
+        };
+        let (counts, age) = futures::join!(counts, age);
+        let counts = counts?;
+        let mut failures = Vec::new();
+        let age = match age {
+            Ok(mut newest) => newest.pop().flatten(),
+            Err(err) => {
+                failures.push(err.on(Side::Replica));
+                None
+            }
+        };
+        let dead_letters = match self.spec.dead_letter_queue.clone() {
+            None => None,
+            Some(dlq) => {
+                let result = async {
+                    let url = resolve(
+                        &self.clients,
+                        &mut self.dead_letter_queue_url,
+                        &dlq,
+                        deadline,
+                    )
+                    .await?;
+                    counts_of(&self.clients, &url, deadline).await
+                }
+                .await;
+                match result {
+                    Ok(counts) => Some(counts),
+                    Err(err) => {
+                        failures.push(err);
+                        None
+                    }
+                }
+            }
+        };
+
+        let observation = QueueObservation {
+            as_of,
+            waiting: counts.waiting(),
+            total: counts.total(),
+            oldest_enqueued: if counts.waiting() > 0 {
+                age.as_ref().and_then(oldest_enqueued)
+            } else {
+                None
+            },
+        };
+        let recovery_point = self.history.recovery_point(&observation);
+        let oldest_message_age = if counts.waiting() == 0 {
+            Some(Duration::ZERO)
+        } else {
+            observation
+                .oldest_enqueued
+                .map(|t| as_of.duration_since(t).unwrap_or_default())
+        };
+        let mut measurement = Measurement::new(as_of);
+        measurement.recovery_point = recovery_point;
+        measurement.link = LinkState::Healthy;
+        measurement.replica_reachable = Some(true);
+        measurement.backlog_operations = Some(counts.total() as f64);
+        measurement.details = queue_details(
+            counts.total(),
+            oldest_message_age,
+            None,
+            self.history.last_seen_empty(),
+        );
+        for (state, value) in [
+            ("visible", counts.visible),
+            ("in_flight", counts.in_flight),
+            ("delayed", counts.delayed),
+        ] {
+            measurement.details.push(
+                Detail::gauge(
+                    "rpo_sqs_messages",
+                    "Messages in the SQS queue by state (GetQueueAttributes, approximate).",
+                    value as f64,
+                )
+                .with_label("state", state),
+            );
+        }
+        if let Some(age) = age {
+            measurement.details.push(Detail::gauge(
+                "rpo_sqs_age_of_oldest_message_seconds",
+                "The newest CloudWatch ApproximateAgeOfOldestMessage of the queue (the minute's maximum).",
+                age.value,
+            ));
+            measurement.details.push(Detail::gauge(
+                "rpo_sqs_age_of_oldest_message_timestamp_seconds",
+                "The time of the newest ApproximateAgeOfOldestMessage datapoint (the start of its minute).",
+                unix_seconds(age.time),
+            ));
+        }
+        if let Some(dead) = dead_letters {
+            measurement.details.push(Detail::gauge(
+                "rpo_queue_dead_letter_messages",
+                "Messages in the queue's dead-letter queue: not replayed automatically, they need a person.",
+                dead.total() as f64,
+            ));
+        }
+        measurement.failures = failures;
+        Ok(measurement)
+    }
+}
+
+impl Probe for SqsProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(self.measure())
+    }
+}
+
+/// The queue's URL: configured, remembered, or asked for once (`GetQueueUrl`).
+async fn resolve(
+    clients: &AwsClients,
+    known: &mut Option<String>,
+    queue: &SqsQueue,
+    deadline: Instant,
+) -> Result<String, ProbeError> {
+    if let Some(url) = known {
+        return Ok(url.clone());
+    }
+    let sqs = clients.sqs().await;
+    let output = clients
+        .call(
+            "sqs",
+            "GetQueueUrl",
+            deadline.saturating_duration_since(Instant::now()),
+            sqs.get_queue_url().queue_name(queue.name()).send(),
+        )
+        .await?;
+    let url = output.queue_url().map(str::to_string).ok_or_else(|| {
+        ProbeError::new(
+            FailureReason::Parse,
+            format!("GetQueueUrl returned no URL for {}", queue.name()),
+        )
+    })?;
+    *known = Some(url.clone());
+    Ok(url)
+}
+
+async fn counts_of(
+    clients: &AwsClients,
+    url: &str,
+    deadline: Instant,
+) -> Result<SqsCounts, ProbeError> {
+    let sqs = clients.sqs().await;
+    let request = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send();
+    let output = clients
+        .call(
+            "sqs",
+            "GetQueueAttributes",
+            deadline.saturating_duration_since(Instant::now()),
+            request,
+        )
+        .await?;
+    parse_counts(output.attributes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn counts_parse_and_missing_is_an_error() {
+        let mut a = HashMap::new();
+        a.insert(
+            QueueAttributeName::ApproximateNumberOfMessages,
+            "3".to_string(),
+        );
+        a.insert(
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            "1".to_string(),
+        );
+        a.insert(
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            "2".to_string(),
+        );
+        let c = parse_counts(Some(&a)).unwrap();
+        assert_eq!((c.waiting(), c.total()), (5, 6));
+        a.remove(&QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+        assert_eq!(
+            parse_counts(Some(&a)).unwrap_err().reason,
+            FailureReason::Parse
+        );
+    }
+
+    #[test]
+    fn age_dates_the_oldest_message() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            oldest_enqueued(&Datapoint {
+                time: t,
+                value: 30.0
+            }),
+            Some(t - Duration::from_secs(30))
+        );
+        assert_eq!(
+            oldest_enqueued(&Datapoint {
+                time: t,
+                value: -1.0
+            }),
+            None
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The one HTTP client setup of the HTTP-speaking probes (`rabbitmq`, and
+//! `opensearch` through the `opensearch` crate, which wraps the same
+//! `reqwest`): trusted roots, timeouts, and turning a transport error into a
+//! bounded reason with a message that never contains the URL (which may
+//! carry a password).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::probe::{FailureReason, ProbeError};
+
+/// Reads a PEM file of extra CA certificates for a target.
+pub(crate) fn read_ca_file(target: &str, path: &Path) -> Result<Vec<u8>, ProbeError> {
+    std::fs::read(path).map_err(|e| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!(
+                "target {target}: tls_ca_file {} cannot be read: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// A client for one target: rustls with the public roots plus the target's
+/// own CA file, and the target's timeout on every request.
+pub(crate) fn build_client(
+    target: &str,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, ProbeError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("rpo-exporter/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = read_ca_file(target, path)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "target {target}: tls_ca_file {} is not PEM: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "target {target}: tls_ca_file {} holds no certificate",
+                    path.display()
+                ),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!(
+                "target {target}: HTTP client setup failed: {}",
+                e.without_url()
+            ),
+        )
+    })
+}
+
+/// Maps a transport error to a bounded reason. The message is built from
+/// the error's causes only, never its URL.
+pub(crate) fn classify(err: &reqwest::Error, what: &str) -> ProbeError {
+    let reason = if err.is_timeout() {
+        FailureReason::Timeout
+    } else if err.is_connect() || err.is_request() {
+        FailureReason::Connect
+    } else if err.is_decode() || err.is_body() {
+        FailureReason::Parse
+    } else {
+        FailureReason::Query
+    };
+    let mut message = format!("{what}: {}", kind_phrase(err));
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    ProbeError::new(reason, message)
+}
+
+fn kind_phrase(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "no answer in time"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else if err.is_body() || err.is_decode() {
+        "cannot read the response"
+    } else {
+        "request failed"
+    }
+}
+
+/// The first `max` characters of a response body, on one line, for messages.
+pub(crate) fn excerpt(body: &str, max: usize) -> String {
+    let flat: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.chars().count() <= max {
+        flat.to_string()
+    } else {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// A URL for people: scheme, host and port only, without credentials or path.
+pub(crate) fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "<invalid URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_drops_credentials_and_path() {
+        assert_eq!(
+            origin("http://monitor:hunter2@rabbit.internal:15672/api"),
+            "http://rabbit.internal:15672"
+        );
+    }
+
+    #[test]
+    fn excerpt_is_one_short_line() {
+        assert_eq!(excerpt("a\nb", 10), "a b");
+        assert_eq!(excerpt("abcdef", 3), "abc…");
+    }
+}

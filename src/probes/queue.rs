@@ -1,0 +1,194 @@
+//! What the queue kinds (`rabbitmq`, `sql_queue`) share: the recovery point
+//! of a queue and the `rpo_queue_*` detail series, defined once.
+//!
+//! For a queue, the recovery point is the enqueue time of the oldest message
+//! still waiting to be processed (exposure = its age), or the instant of the
+//! observation when nothing waits. When messages wait but their age is not
+//! known (publishers that set no timestamp, a NULL oldest time), the
+//! recovery point is never "now": it is bounded by the last instant the
+//! queue was seen completely empty (everything in it now arrived later), or
+//! unknown when the exporter has not seen it empty since it started.
+
+use std::time::{Duration, SystemTime};
+
+use crate::probe::{unix_seconds, Detail};
+
+/// One reading of a queue's depth and age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueObservation {
+    /// The instant (this exporter's clock) the counts are known to describe:
+    /// the poll instant, less any delay of the source's statistics.
+    pub as_of: SystemTime,
+    /// Messages (rows) waiting to be processed, which the recovery point dates.
+    pub waiting: u64,
+    /// Everything the queue holds, waiting or in processing. Only a queue
+    /// with nothing at all in it is "seen empty".
+    pub total: u64,
+    /// When the oldest waiting message was enqueued, when known.
+    pub oldest_enqueued: Option<SystemTime>,
+}
+
+/// Remembers when the queue was last seen empty, for the honest bound.
+#[derive(Debug, Default, Clone)]
+pub struct QueueHistory {
+    last_seen_empty: Option<SystemTime>,
+}
+
+impl QueueHistory {
+    /// The recovery point one observation proves; records what it needs.
+    pub fn recovery_point(&mut self, observation: &QueueObservation) -> Option<SystemTime> {
+        if observation.total == 0 {
+            self.last_seen_empty = Some(
+                self.last_seen_empty
+                    .map_or(observation.as_of, |t| t.max(observation.as_of)),
+            );
+        }
+        if observation.waiting == 0 {
+            return Some(observation.as_of);
+        }
+        // A publisher's clock ahead of ours must not date a message in the future.
+        let dated = observation
+            .oldest_enqueued
+            .map(|t| t.min(observation.as_of));
+        match (dated, self.last_seen_empty) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the queue was last seen empty (this exporter's clock).
+    pub fn last_seen_empty(&self) -> Option<SystemTime> {
+        self.last_seen_empty
+    }
+}
+
+/// The detail series both queue kinds publish. `consumers` is `None` for a
+/// kind that cannot know it (a table).
+pub fn queue_details(
+    messages: u64,
+    oldest_message_age: Option<Duration>,
+    consumers: Option<u64>,
+    last_seen_empty: Option<SystemTime>,
+) -> Vec<Detail> {
+    let mut details = vec![Detail::gauge(
+        "rpo_queue_messages",
+        "Messages (rows) in the queue not yet processed.",
+        messages as f64,
+    )];
+    if let Some(age) = oldest_message_age {
+        details.push(Detail::gauge(
+            "rpo_queue_oldest_message_age_seconds",
+            "Age of the oldest waiting message, when its enqueue time is known (0 when empty).",
+            age.as_secs_f64(),
+        ));
+    }
+    if let Some(consumers) = consumers {
+        details.push(Detail::gauge(
+            "rpo_queue_consumers",
+            "Consumers attached to the queue.",
+            consumers as f64,
+        ));
+    }
+    if let Some(t) = last_seen_empty {
+        details.push(Detail::gauge(
+            "rpo_queue_last_empty_timestamp_seconds",
+            "When this exporter last saw the queue with no message at all; bounds the age of messages without a timestamp.",
+            unix_seconds(t),
+        ));
+    }
+    details
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn observed(as_of: u64, waiting: u64, total: u64, oldest: Option<u64>) -> QueueObservation {
+        QueueObservation {
+            as_of: at(as_of),
+            waiting,
+            total,
+            oldest_enqueued: oldest.map(at),
+        }
+    }
+
+    #[test]
+    fn empty_queue_is_caught_up_at_the_observation() {
+        let mut h = QueueHistory::default();
+        assert_eq!(h.recovery_point(&observed(10, 0, 0, None)), Some(at(10)));
+        assert_eq!(h.last_seen_empty(), Some(at(10)));
+    }
+
+    #[test]
+    fn waiting_messages_are_dated_by_the_oldest() {
+        let mut h = QueueHistory::default();
+        assert_eq!(
+            h.recovery_point(&observed(100, 5, 5, Some(40))),
+            Some(at(40))
+        );
+    }
+
+    #[test]
+    fn unknown_age_is_never_now() {
+        // Never seen empty: unknown, not zero.
+        let mut h = QueueHistory::default();
+        assert_eq!(h.recovery_point(&observed(100, 5, 5, None)), None);
+        // Seen empty at 120: whatever waits at 130 arrived after 120.
+        assert_eq!(h.recovery_point(&observed(120, 0, 0, None)), Some(at(120)));
+        assert_eq!(h.recovery_point(&observed(130, 3, 3, None)), Some(at(120)));
+        assert_eq!(h.recovery_point(&observed(500, 9, 9, None)), Some(at(120)));
+    }
+
+    #[test]
+    fn the_empty_bound_tightens_an_older_timestamp() {
+        let mut h = QueueHistory::default();
+        h.recovery_point(&observed(120, 0, 0, None));
+        // A timestamp older than the empty sighting is impossible for a
+        // message enqueued later (a publisher's slow clock): the bound wins.
+        assert_eq!(
+            h.recovery_point(&observed(130, 1, 1, Some(60))),
+            Some(at(120))
+        );
+        assert_eq!(
+            h.recovery_point(&observed(130, 1, 1, Some(125))),
+            Some(at(125))
+        );
+    }
+
+    #[test]
+    fn in_processing_messages_do_not_count_as_seen_empty() {
+        let mut h = QueueHistory::default();
+        // Nothing waits, two are being processed: caught up, but not empty.
+        assert_eq!(h.recovery_point(&observed(100, 0, 2, None)), Some(at(100)));
+        assert_eq!(h.last_seen_empty(), None);
+        assert_eq!(h.recovery_point(&observed(110, 2, 4, None)), None);
+    }
+
+    #[test]
+    fn a_future_timestamp_is_clamped_to_the_observation() {
+        let mut h = QueueHistory::default();
+        assert_eq!(
+            h.recovery_point(&observed(100, 1, 1, Some(130))),
+            Some(at(100))
+        );
+    }
+
+    #[test]
+    fn details_have_one_definition() {
+        let d = queue_details(3, Some(Duration::from_secs(7)), Some(0), None);
+        let names: Vec<&str> = d.iter().map(|d| d.name).collect();
+        assert_eq!(
+            names,
+            [
+                "rpo_queue_messages",
+                "rpo_queue_oldest_message_age_seconds",
+                "rpo_queue_consumers"
+            ]
+        );
+        assert_eq!(d[1].value, 7.0);
+    }
+}

@@ -1,0 +1,1754 @@
+//! The `redis` kind: a Redis primary and one replica (self-managed Redis,
+//! ElastiCache node endpoints).
+//!
+//! Evidence, best first:
+//! 1. The heartbeat canary: this exporter instance `SET`s `{key}:{instance}`
+//!    to its own clock (Unix seconds) on the primary every
+//!    `heartbeat.interval` and reads it back on the replica. One clock writes
+//!    and reads, so no clock skew enters. The key is overwritten, never
+//!    accumulates, and expires after [`HEARTBEAT_TTL`].
+//! 2. Replication offsets: the primary's `master_repl_offset` is sampled with
+//!    this exporter's clock on every poll. Once the replica holds a sampled
+//!    offset, every write made before that sample is on the replica. The
+//!    offset the replica holds is the larger of what it acknowledged to the
+//!    primary (the primary's `slaveN:...offset=` line matched to this
+//!    replica; acks come once a second) and what the replica itself reports
+//!    as processed (`slave_repl_offset`, read a moment after the primary, and
+//!    only when both share one replication id). When the replica has
+//!    everything the primary had just before we asked, the recovery point is
+//!    that instant — so an idle primary never reads as lag. Only while
+//!    `master_link_status:up` and no full resync runs: a broken link freezes
+//!    the recovery point instead of reading as zero lag.
+//!
+//! Connections are kept between polls and re-established after a failure,
+//! with bounded backoff. Each side gets half of the poll's timeout, so a
+//! hung primary never hides what the replica shows, and vice versa. The
+//! connection code here is shared with the `redis_stream` kind.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError,
+    TlsCertificates,
+};
+
+use crate::config::{RedisTarget, Secret, Target};
+use crate::probe::{
+    from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
+    Measurement, Probe, ProbeError, Side,
+};
+
+/// How long a heartbeat key lives without being rewritten: long enough to
+/// outlast any outage worth measuring, short enough that a retired
+/// exporter instance leaves nothing behind for long.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How far back primary offset samples are kept to date the replica's offset.
+const OFFSET_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
+const OFFSET_HISTORY_MAX_LEN: usize = 4096;
+/// The window over which the apply rate (for the catch-up estimate) is taken.
+const APPLY_RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Reconnect backoff: first retry at once, then doubling up to this bound.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a replica host name is resolved again to match the primary's
+/// `slaveN` lines.
+const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// `INFO replication`, parsed.
+
+/// What `INFO replication` says, from either side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationInfo {
+    pub role: Role,
+    /// `master_replid`: the replication stream the offsets belong to.
+    pub replid: String,
+    /// `master_repl_offset`.
+    pub repl_offset: u64,
+    /// `connected_slaves`.
+    pub connected_replicas: u64,
+    /// The `slaveN:` lines: replicas connected to this server.
+    pub replicas: Vec<ListedReplica>,
+    /// The replica's view of its link; `None` on a primary.
+    pub link: Option<MasterLink>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// One `slaveN:ip=...,port=...,state=...,offset=...,lag=...` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedReplica {
+    pub ip: String,
+    /// The replica's listening port, as it announced it.
+    pub port: u16,
+    /// `online`, or `wait_bgsave` / `send_bulk` during a full resync.
+    pub state: String,
+    /// The offset the replica last acknowledged.
+    pub offset: u64,
+    /// Seconds since that acknowledgement (`lag=`).
+    pub ack_age_seconds: Option<u64>,
+}
+
+impl ListedReplica {
+    fn online(&self) -> bool {
+        self.state == "online"
+    }
+}
+
+/// The replica's side of the link (`master_*` and `slave_*` fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterLink {
+    pub master_host: String,
+    pub master_port: u16,
+    /// `master_link_status:up`.
+    pub up: bool,
+    /// `master_last_io_seconds_ago`; `None` when -1 (link down).
+    pub last_io_seconds_ago: Option<u64>,
+    /// `master_sync_in_progress:1`: a full resync is loading.
+    pub sync_in_progress: bool,
+    /// `master_sync_total_bytes` / `master_sync_read_bytes` while syncing.
+    pub sync_total_bytes: Option<u64>,
+    pub sync_read_bytes: Option<u64>,
+    /// `slave_repl_offset`: what the replica has processed.
+    pub processed_offset: u64,
+    /// `master_link_down_since_seconds`; `None` when up or -1.
+    pub down_seconds: Option<u64>,
+}
+
+/// Parses the text of `INFO replication` (either side). Fails with the name
+/// of the first field that is missing or malformed.
+pub fn parse_info_replication(text: &str) -> Result<ReplicationInfo, String> {
+    let mut fields = std::collections::HashMap::new();
+    let mut replicas = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if let Some(n) = name.strip_prefix("slave") {
+            if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) {
+                replicas.push(parse_replica_line(value).map_err(|e| format!("{name}: {e}"))?);
+                continue;
+            }
+        }
+        fields.insert(name, value);
+    }
+    let get = |name: &str| -> Result<&str, String> {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no `{name}` field"))
+    };
+    let number = |name: &str| -> Result<u64, String> {
+        let value = get(name)?;
+        value
+            .parse::<u64>()
+            .map_err(|_| format!("`{name}` is `{value}`, not a number"))
+    };
+    // -1 means "not applicable" in several fields.
+    let optional = |name: &str| -> Result<Option<u64>, String> {
+        match fields.get(name) {
+            None => Ok(None),
+            Some(v) if v.starts_with('-') => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("`{name}` is `{v}`, not a number")),
+        }
+    };
+    let role = match get("role")? {
+        "master" => Role::Primary,
+        "slave" | "replica" => Role::Replica,
+        other => return Err(format!("unknown role `{other}`")),
+    };
+    let link = match role {
+        Role::Primary => None,
+        Role::Replica => Some(MasterLink {
+            master_host: get("master_host")?.to_string(),
+            master_port: number("master_port")?
+                .try_into()
+                .map_err(|_| "`master_port` out of range".to_string())?,
+            up: get("master_link_status")? == "up",
+            last_io_seconds_ago: optional("master_last_io_seconds_ago")?,
+            sync_in_progress: get("master_sync_in_progress")? == "1",
+            sync_total_bytes: optional("master_sync_total_bytes")?,
+            sync_read_bytes: optional("master_sync_read_bytes")?,
+            processed_offset: number("slave_repl_offset")?,
+            down_seconds: optional("master_link_down_since_seconds")?,
+        }),
+    };
+    Ok(ReplicationInfo {
+        role,
+        replid: get("master_replid")?.to_string(),
+        repl_offset: number("master_repl_offset")?,
+        connected_replicas: number("connected_slaves").unwrap_or(replicas.len() as u64),
+        replicas,
+        link,
+    })
+}
+
+fn parse_replica_line(value: &str) -> Result<ListedReplica, String> {
+    let mut ip = None;
+    let mut port = None;
+    let mut state = None;
+    let mut offset = None;
+    let mut lag = None;
+    for pair in value.split(',') {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        match k {
+            "ip" => ip = Some(v.to_string()),
+            "port" => port = v.parse::<u16>().ok(),
+            "state" => state = Some(v.to_string()),
+            "offset" => offset = v.parse::<u64>().ok(),
+            "lag" => lag = v.parse::<u64>().ok(),
+            _ => {}
+        }
+    }
+    Ok(ListedReplica {
+        ip: ip.ok_or("no ip")?,
+        port: port.ok_or("no valid port")?,
+        state: state.ok_or("no state")?,
+        offset: offset.ok_or("no valid offset")?,
+        ack_age_seconds: lag,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Evidence.
+
+/// What one side said at one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// This exporter's clock just before the question was sent.
+    pub observed_at: SystemTime,
+    pub info: ReplicationInfo,
+}
+
+/// How the primary lists this replica in its `slaveN` lines: the IP
+/// addresses of the replica URL's host (or `replica_listed_as`) and the
+/// replica's listening port.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReplicaIdentity {
+    pub addresses: Vec<String>,
+    pub port: u16,
+}
+
+impl ReplicaIdentity {
+    pub fn matches(&self, line: &ListedReplica) -> bool {
+        line.port == self.port
+            && self
+                .addresses
+                .iter()
+                .any(|a| canonical_ip(a) == canonical_ip(&line.ip))
+    }
+}
+
+impl std::fmt::Display for ReplicaIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addresses.as_slice() {
+            [] => write!(f, "port {}", self.port),
+            [one] => write!(f, "{one}:{}", self.port),
+            many => write!(f, "{{{}}}:{}", many.join(", "), self.port),
+        }
+    }
+}
+
+fn canonical_ip(text: &str) -> String {
+    match text.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => text.to_ascii_lowercase(),
+    }
+}
+
+/// What the offsets prove, from one poll's observations and the history of
+/// primary offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetEvidence {
+    /// `None` when this poll proved nothing (replica unreachable, link
+    /// broken, or no sample old enough).
+    pub recovery_point: Option<SystemTime>,
+    pub link: LinkState,
+    /// This replica's `slaveN` line on the primary, when the primary answered.
+    pub listed: Option<ListedReplica>,
+    /// The primary's offset minus the replica's acknowledged offset (or its
+    /// own processed offset when the primary does not list it).
+    pub offset_lag_bytes: Option<f64>,
+    pub catchup_seconds: Option<f64>,
+}
+
+/// Offsets remembered between polls: primary samples (to date the replica's
+/// offset on our clock) and the offsets proven on the replica (for the
+/// apply rate). Both belong to one replication id.
+#[derive(Debug, Default)]
+pub struct OffsetHistory {
+    replid: Option<String>,
+    primary: VecDeque<(SystemTime, u64)>,
+    applied: VecDeque<(SystemTime, u64)>,
+}
+
+impl OffsetHistory {
+    pub fn record_primary(&mut self, at: SystemTime, replid: &str, offset: u64) {
+        // A new replication id (restart, failover) or a smaller offset means
+        // older samples no longer date anything.
+        if self.replid.as_deref() != Some(replid)
+            || self.primary.back().is_some_and(|(_, last)| offset < *last)
+        {
+            self.primary.clear();
+            self.applied.clear();
+            self.replid = Some(replid.to_string());
+        }
+        self.primary.push_back((at, offset));
+        while self.primary.len() > OFFSET_HISTORY_MAX_LEN
+            || self.primary.front().is_some_and(|(t, _)| {
+                at.duration_since(*t).unwrap_or_default() > OFFSET_HISTORY_MAX_AGE
+                    && self.primary.len() > 1
+            })
+        {
+            self.primary.pop_front();
+        }
+    }
+
+    pub fn record_applied(&mut self, at: SystemTime, offset: u64) {
+        if self.applied.back().is_some_and(|(_, last)| offset < *last) {
+            self.applied.clear();
+        }
+        self.applied.push_back((at, offset));
+        while self.applied.len() > 2
+            && self
+                .applied
+                .front()
+                .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > APPLY_RATE_WINDOW)
+        {
+            self.applied.pop_front();
+        }
+    }
+
+    /// The latest sampled instant at which the primary's offset was at or
+    /// below `offset`: every write before it is on the replica.
+    pub fn dated(&self, offset: u64) -> Option<SystemTime> {
+        self.primary
+            .iter()
+            .rev()
+            .find(|(_, o)| *o <= offset)
+            .map(|(t, _)| *t)
+    }
+
+    /// Bytes applied per second on the replica over the recent window.
+    pub fn apply_rate(&self) -> Option<f64> {
+        let (t0, o0) = self.applied.front()?;
+        let (t1, o1) = self.applied.back()?;
+        let dt = t1.duration_since(*t0).ok()?.as_secs_f64();
+        (dt >= 0.5).then(|| o1.saturating_sub(*o0) as f64 / dt)
+    }
+
+    /// The newest offset proven on the replica: its acknowledgement on the
+    /// primary, or its own processed offset when it shares the primary's
+    /// replication id; the larger of the two.
+    pub fn proven_offset(
+        &self,
+        primary: Option<&Observation>,
+        replica: Option<&Observation>,
+        identity: &ReplicaIdentity,
+    ) -> Option<u64> {
+        let acked = listed(primary, identity)
+            .filter(|l| l.online())
+            .map(|l| l.offset);
+        let own = replica.and_then(|r| {
+            let link = r.info.link.as_ref()?;
+            (self.replid.as_deref() == Some(r.info.replid.as_str()))
+                .then_some(link.processed_offset)
+        });
+        acked.max(own)
+    }
+
+    /// Combines one poll's observations into evidence. Record this poll's
+    /// samples first. `replica` is `None` when the replica did not answer.
+    pub fn evidence(
+        &self,
+        primary: Option<&Observation>,
+        replica: Option<&Observation>,
+        identity: &ReplicaIdentity,
+    ) -> OffsetEvidence {
+        let answered_primary = primary;
+        // A "primary" that is itself a replica samples nothing and lists nothing.
+        let primary = primary.filter(|p| p.info.role == Role::Primary);
+        let listed = listed(primary, identity).cloned();
+
+        let link = match replica {
+            None => match (&primary, &listed) {
+                (Some(_), Some(l)) if l.online() => {
+                    LinkState::Unknown("the replica cannot be reached".to_string())
+                }
+                (Some(_), _) => LinkState::Unhealthy(format!(
+                    "the replica cannot be reached and the primary lists no online replica at {identity}"
+                )),
+                (None, _) => LinkState::Unknown("the replica cannot be reached".to_string()),
+            },
+            Some(r) => self.replica_link(r, answered_primary, listed.as_ref()),
+        };
+
+        let recovery_point = match replica {
+            Some(_) if link.is_healthy() => self
+                .proven_offset(primary, replica, identity)
+                .and_then(|offset| self.dated(offset)),
+            _ => None,
+        };
+
+        let offset_lag_bytes = primary.and_then(|p| {
+            let acked = listed.as_ref().filter(|l| l.online()).map(|l| l.offset);
+            let own = replica.and_then(|r| {
+                let link = r.info.link.as_ref()?;
+                (r.info.replid == p.info.replid).then_some(link.processed_offset)
+            });
+            acked
+                .or(own)
+                .map(|held| p.info.repl_offset.saturating_sub(held) as f64)
+        });
+        let catchup_seconds = offset_lag_bytes.map(|bytes| {
+            if bytes <= 0.0 {
+                0.0
+            } else {
+                match self.apply_rate() {
+                    Some(rate) if rate > 0.0 => bytes / rate,
+                    _ => f64::INFINITY,
+                }
+            }
+        });
+
+        OffsetEvidence {
+            recovery_point,
+            link,
+            listed,
+            offset_lag_bytes,
+            catchup_seconds,
+        }
+    }
+
+    /// The link as a person would describe it, most fundamental problem first.
+    fn replica_link(
+        &self,
+        replica: &Observation,
+        primary: Option<&Observation>,
+        listed: Option<&ListedReplica>,
+    ) -> LinkState {
+        let Some(link) = &replica.info.link else {
+            return LinkState::Unhealthy(
+                "the replica is not a replica (role:master): promoted, or replicaof is not set"
+                    .to_string(),
+            );
+        };
+        if primary.is_some_and(|p| p.info.role != Role::Primary) {
+            return LinkState::Unhealthy(
+                "the configured primary is itself a replica (role:slave); check primary_url"
+                    .to_string(),
+            );
+        }
+        if link.sync_in_progress {
+            return LinkState::Unhealthy(match (link.sync_read_bytes, link.sync_total_bytes) {
+                (Some(read), Some(total)) if total > 0 => {
+                    format!("full resync in progress ({read} of {total} bytes loaded)")
+                }
+                _ => "full resync in progress".to_string(),
+            });
+        }
+        if !link.up {
+            return LinkState::Unhealthy(match link.down_seconds {
+                Some(s) => format!(
+                    "master link down for {}",
+                    humantime::format_duration(Duration::from_secs(s))
+                ),
+                None => "master link down".to_string(),
+            });
+        }
+        if let Some(p) = primary {
+            match listed {
+                Some(l) if !l.online() => {
+                    return LinkState::Unhealthy(format!(
+                        "full resync in progress (the primary lists the replica as {})",
+                        l.state
+                    ))
+                }
+                None if p.info.replid != replica.info.replid => {
+                    return LinkState::Unhealthy(
+                        "the replica follows another replication stream than the configured primary (master_replid differs); check primary_url and replica_url"
+                            .to_string(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        LinkState::Healthy
+    }
+}
+
+fn listed<'a>(
+    primary: Option<&'a Observation>,
+    identity: &ReplicaIdentity,
+) -> Option<&'a ListedReplica> {
+    primary
+        .filter(|p| p.info.role == Role::Primary)?
+        .info
+        .replicas
+        .iter()
+        .find(|l| identity.matches(l))
+}
+
+// ---------------------------------------------------------------------------
+// Connections (shared with `redis_stream`).
+
+/// Builds a client for one Redis URL: the password kept apart (if any) is
+/// added, `CLIENT SETINFO` is skipped (so the monitor's ACL needs no
+/// `+client`), and `rediss://` trusts `tls_ca` (PEM) instead of the public
+/// roots when given. Nothing is contacted.
+pub fn redis_client(
+    target: &str,
+    what: &str,
+    url: &Secret,
+    password: Option<&Secret>,
+    tls_ca: Option<&[u8]>,
+) -> Result<redis::Client, ProbeError> {
+    let bad = |problem: String| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!("target {target}: bad {what} URL: {problem}"),
+        )
+    };
+    // The driver's messages never contain the URL.
+    let info = url
+        .expose()
+        .into_connection_info()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let info = info.set_redis_settings(settings);
+    if tls {
+        // The driver asks rustls for the process default; make it ring, the
+        // one provider this crate builds, whatever else is linked in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match (tls, tls_ca) {
+        (true, Some(pem)) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(info),
+    }
+    .map_err(|e| bad(e.to_string()))
+}
+
+/// Reads a `tls_ca_file` for a probe, naming the target on failure.
+pub fn read_ca_file(
+    target: &str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<Vec<u8>>, ProbeError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!(
+                "target {target}: tls_ca_file {} cannot be read: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(Some(pem))
+}
+
+/// One kept connection to one Redis server, with reconnect backoff.
+pub struct Connection {
+    side: Option<Side>,
+    client: redis::Client,
+    connection: Option<MultiplexedConnection>,
+    consecutive_failures: u32,
+    next_attempt: Option<Instant>,
+    last_connect_error: Option<ProbeError>,
+}
+
+impl Connection {
+    pub fn new(client: redis::Client, side: Option<Side>) -> Connection {
+        Connection {
+            side,
+            client,
+            connection: None,
+            consecutive_failures: 0,
+            next_attempt: None,
+            last_connect_error: None,
+        }
+    }
+
+    /// The user the URL logs in as, for messages about grants.
+    pub fn user(&self) -> String {
+        self.client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
+            .to_string()
+    }
+
+    fn on_side(&self, error: ProbeError) -> ProbeError {
+        match self.side {
+            Some(side) => error.on(side),
+            None => error,
+        }
+    }
+
+    /// A live connection (a cheap handle), connecting when needed — but not
+    /// before the backoff allows it: then the last connect error is repeated.
+    pub async fn get(&mut self) -> Result<MultiplexedConnection, ProbeError> {
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        if let (Some(next), Some(err)) = (self.next_attempt, &self.last_connect_error) {
+            if Instant::now() < next {
+                return Err(err.clone());
+            }
+        }
+        // Our own deadlines bound every call; the driver's defaults (1 s to
+        // connect, 500 ms per answer) would fire first with less useful errors.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(connection) => {
+                self.connection = Some(connection.clone());
+                self.consecutive_failures = 0;
+                self.next_attempt = None;
+                self.last_connect_error = None;
+                Ok(connection)
+            }
+            Err(err) => {
+                let error = self.on_side(classify(&err, true));
+                self.consecutive_failures += 1;
+                let backoff = Duration::from_millis(500)
+                    .saturating_mul(1 << self.consecutive_failures.min(8))
+                    .min(MAX_RECONNECT_BACKOFF);
+                self.next_attempt = Some(Instant::now() + backoff);
+                self.last_connect_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets the connection after a failure that may have left it unusable.
+    pub fn reset(&mut self) {
+        self.connection = None;
+    }
+}
+
+/// The server's own error (code, text) behind a driver error, also when it
+/// came back inside a pipeline (where the driver hides the code).
+pub fn server_error(err: &RedisError) -> Option<(String, String)> {
+    let errors = err.clone().into_server_errors()?;
+    let (_, first) = errors.first()?;
+    Some((
+        first.code().to_string(),
+        first.details().unwrap_or("").to_string(),
+    ))
+}
+
+/// Maps a driver error to a bounded reason and a message that never
+/// contains the URL or the password.
+pub fn classify(err: &RedisError, connecting: bool) -> ProbeError {
+    let server = server_error(err);
+    let code = server.as_ref().map_or("", |(code, _)| code.as_str());
+    let reason = if err.kind() == ErrorKind::AuthenticationFailed
+        || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+    {
+        FailureReason::Auth
+    } else if err.is_timeout() {
+        FailureReason::Timeout
+    } else if err.is_connection_refusal() || err.is_io_error() || connecting {
+        FailureReason::Connect
+    } else if matches!(
+        err.kind(),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+    ) {
+        FailureReason::Parse
+    } else if err.kind() == ErrorKind::InvalidClientConfig {
+        FailureReason::Config
+    } else {
+        FailureReason::Query
+    };
+    let message = if err.kind() == ErrorKind::AuthenticationFailed {
+        "authentication failed: wrong user or password (WRONGPASS), or the user is disabled"
+            .to_string()
+    } else if code == "NOAUTH" {
+        "the server requires a password (NOAUTH); set it in the URL or with password_env/password_file".to_string()
+    } else if let Some((code, text)) = &server {
+        // The server's words, as redis-cli shows them.
+        format!("{code} {text}").trim().to_string()
+    } else {
+        err.to_string()
+    };
+    ProbeError::new(reason, message)
+}
+
+/// Runs `future` until `deadline`, turning a late answer into a timeout.
+pub async fn within<T>(
+    deadline: Instant,
+    future: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(budget, future).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::timeout(budget)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The probe.
+
+pub struct RedisProbe {
+    target: String,
+    timeout: Duration,
+    primary: Connection,
+    replica: Connection,
+    /// The primary's client, for the heartbeat writer's own connection.
+    primary_client: redis::Client,
+    replica_host: String,
+    replica_port: u16,
+    /// `replica_listed_as`, or the IP-literal replica host: never resolved.
+    fixed_identity: Option<ReplicaIdentity>,
+    resolved: Option<(Instant, ReplicaIdentity)>,
+    heartbeat: Option<HeartbeatSettings>,
+    history: OffsetHistory,
+    /// Set while a poll runs: still set at the next poll means the poller
+    /// cancelled it mid-command, so connections may be stuck and are dropped.
+    poll_in_progress: bool,
+}
+
+#[derive(Clone)]
+struct HeartbeatSettings {
+    interval: Duration,
+    /// The configured prefix, for grant messages.
+    prefix: String,
+    /// `{prefix}:{instance}`.
+    key: String,
+}
+
+impl RedisProbe {
+    pub fn new(
+        target: &Target,
+        spec: &RedisTarget,
+        instance: &str,
+    ) -> Result<RedisProbe, ProbeError> {
+        let ca = read_ca_file(&target.name, spec.tls_ca_file.as_deref())?;
+        let client = |url: &Secret, what: &str| {
+            redis_client(
+                &target.name,
+                what,
+                url,
+                spec.password.as_ref(),
+                ca.as_deref(),
+            )
+        };
+        let primary_client = client(&spec.primary_url, "primary")?;
+        let replica_client = client(&spec.replica_url, "replica")?;
+        let (replica_host, replica_port) = match replica_client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => {
+                return Err(ProbeError::new(
+                    FailureReason::Config,
+                    format!(
+                        "target {}: the replica URL has no host and port",
+                        target.name
+                    ),
+                ))
+            }
+        };
+        let fixed_identity = match &spec.replica_listed_as {
+            Some((ip, port)) => Some(ReplicaIdentity {
+                addresses: vec![ip.clone()],
+                port: *port,
+            }),
+            None => replica_host
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| ReplicaIdentity {
+                    addresses: vec![ip.to_string()],
+                    port: replica_port,
+                }),
+        };
+        Ok(RedisProbe {
+            target: target.name.clone(),
+            timeout: target.timeout,
+            primary: Connection::new(primary_client.clone(), Some(Side::Source)),
+            replica: Connection::new(replica_client, Some(Side::Replica)),
+            primary_client,
+            replica_host,
+            replica_port,
+            fixed_identity,
+            resolved: None,
+            heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
+                interval: hb.interval,
+                prefix: hb.key.clone(),
+                key: format!("{}:{instance}", hb.key),
+            }),
+            history: OffsetHistory::default(),
+            poll_in_progress: false,
+        })
+    }
+
+    /// How the primary should list this replica; a host name is resolved at
+    /// most every [`RESOLVE_EVERY`], keeping the last answer on failure.
+    async fn identity(&mut self, deadline: Instant) -> ReplicaIdentity {
+        if let Some(fixed) = &self.fixed_identity {
+            return fixed.clone();
+        }
+        let fresh = self
+            .resolved
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < RESOLVE_EVERY);
+        if !fresh {
+            let lookup = tokio::net::lookup_host((self.replica_host.clone(), self.replica_port));
+            let budget = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(addrs)) = tokio::time::timeout(budget, lookup).await {
+                let mut addresses: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                addresses.dedup();
+                self.resolved = Some((
+                    Instant::now(),
+                    ReplicaIdentity {
+                        addresses,
+                        port: self.replica_port,
+                    },
+                ));
+            }
+        }
+        self.resolved
+            .as_ref()
+            .map(|(_, identity)| identity.clone())
+            .unwrap_or(ReplicaIdentity {
+                addresses: Vec::new(),
+                port: self.replica_port,
+            })
+    }
+
+    async fn observe_primary(&mut self) -> Result<Observation, ProbeError> {
+        let mut connection = self.primary.get().await?;
+        let observed_at = SystemTime::now();
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Source))?;
+        let info = parse_info_replication(&text).map_err(|e| {
+            ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}")).on(Side::Source)
+        })?;
+        Ok(Observation { observed_at, info })
+    }
+
+    /// The replica's `INFO replication` and, with a heartbeat, the heartbeat
+    /// it holds (or why that value is unusable), in one round trip.
+    async fn observe_replica(
+        &mut self,
+    ) -> Result<(Observation, Result<Option<SystemTime>, ProbeError>), ProbeError> {
+        let key = self.heartbeat.as_ref().map(|hb| hb.key.clone());
+        let mut connection = self.replica.get().await?;
+        let observed_at = SystemTime::now();
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("replication");
+        if let Some(key) = &key {
+            pipe.cmd("GET").arg(key);
+        }
+        let (text, heartbeat): (String, Option<String>) = if key.is_some() {
+            pipe.query_async(&mut connection).await
+        } else {
+            pipe.query_async::<(String,)>(&mut connection)
+                .await
+                .map(|(text,)| (text, None))
+        }
+        .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Replica))?;
+        let info = parse_info_replication(&text).map_err(|e| {
+            ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
+                .on(Side::Replica)
+        })?;
+        let heartbeat = match (heartbeat, key) {
+            (Some(value), Some(key)) => match value.trim().parse::<f64>().ok().and_then(from_unix_seconds) {
+                Some(t) => Ok(Some(t)),
+                None => Err(ProbeError::new(
+                    FailureReason::Parse,
+                    format!("heartbeat key {key} holds `{}`, not Unix seconds; is another program writing it?", value.chars().take(40).collect::<String>()),
+                )
+                .on(Side::Replica)),
+            },
+            // Not written yet, or not replicated yet: no heartbeat evidence.
+            _ => Ok(None),
+        };
+        Ok((Observation { observed_at, info }, heartbeat))
+    }
+
+    async fn poll_once(&mut self) -> Measurement {
+        let started = Instant::now();
+        let half = self.timeout / 2;
+        let mut measurement = Measurement::new(SystemTime::now());
+        let mut details = Vec::new();
+
+        // The primary first: the caught-up test needs its offset read
+        // before the replica's.
+        let primary = match within(started + half, self.observe_primary()).await {
+            Ok(observation) => {
+                measurement.source_reachable = Some(true);
+                if observation.info.role == Role::Primary {
+                    self.history.record_primary(
+                        observation.observed_at,
+                        &observation.info.replid,
+                        observation.info.repl_offset,
+                    );
+                }
+                Some(observation)
+            }
+            Err(err) => {
+                self.primary.reset();
+                measurement.source_reachable = Some(false);
+                measurement.failures.push(err.on(Side::Source));
+                None
+            }
+        };
+
+        let (replica, heartbeat_seen) =
+            match within(started + self.timeout, self.observe_replica()).await {
+                Ok((observation, heartbeat)) => {
+                    measurement.replica_reachable = Some(true);
+                    measurement.evidence_time = observation.observed_at;
+                    let seen = heartbeat.unwrap_or_else(|err| {
+                        measurement.failures.push(err);
+                        None
+                    });
+                    (Some(observation), seen)
+                }
+                Err(err) => {
+                    self.replica.reset();
+                    measurement.replica_reachable = Some(false);
+                    measurement.failures.push(err.on(Side::Replica));
+                    (None, None)
+                }
+            };
+
+        let identity = self.identity(started + self.timeout).await;
+        if let Some(offset) =
+            self.history
+                .proven_offset(primary.as_ref(), replica.as_ref(), &identity)
+        {
+            let at = replica
+                .as_ref()
+                .or(primary.as_ref())
+                .map(|o| o.observed_at)
+                .unwrap_or_else(SystemTime::now);
+            self.history.record_applied(at, offset);
+        }
+        let evidence = self
+            .history
+            .evidence(primary.as_ref(), replica.as_ref(), &identity);
+        measurement.link = evidence.link.clone();
+        measurement.recovery_point = match (&replica, evidence.recovery_point, heartbeat_seen) {
+            (None, _, _) => None,
+            (Some(_), Some(a), Some(b)) => Some(a.max(b)),
+            (Some(_), a, b) => a.or(b),
+        };
+        measurement.backlog_bytes = evidence.offset_lag_bytes;
+        measurement.catchup_seconds = evidence.catchup_seconds;
+
+        if let Some(p) = &primary {
+            details.extend(primary_details(p, &evidence));
+        }
+        if let Some(r) = &replica {
+            details.extend(replica_details(r, heartbeat_seen));
+        }
+        if let Some(lag) = evidence.offset_lag_bytes {
+            details.push(Detail::gauge(
+                "rpo_redis_offset_lag_bytes",
+                "Replication offset the primary has written but the replica has not acknowledged (its own processed offset when the primary does not list it).",
+                lag,
+            ));
+        }
+        measurement.details = details;
+        measurement
+    }
+}
+
+/// Adds where to look when the monitoring user lacks a command or key.
+fn with_acl_hint(mut error: ProbeError) -> ProbeError {
+    if error.reason == FailureReason::Auth && error.message.contains("NOPERM") {
+        error
+            .message
+            .push_str("; grant the monitoring user the ACL in docs/kinds/redis.md");
+    }
+    error
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn seconds_before(at: SystemTime, seconds: u64) -> f64 {
+    unix_seconds(at) - seconds as f64
+}
+
+fn primary_details(primary: &Observation, evidence: &OffsetEvidence) -> Vec<Detail> {
+    let mut details = vec![
+        Detail::gauge(
+            "rpo_redis_primary_is_primary",
+            "1 when the configured primary reports role:master; 0 means it is itself a replica.",
+            flag(primary.info.role == Role::Primary),
+        ),
+        Detail::gauge(
+            "rpo_redis_connected_replicas",
+            "Replicas connected to the primary (connected_slaves).",
+            primary.info.connected_replicas as f64,
+        ),
+    ];
+    if primary.info.role == Role::Primary {
+        details.push(Detail::gauge(
+            "rpo_redis_primary_repl_offset_bytes",
+            "The primary's replication offset (master_repl_offset); its rate is the write rate.",
+            primary.info.repl_offset as f64,
+        ));
+        details.push(Detail::gauge(
+            "rpo_redis_replica_listed_online",
+            "1 when the primary lists this replica (matched by ip and port) as online.",
+            flag(evidence.listed.as_ref().is_some_and(|l| l.online())),
+        ));
+    }
+    if let Some(age) = evidence.listed.as_ref().and_then(|l| l.ack_age_seconds) {
+        details.push(Detail::gauge(
+            "rpo_redis_replica_last_ack_timestamp_seconds",
+            "When the primary last received this replica's offset acknowledgement (1 s resolution).",
+            seconds_before(primary.observed_at, age),
+        ));
+    }
+    details
+}
+
+fn replica_details(replica: &Observation, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
+    let link = replica.info.link.as_ref();
+    let mut details = vec![
+        Detail::gauge(
+            "rpo_redis_replica_is_replica",
+            "1 when the replica reports role:slave; 0 means it was promoted or replicates from nothing.",
+            flag(link.is_some()),
+        ),
+        Detail::gauge(
+            "rpo_redis_master_link_up",
+            "1 when the replica reports master_link_status:up.",
+            flag(link.is_some_and(|l| l.up)),
+        ),
+        Detail::gauge(
+            "rpo_redis_master_sync_in_progress",
+            "1 while the replica loads a full resync (master_sync_in_progress).",
+            flag(link.is_some_and(|l| l.sync_in_progress)),
+        ),
+    ];
+    if let Some(link) = link {
+        details.push(Detail::gauge(
+            "rpo_redis_replica_repl_offset_bytes",
+            "The replication offset the replica has processed (slave_repl_offset).",
+            link.processed_offset as f64,
+        ));
+        if let Some(s) = link.down_seconds.filter(|_| !link.up) {
+            details.push(Detail::gauge(
+                "rpo_redis_master_link_down_since_timestamp_seconds",
+                "Since when the replica's link to the primary is down (master_link_down_since_seconds, 1 s resolution).",
+                seconds_before(replica.observed_at, s),
+            ));
+        }
+        if let Some(s) = link.last_io_seconds_ago {
+            details.push(Detail::gauge(
+                "rpo_redis_master_last_io_timestamp_seconds",
+                "When the replica last heard from the primary (master_last_io_seconds_ago, 1 s resolution).",
+                seconds_before(replica.observed_at, s),
+            ));
+        }
+    }
+    if let Some(t) = heartbeat_seen {
+        details.push(Detail::gauge(
+            "rpo_heartbeat_timestamp_seconds",
+            "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
+            unix_seconds(t),
+        ));
+    }
+    details
+}
+
+impl Probe for RedisProbe {
+    fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
+        Box::pin(async move {
+            if self.poll_in_progress {
+                tracing::debug!(target = %self.target, "previous poll was cancelled; reconnecting both sides");
+                self.primary.reset();
+                self.replica.reset();
+            }
+            self.poll_in_progress = true;
+            let measurement = self.poll_once().await;
+            self.poll_in_progress = false;
+            Ok(measurement)
+        })
+    }
+
+    fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
+        let settings = self.heartbeat.clone()?;
+        Some(Box::new(RedisHeartbeatWriter {
+            connection: Connection::new(self.primary_client.clone(), Some(Side::Source)),
+            settings,
+            in_progress: false,
+        }))
+    }
+}
+
+/// Writes this exporter's heartbeat key on the primary over its own
+/// connection, so a slow poll never delays a heartbeat.
+struct RedisHeartbeatWriter {
+    connection: Connection,
+    settings: HeartbeatSettings,
+    in_progress: bool,
+}
+
+impl RedisHeartbeatWriter {
+    async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        let mut connection = self.connection.get().await?;
+        let value = format!("{:.3}", unix_seconds(at));
+        let result: Result<(), RedisError> = redis::cmd("SET")
+            .arg(&self.settings.key)
+            .arg(value)
+            .arg("EX")
+            .arg(HEARTBEAT_TTL.as_secs())
+            .query_async(&mut connection)
+            .await;
+        result.map_err(|e| {
+            let mut err = classify(&e, false).on(Side::Source);
+            if server_error(&e).is_some_and(|(code, _)| code == "READONLY") {
+                err.reason = FailureReason::Query;
+                err.message = "cannot write the heartbeat: primary_url points at a read-only replica (READONLY)".to_string();
+            } else if err.reason == FailureReason::Auth {
+                err.message = format!(
+                    "cannot write heartbeat key {} ({}); as an administrator run: ACL SETUSER {} +set ~{}:* (or remove `heartbeat` from the target to rely on offsets)",
+                    self.settings.key,
+                    err.message,
+                    self.connection.user(),
+                    self.settings.prefix
+                );
+            }
+            err
+        })
+    }
+}
+
+impl HeartbeatWriter for RedisHeartbeatWriter {
+    fn interval(&self) -> Duration {
+        self.settings.interval
+    }
+
+    fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async move {
+            if self.in_progress {
+                self.connection.reset();
+            }
+            self.in_progress = true;
+            let result = self.write_once(at).await;
+            if result.as_ref().is_err_and(|e| {
+                e.reason != FailureReason::Auth && e.reason != FailureReason::Config
+            }) {
+                self.connection.reset();
+            }
+            self.in_progress = false;
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from redis-server 7.0.15 (Debian 12), a primary with one
+    // replica on 127.0.0.1, right after one write.
+    const PRIMARY: &str = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=127.0.0.1,port=38754,state=online,offset=50,lag=0\r\nmaster_failover_state:no-failover\r\nmaster_replid:e5db5300f3c560e7ae4df8f4197a9bfaf919058c\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:50\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:1\r\nrepl_backlog_histlen:50\r\n";
+
+    const REPLICA: &str = "# Replication
+role:slave
+master_host:127.0.0.1
+master_port:38753
+master_link_status:up
+master_last_io_seconds_ago:1
+master_sync_in_progress:0
+slave_read_repl_offset:50
+slave_repl_offset:50
+slave_priority:100
+slave_read_only:1
+replica_announced:1
+connected_slaves:0
+master_failover_state:no-failover
+master_replid:e5db5300f3c560e7ae4df8f4197a9bfaf919058c
+master_replid2:0000000000000000000000000000000000000000
+master_repl_offset:50
+second_repl_offset:-1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:50
+";
+
+    // The primary 2 s after the replica was SIGSTOPped while writing.
+    const PRIMARY_REPLICA_STOPPED: &str = "# Replication
+role:master
+connected_slaves:1
+slave0:ip=127.0.0.1,port=38754,state=online,offset=162,lag=3
+master_failover_state:no-failover
+master_replid:e5db5300f3c560e7ae4df8f4197a9bfaf919058c
+master_replid2:0000000000000000000000000000000000000000
+master_repl_offset:1444
+second_repl_offset:-1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:1444
+";
+
+    // The replica 2 s after its primary was killed.
+    const REPLICA_PRIMARY_GONE: &str = "# Replication
+role:slave
+master_host:127.0.0.1
+master_port:38753
+master_link_status:down
+master_last_io_seconds_ago:-1
+master_sync_in_progress:0
+slave_read_repl_offset:1444
+slave_repl_offset:1444
+master_link_down_since_seconds:2
+slave_priority:100
+slave_read_only:1
+replica_announced:1
+connected_slaves:0
+master_failover_state:no-failover
+master_replid:e5db5300f3c560e7ae4df8f4197a9bfaf919058c
+master_replid2:0000000000000000000000000000000000000000
+master_repl_offset:1444
+second_repl_offset:-1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:1444
+";
+
+    // A replica loading a full resync (REPLICAOF to a primary holding 3M keys).
+    const REPLICA_SYNCING: &str = "# Replication
+role:slave
+master_host:127.0.0.1
+master_port:38753
+master_link_status:down
+master_last_io_seconds_ago:-1
+master_sync_in_progress:1
+slave_read_repl_offset:0
+slave_repl_offset:0
+master_sync_total_bytes:-1
+master_sync_read_bytes:0
+master_sync_left_bytes:-1
+master_sync_perc:-0.00
+master_sync_last_io_seconds_ago:0
+master_link_down_since_seconds:-1
+slave_priority:100
+slave_read_only:1
+replica_announced:1
+connected_slaves:0
+master_failover_state:no-failover
+master_replid:5962d20968e33d0f752b777e367a01cf97fcb7a3
+master_replid2:1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab
+master_repl_offset:0
+second_repl_offset:1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:0
+";
+
+    // Its primary at the same moment.
+    const PRIMARY_WAIT_BGSAVE: &str = "# Replication
+role:master
+connected_slaves:1
+slave0:ip=127.0.0.1,port=38754,state=wait_bgsave,offset=0,lag=0
+master_failover_state:no-failover
+master_replid:1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab
+master_replid2:0000000000000000000000000000000000000000
+master_repl_offset:0
+second_repl_offset:-1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:0
+";
+
+    const PRIMARY_TWO_REPLICAS: &str = "# Replication
+role:master
+connected_slaves:2
+slave0:ip=127.0.0.1,port=38754,state=online,offset=50,lag=0
+slave1:ip=127.0.0.1,port=38755,state=online,offset=50,lag=0
+master_failover_state:no-failover
+master_replid:3e753e8755bd6a7e59e6ca8d6e3ca32b389dfc1d
+master_replid2:1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab
+master_repl_offset:50
+second_repl_offset:1
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:50
+";
+
+    // A replica after REPLICAOF NO ONE.
+    const PROMOTED: &str = "# Replication
+role:master
+connected_slaves:0
+master_failover_state:no-failover
+master_replid:59e76262d8ac5b7aa81f3962248b767a63fce650
+master_replid2:3e753e8755bd6a7e59e6ca8d6e3ca32b389dfc1d
+master_repl_offset:50
+second_repl_offset:51
+repl_backlog_active:1
+repl_backlog_size:1048576
+repl_backlog_first_byte_offset:1
+repl_backlog_histlen:50
+";
+
+    const REPLID: &str = "e5db5300f3c560e7ae4df8f4197a9bfaf919058c";
+
+    fn at(secs: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_secs_f64(secs)
+    }
+
+    fn observed(t: f64, text: &str) -> Observation {
+        Observation {
+            observed_at: at(t),
+            info: parse_info_replication(text).unwrap(),
+        }
+    }
+
+    /// An observation of `text` with its offsets replaced.
+    fn with_offsets(t: f64, text: &str, repl_offset: u64, acked_or_processed: u64) -> Observation {
+        let mut o = observed(t, text);
+        o.info.repl_offset = repl_offset;
+        for line in &mut o.info.replicas {
+            line.offset = acked_or_processed;
+        }
+        if let Some(link) = &mut o.info.link {
+            link.processed_offset = acked_or_processed;
+        }
+        o
+    }
+
+    fn this_replica() -> ReplicaIdentity {
+        ReplicaIdentity {
+            addresses: vec!["127.0.0.1".to_string()],
+            port: 38754,
+        }
+    }
+
+    #[test]
+    fn parses_both_sides() {
+        let p = parse_info_replication(PRIMARY).unwrap();
+        assert_eq!(p.role, Role::Primary);
+        assert_eq!(p.repl_offset, 50);
+        assert_eq!(p.replid, REPLID);
+        assert_eq!(p.connected_replicas, 1);
+        assert_eq!(
+            p.replicas,
+            vec![ListedReplica {
+                ip: "127.0.0.1".into(),
+                port: 38754,
+                state: "online".into(),
+                offset: 50,
+                ack_age_seconds: Some(0),
+            }]
+        );
+        assert!(p.link.is_none());
+
+        let r = parse_info_replication(REPLICA).unwrap();
+        assert_eq!(r.role, Role::Replica);
+        let link = r.link.unwrap();
+        assert!(link.up && !link.sync_in_progress);
+        assert_eq!(link.processed_offset, 50);
+        assert_eq!(link.last_io_seconds_ago, Some(1));
+        assert_eq!(link.down_seconds, None);
+        assert_eq!(
+            (link.master_host.as_str(), link.master_port),
+            ("127.0.0.1", 38753)
+        );
+
+        let down = parse_info_replication(REPLICA_PRIMARY_GONE)
+            .unwrap()
+            .link
+            .unwrap();
+        assert!(!down.up);
+        assert_eq!(down.down_seconds, Some(2));
+        assert_eq!(down.last_io_seconds_ago, None);
+
+        let syncing = parse_info_replication(REPLICA_SYNCING)
+            .unwrap()
+            .link
+            .unwrap();
+        assert!(syncing.sync_in_progress);
+        assert_eq!(syncing.sync_total_bytes, None);
+        assert_eq!(syncing.down_seconds, None);
+
+        assert_eq!(
+            parse_info_replication(PRIMARY_TWO_REPLICAS)
+                .unwrap()
+                .replicas
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_info_replication(PROMOTED).unwrap().role,
+            Role::Primary
+        );
+    }
+
+    #[test]
+    fn malformed_info_names_the_field() {
+        assert!(parse_info_replication("").unwrap_err().contains("role"));
+        let err = parse_info_replication(
+            &PRIMARY.replace("master_repl_offset:50", "master_repl_offset:x"),
+        )
+        .unwrap_err();
+        assert!(err.contains("master_repl_offset"), "{err}");
+        let err =
+            parse_info_replication(&REPLICA.replace("slave_repl_offset:50\n", "")).unwrap_err();
+        assert!(err.contains("slave_repl_offset"), "{err}");
+        let err = parse_info_replication(&PRIMARY.replace("port=38754,", "")).unwrap_err();
+        assert!(err.contains("slave0"), "{err}");
+    }
+
+    #[test]
+    fn matches_this_replica_among_several() {
+        let p = observed(0.0, PRIMARY_TWO_REPLICAS);
+        let other = ReplicaIdentity {
+            addresses: vec!["::ffff:127.0.0.1".to_string()],
+            port: 38755,
+        };
+        assert_eq!(listed(Some(&p), &other).unwrap().port, 38755);
+        let absent = ReplicaIdentity {
+            addresses: vec!["10.0.0.9".to_string()],
+            port: 38754,
+        };
+        assert!(listed(Some(&p), &absent).is_none());
+        assert_eq!(this_replica().to_string(), "127.0.0.1:38754");
+    }
+
+    #[test]
+    fn idle_primary_is_not_lag() {
+        // Nothing written for a long time: both sides at offset 50, so the
+        // recovery point is the instant the primary was asked.
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(1000.0), REPLID, 50);
+        let p = observed(1000.0, PRIMARY);
+        let r = observed(1000.01, REPLICA);
+        let offset = h
+            .proven_offset(Some(&p), Some(&r), &this_replica())
+            .unwrap();
+        h.record_applied(at(1000.01), offset);
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert_eq!(e.recovery_point, Some(at(1000.0)));
+        assert_eq!(e.link, LinkState::Healthy);
+        assert_eq!(e.offset_lag_bytes, Some(0.0));
+        assert_eq!(e.catchup_seconds, Some(0.0));
+    }
+
+    #[test]
+    fn ack_delay_is_dated_by_history_and_the_replica_own_offset_is_fresher() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(10.0), REPLID, 1000);
+        h.record_primary(at(10.5), REPLID, 2000);
+        h.record_primary(at(11.0), REPLID, 3000);
+        // The primary saw an ack of 1500 (acks come once a second); the
+        // replica, asked a moment later, has processed 2500.
+        let p = with_offsets(11.0, PRIMARY, 3000, 1500);
+        let mut r = with_offsets(11.01, REPLICA, 2500, 2500);
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert_eq!(e.recovery_point, Some(at(10.5)));
+        assert_eq!(e.offset_lag_bytes, Some(1500.0), "lag is from the ack");
+        // Without the replica's own offset (other stream), only the ack dates it.
+        r.info.replid = "another".to_string();
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+    }
+
+    #[test]
+    fn stopped_replica_proves_nothing_while_lag_grows() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(0.0), REPLID, 162);
+        h.record_applied(at(0.0), 162);
+        h.record_primary(at(2.0), REPLID, 1444);
+        let p = observed(2.0, PRIMARY_REPLICA_STOPPED);
+        h.record_applied(
+            at(2.0),
+            h.proven_offset(Some(&p), None, &this_replica()).unwrap(),
+        );
+        let e = h.evidence(Some(&p), None, &this_replica());
+        assert_eq!(e.recovery_point, None);
+        assert_eq!(e.offset_lag_bytes, Some((1444 - 162) as f64));
+        assert_eq!(e.catchup_seconds, Some(f64::INFINITY), "nothing applied");
+        assert!(matches!(e.link, LinkState::Unknown(_)));
+        assert_eq!(e.listed.unwrap().ack_age_seconds, Some(3));
+    }
+
+    #[test]
+    fn killed_replica_is_unhealthy_when_the_primary_no_longer_lists_it() {
+        let h = OffsetHistory::default();
+        let mut p = observed(5.0, PRIMARY);
+        p.info.replicas.clear();
+        let e = h.evidence(Some(&p), None, &this_replica());
+        assert!(
+            matches!(&e.link, LinkState::Unhealthy(why) if why.contains("no online replica at 127.0.0.1:38754")),
+            "{:?}",
+            e.link
+        );
+        assert_eq!(e.offset_lag_bytes, None);
+    }
+
+    #[test]
+    fn broken_link_never_reads_as_zero() {
+        // Same offset on both sides, but the link is down: no proof of now.
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(100.0), REPLID, 1444);
+        let r = observed(100.0, REPLICA_PRIMARY_GONE);
+        let e = h.evidence(None, Some(&r), &this_replica());
+        assert_eq!(e.recovery_point, None);
+        assert_eq!(
+            e.link,
+            LinkState::Unhealthy("master link down for 2s".to_string())
+        );
+    }
+
+    #[test]
+    fn primary_unreachable_dates_by_the_last_samples_only() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(10.0), REPLID, 50);
+        let r = observed(60.0, REPLICA);
+        let e = h.evidence(None, Some(&r), &this_replica());
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        assert_eq!(e.link, LinkState::Healthy);
+        assert_eq!(e.offset_lag_bytes, None, "unknown without the primary");
+    }
+
+    #[test]
+    fn full_resync_is_unhealthy_and_proves_nothing() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(1.0), "1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab", 0);
+        let p = observed(1.0, PRIMARY_WAIT_BGSAVE);
+        let r = observed(1.0, REPLICA_SYNCING);
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert_eq!(
+            e.link,
+            LinkState::Unhealthy("full resync in progress".to_string())
+        );
+        assert_eq!(e.recovery_point, None);
+        // The primary's view alone: the replica is listed, not online.
+        let r = with_offsets(1.0, REPLICA, 0, 0);
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert!(
+            matches!(&e.link, LinkState::Unhealthy(why) if why.contains("wait_bgsave")),
+            "{:?}",
+            e.link
+        );
+    }
+
+    #[test]
+    fn promoted_replica_and_replica_as_primary_are_named() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(1.0), REPLID, 50);
+        let e = h.evidence(
+            Some(&observed(1.0, PRIMARY)),
+            Some(&observed(1.0, PROMOTED)),
+            &this_replica(),
+        );
+        assert!(matches!(&e.link, LinkState::Unhealthy(why) if why.contains("promoted")));
+        assert_eq!(e.recovery_point, None);
+        // primary_url pointing at a replica: not sampled, so nothing dates.
+        let e = OffsetHistory::default().evidence(
+            Some(&observed(1.0, REPLICA)),
+            Some(&observed(1.0, REPLICA)),
+            &this_replica(),
+        );
+        assert!(
+            matches!(&e.link, LinkState::Unhealthy(why) if why.contains("primary is itself a replica")),
+            "{:?}",
+            e.link
+        );
+        assert_eq!(e.recovery_point, None);
+        assert_eq!(e.offset_lag_bytes, None);
+    }
+
+    #[test]
+    fn a_replica_of_another_stream_is_unhealthy() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(1.0), REPLID, 50);
+        let mut r = observed(1.0, REPLICA);
+        r.info.replid = "0123".to_string();
+        let mut p = observed(1.0, PRIMARY);
+        p.info.replicas.clear();
+        let e = h.evidence(Some(&p), Some(&r), &this_replica());
+        assert!(
+            matches!(&e.link, LinkState::Unhealthy(why) if why.contains("master_replid differs"))
+        );
+        assert_eq!(e.recovery_point, None);
+    }
+
+    #[test]
+    fn new_replication_id_clears_history() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(10.0), REPLID, 5000);
+        h.record_primary(at(11.0), "new", 6000);
+        assert_eq!(h.primary.len(), 1);
+        assert_eq!(h.dated(5500), None);
+        h.record_primary(at(12.0), "new", 100);
+        assert_eq!(h.dated(100), Some(at(12.0)));
+    }
+
+    #[test]
+    fn apply_rate_gives_catch_up() {
+        let mut h = OffsetHistory::default();
+        h.record_primary(at(0.0), REPLID, 0);
+        h.record_primary(at(2.0), REPLID, 4000);
+        h.record_applied(at(0.0), 0);
+        h.record_applied(at(2.0), 2000);
+        let p = with_offsets(2.0, PRIMARY, 4000, 2000);
+        let e = h.evidence(Some(&p), None, &this_replica());
+        assert_eq!(e.offset_lag_bytes, Some(2000.0));
+        assert!((e.catchup_seconds.unwrap() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn errors_are_classified_without_secrets() {
+        let auth: RedisError = (
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        )
+            .into();
+        let e = classify(&auth, true);
+        assert_eq!(e.reason, FailureReason::Auth);
+        assert!(e.message.contains("WRONGPASS"));
+        let refused: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused").into();
+        assert_eq!(classify(&refused, true).reason, FailureReason::Connect);
+        let parse: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
+        assert_eq!(classify(&parse, false).reason, FailureReason::Parse);
+    }
+
+    #[test]
+    fn client_errors_never_echo_the_url() {
+        let err = redis_client(
+            "t",
+            "primary",
+            &Secret::new("redis://u:hunter2@host:notaport"),
+            None,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.reason, FailureReason::Config);
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+    }
+
+    fn config(extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::Config::from_toml(
+            &format!(
+                r#"
+[[group]]
+name = "erp"
+rpo_budget = "60s"
+
+[[redis]]
+name = "erp-sessions"
+group = "erp"
+primary_url = "redis://rpo-monitor@127.0.0.1:6379"
+replica_url = "redis://rpo-monitor@127.0.0.1:6380"
+{extra}
+"#
+            ),
+            std::path::Path::new("test.toml"),
+        )
+    }
+
+    #[test]
+    fn config_keys() {
+        let c = config("heartbeat = { interval = \"2s\", key = \"rpo:hb\" }\npassword = \"hunter2\"\nreplica_listed_as = \"10.0.1.7:6379\"").unwrap();
+        let t = &c.targets[0];
+        assert_eq!(t.kind().as_str(), "redis");
+        assert_eq!(t.heartbeat_interval(), Some(Duration::from_secs(2)));
+        let crate::config::TargetSpec::Redis(spec) = &t.spec else {
+            panic!("a redis target")
+        };
+        assert_eq!(spec.heartbeat.as_ref().unwrap().key, "rpo:hb");
+        assert_eq!(spec.replica_listed_as, Some(("10.0.1.7".to_string(), 6379)));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let c = config("heartbeat = { interval = \"1s\" }").unwrap();
+        let crate::config::TargetSpec::Redis(spec) = &c.targets[0].spec else {
+            panic!()
+        };
+        assert_eq!(spec.heartbeat.as_ref().unwrap().key, "rpo:heartbeat");
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_never_the_secret() {
+        let err = |extra: &str| config(extra).unwrap_err().to_string();
+        let e = err("heartbeat = { interval = \"1s\", table = \"x\" }");
+        assert!(e.contains("table"), "{e}");
+        let e = err("heartbeat = { key = \"has space\" }");
+        assert!(e.contains("heartbeat.key"), "{e}");
+        let e = err("tls_ca_file = \"/etc/hostname\"");
+        assert!(e.contains("tls_ca_file") && e.contains("rediss://"), "{e}");
+        let e = err("replica_listed_as = \"nowhere\"");
+        assert!(e.contains("replica_listed_as"), "{e}");
+        let e = err("password = \"a\"\npassword_env = \"B\"");
+        assert!(e.contains("more than one"), "{e}");
+        let text = |primary: &str| {
+            crate::config::Config::from_toml(
+                &format!("[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n[[redis]]\nname = \"r\"\ngroup = \"erp\"\nprimary_url = \"{primary}\"\nreplica_url = \"redis://h:6380\"\n{}", if primary.contains("hunter2@") { "password = \"x\"" } else { "" }),
+                std::path::Path::new("test.toml"),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        for (url, expect) in [
+            ("postgres://u:hunter2@h:5432/db", "not a Redis URL"),
+            ("redis://u:hunter2@h:notaport", "not a Redis URL"),
+            ("rediss://u:hunter2@h:6379/#insecure", "#insecure"),
+            ("redis+unix:///tmp/hunter2.sock", "unix sockets"),
+            ("redis://u:hunter2@h:6379", "keep the password in one place"),
+        ] {
+            let e = text(url);
+            assert!(
+                e.contains("primary_url") && e.contains(expect),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+    }
+}
