@@ -125,7 +125,9 @@ pub async fn check_config(
             let again = probes.iter_mut().filter_map(|(i, probe, _)| {
                 let target = &config.targets[*i];
                 let store = &store;
-                probe.as_mut().map(|probe| async move { poll_and_record(*i, target, probe.as_mut(), store).await })
+                probe.as_mut().map(|probe| async move {
+                    poll_and_record(*i, target, probe.as_mut(), store).await
+                })
             });
             futures::future::join_all(again).await;
         }
@@ -214,18 +216,30 @@ pub async fn check_remote(
 /// itself down or absent) is firing in Prometheus, when Prometheus has no
 /// `rpo_failover_ready` series for the group (nobody measures it), or when
 /// Prometheus cannot be reached.
-pub async fn check_prometheus(base_url: &str, options: &CheckOptions, timeout: Duration) -> VerdictJson {
+pub async fn check_prometheus(
+    base_url: &str,
+    options: &CheckOptions,
+    timeout: Duration,
+) -> VerdictJson {
     let deadline = options.wait.map(|w| Instant::now() + w);
-    let client = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client builds");
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("HTTP client builds");
     let base = base_url.trim_end_matches('/');
     loop {
         let verdict = match prometheus_reasons(&client, base, options.group.as_deref()).await {
             Ok(reasons) if reasons.is_empty() => verdict_from_reasons(options.mode, Vec::new()),
             Ok(reasons) => verdict_from_reasons(options.mode, reasons),
-            Err(reason) => verdict_from_reasons(options.mode, vec![format!("Prometheus at {base_url} {reason}")]),
+            Err(reason) => verdict_from_reasons(
+                options.mode,
+                vec![format!("Prometheus at {base_url} {reason}")],
+            ),
         };
         match deadline {
-            Some(deadline) if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline => {
+            Some(deadline)
+                if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline =>
+            {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             _ => return verdict,
@@ -233,16 +247,27 @@ pub async fn check_prometheus(base_url: &str, options: &CheckOptions, timeout: D
     }
 }
 
-async fn prometheus_reasons(client: &reqwest::Client, base: &str, group: Option<&str>) -> Result<Vec<String>, String> {
+async fn prometheus_reasons(
+    client: &reqwest::Client,
+    base: &str,
+    group: Option<&str>,
+) -> Result<Vec<String>, String> {
     let get = |path: String| async move {
-        let response = client.get(path).send().await.map_err(|e| format!("cannot be reached: {}", without_url(&e)))?;
+        let response = client
+            .get(path)
+            .send()
+            .await
+            .map_err(|e| format!("cannot be reached: {}", without_url(&e)))?;
         let status = response.status();
         let body: serde_json::Value = response
             .json()
             .await
             .map_err(|_| format!("answered HTTP {status} without JSON"))?;
         if body["status"] != "success" {
-            return Err(format!("answered HTTP {status}: {}", body["error"].as_str().unwrap_or("not a success")));
+            return Err(format!(
+                "answered HTTP {status}: {}",
+                body["error"].as_str().unwrap_or("not a success")
+            ));
         }
         Ok(body)
     };
@@ -251,11 +276,20 @@ async fn prometheus_reasons(client: &reqwest::Client, base: &str, group: Option<
         Some(g) => format!("rpo_failover_ready{{group=\"{g}\"}}"),
         None => "rpo_failover_ready".to_string(),
     };
-    let present = get(format!("{base}/api/v1/query?query=count({})", percent_encode(&selector))).await?;
-    if present["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+    let present = get(format!(
+        "{base}/api/v1/query?query=count({})",
+        percent_encode(&selector)
+    ))
+    .await?;
+    if present["data"]["result"]
+        .as_array()
+        .is_none_or(|r| r.is_empty())
+    {
         reasons.push(format!(
             "Prometheus has no {selector} series: no exporter measures {}",
-            group.map(|g| format!("group {g}")).unwrap_or_else(|| "any group".to_string())
+            group
+                .map(|g| format!("group {g}"))
+                .unwrap_or_else(|| "any group".to_string())
         ));
     }
     let alerts = get(format!("{base}/api/v1/alerts")).await?;
@@ -279,7 +313,9 @@ async fn prometheus_reasons(client: &reqwest::Client, base: &str, group: Option<
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

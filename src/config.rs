@@ -1224,7 +1224,12 @@ impl Validator<'_> {
             ));
         }
         // A trailing semicolon is habit, not a second statement.
-        let query = raw.query.trim().trim_end_matches(';').trim_end().to_string();
+        let query = raw
+            .query
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .to_string();
         if query.is_empty() {
             return Err(self.invalid(
                 format!("{key}.query"),
@@ -1264,9 +1269,23 @@ impl Validator<'_> {
             raw.password_file,
         )?;
         let example = "https://monitor@search.internal:9200";
-        self.http_credentials(&key, "url", &url, raw.username.as_deref(), password.is_some(), example)?;
+        self.http_credentials(
+            &key,
+            "url",
+            &url,
+            raw.username.as_deref(),
+            password.is_some(),
+            example,
+        )?;
         if let Some(leader) = &leader_url {
-            self.http_credentials(&key, "leader_url", leader, raw.username.as_deref(), password.is_some(), example)?;
+            self.http_credentials(
+                &key,
+                "leader_url",
+                leader,
+                raw.username.as_deref(),
+                password.is_some(),
+                example,
+            )?;
         }
         let mut indices = Vec::new();
         for (i, index) in raw.indices.iter().enumerate() {
@@ -1277,7 +1296,10 @@ impl Validator<'_> {
                 ));
             }
             if indices.contains(index) {
-                return Err(self.invalid(format!("{key}.indices[{i}]"), format!("`{index}` is listed twice")));
+                return Err(self.invalid(
+                    format!("{key}.indices[{i}]"),
+                    format!("`{index}` is listed twice"),
+                ));
             }
             indices.push(index.clone());
         }
@@ -1289,7 +1311,10 @@ impl Validator<'_> {
                     hb.interval.as_ref(),
                     Duration::from_secs(5),
                 )?;
-                for (name, index) in [("leader_index", &hb.leader_index), ("follower_index", &hb.follower_index)] {
+                for (name, index) in [
+                    ("leader_index", &hb.leader_index),
+                    ("follower_index", &hb.follower_index),
+                ] {
                     if !is_opensearch_index_name(index) {
                         return Err(self.invalid(
                             format!("{key}.heartbeat.{name}"),
@@ -1362,11 +1387,17 @@ impl Validator<'_> {
             ));
         }
         if password_set_apart && username.is_none() {
-            return Err(self.invalid(format!("{key}.username"), "a password is set but no username"));
+            return Err(self.invalid(
+                format!("{key}.username"),
+                "a password is set but no username",
+            ));
         }
         if let Some(user) = username {
             if user.is_empty() || user.chars().any(char::is_control) || user.contains(':') {
-                return Err(self.invalid(format!("{key}.username"), "must be non-empty, without ':' or control characters"));
+                return Err(self.invalid(
+                    format!("{key}.username"),
+                    "must be non-empty, without ':' or control characters",
+                ));
             }
             if !password_set_apart {
                 return Err(self.invalid(
@@ -1457,7 +1488,10 @@ fn is_opensearch_index_name(name: &str) -> bool {
         && name.chars().all(|c| {
             !c.is_ascii_uppercase()
                 && !c.is_control()
-                && !matches!(c, ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':')
+                && !matches!(
+                    c,
+                    ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':'
+                )
         })
 }
 

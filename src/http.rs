@@ -34,7 +34,11 @@ pub struct AppState {
 
 /// Serves until `shutdown` completes; then closes every open connection
 /// (keep-alive ones included), so a stopped exporter stops answering.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {

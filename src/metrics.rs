@@ -344,7 +344,11 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
 /// `probes::aws` (atomics the plumbing counts in) and read here at scrape
 /// time. Rendered only when an AWS kind is configured.
 fn render_aws_calls(out: &mut String, config: &Config) {
-    if !config.targets.iter().any(|t| crate::probes::aws::is_aws_kind(t.kind())) {
+    if !config
+        .targets
+        .iter()
+        .any(|t| crate::probes::aws::is_aws_kind(t.kind()))
+    {
         return;
     }
     let counts = crate::probes::aws::call_counters().snapshot();

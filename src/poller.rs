@@ -36,7 +36,13 @@ impl Poller {
                     if let Some(writer) = probe.heartbeat_writer() {
                         tasks.spawn(heartbeat_loop(index, target.clone(), writer, store.clone()));
                     }
-                    tasks.spawn(poll_loop(index, target, config.instance.clone(), probe, store));
+                    tasks.spawn(poll_loop(
+                        index,
+                        target,
+                        config.instance.clone(),
+                        probe,
+                        store,
+                    ));
                 }
                 Err(error) => {
                     tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
@@ -61,7 +67,12 @@ pub fn poll_deadline(target: &Target) -> Duration {
 }
 
 /// Polls a probe once within its deadline and records the result.
-pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Probe, store: &Store) -> PollOutcome {
+pub async fn poll_and_record(
+    index: usize,
+    target: &Target,
+    probe: &mut dyn Probe,
+    store: &Store,
+) -> PollOutcome {
     let started = SystemTime::now();
     let clock = Instant::now();
     let deadline = poll_deadline(target);
@@ -73,7 +84,11 @@ pub async fn poll_and_record(index: usize, target: &Target, probe: &mut dyn Prob
         Ok(Err(panic)) => (
             Err(ProbeError::new(
                 FailureReason::Query,
-                format!("internal error in the {} probe: {}; please report it", target.kind(), panic_message(&panic)),
+                format!(
+                    "internal error in the {} probe: {}; please report it",
+                    target.kind(),
+                    panic_message(&panic)
+                ),
             )),
             true,
         ),
@@ -135,12 +150,20 @@ pub async fn heartbeat_and_record(
     store.record_heartbeat(index, at, result);
 }
 
-async fn poll_loop(index: usize, target: Target, instance: String, mut probe: Box<dyn Probe>, store: Arc<Store>) {
+async fn poll_loop(
+    index: usize,
+    target: Target,
+    instance: String,
+    mut probe: Box<dyn Probe>,
+    store: Arc<Store>,
+) {
     let mut ticker = tokio::time::interval(target.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if poll_and_record(index, &target, probe.as_mut(), &store).await == PollOutcome::ProbePanicked {
+        if poll_and_record(index, &target, probe.as_mut(), &store).await
+            == PollOutcome::ProbePanicked
+        {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
             if let Ok(fresh) = probes::build(&target, &instance) {
                 probe = fresh;
@@ -196,6 +219,11 @@ mod tests {
         assert_eq!(outcome, PollOutcome::ProbePanicked);
         let report = store.snapshot().reports[0].clone();
         assert_eq!(report.failures(FailureReason::Query), 1);
-        assert!(report.last_error.as_ref().unwrap().message.contains("index out of bounds"));
+        assert!(report
+            .last_error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("index out of bounds"));
     }
 }

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| "127.0.0.1:9798".parse().expect("literal address"));
     let _ = rpo_exporter::logging::init("warn", rpo_exporter::logging::LogFormat::Logfmt);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(demo(listen, once))
 }
 
@@ -68,7 +71,9 @@ rpo_budget = "60s"
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
-        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a free port"),
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port"),
     };
     let addr = listener.local_addr().expect("local address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -93,10 +98,18 @@ rpo_budget = "60s"
     println!("Config:             {}", config_path.display());
 
     if !once {
-        println!("\nTry it: pause replay on the Postgres replica and watch the verdict turn NO-GO:");
-        println!("  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_pause()'", lab.postgres.replica_port());
+        println!(
+            "\nTry it: pause replay on the Postgres replica and watch the verdict turn NO-GO:"
+        );
+        println!(
+            "  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_pause()'",
+            lab.postgres.replica_port()
+        );
         println!("  target/debug/rpo-exporter check --from {base}     # or: curl -s '{base}/failover-readiness?group=erp'");
-        println!("  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_resume()'", lab.postgres.replica_port());
+        println!(
+            "  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_resume()'",
+            lab.postgres.replica_port()
+        );
         println!("\nPress Ctrl-C to stop the exporter and the lab.");
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("stopping...");

@@ -20,12 +20,12 @@
 //! `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else `initdb` on
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
 
+pub mod full;
 pub mod monitoring;
-pub mod redis;
+pub mod moto;
 pub mod opensearch;
 pub mod rabbitmq;
-pub mod moto;
-pub mod full;
+pub mod redis;
 
 use std::collections::HashSet;
 use std::fmt;

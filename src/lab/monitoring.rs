@@ -23,8 +23,11 @@ struct Server {
 
 impl Server {
     fn spawn(name: &'static str, command: &mut Command, log: PathBuf) -> LabResult<Server> {
-        let file = std::fs::File::create(&log).map_err(|e| LabError::io(format!("create {}", log.display()), e))?;
-        let err = file.try_clone().map_err(|e| LabError::io("clone log handle", e))?;
+        let file = std::fs::File::create(&log)
+            .map_err(|e| LabError::io(format!("create {}", log.display()), e))?;
+        let err = file
+            .try_clone()
+            .map_err(|e| LabError::io("clone log handle", e))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(file)
@@ -76,7 +79,9 @@ fn tail(log: &Path) -> String {
 
 /// The status code of a plain `GET` on 127.0.0.1, or None when nothing answers.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut first = String::new();
@@ -110,14 +115,25 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(job: &str, targets: &[String], rule_files: &[PathBuf], alertmanager: Option<u16>) -> LabResult<Prometheus> {
+    pub fn start(
+        job: &str,
+        targets: &[String],
+        rule_files: &[PathBuf],
+        alertmanager: Option<u16>,
+    ) -> LabResult<Prometheus> {
         let bin = binary(&["prometheus"])?;
         let dir = tempfile::Builder::new()
             .prefix("rpo-lab-prometheus-")
             .tempdir()
             .map_err(|e| LabError::io("create temp dir", e))?;
         let port = free_port();
-        let quote = |items: Vec<String>| items.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", ");
+        let quote = |items: Vec<String>| {
+            items
+                .iter()
+                .map(|i| format!("'{i}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
              rule_files: [{rules}]\n{alerting}\
@@ -132,12 +148,16 @@ impl Prometheus {
             targets = quote(targets.to_vec()),
         );
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).map_err(|e| LabError::io("write prometheus.yml", e))?;
+        std::fs::write(&config_path, config)
+            .map_err(|e| LabError::io("write prometheus.yml", e))?;
         let mut server = Server::spawn(
             "prometheus",
             Command::new(bin)
                 .arg(format!("--config.file={}", config_path.display()))
-                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .arg("--web.enable-lifecycle"),
             dir.path().join("prometheus.log"),
@@ -180,12 +200,16 @@ impl Alertmanager {
              receivers:\n  - name: webhook\n    webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n"
         );
         let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, config).map_err(|e| LabError::io("write alertmanager.yml", e))?;
+        std::fs::write(&config_path, config)
+            .map_err(|e| LabError::io("write alertmanager.yml", e))?;
         let mut server = Server::spawn(
             "alertmanager",
             Command::new(bin)
                 .arg(format!("--config.file={}", config_path.display()))
-                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 // Empty: no cluster port (it would bind 9094).
                 .arg("--cluster.listen-address="),
@@ -246,7 +270,10 @@ impl WebhookReceiver {
 
     /// Every body received so far.
     pub fn received(&self) -> Vec<String> {
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -1,15 +1,15 @@
 //! One module per kind of target. [`build`] is the one place that maps a
 //! configured kind to its probe.
 
+pub mod aws;
+pub(crate) mod http_client;
+pub mod opensearch;
 pub mod postgres;
+pub mod queue;
+pub mod rabbitmq;
 pub mod redis;
 pub mod redis_stream;
-pub mod rabbitmq;
 pub mod sql_queue;
-pub mod opensearch;
-pub(crate) mod http_client;
-pub mod queue;
-pub mod aws;
 
 use crate::config::{Target, TargetSpec};
 use crate::probe::{Probe, ProbeError};

@@ -30,7 +30,11 @@ fn promtool(args: &[&str]) -> (bool, String) {
         .expect("promtool runs (scripts/install-deps.sh installs the prometheus package)");
     (
         output.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     )
 }
 
@@ -91,10 +95,16 @@ fn every_alert_has_gate_severity_and_an_existing_runbook() {
         assert!(body.contains("summary: "), "{name} lacks summary");
         assert!(body.contains("description: "), "{name} lacks description");
         let runbook = format!("docs/runbooks/{name}.md");
-        assert!(body.contains(&format!("runbook_url: {runbook}")), "{name}: runbook_url must be {runbook}");
+        assert!(
+            body.contains(&format!("runbook_url: {runbook}")),
+            "{name}: runbook_url must be {runbook}"
+        );
         assert!(repo().join(&runbook).is_file(), "{runbook} does not exist");
         // Every alert is exercised by at least one promtool case.
-        assert!(tests.contains(&format!("alertname: {name}")), "{name} has no promtool test");
+        assert!(
+            tests.contains(&format!("alertname: {name}")),
+            "{name} has no promtool test"
+        );
     }
 }
 
@@ -109,10 +119,13 @@ pub fn metrics_used() -> BTreeSet<String> {
                 let mut i = 0;
                 while let Some(pos) = text[i..].find("rpo_") {
                     let start = i + pos;
-                    let preceded_by_word = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+                    let preceded_by_word = start > 0
+                        && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
                     let end = start
                         + text[start..]
-                            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                            .find(|c: char| {
+                                !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                            })
                             .unwrap_or(text.len() - start);
                     if !preceded_by_word {
                         used.insert(text[start..end].to_string());

@@ -58,14 +58,19 @@ async fn screenshot(url: &str, name: &str) -> PathBuf {
     .await
     .unwrap()
     .unwrap();
-    assert!(path.is_file(), "no screenshot written: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        path.is_file(),
+        "no screenshot written: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn board_shows_the_verdict_and_turns_no_go_when_a_replica_breaks() {
     let pair = start_pair().await;
-    let exporter = Exporter::start(&config_with(&postgres_target("erp-db", &pair, "5s", true))).await;
+    let exporter =
+        Exporter::start(&config_with(&postgres_target("erp-db", &pair, "5s", true))).await;
     wait_until(Duration::from_secs(10), "GO", || async {
         let (status, v) = exporter.verdict("").await;
         (status == 200, v.to_string())
@@ -74,9 +79,15 @@ async fn board_shows_the_verdict_and_turns_no_go_when_a_replica_breaks() {
     let url = exporter.url("/");
 
     let dom = rendered_dom(&url).await;
-    assert!(dom.contains(r#"<span id="verdict" class="go">GO</span>"#), "{dom}");
+    assert!(
+        dom.contains(r#"<span id="verdict" class="go">GO</span>"#),
+        "{dom}"
+    );
     assert!(dom.contains(r#"data-target="erp-db""#), "{dom}");
-    assert!(dom.contains(r#"<tr class="ok" data-target="erp-db">"#), "{dom}");
+    assert!(
+        dom.contains(r#"<tr class="ok" data-target="erp-db">"#),
+        "{dom}"
+    );
     screenshot(&url, "board-go.png").await;
 
     pair.stop_replica().unwrap();
@@ -86,8 +97,14 @@ async fn board_shows_the_verdict_and_turns_no_go_when_a_replica_breaks() {
     })
     .await;
     let dom = rendered_dom(&url).await;
-    assert!(dom.contains(r#"<span id="verdict" class="nogo">NO-GO</span>"#), "{dom}");
-    assert!(dom.contains(r#"<tr class="bad" data-target="erp-db">"#), "{dom}");
+    assert!(
+        dom.contains(r#"<span id="verdict" class="nogo">NO-GO</span>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<tr class="bad" data-target="erp-db">"#),
+        "{dom}"
+    );
     assert!(dom.contains("replica unreachable"), "{dom}");
     let shot = screenshot(&url, "board-nogo.png").await;
     eprintln!("board screenshot: {}", shot.display());

@@ -315,7 +315,9 @@ async fn shipped_example_configs_validate() {
         let mut command = tokio::process::Command::new(BIN);
         command.args(["validate", "--config", path.to_str().unwrap()]);
         for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             if !key.trim().ends_with("_env") {
                 continue;
             }

@@ -26,12 +26,29 @@ fn dashboards_have_fixed_uids_and_variables() {
     assert!(all.len() >= 3);
     let mut uids = std::collections::BTreeSet::new();
     for (path, d) in &all {
-        let uid = d["uid"].as_str().unwrap_or_else(|| panic!("{} has no uid", path.display()));
+        let uid = d["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} has no uid", path.display()));
         assert!(uids.insert(uid.to_string()), "uid {uid} used twice");
-        let vars: Vec<&str> = d["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
-        assert!(vars.contains(&"datasource") && vars.contains(&"group"), "{}: {vars:?}", path.display());
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            vars.contains(&"datasource") && vars.contains(&"group"),
+            "{}: {vars:?}",
+            path.display()
+        );
         for panel in d["panels"].as_array().unwrap() {
-            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}: {}", path.display(), panel["title"]);
+            assert_eq!(
+                panel["datasource"]["uid"],
+                "${datasource}",
+                "{}: {}",
+                path.display(),
+                panel["title"]
+            );
             assert!(!panel["targets"].as_array().unwrap().is_empty());
         }
     }
@@ -50,7 +67,10 @@ fn panel_queries() -> Vec<(String, String)> {
                     .replace("$__rate_interval", "1m")
                     .replace("$group", ".*")
                     .replace("$target", ".*");
-                queries.push((format!("{name} / {}", panel["title"].as_str().unwrap()), expr));
+                queries.push((
+                    format!("{name} / {}", panel["title"].as_str().unwrap()),
+                    expr,
+                ));
             }
         }
     }
@@ -72,9 +92,16 @@ pub async fn assert_every_panel_has_data(prometheus: &str) {
             .unwrap();
         if body["status"] != "success" {
             problems.push(format!("{panel}: query error {} for {expr}", body["error"]));
-        } else if body["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+        } else if body["data"]["result"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+        {
             problems.push(format!("{panel}: no data for {expr}"));
         }
     }
-    assert!(problems.is_empty(), "dashboard panels failing on the live Prometheus:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "dashboard panels failing on the live Prometheus:\n{}",
+        problems.join("\n")
+    );
 }

@@ -16,7 +16,8 @@ fn prometheusrule_is_generated_from_alerts() {
         .unwrap();
     assert!(output.status.success());
     let generated = String::from_utf8(output.stdout).unwrap();
-    let committed = std::fs::read_to_string(repo().join("deploy/kubernetes/base/prometheusrule.yaml")).unwrap();
+    let committed =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/base/prometheusrule.yaml")).unwrap();
     assert!(
         generated == committed,
         "deploy/kubernetes/base/prometheusrule.yaml is out of date: run scripts/gen-prometheusrule.sh"
@@ -27,7 +28,10 @@ fn prometheusrule_is_generated_from_alerts() {
         if path.extension().and_then(|e| e.to_str()) == Some("yml") {
             for line in std::fs::read_to_string(&path).unwrap().lines() {
                 if let Some(name) = line.trim().strip_prefix("- alert: ") {
-                    assert!(committed.contains(&format!("- alert: {name}")), "{name} missing");
+                    assert!(
+                        committed.contains(&format!("- alert: {name}")),
+                        "{name} missing"
+                    );
                 }
             }
         }
@@ -65,7 +69,10 @@ fn kit_has_the_pieces_the_readme_names() {
         "deploy/sql/postgres-grants.sql",
         "deploy/Dockerfile",
     ] {
-        assert!(Path::new(&repo().join(piece)).is_file(), "{piece} is missing");
+        assert!(
+            Path::new(&repo().join(piece)).is_file(),
+            "{piece} is missing"
+        );
     }
     assert!(shipped_configs().len() >= 3);
 }

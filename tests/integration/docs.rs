@@ -45,7 +45,11 @@ fn exported_by_code() -> BTreeSet<String> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for literal in text.split('"').skip(1).step_by(2) {
-            if literal.starts_with("rpo_") && literal.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            if literal.starts_with("rpo_")
+                && literal
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 names.insert(literal.to_string());
             }
         }
@@ -55,7 +59,9 @@ fn exported_by_code() -> BTreeSet<String> {
 
 fn readme_section(heading: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("README has no ## {heading}"));
+    let start = readme
+        .find(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("README has no ## {heading}"));
     let body = &readme[start + 1..];
     let end = body[3..].find("\n## ").map(|e| e + 3).unwrap_or(body.len());
     body[..end].to_string()
@@ -71,15 +77,25 @@ fn readme_metrics_tables_match_the_code() {
         .filter(|n| !n.ends_with('_'))
         .collect();
     let undocumented: Vec<&String> = code.difference(&documented).collect();
-    assert!(undocumented.is_empty(), "exported but not in the README's metrics tables: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "exported but not in the README's metrics tables: {undocumented:?}"
+    );
     let unknown: Vec<&String> = documented.difference(&code).collect();
-    assert!(unknown.is_empty(), "in the README's metrics tables but exported nowhere: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "in the README's metrics tables but exported nowhere: {unknown:?}"
+    );
 }
 
 #[test]
 fn readme_toml_examples_validate() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let blocks: Vec<&str> = readme.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
     assert!(blocks.len() >= 2);
     for (i, block) in blocks.iter().enumerate() {
         let mut text = block.to_string();

@@ -50,7 +50,10 @@ async fn check_prometheus(url: &str) -> (i32, String) {
         .output()
         .await
         .unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 /// Notifications received for `alertname` with `status` ("firing"/"resolved").
@@ -99,10 +102,14 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
     let prom = prometheus.url();
 
     // Steady state: Prometheus sees GO, and so does check --prometheus.
-    wait_until(Duration::from_secs(30), "Prometheus to see the group GO", || async {
-        let v = query(&prom, "rpo_failover_ready{group=\"erp\"}").await;
-        (v["data"]["result"][0]["value"][1] == "1", v.to_string())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to see the group GO",
+        || async {
+            let v = query(&prom, "rpo_failover_ready{group=\"erp\"}").await;
+            (v["data"]["result"][0]["value"][1] == "1", v.to_string())
+        },
+    )
     .await;
     let (_, out) = wait_until_check(&prom, 0).await;
     assert!(out.contains("VERDICT: GO"), "{out}");
@@ -117,35 +124,70 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
         .collect();
     let used = crate::alerts::metrics_used();
     let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
-    assert!(missing.is_empty(), "used in alerts/ or dashboards/ but not exported: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "used in alerts/ or dashboards/ but not exported: {missing:?}"
+    );
     assert!(used.len() >= 30, "{used:?}");
 
     // Lag: replay paused while writing.
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
     pair.pause_replay().unwrap();
-    let firing = wait_until(Duration::from_secs(60), "RPOBudgetExceeded to reach the receiver", || async {
-        let alerts = notified(&webhook, "RPOBudgetExceeded", "firing");
-        (!alerts.is_empty(), format!("{alerts:?} / all: {:?}", webhook.received()))
-    })
+    let firing = wait_until(
+        Duration::from_secs(60),
+        "RPOBudgetExceeded to reach the receiver",
+        || async {
+            let alerts = notified(&webhook, "RPOBudgetExceeded", "firing");
+            (
+                !alerts.is_empty(),
+                format!("{alerts:?} / all: {:?}", webhook.received()),
+            )
+        },
+    )
     .await;
     let alert = notified(&webhook, "RPOBudgetExceeded", "firing").remove(0);
     assert_eq!(alert["labels"]["failover_gate"], "block", "{firing}");
     assert_eq!(alert["labels"]["target"], "erp-db");
     assert_eq!(alert["labels"]["severity"], "critical");
-    assert_eq!(alert["annotations"]["runbook_url"], "docs/runbooks/RPOBudgetExceeded.md");
-    assert!(alert["annotations"]["description"].as_str().unwrap().contains("its budget is 3s"), "{alert}");
-    assert!(webhook.received().iter().all(|b| !b.contains("\"target\":\"erp-sessions\"")), "only the lagging store alerts");
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "docs/runbooks/RPOBudgetExceeded.md"
+    );
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("its budget is 3s"),
+        "{alert}"
+    );
+    assert!(
+        webhook
+            .received()
+            .iter()
+            .all(|b| !b.contains("\"target\":\"erp-sessions\"")),
+        "only the lagging store alerts"
+    );
     let (code, out) = check_prometheus(&prom).await;
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("RPOBudgetExceeded is firing: erp-db: exposure"), "{out}");
+    assert!(
+        out.contains("RPOBudgetExceeded is firing: erp-db: exposure"),
+        "{out}"
+    );
 
     // Resume: the alert resolves and the gate opens again.
     pair.resume_replay().unwrap();
     drop(writer);
-    wait_until(Duration::from_secs(60), "RPOBudgetExceeded to resolve", || async {
-        let alerts = notified(&webhook, "RPOBudgetExceeded", "resolved");
-        (!alerts.is_empty(), format!("{:?}", webhook.received().len()))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "RPOBudgetExceeded to resolve",
+        || async {
+            let alerts = notified(&webhook, "RPOBudgetExceeded", "resolved");
+            (
+                !alerts.is_empty(),
+                format!("{:?}", webhook.received().len()),
+            )
+        },
+    )
     .await;
     wait_until_check(&prom, 0).await;
 
@@ -154,10 +196,17 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
 
     // The exporter stops: RPOExporterDown fires and the gate closes.
     exporter.stop().await;
-    wait_until(Duration::from_secs(60), "RPOExporterDown to reach the receiver", || async {
-        let alerts = notified(&webhook, "RPOExporterDown", "firing");
-        (!alerts.is_empty(), format!("{} notifications", webhook.received().len()))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "RPOExporterDown to reach the receiver",
+        || async {
+            let alerts = notified(&webhook, "RPOExporterDown", "firing");
+            (
+                !alerts.is_empty(),
+                format!("{} notifications", webhook.received().len()),
+            )
+        },
+    )
     .await;
     let (code, out) = check_prometheus(&prom).await;
     assert_eq!(code, 1, "{out}");

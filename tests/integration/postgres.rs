@@ -503,7 +503,13 @@ async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
 
     let (status, planned) = exporter.verdict("?group=erp&mode=planned").await;
     assert_eq!(status, 503, "{planned}");
-    assert!(planned["reasons"][0].as_str().unwrap().contains("source unreachable"), "{planned}");
+    assert!(
+        planned["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("source unreachable"),
+        "{planned}"
+    );
 
     let (status, unplanned) = exporter.verdict("?group=erp&mode=unplanned").await;
     assert_eq!(status, 200, "{unplanned}");
@@ -511,7 +517,10 @@ async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
     let target = &unplanned["groups"][0]["targets"][0];
     // The recovery point is what the replica holds: frozen since the
     // primary went away, so the exposure has grown past the budget...
-    assert!(target["exposure_seconds"].as_f64().unwrap() > 4.0, "{target}");
+    assert!(
+        target["exposure_seconds"].as_f64().unwrap() > 4.0,
+        "{target}"
+    );
     assert!(target["recovery_point"].is_string());
     // ...while the known loss window (last contact − recovery point) is small.
     let window = target["loss_window_seconds"].as_f64().unwrap();
@@ -532,10 +541,21 @@ async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
 
     // With the replica gone too, unplanned is NO-GO: nothing to fail over to.
     pair.stop_replica().unwrap();
-    wait_until(Duration::from_secs(10), "unplanned NO-GO without a replica", || async {
-        let (status, v) = exporter.verdict("?mode=unplanned").await;
-        (status == 503 && v["reasons"][0].as_str().unwrap_or("").contains("replica unreachable"), v.to_string())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "unplanned NO-GO without a replica",
+        || async {
+            let (status, v) = exporter.verdict("?mode=unplanned").await;
+            (
+                status == 503
+                    && v["reasons"][0]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("replica unreachable"),
+                v.to_string(),
+            )
+        },
+    )
     .await;
     exporter.stop().await;
 }

@@ -645,10 +645,16 @@ async fn tls_pair_is_go_with_its_ca_and_refused_without() {
     );
     // The heartbeat, written over TLS, is read back over TLS (the first one
     // may land after GO was already proven by offsets).
-    wait_until(Duration::from_secs(10), "the heartbeat read back over TLS", || async {
-        let m = exporter.metric("rpo_heartbeat_timestamp_seconds", &labels(T)).await;
-        (m.is_some(), format!("{m:?}"))
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the heartbeat read back over TLS",
+        || async {
+            let m = exporter
+                .metric("rpo_heartbeat_timestamp_seconds", &labels(T))
+                .await;
+            (m.is_some(), format!("{m:?}"))
+        },
+    )
     .await;
     // The lab CA is not a public root: certificate verification stays on.
     let t = exporter.target_verdict("public-roots-only").await;
