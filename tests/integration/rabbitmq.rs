@@ -196,6 +196,19 @@ async fn messages_without_timestamps_are_unknown_until_the_queue_is_seen_empty()
     let queue = "orders-untimed";
     node.declare_queue(queue).unwrap();
     node.publish(queue, 3, None).unwrap();
+    // The management API's counts lag the broker (statistics interval): wait
+    // until they show the messages, or the exporter's first poll could see
+    // the queue "empty" and, with this test's short statistics_delay, date
+    // the messages from then.
+    wait_until(
+        Duration::from_secs(15),
+        "the broker's stats to show 3 messages",
+        || async {
+            let n = node.queue_messages(queue).ok().flatten();
+            (n == Some(3), format!("{n:?}"))
+        },
+    )
+    .await;
     const T: &str = "untimed";
     let exporter = Exporter::start(&config_with(&rabbit_target(
         T,
