@@ -396,6 +396,66 @@ struct RawCommon {
     stale_after: Option<String>,
 }
 
+/// A kind's raw struct, which repeats the common keys.
+trait RawTarget {
+    fn common(&self) -> RawCommon;
+}
+
+macro_rules! raw_target {
+    ($($raw:ty),*) => {$(
+        impl RawTarget for $raw {
+            fn common(&self) -> RawCommon {
+                RawCommon {
+                    name: self.name.clone(),
+                    group: self.group.clone(),
+                    rpo_budget: self.rpo_budget.clone(),
+                    poll_interval: self.poll_interval.clone(),
+                    timeout: self.timeout.clone(),
+                    stale_after: self.stale_after.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+raw_target!(
+    RawPostgres,
+    RawRedis,
+    RawRedisStream,
+    RawRabbitmq,
+    RawSqlQueue,
+    RawOpensearch
+);
+
+/// Validates the targets of each kind into one list, keyed for messages as
+/// `kind[index]`.
+struct KindValidation<'v, 'a> {
+    validator: &'v Validator<'a>,
+    targets: &'v mut Vec<Target>,
+    groups: &'v [Group],
+    defaults: &'v Defaults,
+}
+
+impl KindValidation<'_, '_> {
+    fn add<R: RawTarget>(
+        &mut self,
+        kind: &str,
+        raws: Vec<R>,
+        spec: impl Fn(&Validator<'_>, &str, R) -> Result<TargetSpec, ConfigError>,
+    ) -> Result<(), ConfigError> {
+        for (i, raw) in raws.into_iter().enumerate() {
+            let key = format!("{kind}[{i}]");
+            let common = raw.common();
+            let spec = spec(self.validator, &key, raw)?;
+            let target = self
+                .validator
+                .target(&key, common, self.groups, self.defaults, spec)?;
+            self.validator.push_target(self.targets, &key, target)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPostgres {
@@ -685,108 +745,30 @@ impl Validator<'_> {
         }
 
         let mut targets = Vec::new();
-        for (i, pg) in raw.postgres.into_iter().enumerate() {
-            let key = format!("postgres[{i}]");
-            let common = RawCommon {
-                name: pg.name.clone(),
-                group: pg.group.clone(),
-                rpo_budget: pg.rpo_budget.clone(),
-                poll_interval: pg.poll_interval.clone(),
-                timeout: pg.timeout.clone(),
-                stale_after: pg.stale_after.clone(),
-            };
-            let spec = TargetSpec::Postgres(self.postgres(&key, pg)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
-        for (i, redis) in raw.redis.into_iter().enumerate() {
-            let key = format!("redis[{i}]");
-            let common = RawCommon {
-                name: redis.name.clone(),
-                group: redis.group.clone(),
-                rpo_budget: redis.rpo_budget.clone(),
-                poll_interval: redis.poll_interval.clone(),
-                timeout: redis.timeout.clone(),
-                stale_after: redis.stale_after.clone(),
-            };
-            let spec = TargetSpec::Redis(self.redis(&key, redis)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
-        for (i, stream) in raw.redis_stream.into_iter().enumerate() {
-            let key = format!("redis_stream[{i}]");
-            let common = RawCommon {
-                name: stream.name.clone(),
-                group: stream.group.clone(),
-                rpo_budget: stream.rpo_budget.clone(),
-                poll_interval: stream.poll_interval.clone(),
-                timeout: stream.timeout.clone(),
-                stale_after: stream.stale_after.clone(),
-            };
-            let spec = TargetSpec::RedisStream(self.redis_stream(&key, stream)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
-        for (i, rabbit) in raw.rabbitmq.into_iter().enumerate() {
-            let key = format!("rabbitmq[{i}]");
-            let common = RawCommon {
-                name: rabbit.name.clone(),
-                group: rabbit.group.clone(),
-                rpo_budget: rabbit.rpo_budget.clone(),
-                poll_interval: rabbit.poll_interval.clone(),
-                timeout: rabbit.timeout.clone(),
-                stale_after: rabbit.stale_after.clone(),
-            };
-            let spec = TargetSpec::Rabbitmq(self.rabbitmq(&key, rabbit)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
-        for (i, sql) in raw.sql_queue.into_iter().enumerate() {
-            let key = format!("sql_queue[{i}]");
-            let common = RawCommon {
-                name: sql.name.clone(),
-                group: sql.group.clone(),
-                rpo_budget: sql.rpo_budget.clone(),
-                poll_interval: sql.poll_interval.clone(),
-                timeout: sql.timeout.clone(),
-                stale_after: sql.stale_after.clone(),
-            };
-            let spec = TargetSpec::SqlQueue(self.sql_queue(&key, sql)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
-        for (i, os) in raw.opensearch.into_iter().enumerate() {
-            let key = format!("opensearch[{i}]");
-            let common = RawCommon {
-                name: os.name.clone(),
-                group: os.group.clone(),
-                rpo_budget: os.rpo_budget.clone(),
-                poll_interval: os.poll_interval.clone(),
-                timeout: os.timeout.clone(),
-                stale_after: os.stale_after.clone(),
-            };
-            let spec = TargetSpec::Opensearch(self.opensearch(&key, os)?);
-            self.push_target(
-                &mut targets,
-                &key,
-                self.target(&key, common, &groups, &defaults, spec)?,
-            )?;
-        }
+        let mut kinds = KindValidation {
+            validator: self,
+            targets: &mut targets,
+            groups: &groups,
+            defaults: &defaults,
+        };
+        kinds.add("postgres", raw.postgres, |v, key, r| {
+            Ok(TargetSpec::Postgres(v.postgres(key, r)?))
+        })?;
+        kinds.add("redis", raw.redis, |v, key, r| {
+            Ok(TargetSpec::Redis(v.redis(key, r)?))
+        })?;
+        kinds.add("redis_stream", raw.redis_stream, |v, key, r| {
+            Ok(TargetSpec::RedisStream(v.redis_stream(key, r)?))
+        })?;
+        kinds.add("rabbitmq", raw.rabbitmq, |v, key, r| {
+            Ok(TargetSpec::Rabbitmq(v.rabbitmq(key, r)?))
+        })?;
+        kinds.add("sql_queue", raw.sql_queue, |v, key, r| {
+            Ok(TargetSpec::SqlQueue(v.sql_queue(key, r)?))
+        })?;
+        kinds.add("opensearch", raw.opensearch, |v, key, r| {
+            Ok(TargetSpec::Opensearch(v.opensearch(key, r)?))
+        })?;
         let defaults_set = aws::DefaultsSet {
             poll_interval: raw.defaults.poll_interval.is_some(),
             timeout: raw.defaults.timeout.is_some(),
