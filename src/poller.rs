@@ -92,7 +92,10 @@ pub async fn poll_and_record(
             )),
             true,
         ),
-        Err(_) => (Err(ProbeError::timeout(deadline)), false),
+        Err(_) => {
+            probe.reset();
+            (Err(ProbeError::timeout(deadline)), false)
+        }
     };
     let finished = started + clock.elapsed();
     match &result {
@@ -144,6 +147,12 @@ pub async fn heartbeat_and_record(
         Ok(result) => result,
         Err(_) => Err(ProbeError::timeout(target.timeout)),
     };
+    if result
+        .as_ref()
+        .is_err_and(|e| e.reason != FailureReason::Auth && e.reason != FailureReason::Config)
+    {
+        writer.reset();
+    }
     if let Err(error) = &result {
         tracing::warn!(target = %target.name, reason = %error.reason, %error, "heartbeat write failed");
     }

@@ -17,6 +17,10 @@ pub trait Probe: Send {
     /// a partial answer (one side down) is an `Ok` with `failures` filled.
     fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>>;
 
+    /// Forgets kept connections. The poller calls it after cancelling a poll
+    /// at its deadline: a connection dropped mid-request may be unusable.
+    fn reset(&mut self) {}
+
     /// The heartbeat canary writer, when the target has one configured. The
     /// poller runs it on its own interval, independent of polls.
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
@@ -29,6 +33,11 @@ pub trait HeartbeatWriter: Send {
     fn interval(&self) -> Duration;
     /// Writes `at` (this exporter's clock) as the newest heartbeat.
     fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>>;
+
+    /// Forgets the kept connection. The poller calls it after a write that
+    /// was cancelled at its deadline or failed for a reason other than
+    /// `auth`/`config` (which a new connection would not mend).
+    fn reset(&mut self) {}
 }
 
 /// Which end of a replication pair a statement is about.

@@ -424,15 +424,11 @@ const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
      (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1)";
 
 pub struct PostgresProbe {
-    target: String,
     timeout: Duration,
     primary: Connection,
     replica: Connection,
     heartbeat: Option<HeartbeatSettings>,
     history: PositionHistory,
-    /// Set while a poll runs: still set at the next poll means the poller
-    /// cancelled it mid-query, so connections may be stuck and are dropped.
-    poll_in_progress: bool,
 }
 
 #[derive(Clone)]
@@ -465,7 +461,6 @@ impl PostgresProbe {
                 Ok(config)
             };
         Ok(PostgresProbe {
-            target: target.name.clone(),
             timeout: target.timeout,
             primary: Connection::new(
                 Side::Source,
@@ -484,7 +479,6 @@ impl PostgresProbe {
                 instance: instance.to_string(),
             }),
             history: PositionHistory::default(),
-            poll_in_progress: false,
         })
     }
 
@@ -714,17 +708,12 @@ fn replica_details(
 
 impl Probe for PostgresProbe {
     fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
-        Box::pin(async move {
-            if self.poll_in_progress {
-                tracing::debug!(target = %self.target, "previous poll was cancelled; reconnecting both sides");
-                self.primary.reset();
-                self.replica.reset();
-            }
-            self.poll_in_progress = true;
-            let measurement = self.poll_once().await;
-            self.poll_in_progress = false;
-            Ok(measurement)
-        })
+        Box::pin(async move { Ok(self.poll_once().await) })
+    }
+
+    fn reset(&mut self) {
+        self.primary.reset();
+        self.replica.reset();
     }
 
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
@@ -743,7 +732,6 @@ impl Probe for PostgresProbe {
                 .to_string(),
             settings,
             table_ready: false,
-            in_progress: false,
         }))
     }
 }
@@ -755,7 +743,6 @@ struct PostgresHeartbeatWriter {
     user: String,
     settings: HeartbeatSettings,
     table_ready: bool,
-    in_progress: bool,
 }
 
 impl PostgresHeartbeatWriter {
@@ -836,20 +823,11 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
     }
 
     fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
-        Box::pin(async move {
-            if self.in_progress {
-                self.connection.reset();
-            }
-            self.in_progress = true;
-            let result = self.write_once(at).await;
-            if result.as_ref().is_err_and(|e| {
-                e.reason != FailureReason::Auth && e.reason != FailureReason::Config
-            }) {
-                self.connection.reset();
-            }
-            self.in_progress = false;
-            result
-        })
+        Box::pin(self.write_once(at))
+    }
+
+    fn reset(&mut self) {
+        self.connection.reset();
     }
 }
 

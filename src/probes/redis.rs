@@ -724,7 +724,6 @@ pub async fn within<T>(
 // The probe.
 
 pub struct RedisProbe {
-    target: String,
     timeout: Duration,
     primary: Connection,
     replica: Connection,
@@ -737,9 +736,6 @@ pub struct RedisProbe {
     resolved: Option<(Instant, ReplicaIdentity)>,
     heartbeat: Option<HeartbeatSettings>,
     history: OffsetHistory,
-    /// Set while a poll runs: still set at the next poll means the poller
-    /// cancelled it mid-command, so connections may be stuck and are dropped.
-    poll_in_progress: bool,
 }
 
 #[derive(Clone)]
@@ -796,7 +792,6 @@ impl RedisProbe {
                 }),
         };
         Ok(RedisProbe {
-            target: target.name.clone(),
             timeout: target.timeout,
             primary: Connection::new(primary_client.clone(), Some(Side::Source)),
             replica: Connection::new(replica_client, Some(Side::Replica)),
@@ -811,7 +806,6 @@ impl RedisProbe {
                 key: format!("{}:{instance}", hb.key),
             }),
             history: OffsetHistory::default(),
-            poll_in_progress: false,
         })
     }
 
@@ -1101,17 +1095,12 @@ fn replica_details(replica: &Observation, heartbeat_seen: Option<SystemTime>) ->
 
 impl Probe for RedisProbe {
     fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
-        Box::pin(async move {
-            if self.poll_in_progress {
-                tracing::debug!(target = %self.target, "previous poll was cancelled; reconnecting both sides");
-                self.primary.reset();
-                self.replica.reset();
-            }
-            self.poll_in_progress = true;
-            let measurement = self.poll_once().await;
-            self.poll_in_progress = false;
-            Ok(measurement)
-        })
+        Box::pin(async move { Ok(self.poll_once().await) })
+    }
+
+    fn reset(&mut self) {
+        self.primary.reset();
+        self.replica.reset();
     }
 
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
@@ -1119,7 +1108,6 @@ impl Probe for RedisProbe {
         Some(Box::new(RedisHeartbeatWriter {
             connection: Connection::new(self.primary_client.clone(), Some(Side::Source)),
             settings,
-            in_progress: false,
         }))
     }
 }
@@ -1129,7 +1117,6 @@ impl Probe for RedisProbe {
 struct RedisHeartbeatWriter {
     connection: Connection,
     settings: HeartbeatSettings,
-    in_progress: bool,
 }
 
 impl RedisHeartbeatWriter {
@@ -1168,20 +1155,11 @@ impl HeartbeatWriter for RedisHeartbeatWriter {
     }
 
     fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
-        Box::pin(async move {
-            if self.in_progress {
-                self.connection.reset();
-            }
-            self.in_progress = true;
-            let result = self.write_once(at).await;
-            if result.as_ref().is_err_and(|e| {
-                e.reason != FailureReason::Auth && e.reason != FailureReason::Config
-            }) {
-                self.connection.reset();
-            }
-            self.in_progress = false;
-            result
-        })
+        Box::pin(self.write_once(at))
+    }
+
+    fn reset(&mut self) {
+        self.connection.reset();
     }
 }
 
