@@ -12,5 +12,5 @@ if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
   . "$HOME/.cargo/env"
 fi
 
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 exec target/debug/rpo-lab "$@"

@@ -15,4 +15,4 @@ fi
 # The integration tests mostly wait on real servers, so more threads than
 # cores is fine; RPO_TEST_THREADS overrides.
 threads="${RPO_TEST_THREADS:-4}"
-cargo test --locked --all-targets -- --test-threads="$threads"
+cargo test --locked --workspace --all-targets -- --test-threads="$threads"

@@ -1,0 +1,60 @@
+//! rpo-exporter measures the actual recovery-point exposure of replicated
+//! stores and answers whether a failover may proceed.
+//!
+//! Data flows one way; the modules in reading order:
+//!
+//! - [`config`]: the TOML file, validated into a [`config::Config`].
+//! - [`probe`]: the [`probe::Probe`] trait, [`probe::Measurement`] and
+//!   [`probe::ProbeError`] with its bounded reason.
+//! - [`probes`]: one module per kind (`postgres`, `redis`, `redis_stream`,
+//!   `rabbitmq`, `sql_queue`, `opensearch`, and the AWS kinds in
+//!   `probes::aws`); `probes::build` is the one place that maps a kind to its
+//!   probe.
+//! - [`poller`]: runs each probe on its interval within its timeout, and the
+//!   heartbeat writers, and records into the store.
+//! - [`store`]: the latest report per target, as a cheaply cloned snapshot;
+//!   owns the "no reset" rule.
+//! - [`readiness`]: the pure verdict, `evaluate(config, snapshot, mode, now)`.
+//! - [`metrics`], [`board`], [`http`]: what readers see, all from a snapshot.
+//! - [`check`]: the `check` command.
+//! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
+//!   pairs, RabbitMQ, moto, Prometheus, Alertmanager, the OpenSearch contract
+//!   server), and `lab::full`, all of them at once.
+//!
+//! Probes never import `http`, `metrics` or `readiness`; the verdict never
+//! reaches into a probe. See ARCHITECTURE.md.
+
+pub mod board;
+pub mod check;
+pub mod config;
+pub mod http;
+
+pub mod logging;
+pub mod metrics;
+pub mod poller;
+pub mod probe;
+pub mod probes;
+pub mod readiness;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use config::Config;
+use store::Store;
+
+/// Runs the daemon: polls every target and serves HTTP on `listener` until
+/// `shutdown` completes; then cancels in-flight polls and returns.
+pub async fn run(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let store = Arc::new(Store::new(config.targets.len()));
+    let poller = poller::Poller::start(config.clone(), store.clone());
+    let state = Arc::new(http::AppState {
+        telemetry_path: config.web.telemetry_path.clone(),
+        config,
+        store,
+    });
+    http::serve(listener, state, shutdown).await;
+    poller.shutdown().await;
+}

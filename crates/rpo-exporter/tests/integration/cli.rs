@@ -1,0 +1,351 @@
+//! The binary itself: exit codes 0/1/2, the bad-config corpus (and that it
+//! contacts nothing), `check --output json`, `check --from`, `--wait`, and
+//! SIGTERM.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
+
+async fn run(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A listener that counts every connection made to it.
+fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stream.is_ok() {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn bad_configs_exit_2_name_the_key_and_contact_nothing() {
+    let (port, contacts) = counting_listener();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/bad");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("PORT", &port.to_string());
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks its '# expect:' line", path.display()))
+            .to_string();
+        let config = write_config(dir.path(), "bad.toml", &text);
+        let config = config.to_str().unwrap();
+        for args in [
+            vec!["validate", "--config", config],
+            vec!["check", "--config", config],
+            vec!["--config", config, "--web.listen-address", "127.0.0.1:0"],
+        ] {
+            let output = run(&args).await;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{args:?} on {}: {stderr}",
+                path.display()
+            );
+            assert!(
+                stderr.contains(&expect),
+                "{}: expected `{expect}` in: {stderr}",
+                path.display()
+            );
+            assert!(
+                stderr.contains("bad.toml"),
+                "the message names the file: {stderr}"
+            );
+            assert!(!stderr.contains("hunter2"), "a password leaked: {stderr}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "the corpus has {checked} files");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        contacts.load(Ordering::SeqCst),
+        0,
+        "a bad config must not contact any target"
+    );
+
+    // A good config validates, still without contacting anything.
+    let good = write_config(
+        dir.path(),
+        "good.toml",
+        &config_with(&format!(
+            "[[postgres]]\nname = \"erp-db\"\ngroup = \"erp\"\nprimary_url = \"postgres://m@127.0.0.1:{port}/x\"\nreplica_url = \"postgres://m@127.0.0.1:{port}/x\"\n"
+        )),
+    );
+    let output = run(&["validate", "--config", good.to_str().unwrap()]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 groups, 1 targets)"));
+    assert_eq!(contacts.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    for args in [
+        vec!["check"],
+        vec!["check", "--config", "/nonexistent/rpo.toml"],
+        vec!["check", "--config", "x.toml", "--mode", "sideways"],
+        vec!["check", "--config", "x.toml", "--wait", "soon"],
+        vec!["--no-such-flag"],
+    ] {
+        let output = run(&args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exit_codes_json_shape_and_wait() {
+    let pair = start_pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "c.toml",
+        &config_with(&postgres_target("erp-db", &pair, "2s", true)),
+    );
+    let config = config.to_str().unwrap();
+
+    // GO: exit 0; the JSON has the documented shape.
+    let output = run(&["check", "--config", config, "--output", "json"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["verdict"], "GO");
+    assert_eq!(json["ready"], true);
+    assert_eq!(json["mode"], "planned");
+    let target = &json["groups"][0]["targets"][0];
+    assert_eq!(json["groups"][0]["group"], "erp");
+    assert_eq!(target["target"], "erp-db");
+    assert_eq!(target["kind"], "postgres");
+    assert_eq!(target["budget_seconds"], 2.0);
+    assert!(target["exposure_seconds"].as_f64().unwrap() < 2.0);
+    assert!(target["recovery_point"].as_str().unwrap().ends_with('Z'));
+    assert!(target["recovery_point_unix"].as_f64().unwrap() > 1.6e9);
+    assert!(target["evidence_age_seconds"].is_number());
+    assert_eq!(target["reasons"], serde_json::json!([]));
+
+    // Unknown group: exit 2.
+    let output = run(&["check", "--config", config, "--group", "crm"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown group `crm`"));
+
+    // NO-GO: replay paused while writing; exit 1, the table says why.
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    pair.pause_replay().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let output = run(&["check", "--config", config]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("VERDICT: NO-GO"), "{stdout}");
+    assert!(stdout.contains("erp-db: exposure"), "{stdout}");
+    assert!(stdout.contains("exceeds budget 2s"), "{stdout}");
+
+    // --wait: resumes after 2 s in the background; check waits for GO.
+    let resumer = {
+        let pair = pair.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            pair.resume_replay().unwrap();
+        })
+    };
+    let output = run(&["check", "--config", config, "--wait", "30s"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    resumer.await.unwrap();
+    drop(writer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_check_from_and_stops_on_sigterm() {
+    let pair = start_pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "c.toml",
+        &config_with(&postgres_target("erp-db", &pair, "5s", false)),
+    );
+    let port = rpo_lab::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut daemon = tokio::process::Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &address,
+            "--log.format",
+            "json",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{address}");
+    wait_until(Duration::from_secs(10), "/-/ready", || async {
+        match reqwest::get(format!("{base}/-/ready")).await {
+            Ok(r) => (r.status() == 200, r.status().to_string()),
+            Err(e) => (false, e.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        reqwest::get(format!("{base}/-/healthy"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let board = reqwest::get(format!("{base}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(board.contains("data-target=\"erp-db\""), "{board}");
+
+    let output = run(&["check", "--from", &base, "--group", "erp"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("GROUP erp: GO"));
+    let output = run(&["check", "--from", &base, "--group", "nope"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("unknown group `nope`"));
+    let readiness = reqwest::get(format!(
+        "{base}/failover-readiness?group=erp&mode=unplanned"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(readiness.status(), 200);
+    let bad_mode = reqwest::get(format!("{base}/failover-readiness?mode=sideways"))
+        .await
+        .unwrap();
+    assert_eq!(bad_mode.status(), 400);
+
+    // SIGTERM: exits 0, promptly.
+    let pid = daemon.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), daemon.wait())
+        .await
+        .expect("exits within 5 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("\"SIGTERM received; shutting down\""),
+        "{stderr}"
+    );
+
+    // Nothing listens any more: --from says NO-GO (exit 1) and why.
+    let output = run(&["check", "--from", &base]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("cannot be reached"));
+}
+
+#[tokio::test]
+async fn shipped_example_configs_validate() {
+    let mut checked = 0;
+    for path in crate::deploy::shipped_configs() {
+        // Every *_env the examples name is set to a well-formed value; the
+        // variable's name says what kind of value it holds.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut command = tokio::process::Command::new(BIN);
+        command.args(["validate", "--config", path.to_str().unwrap()]);
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            if !key.trim().ends_with("_env") {
+                continue;
+            }
+            let var = value.split('#').next().unwrap().trim().trim_matches('"');
+            command.env(var, fake_secret_for(var));
+        }
+        let output = command.output().await.unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+/// A well-formed stand-in for the secret an example config names.
+pub fn fake_secret_for(var: &str) -> &'static str {
+    if var.contains("PASSWORD") || var.contains("TOKEN") {
+        "not-a-real-secret"
+    } else if var.contains("REDIS") {
+        "redis://127.0.0.1:1"
+    } else if var.contains("RABBIT") || var.contains("OPENSEARCH") || var.contains("HTTP") {
+        "http://127.0.0.1:1"
+    } else {
+        "postgres://m@127.0.0.1:1/x"
+    }
+}

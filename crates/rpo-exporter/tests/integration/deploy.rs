@@ -1,0 +1,78 @@
+//! The deploy kit: the PrometheusRule never drifts from alerts/, and every
+//! shipped config (examples and the Kubernetes region configs) validates.
+
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    rpo_lab::repo_root()
+}
+
+#[test]
+fn prometheusrule_is_generated_from_alerts() {
+    let output = std::process::Command::new("bash")
+        .arg(repo().join("scripts/gen-prometheusrule.sh"))
+        .arg("--stdout")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).unwrap();
+    let committed =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/base/prometheusrule.yaml")).unwrap();
+    assert!(
+        generated == committed,
+        "deploy/kubernetes/base/prometheusrule.yaml is out of date: run scripts/gen-prometheusrule.sh"
+    );
+    // Every alert of alerts/ is in it.
+    for file in std::fs::read_dir(repo().join("alerts")).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yml") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if let Some(name) = line.trim().strip_prefix("- alert: ") {
+                    assert!(
+                        committed.contains(&format!("- alert: {name}")),
+                        "{name} missing"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every config file shipped under deploy/.
+pub fn shipped_configs() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![repo().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn kit_has_the_pieces_the_readme_names() {
+    for piece in [
+        "deploy/kubernetes/base/deployment.yaml",
+        "deploy/kubernetes/base/service.yaml",
+        "deploy/kubernetes/base/servicemonitor.yaml",
+        "deploy/kubernetes/base/prometheusrule.yaml",
+        "deploy/kubernetes/regions/primary/config.toml",
+        "deploy/kubernetes/regions/recovery/config.toml",
+        "deploy/systemd/rpo-exporter.service",
+        "deploy/sql/postgres-grants.sql",
+        "deploy/Dockerfile",
+    ] {
+        assert!(
+            Path::new(&repo().join(piece)).is_file(),
+            "{piece} is missing"
+        );
+    }
+    assert!(shipped_configs().len() >= 3);
+}

@@ -1,0 +1,231 @@
+//! The whole chain on the full lab (every kind: Postgres and Redis pairs, a
+//! Redis stream, RabbitMQ, the OpenSearch contract server, moto — the same
+//! lab the demo runs) → the exporter → a real Prometheus scraping it with the
+//! shipped rules → a real Alertmanager → a webhook receiver; and
+//! `check --prometheus` reading the gate from it. The same run checks that
+//! every metric the alerts and dashboards use is exported, and that every
+//! dashboard panel has data.
+//!
+//! The rules are loaded with every `for:` shortened to 2s so the chain is
+//! exercised in seconds; the `for:` durations themselves are pinned by the
+//! promtool unit tests in alerts/tests/.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rpo_lab::full::FullLab;
+use rpo_lab::monitoring::{Alertmanager, Prometheus, WebhookReceiver};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
+
+/// The shipped rule files with `for:` shortened, in `dir`.
+fn fast_rules(dir: &Path) -> Vec<PathBuf> {
+    let alerts = rpo_lab::repo_root().join("alerts");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(alerts).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yml") {
+            continue;
+        }
+        let text: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| match line.split_once("for: ") {
+                Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 2s\n"),
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let out = dir.join(path.file_name().unwrap());
+        std::fs::write(&out, text).unwrap();
+        files.push(out);
+    }
+    files
+}
+
+async fn check_prometheus(url: &str) -> (i32, String) {
+    let output = tokio::process::Command::new(BIN)
+        .args(["check", "--prometheus", url, "--group", "erp"])
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// Notifications received for `alertname` with `status` ("firing"/"resolved").
+fn notified(webhook: &WebhookReceiver, alertname: &str, status: &str) -> Vec<serde_json::Value> {
+    webhook
+        .received()
+        .iter()
+        .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == alertname && a["status"] == status)
+        .collect()
+}
+
+async fn query(prometheus: &str, expr: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
+    crate::aws::aws_test_env();
+    let lab = FullLab::start("test").await.expect("the full lab starts");
+    let pair = lab.postgres.clone();
+    let rules_dir = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start(&config_with(&lab.config_blocks().replace(
+        "name = \"erp-db\"\ngroup = \"erp\"\nrpo_budget = \"5s\"",
+        "name = \"erp-db\"\ngroup = \"erp\"\nrpo_budget = \"3s\"",
+    )))
+    .await;
+    let webhook = WebhookReceiver::start().unwrap();
+    let alertmanager = Alertmanager::start(&webhook.url()).unwrap();
+    let prometheus = Prometheus::start(
+        "rpo-exporter",
+        &[exporter.addr.to_string()],
+        &fast_rules(rules_dir.path()),
+        Some(alertmanager.port()),
+    )
+    .unwrap();
+    let prom = prometheus.url();
+
+    // Steady state: Prometheus sees GO, and so does check --prometheus.
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to see the group GO",
+        || async {
+            let v = query(&prom, "rpo_failover_ready{group=\"erp\"}").await;
+            (v["data"]["result"][0]["value"][1] == "1", v.to_string())
+        },
+    )
+    .await;
+    let (_, out) = wait_until_check(&prom, 0).await;
+    assert!(out.contains("VERDICT: GO"), "{out}");
+
+    // Every rpo_* metric the alerts and dashboards use is really exported.
+    let text = exporter.metrics().await;
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let used = crate::alerts::metrics_used();
+    let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "used in alerts/ or dashboards/ but not exported: {missing:?}"
+    );
+    assert!(used.len() >= 30, "{used:?}");
+
+    // Lag: replay paused while writing.
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    pair.pause_replay().unwrap();
+    let firing = wait_until(
+        Duration::from_secs(60),
+        "RPOBudgetExceeded to reach the receiver",
+        || async {
+            let alerts = notified(&webhook, "RPOBudgetExceeded", "firing");
+            (
+                !alerts.is_empty(),
+                format!("{alerts:?} / all: {:?}", webhook.received()),
+            )
+        },
+    )
+    .await;
+    let alert = notified(&webhook, "RPOBudgetExceeded", "firing").remove(0);
+    assert_eq!(alert["labels"]["failover_gate"], "block", "{firing}");
+    assert_eq!(alert["labels"]["target"], "erp-db");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "docs/runbooks/RPOBudgetExceeded.md"
+    );
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("its budget is 3s"),
+        "{alert}"
+    );
+    assert!(
+        webhook
+            .received()
+            .iter()
+            .all(|b| !b.contains("\"target\":\"erp-sessions\"")),
+        "only the lagging store alerts"
+    );
+    let (code, out) = check_prometheus(&prom).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("RPOBudgetExceeded is firing: erp-db: exposure"),
+        "{out}"
+    );
+
+    // Resume: the alert resolves and the gate opens again.
+    pair.resume_replay().unwrap();
+    drop(writer);
+    wait_until(
+        Duration::from_secs(60),
+        "RPOBudgetExceeded to resolve",
+        || async {
+            let alerts = notified(&webhook, "RPOBudgetExceeded", "resolved");
+            (
+                !alerts.is_empty(),
+                format!("{:?}", webhook.received().len()),
+            )
+        },
+    )
+    .await;
+    wait_until_check(&prom, 0).await;
+
+    // Every dashboard panel's query answers with data on this Prometheus.
+    crate::dashboards::assert_every_panel_has_data(&prom).await;
+
+    // The exporter stops: RPOExporterDown fires and the gate closes.
+    exporter.stop().await;
+    wait_until(
+        Duration::from_secs(60),
+        "RPOExporterDown to reach the receiver",
+        || async {
+            let alerts = notified(&webhook, "RPOExporterDown", "firing");
+            (
+                !alerts.is_empty(),
+                format!("{} notifications", webhook.received().len()),
+            )
+        },
+    )
+    .await;
+    let (code, out) = check_prometheus(&prom).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("RPOExporterDown is firing"), "{out}");
+    drop(prometheus);
+
+    // Prometheus gone: NO-GO, and it says why.
+    let (code, out) = check_prometheus(&prom).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot be reached"), "{out}");
+}
+
+/// Runs `check --prometheus` until it exits with `code` (alerts take a few
+/// evaluation cycles to resolve), returning its last output.
+async fn wait_until_check(prom: &str, code: i32) -> (i32, String) {
+    let out = wait_until(Duration::from_secs(60), "check --prometheus", || async {
+        let (got, out) = check_prometheus(prom).await;
+        (got == code, out)
+    })
+    .await;
+    (code, out)
+}

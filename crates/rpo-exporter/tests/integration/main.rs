@@ -1,0 +1,21 @@
+//! Integration tests against real services: Postgres primaries with
+//! streaming replicas started by `rpo_lab`, the exporter run
+//! in-process on 127.0.0.1:0 and as the real binary.
+
+mod alerts;
+mod aws;
+mod aws_recorded;
+mod aws_s3;
+mod board;
+mod cli;
+mod dashboards;
+mod deploy;
+mod docs;
+mod e2e;
+mod opensearch;
+mod postgres;
+mod rabbitmq;
+mod redis;
+mod redis_stream;
+mod sql_queue;
+mod support;

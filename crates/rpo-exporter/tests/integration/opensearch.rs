@@ -1,0 +1,420 @@
+//! The `opensearch` kind, contract-tested: no OpenSearch can run here, so
+//! the follower (and leader) is `rpo_lab::opensearch`, a local
+//! HTTP server serving the documented cross-cluster-replication answers.
+//! In step and behind, PAUSED, FAILED, REPLICATION NOT IN PROGRESS,
+//! discovery of followed indices, the heartbeat, and the failures: 404,
+//! 401, a malformed body, a server that hangs.
+
+use std::time::Duration;
+
+use rpo_lab::opensearch::{IndexState, OpenSearchContract};
+
+use crate::support::*;
+
+fn labels(target: &str) -> [(&'static str, &str); 1] {
+    [("target", target)]
+}
+
+fn os_target(name: &str, url: &str, budget: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[opensearch]]
+name = "{name}"
+group = "erp"
+rpo_budget = "{budget}"
+url = "{url}"
+{extra}
+"#
+    )
+}
+
+async fn go(exporter: &Exporter, what: &str) {
+    wait_until(Duration::from_secs(10), what, || async {
+        let (status, v) = exporter.verdict("?group=erp").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_step_is_go_and_a_follower_left_behind_grows_exposure_until_it_catches_up() {
+    let cluster = OpenSearchContract::start().unwrap();
+    cluster.set_index("orders", IndexState::InStep { checkpoint: 19 });
+    const T: &str = "erp-search";
+    let exporter = Exporter::start(&config_with(&os_target(
+        T,
+        &cluster.url(),
+        "3s",
+        r#"indices = ["orders"]"#,
+    )))
+    .await;
+    go(&exporter, "GO in step").await;
+    let metrics = exporter.metrics().await;
+    assert!(metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap() < 1.5);
+    assert_eq!(
+        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_replication_healthy", &labels(T)),
+        Some(1.0)
+    );
+    let index = [("target", T), ("index", "orders")];
+    assert_eq!(
+        metric_value(&metrics, "rpo_opensearch_index_syncing", &index),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_opensearch_leader_checkpoint", &index),
+        Some(19.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "rpo_opensearch_index_status",
+            &[("target", T), ("status", "syncing")]
+        ),
+        Some(1.0)
+    );
+
+    // The leader runs ahead and the follower stays behind what it had: the
+    // recovery point freezes at the last in-step poll, never reads zero.
+    cluster.set_index(
+        "orders",
+        IndexState::Behind {
+            leader: 30,
+            follower: 19,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = exporter.metrics().await;
+    let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
+    assert!(
+        exposure > 3.0,
+        "exposure {exposure} must grow while the follower is behind"
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
+        Some(11.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "rpo_opensearch_index_backlog_operations",
+            &[("target", T), ("index", "orders")]
+        ),
+        Some(11.0)
+    );
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+    assert!(
+        verdict["reasons"].to_string().contains("exceeds budget 3s"),
+        "{verdict}"
+    );
+
+    // It reaches what the leader had at an earlier sample: dated by it.
+    cluster.set_index(
+        "orders",
+        IndexState::Behind {
+            leader: 40,
+            follower: 30,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let e = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        e < 2.5,
+        "follower at 30 reached the samples of leader 30 taken ~1s ago: {e}"
+    );
+    cluster.set_index("orders", IndexState::InStep { checkpoint: 40 });
+    go(&exporter, "GO in step again").await;
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_failed_and_not_replicated_indices_are_no_go_with_their_status() {
+    let cluster = OpenSearchContract::start().unwrap();
+    cluster.set_index("paused-ix", IndexState::Paused);
+    cluster.set_index("failed-ix", IndexState::Failed);
+    cluster.set_index("boot-ix", IndexState::Bootstrapping { percent: 42.0 });
+    let url = cluster.url();
+    let config = config_with(&format!(
+        "{}{}{}{}",
+        os_target("paused", &url, "60s", r#"indices = ["paused-ix"]"#),
+        os_target("failed", &url, "60s", r#"indices = ["failed-ix"]"#),
+        os_target("stopped", &url, "60s", r#"indices = ["never-followed"]"#),
+        os_target("bootstrapping", &url, "60s", r#"indices = ["boot-ix"]"#),
+    ));
+    let exporter = Exporter::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (target, expected) in [
+        ("paused", "replication unhealthy: paused-ix is PAUSED: User initiated"),
+        (
+            "failed",
+            "replication unhealthy: failed-ix is FAILED: no permissions for [indices:data/read/plugins/replication/file_chunk]",
+        ),
+        ("stopped", "replication unhealthy: never-followed is not being replicated (REPLICATION NOT IN PROGRESS"),
+        ("bootstrapping", "replication unhealthy: boot-ix is bootstrapping (initial copy 42% done)"),
+    ] {
+        let t = exporter.target_verdict(target).await;
+        assert!(t["reasons"].to_string().contains(expected), "{target}: {t}");
+        // Nothing proven: no recovery point, never a zero exposure.
+        assert!(t["recovery_point"].is_null(), "{target}: {t}");
+    }
+    let metrics = exporter.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "rpo_opensearch_index_status",
+            &[("target", "paused"), ("status", "paused")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "rpo_opensearch_bootstrap_progress_ratio",
+            &labels("bootstrapping")
+        ),
+        Some(0.42)
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_exposure_seconds", &labels("paused")),
+        None
+    );
+    // These are answers, not failures: the polls succeeded.
+    assert_eq!(
+        metric_value(&metrics, "rpo_probe_success", &labels("paused")),
+        Some(1.0)
+    );
+    let (status, _) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_unauthorized_malformed_and_hanging_fail_only_their_own_target() {
+    let cluster = OpenSearchContract::start().unwrap();
+    cluster.set_index("orders", IndexState::InStep { checkpoint: 7 });
+    cluster.set_index("gone", IndexState::NotFound);
+    cluster.set_index("garbled", IndexState::Malformed);
+    let secured = OpenSearchContract::start().unwrap();
+    secured.require_basic_auth("monitor", "right-pw");
+    secured.set_index("orders", IndexState::InStep { checkpoint: 7 });
+    let hung = OpenSearchContract::start().unwrap();
+    hung.set_hang(true);
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&right, "right-pw").unwrap();
+    std::fs::write(&wrong, "hunter2").unwrap();
+    let creds = |file: &std::path::Path| {
+        format!(
+            "indices = [\"orders\"]\nusername = \"monitor\"\npassword_file = \"{}\"",
+            file.display()
+        )
+    };
+    let config = config_with(&format!(
+        "{}{}{}{}{}{}",
+        os_target("healthy", &cluster.url(), "60s", r#"indices = ["orders"]"#),
+        os_target("authorized", &secured.url(), "60s", &creds(&right)),
+        os_target("not-found", &cluster.url(), "60s", r#"indices = ["gone"]"#),
+        os_target("unauthorized", &secured.url(), "60s", &creds(&wrong)),
+        os_target(
+            "malformed",
+            &cluster.url(),
+            "60s",
+            r#"indices = ["garbled"]"#
+        ),
+        os_target("hanging", &hung.url(), "60s", r#"indices = ["orders"]"#),
+    ));
+    let exporter = Exporter::start(&config).await;
+    let failed = |target: &'static str, reason: &'static str| {
+        let exporter = &exporter;
+        async move {
+            exporter
+                .metric(
+                    "rpo_probe_failures_total",
+                    &[("target", target), ("reason", reason)],
+                )
+                .await
+                .unwrap_or(0.0)
+                > 0.0
+        }
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "each failure on its own target",
+        || async {
+            let done = failed("not-found", "query").await
+                && failed("unauthorized", "auth").await
+                && failed("malformed", "parse").await
+                && failed("hanging", "timeout").await;
+            (done, exporter.metrics().await)
+        },
+    )
+    .await;
+    let verdict = |t: &'static str| {
+        let exporter = &exporter;
+        async move { exporter.target_verdict(t).await.to_string() }
+    };
+    let not_found = verdict("not-found").await;
+    assert!(
+        not_found
+            .contains("index gone: HTTP 404 (index_not_found_exception: no such index [gone])"),
+        "{not_found}"
+    );
+    let unauthorized = verdict("unauthorized").await;
+    assert!(
+        unauthorized.contains("refused the credentials (HTTP 401)"),
+        "{unauthorized}"
+    );
+    assert!(!unauthorized.contains("hunter2"));
+    assert!(verdict("malformed")
+        .await
+        .contains("parse: follower cluster"));
+    assert!(verdict("hanging").await.contains("timeout"));
+    let metrics = exporter.metrics().await;
+    assert!(!metrics.contains("hunter2") && !metrics.contains("right-pw"));
+    for ok in ["healthy", "authorized"] {
+        assert_eq!(
+            metric_value(&metrics, "rpo_target_ready", &labels(ok)),
+            Some(1.0),
+            "{ok}"
+        );
+    }
+    for bad in ["not-found", "unauthorized", "malformed", "hanging"] {
+        assert_eq!(
+            metric_value(&metrics, "rpo_target_ready", &labels(bad)),
+            Some(0.0),
+            "{bad}"
+        );
+        assert_eq!(
+            metric_value(&metrics, "rpo_probe_success", &labels(bad)),
+            Some(0.0),
+            "{bad}"
+        );
+    }
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_indices_every_followed_index_is_found_and_one_that_stops_is_not_forgotten() {
+    let cluster = OpenSearchContract::start().unwrap();
+    cluster.set_index("orders", IndexState::InStep { checkpoint: 3 });
+    cluster.set_index("invoices", IndexState::InStep { checkpoint: 9 });
+    const T: &str = "all-followed";
+    let exporter = Exporter::start(&config_with(&os_target(T, &cluster.url(), "60s", ""))).await;
+    go(&exporter, "GO with both indices in step").await;
+    let metrics = exporter.metrics().await;
+    for index in ["orders", "invoices"] {
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "rpo_opensearch_index_syncing",
+                &[("target", T), ("index", index)]
+            ),
+            Some(1.0),
+            "{index}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "rpo_opensearch_follower_indices",
+            &[("target", T), ("status", "syncing")]
+        ),
+        Some(2.0)
+    );
+
+    // Paused, it drops out of follower_stats' index list; still reported.
+    cluster.set_index("invoices", IndexState::Paused);
+    let t = wait_until(
+        Duration::from_secs(10),
+        "the paused index named",
+        || async {
+            let t = exporter.target_verdict(T).await;
+            (
+                t["reasons"].to_string().contains("invoices is PAUSED"),
+                t.to_string(),
+            )
+        },
+    )
+    .await;
+    assert!(!t.contains("orders is"), "{t}");
+    assert_eq!(
+        exporter
+            .metric(
+                "rpo_opensearch_follower_indices",
+                &[("target", T), ("status", "paused")]
+            )
+            .await,
+        Some(1.0)
+    );
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_dates_a_follower_that_is_never_in_step() {
+    let cluster = OpenSearchContract::start().unwrap();
+    // Written all the time: the checkpoints never meet at a poll instant.
+    cluster.set_index(
+        "rpo-heartbeat",
+        IndexState::Behind {
+            leader: 100,
+            follower: 99,
+        },
+    );
+    cluster.route_heartbeats("rpo-heartbeat-leader", "rpo-heartbeat");
+    const T: &str = "erp-search";
+    let exporter = Exporter::start(&config_with(&os_target(
+        T,
+        &cluster.url(),
+        "3s",
+        &format!(
+            "leader_url = \"{}\"\nheartbeat = {{ interval = \"500ms\", leader_index = \"rpo-heartbeat-leader\", follower_index = \"rpo-heartbeat\" }}",
+            cluster.url()
+        ),
+    )))
+    .await;
+    go(&exporter, "GO on heartbeat evidence").await;
+    let metrics = exporter.metrics().await;
+    let written = metric_value(
+        &metrics,
+        "rpo_heartbeat_last_write_timestamp_seconds",
+        &labels(T),
+    )
+    .unwrap();
+    let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
+    assert!(
+        written - seen < 1.5,
+        "heartbeat written {written}, seen on the follower {seen}"
+    );
+    assert!(metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap() < 1.5);
+    let doc = cluster
+        .document("rpo-heartbeat-leader", "test")
+        .expect("heartbeat document on the leader");
+    assert!(doc.contains("\"instance\":\"test\""), "{doc}");
+
+    // Replication of the heartbeat stops: the exposure grows past the budget.
+    cluster.set_replicating_heartbeats(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let exposure = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        exposure > 4.0,
+        "exposure {exposure} must grow once heartbeats stop arriving"
+    );
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+    assert!(
+        verdict["reasons"].to_string().contains("exceeds budget 3s"),
+        "{verdict}"
+    );
+    exporter.stop().await;
+}

@@ -1,0 +1,561 @@
+//! The Postgres kind against a real primary with a streaming replica:
+//! steady state, the idle-primary trap, paused replay, broken links, and
+//! targets that refuse or hang next to a healthy one.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const T: &str = "erp-db";
+
+fn labels(target: &str) -> [(&'static str, &str); 1] {
+    [("target", target)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_with_writes_is_go_with_small_exposure_and_no_backlog() {
+    let pair = start_pair().await;
+    let _writer = Writer::start(&pair.primary_url(), Duration::from_millis(50)).await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "5s", true))).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["verdict"], "GO");
+    let exposure = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(exposure < 2.0, "exposure {exposure}");
+    let backlog = exporter
+        .metric("rpo_backlog_bytes", &labels(T))
+        .await
+        .unwrap();
+    assert!(backlog < 64.0 * 1024.0, "backlog {backlog}");
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_target_ready", &labels(T)).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        exporter
+            .metric("rpo_failover_ready", &[("group", "erp")])
+            .await,
+        Some(1.0)
+    );
+    // The heartbeat canary is being written and read back.
+    let metrics = exporter.metrics().await;
+    let written = metric_value(
+        &metrics,
+        "rpo_heartbeat_last_write_timestamp_seconds",
+        &labels(T),
+    )
+    .unwrap();
+    let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
+    assert!(
+        written - seen < 2.0,
+        "heartbeat written {written}, seen on replica {seen}"
+    );
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_primary_is_not_lag_with_or_without_heartbeat() {
+    // Two pairs so the heartbeat writes of one cannot wake the other.
+    let (a, b) = tokio::join!(start_pair(), start_pair());
+    let config = config_with(&format!(
+        "{}{}",
+        postgres_target("idle-positions", &a, "5s", false),
+        postgres_target("idle-heartbeat", &b, "5s", true)
+    ));
+    // One write, then nothing: pg_last_xact_replay_timestamp() grows old.
+    a.primary_sql("CREATE TABLE one_write (x int); INSERT INTO one_write VALUES (1)")
+        .unwrap();
+    let exporter = Exporter::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let metrics = exporter.metrics().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_commit = metric_value(
+        &metrics,
+        "rpo_postgres_last_replayed_transaction_timestamp_seconds",
+        &labels("idle-positions"),
+    )
+    .unwrap();
+    assert!(
+        now - last_commit > 25.0,
+        "the trap is set: last replayed commit {}s ago",
+        now - last_commit
+    );
+    for target in ["idle-positions", "idle-heartbeat"] {
+        let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(target)).unwrap();
+        assert!(
+            exposure < 2.0,
+            "{target}: idle primary read as lag: exposure {exposure}"
+        );
+    }
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 200, "{verdict}");
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_replay_grows_exposure_then_recovers() {
+    let pair = start_pair().await;
+    let config = config_with(&format!(
+        "{}{}",
+        postgres_target(T, &pair, "2s", true),
+        postgres_target("erp-db-positions", &pair, "2s", false)
+    ));
+    let exporter = Exporter::start(&config).await;
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "GO before the pause", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+
+    pair.pause_replay().unwrap();
+    let paused_at = Instant::now();
+    let n = 6.0;
+    tokio::time::sleep(Duration::from_secs_f64(n)).await;
+    let metrics = exporter.metrics().await;
+    let elapsed = paused_at.elapsed().as_secs_f64();
+    for target in [T, "erp-db-positions"] {
+        let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(target)).unwrap();
+        // Within one heartbeat (or poll) interval plus a second of the injected pause.
+        assert!(
+            (exposure - elapsed).abs() <= 1.5,
+            "{target}: exposure {exposure} after {elapsed}s of paused replay"
+        );
+        let backlog = metric_value(&metrics, "rpo_backlog_bytes", &labels(target)).unwrap();
+        assert!(backlog > 0.0, "{target}: backlog {backlog}");
+        let catchup = metric_value(&metrics, "rpo_catchup_seconds", &labels(target)).unwrap();
+        assert!(catchup > 0.0, "{target}: catch-up {catchup}");
+        assert_eq!(
+            metric_value(&metrics, "rpo_postgres_replay_paused", &labels(target)),
+            Some(1.0)
+        );
+    }
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+    assert_eq!(verdict["verdict"], "NO-GO");
+    let reasons: Vec<String> = verdict["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("erp-db: exposure ") && r.ends_with("exceeds budget 2s")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        exporter
+            .metric("rpo_failover_ready", &[("group", "erp")])
+            .await,
+        Some(0.0)
+    );
+
+    pair.resume_replay().unwrap();
+    wait_until(Duration::from_secs(10), "GO after resume", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+    let exposure = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(exposure < 2.0, "exposure after resume {exposure}");
+    drop(writer);
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_replica_is_no_go_and_exposure_keeps_growing() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    wait_until(Duration::from_secs(10), "GO", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+
+    // No writes at all: a broken link must still not read as zero.
+    pair.stop_replica().unwrap();
+    let first = wait_until(
+        Duration::from_secs(10),
+        "NO-GO naming the replica",
+        || async {
+            let t = exporter.target_verdict(T).await;
+            let reasons = t["reasons"].to_string();
+            (reasons.contains("replica unreachable"), t.to_string())
+        },
+    )
+    .await;
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(
+        first["reasons"][0].as_str().unwrap().contains("connect"),
+        "{first}"
+    );
+    let e1 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let e2 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        e2 > e1 + 3.0,
+        "exposure must keep growing while the replica is gone: {e1} -> {e2}"
+    );
+    assert!(e2 > 3.0, "exposure {e2} exceeds the 3s budget");
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(0.0)
+    );
+    assert!(
+        exporter
+            .metric(
+                "rpo_probe_failures_total",
+                &[("target", T), ("reason", "connect")]
+            )
+            .await
+            .unwrap()
+            > 0.0
+    );
+    let (status, _) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+
+    // Back again: reconnects on its own, GO again.
+    pair.start_replica().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "GO after the replica returns",
+        || async {
+            let (status, v) = exporter.verdict("").await;
+            (status == 200, v.to_string())
+        },
+    )
+    .await;
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_primary_is_no_go_and_never_reads_zero() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    wait_until(Duration::from_secs(10), "GO", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+
+    pair.stop_primary().unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the replica's WAL receiver to notice",
+        || async {
+            let t = exporter.target_verdict(T).await;
+            let reasons = t["reasons"].to_string();
+            (
+                reasons.contains("source unreachable") && reasons.contains("not streaming")
+                    || reasons.contains("no WAL receiver"),
+                t.to_string(),
+            )
+        },
+    )
+    .await;
+    let e1 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e2 = exporter
+        .metric("rpo_exposure_seconds", &labels(T))
+        .await
+        .unwrap();
+    assert!(
+        e2 > e1 + 2.0 && e2 > 3.0,
+        "exposure must grow while the primary is gone: {e1} -> {e2}"
+    );
+    assert_eq!(
+        exporter.metric("rpo_source_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter.metric("rpo_replication_healthy", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        exporter
+            .metric("rpo_postgres_wal_receiver_up", &labels(T))
+            .await,
+        Some(0.0)
+    );
+    // The replica still answers, so its evidence stays fresh.
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(1.0)
+    );
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503);
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("erp-db: source unreachable"),
+        "{verdict}"
+    );
+
+    pair.start_primary().unwrap();
+    wait_until(
+        Duration::from_secs(25),
+        "GO after the primary returns",
+        || async {
+            let (status, v) = exporter.verdict("").await;
+            (status == 200, v.to_string())
+        },
+    )
+    .await;
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_hanging_targets_do_not_delay_a_healthy_one() {
+    let pair = start_pair().await;
+    let silent = rpo_lab::SilentServer::start().unwrap();
+    let refused_port = rpo_lab::free_port();
+    let config = config_with(&format!(
+        r#"{healthy}
+[[postgres]]
+name = "refused"
+group = "erp"
+primary_url = "postgres://monitor:hunter2@127.0.0.1:{refused_port}/x"
+replica_url = "postgres://monitor:hunter2@127.0.0.1:{refused_port}/x"
+
+[[postgres]]
+name = "silent"
+group = "erp"
+primary_url = "postgres://monitor:hunter2@127.0.0.1:{silent_port}/x"
+replica_url = "postgres://monitor:hunter2@127.0.0.1:{silent_port}/x"
+"#,
+        healthy = postgres_target(T, &pair, "5s", false),
+        silent_port = silent.port()
+    ));
+    let exporter = Exporter::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs_before = exporter
+        .metric("rpo_probe_runs_total", &labels(T))
+        .await
+        .unwrap();
+    let window = Instant::now();
+    // Scrape throughout: every answer within 100 ms although a target hangs.
+    let mut slowest = Duration::ZERO;
+    while window.elapsed() < Duration::from_secs(5) {
+        let started = Instant::now();
+        let (status, _) = exporter.get("/metrics").await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest /metrics answer {slowest:?}"
+    );
+    let metrics = exporter.metrics().await;
+    let runs = metric_value(&metrics, "rpo_probe_runs_total", &labels(T)).unwrap() - runs_before;
+    // 500 ms cadence over 5 s: about 10 polls, unaffected by the hung target.
+    assert!(
+        runs >= 8.0,
+        "healthy target polled only {runs} times in 5 s"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "rpo_probe_failures_total",
+            &[("target", "refused"), ("reason", "connect")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "rpo_probe_failures_total",
+            &[("target", "silent"), ("reason", "timeout")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_target_ready", &labels(T)),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "rpo_target_ready", &labels("silent")),
+        Some(0.0)
+    );
+    assert!(
+        !metrics.contains("hunter2"),
+        "a password leaked into /metrics"
+    );
+
+    let silent_verdict = exporter.target_verdict("silent").await;
+    let reasons = silent_verdict["reasons"].to_string();
+    assert!(reasons.contains("timeout"), "{silent_verdict}");
+    let refused_verdict = exporter.target_verdict("refused").await;
+    let reasons = refused_verdict["reasons"].to_string();
+    assert!(reasons.contains("connect"), "{refused_verdict}");
+    assert!(!reasons.contains("hunter2"));
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_without_create_privilege_names_the_sql_to_run() {
+    let pair = start_pair().await;
+    pair.primary_sql("CREATE ROLE monitor LOGIN; GRANT pg_monitor TO monitor; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .unwrap();
+    let url = |port: u16| format!("postgres://monitor@127.0.0.1:{port}/postgres");
+    let config = config_with(&format!(
+        r#"
+[[postgres]]
+name = "{T}"
+group = "erp"
+primary_url = "{}"
+replica_url = "{}"
+heartbeat = {{ interval = "500ms", table = "rpo_heartbeat" }}
+"#,
+        url(pair.primary_port()),
+        url(pair.replica_port())
+    ));
+    let exporter = Exporter::start(&config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = exporter
+        .metric("rpo_heartbeat_write_failures_total", &labels(T))
+        .await
+        .unwrap();
+    assert!(failures > 0.0);
+    // Engine positions still work for the monitoring role.
+    assert!(
+        exporter
+            .metric("rpo_exposure_seconds", &labels(T))
+            .await
+            .unwrap()
+            < 2.0
+    );
+    exporter.stop().await;
+
+    // The message a person gets says exactly what to run.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
+        .args(["check", "--config"])
+        .arg(write_temp_config(&config))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CREATE TABLE IF NOT EXISTS rpo_heartbeat"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GRANT SELECT, INSERT, UPDATE ON rpo_heartbeat TO monitor"),
+        "{stderr}"
+    );
+}
+
+fn write_temp_config(text: &str) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", true))).await;
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    wait_until(Duration::from_secs(10), "GO", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+
+    // The source region is gone.
+    drop(writer);
+    pair.stop_primary().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let (status, planned) = exporter.verdict("?group=erp&mode=planned").await;
+    assert_eq!(status, 503, "{planned}");
+    assert!(
+        planned["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("source unreachable"),
+        "{planned}"
+    );
+
+    let (status, unplanned) = exporter.verdict("?group=erp&mode=unplanned").await;
+    assert_eq!(status, 200, "{unplanned}");
+    assert_eq!(unplanned["mode"], "unplanned");
+    let target = &unplanned["groups"][0]["targets"][0];
+    // The recovery point is what the replica holds: frozen since the
+    // primary went away, so the exposure has grown past the budget...
+    assert!(
+        target["exposure_seconds"].as_f64().unwrap() > 4.0,
+        "{target}"
+    );
+    assert!(target["recovery_point"].is_string());
+    // ...while the known loss window (last contact − recovery point) is small.
+    let window = target["loss_window_seconds"].as_f64().unwrap();
+    assert!(window < 2.0, "loss window {window}: {target}");
+
+    // The CLI agrees, and prints the loss window.
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("c.toml");
+    std::fs::write(&path, config_with(&postgres_target(T, &pair, "3s", false))).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
+        .args(["check", "--from", &exporter.url(""), "--mode", "unplanned"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("loss window"), "{stdout}");
+
+    // With the replica gone too, unplanned is NO-GO: nothing to fail over to.
+    pair.stop_replica().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "unplanned NO-GO without a replica",
+        || async {
+            let (status, v) = exporter.verdict("?mode=unplanned").await;
+            (
+                status == 503
+                    && v["reasons"][0]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("replica unreachable"),
+                v.to_string(),
+            )
+        },
+    )
+    .await;
+    exporter.stop().await;
+}

@@ -1,0 +1,581 @@
+//! The AWS emulator for tests and the demo: moto's server mode.
+//!
+//! [`MotoServer::start`] finds moto in a virtualenv and runs
+//! `moto_server -H 127.0.0.1 -p PORT` on a free port, logging to a file in
+//! its own temporary directory; it answers in about a second. One server
+//! serves every region (the region comes from each request's signature).
+//! [`MotoServer::reset`] clears its state; dropping it (or
+//! [`MotoServer::stop`]) kills the process it started.
+//!
+//! The virtualenv is `$RPO_MOTO_VENV` if set, else
+//! `$XDG_CACHE_HOME/rpo-exporter/moto-venv` (or `~/.cache/...`). When it has
+//! no `moto_server`, it is created with `python3 -m venv` and
+//! `pip install 'moto[server]==MOTO_VERSION'` from PyPI (about a minute);
+//! a marker written last keeps a half-done install from being used.
+//! `scripts/install-deps.sh` does the same ahead of the tests.
+//!
+//! What moto lacks (EFS replication configurations, ElastiCache global
+//! datastores, S3 replication itself) is covered in the tests by recorded
+//! responses and by the test playing the replicator.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{free_port, log_tail, LabError, LabResult};
+
+/// The moto release the lab installs (5.x: the server mode and the APIs
+/// the tests use are stable there).
+pub const MOTO_VERSION: &str = "5.2.5";
+
+/// A running moto server.
+pub struct MotoServer {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl MotoServer {
+    /// Installs moto if needed, starts it on a free port, and waits until it
+    /// answers.
+    pub fn start() -> LabResult<MotoServer> {
+        let venv = ensure_venv()?;
+        let mut last_error = None;
+        for _ in 0..2 {
+            match MotoServer::start_in(&venv) {
+                Ok(server) => return Ok(server),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.expect("tried at least once"))
+    }
+
+    fn start_in(venv: &Path) -> LabResult<MotoServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("rpo-lab-moto-")
+            .tempdir()
+            .map_err(|e| LabError::io("creating the moto lab directory", e))?;
+        let log_path = dir.path().join("moto.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| LabError::io(format!("creating {}", log_path.display()), e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| LabError::io("duplicating the moto log handle", e))?;
+        let port = free_port();
+        let child = Command::new(venv.join("bin").join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                command: "moto_server".to_string(),
+                source,
+            })?;
+        let mut server = MotoServer {
+            port,
+            child: Some(child),
+            dir,
+        };
+        let started = Instant::now();
+        let limit = Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = http(port, "GET", "/moto-api/") {
+                return Ok(server);
+            }
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            if exited || started.elapsed() > limit {
+                let log_tail = log_tail(&log_path, 20);
+                server.stop();
+                return Err(LabError::Timeout {
+                    what: format!("moto_server on port {port} to answer"),
+                    waited: started.elapsed(),
+                    log: log_path,
+                    log_tail,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the `endpoint_url` of every AWS kind.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("moto.log")
+    }
+
+    /// Clears every resource in every region (`POST /moto-api/reset`).
+    pub fn reset(&self) -> LabResult<()> {
+        match http(self.port, "POST", "/moto-api/reset") {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(LabError::Command {
+                command: "POST /moto-api/reset".to_string(),
+                stderr: format!("HTTP {status}: {body}"),
+            }),
+            Err(e) => Err(LabError::io("POST /moto-api/reset", e)),
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the server (by the pid this harness started) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The virtualenv holding moto, installed on first use. A marker file
+/// written after `pip` succeeds tells a finished install from an
+/// interrupted one, which is removed and redone.
+pub fn ensure_venv() -> LabResult<PathBuf> {
+    // One install per process at a time.
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = venv_path();
+    let marker = venv.join(format!(".rpo-moto-{MOTO_VERSION}"));
+    if marker.is_file() && venv.join("bin").join("moto_server").is_file() {
+        return Ok(venv);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    if let Some(parent) = venv.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LabError::io(format!("creating {}", parent.display()), e))?;
+    }
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("moto[server]=={MOTO_VERSION}")),
+        "pip install moto[server]",
+    )?;
+    std::fs::write(&marker, MOTO_VERSION)
+        .map_err(|e| LabError::io(format!("writing {}", marker.display()), e))?;
+    Ok(venv)
+}
+
+/// Where the moto virtualenv lives.
+pub fn venv_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("RPO_MOTO_VENV") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("rpo-exporter").join("moto-venv")
+}
+
+fn run(command: &mut Command, what: &str) -> LabResult<()> {
+    let output = command.output().map_err(|source| LabError::Spawn {
+        command: what.to_string(),
+        source,
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(if output.stderr.is_empty() {
+            &output.stdout
+        } else {
+            &output.stderr
+        });
+        Err(LabError::Command {
+            command: what.to_string(),
+            stderr: text.trim().to_string(),
+        })
+    }
+}
+
+/// A minimal HTTP/1.0 exchange with the local server: (status, body).
+fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The AWS part of the demo: resources on a running moto, kept alive.
+pub struct AwsDemo {
+    /// `[[rds]]`, `[[aurora_global]]`, `[[s3]]` and `[[sqs]]` blocks for the
+    /// demo config, pointing at the emulator.
+    pub config_blocks: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for AwsDemo {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl MotoServer {
+    /// Seeds the emulator for the demo, as AWS would look with healthy
+    /// replication: an RDS source with a cross-region replica, an Aurora
+    /// global database, S3 buckets with a replication rule (a task plays the
+    /// replicator, one second behind), and an SQS queue with its dead-letter
+    /// queue; a task keeps CloudWatch datapoints arriving every 20 s.
+    pub async fn seed_demo(&self, group: &str, instance: &str) -> Result<AwsDemo, String> {
+        use rpo_exporter::probes::aws::{AwsCallCounters, AwsClients};
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+        use std::sync::Arc;
+
+        let access = |region: &str| rpo_exporter::config::AwsAccess {
+            region: region.to_string(),
+            profile: None,
+            role_arn: None,
+            endpoint_url: Some(self.endpoint_url()),
+        };
+        let counters = Arc::new(AwsCallCounters::default());
+        let east = Arc::new(AwsClients::new(access("us-east-1"), counters.clone()));
+        let west = Arc::new(AwsClients::new(access("us-west-2"), counters));
+        let e = |what: &str| {
+            let what = what.to_string();
+            move |err: String| format!("seeding moto ({what}): {err}")
+        };
+        let rds = east.rds().await;
+        let source = rds
+            .create_db_instance()
+            .db_instance_identifier("erp-db")
+            .db_instance_class("db.t3.micro")
+            .engine("postgres")
+            .master_username("admin")
+            .master_user_password("demo-password")
+            .allocated_storage(20)
+            .send()
+            .await
+            .map_err(|x| e("RDS source")(x.to_string()))?;
+        let source_arn = source
+            .db_instance()
+            .and_then(|i| i.db_instance_arn())
+            .unwrap_or_default()
+            .to_string();
+        west.rds()
+            .await
+            .create_db_instance_read_replica()
+            .db_instance_identifier("erp-db-dr")
+            .source_db_instance_identifier(&source_arn)
+            .send()
+            .await
+            .map_err(|x| e("RDS replica")(x.to_string()))?;
+        rds.create_global_cluster()
+            .global_cluster_identifier("erp-global")
+            .engine("aurora-postgresql")
+            .send()
+            .await
+            .map_err(|x| e("Aurora global cluster")(x.to_string()))?;
+        rds.create_db_cluster()
+            .db_cluster_identifier("erp-aurora")
+            .engine("aurora-postgresql")
+            .master_username("admin")
+            .master_user_password("demo-password")
+            .global_cluster_identifier("erp-global")
+            .send()
+            .await
+            .map_err(|x| e("Aurora primary")(x.to_string()))?;
+        west.rds()
+            .await
+            .create_db_cluster()
+            .db_cluster_identifier("erp-aurora-dr")
+            .engine("aurora-postgresql")
+            .global_cluster_identifier("erp-global")
+            .send()
+            .await
+            .map_err(|x| e("Aurora secondary")(x.to_string()))?;
+        let (s3_east, s3_west) = (east.s3().await, west.s3().await);
+        s3_east
+            .create_bucket()
+            .bucket("erp-files")
+            .send()
+            .await
+            .map_err(|x| e("S3 source")(x.to_string()))?;
+        s3_west
+            .create_bucket()
+            .bucket("erp-files-dr")
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|x| e("S3 destination")(x.to_string()))?;
+        for (s3, bucket) in [(&s3_east, "erp-files"), (&s3_west, "erp-files-dr")] {
+            s3.put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|x| e("S3 versioning")(x.to_string()))?;
+        }
+        let rule = aws_sdk_s3::types::ReplicationRule::builder()
+            .id("to-dr")
+            .priority(1)
+            .status(aws_sdk_s3::types::ReplicationRuleStatus::Enabled)
+            .filter(
+                aws_sdk_s3::types::ReplicationRuleFilter::builder()
+                    .prefix("")
+                    .build(),
+            )
+            .destination(
+                aws_sdk_s3::types::Destination::builder()
+                    .bucket("arn:aws:s3:::erp-files-dr")
+                    .build()
+                    .map_err(|x| e("S3 rule")(x.to_string()))?,
+            )
+            .build()
+            .map_err(|x| e("S3 rule")(x.to_string()))?;
+        s3_east
+            .put_bucket_replication()
+            .bucket("erp-files")
+            .replication_configuration(
+                aws_sdk_s3::types::ReplicationConfiguration::builder()
+                    .role("arn:aws:iam::123456789012:role/s3-replication")
+                    .rules(rule)
+                    .build()
+                    .map_err(|x| e("S3 replication")(x.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|x| e("S3 replication")(x.to_string()))?;
+        let sqs = east.sqs().await;
+        for queue in ["erp-outbox-dlq", "erp-outbox"] {
+            sqs.create_queue()
+                .queue_name(queue)
+                .send()
+                .await
+                .map_err(|x| e("SQS")(x.to_string()))?;
+        }
+
+        let mut tasks = Vec::new();
+        // CloudWatch, as AWS would publish it: a datapoint a minute or so.
+        let feeder = {
+            let (east, west) = (east.clone(), west.clone());
+            async move {
+                let datum = |metric: &str, dims: &[(&str, &str)], value: f64| {
+                    let mut d = MetricDatum::builder()
+                        .metric_name(metric)
+                        .timestamp(std::time::SystemTime::now().into())
+                        .value(value);
+                    for (k, v) in dims {
+                        d = d.dimensions(Dimension::builder().name(*k).value(*v).build());
+                    }
+                    d.build()
+                };
+                loop {
+                    let (cw_east, cw_west) = (east.cloudwatch().await, west.cloudwatch().await);
+                    let _ = cw_west
+                        .put_metric_data()
+                        .namespace("AWS/RDS")
+                        .metric_data(datum(
+                            "ReplicaLag",
+                            &[("DBInstanceIdentifier", "erp-db-dr")],
+                            2.0,
+                        ))
+                        .metric_data(datum(
+                            "AuroraGlobalDBRPOLag",
+                            &[
+                                ("DBClusterIdentifier", "erp-aurora-dr"),
+                                ("SourceRegion", "us-east-1"),
+                            ],
+                            800.0,
+                        ))
+                        .metric_data(datum(
+                            "AuroraGlobalDBReplicationLag",
+                            &[
+                                ("DBClusterIdentifier", "erp-aurora-dr"),
+                                ("SourceRegion", "us-east-1"),
+                            ],
+                            600.0,
+                        ))
+                        .send()
+                        .await;
+                    // S3 replication metrics, in the destination's region.
+                    let s3_dims = [
+                        ("SourceBucket", "erp-files"),
+                        ("DestinationBucket", "erp-files-dr"),
+                        ("RuleId", "to-dr"),
+                    ];
+                    let _ = cw_west
+                        .put_metric_data()
+                        .namespace("AWS/S3")
+                        .metric_data(datum("ReplicationLatency", &s3_dims, 4.0))
+                        .metric_data(datum("BytesPendingReplication", &s3_dims, 0.0))
+                        .metric_data(datum("OperationsPendingReplication", &s3_dims, 0.0))
+                        .metric_data(datum("OperationsFailedReplication", &s3_dims, 0.0))
+                        .send()
+                        .await;
+                    let _ = cw_east
+                        .put_metric_data()
+                        .namespace("AWS/SQS")
+                        .metric_data(datum(
+                            "ApproximateAgeOfOldestMessage",
+                            &[("QueueName", "erp-outbox")],
+                            0.0,
+                        ))
+                        .send()
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                }
+            }
+        };
+        tasks.push(tokio::spawn(feeder));
+        // The replicator moto does not have: the canary, one second behind.
+        let key = format!("rpo-canary/{instance}");
+        tasks.push(tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                if let Ok(object) = s3_east
+                    .get_object()
+                    .bucket("erp-files")
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    if let Ok(body) = object.body.collect().await {
+                        let body = body.into_bytes();
+                        if last.as_ref() != Some(&body) {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let _ = s3_west
+                                .put_object()
+                                .bucket("erp-files-dr")
+                                .key(&key)
+                                .body(body.clone().into())
+                                .send()
+                                .await;
+                            last = Some(body);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }));
+
+        let endpoint = self.endpoint_url();
+        let common = format!(
+            "group = \"{group}\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\npoll_interval = \"5s\"\nstale_after = \"10m\"\n"
+        );
+        let config_blocks = format!(
+            r#"
+# AWS kinds against the local AWS emulator (moto): CloudWatch evidence is
+# minutes old by nature, so these budgets are minutes, the canary's seconds.
+[[rds]]
+name = "erp-rds"
+rpo_budget = "10m"
+source_instance = "erp-db"
+{common}
+[[aurora_global]]
+name = "erp-aurora"
+rpo_budget = "10m"
+global_cluster = "erp-global"
+{common}
+[[s3]]
+name = "erp-files"
+rpo_budget = "30s"
+source_bucket = "erp-files"
+destination_bucket = "erp-files-dr"
+destination_region = "us-west-2"
+canary = {{ interval = "2s", prefix = "rpo-canary/" }}
+{common}
+[[sqs]]
+name = "erp-outbox"
+rpo_budget = "5m"
+queue_name = "erp-outbox"
+dead_letter_queue_name = "erp-outbox-dlq"
+{common}"#
+        );
+        Ok(AwsDemo {
+            config_blocks,
+            tasks,
+        })
+    }
+}
+
+/// Dummy credentials for a process that talks to moto only (the demo), and
+/// the user's AWS files kept out. Call before any thread starts.
+pub fn use_emulator_credentials() {
+    for (name, value) in [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+    ] {
+        std::env::set_var(name, value);
+    }
+    std::env::remove_var("AWS_SESSION_TOKEN");
+    std::env::remove_var("AWS_PROFILE");
+}
+
+/// The demo's emulator and its resources, or `None` (with a note on
+/// stderr) when moto cannot run here: the demo goes on without AWS kinds.
+pub async fn start_demo(group: &str, instance: &str) -> Option<(MotoServer, AwsDemo)> {
+    eprintln!("starting the AWS emulator (moto)...");
+    let moto = match tokio::task::spawn_blocking(MotoServer::start).await {
+        Ok(Ok(moto)) => moto,
+        Ok(Err(e)) => {
+            eprintln!("rpo-lab: no AWS kinds in this demo: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    match moto.seed_demo(group, instance).await {
+        Ok(demo) => {
+            eprintln!("AWS emulator on {}", moto.endpoint_url());
+            Some((moto, demo))
+        }
+        Err(e) => {
+            eprintln!("rpo-lab: no AWS kinds in this demo: {e}");
+            None
+        }
+    }
+}
