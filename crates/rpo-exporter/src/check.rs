@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::poller::{heartbeat_and_record, poll_and_record};
-use crate::probes;
+use crate::kinds;
 use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
 use crate::store::Store;
 
@@ -81,7 +81,7 @@ pub async fn check_config(
     let mut probes = Vec::new();
     for &i in &selected {
         let target = &config.targets[i];
-        match probes::build(target, &config.instance) {
+        match kinds::build(target, &config.instance) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
                 probes.push((i, Some(probe), writer));

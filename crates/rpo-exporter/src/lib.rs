@@ -6,9 +6,9 @@
 //! - [`config`]: the TOML file, validated into a [`config::Config`].
 //! - [`probe`]: the [`probe::Probe`] trait, [`probe::Measurement`] and
 //!   [`probe::ProbeError`] with its bounded reason.
-//! - [`probes`]: one module per kind (`postgres`, `redis`, `redis_stream`,
+//! - [`kinds`]: one module per kind (`postgres`, `redis`, `redis_stream`,
 //!   `rabbitmq`, `sql_queue`, `opensearch`, and the AWS kinds in
-//!   `probes::aws`); `probes::build` is the one place that maps a kind to its
+//!   `kinds::aws`); `kinds::build` is the one place that maps a kind to its
 //!   probe.
 //! - [`poller`]: runs each probe on its interval within its timeout, and the
 //!   heartbeat writers, and records into the store.
@@ -33,7 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
-pub mod probes;
+pub mod kinds;
 pub mod readiness;
 pub mod store;
 

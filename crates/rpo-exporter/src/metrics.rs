@@ -341,17 +341,17 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
 }
 
 /// What monitoring costs: the exporter-wide AWS call counters, kept by
-/// `probes::aws` (atomics the plumbing counts in) and read here at scrape
+/// `kinds::aws` (atomics the plumbing counts in) and read here at scrape
 /// time. Rendered only when an AWS kind is configured.
 fn render_aws_calls(out: &mut String, config: &Config) {
     if !config
         .targets
         .iter()
-        .any(|t| crate::probes::aws::is_aws_kind(t.kind()))
+        .any(|t| crate::kinds::aws::is_aws_kind(t.kind()))
     {
         return;
     }
-    let counts = crate::probes::aws::call_counters().snapshot();
+    let counts = crate::kinds::aws::call_counters().snapshot();
     header(
         out,
         "rpo_aws_api_requests_total",

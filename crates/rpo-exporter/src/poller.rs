@@ -16,7 +16,7 @@ use crate::config::{Config, Target};
 use futures::FutureExt;
 
 use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
-use crate::probes;
+use crate::kinds;
 use crate::store::Store;
 
 /// The running poll tasks.
@@ -31,7 +31,7 @@ impl Poller {
         for (index, target) in config.targets.iter().enumerate() {
             let target = target.clone();
             let store = store.clone();
-            match probes::build(&target, &config.instance) {
+            match kinds::build(&target, &config.instance) {
                 Ok(mut probe) => {
                     if let Some(writer) = probe.heartbeat_writer() {
                         tasks.spawn(heartbeat_loop(index, target.clone(), writer, store.clone()));
@@ -174,7 +174,7 @@ async fn poll_loop(
             == PollOutcome::ProbePanicked
         {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
-            if let Ok(fresh) = probes::build(&target, &instance) {
+            if let Ok(fresh) = kinds::build(&target, &instance) {
                 probe = fresh;
             }
         }

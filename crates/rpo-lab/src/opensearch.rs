@@ -444,7 +444,7 @@ pub fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rpo_exporter::probes::opensearch::{parse_follower_stats, parse_status, ReplicationStatus};
+    use rpo_exporter::kinds::opensearch::{parse_follower_stats, parse_status, ReplicationStatus};
 
     #[test]
     fn base64_matches_the_rfc_vectors() {

@@ -21,7 +21,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use rpo_exporter::config::AwsAccess;
 use rpo_lab::moto::MotoServer;
 use rpo_exporter::probe::unix_seconds;
-use rpo_exporter::probes::aws::{AwsCallCounters, AwsClients, MetricQuery, Stat};
+use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients, MetricQuery, Stat};
 
 use crate::support::{wait_until, Exporter};
 
@@ -962,9 +962,9 @@ async fn cloudwatch_series_cost_ceil_n_over_500_calls_per_poll() {
     let mut probes: Vec<_> = config
         .targets
         .iter()
-        .map(|t| rpo_exporter::probes::build(t, "test").unwrap())
+        .map(|t| rpo_exporter::kinds::build(t, "test").unwrap())
         .collect();
-    let shared = rpo_exporter::probes::aws::clients_for(&access(&moto, "ap-south-1"));
+    let shared = rpo_exporter::kinds::aws::clients_for(&access(&moto, "ap-south-1"));
     for round in 1..=2u64 {
         let polls = probes.iter_mut().map(|p| p.poll());
         for result in futures::future::join_all(polls).await {
@@ -1062,7 +1062,7 @@ fn the_iam_policy_grants_every_call_the_probes_make() {
         }
     };
     let mut calls = Vec::new();
-    for entry in std::fs::read_dir(repo.join("crates/rpo-exporter/src/probes/aws")).unwrap() {
+    for entry in std::fs::read_dir(repo.join("crates/rpo-exporter/src/kinds/aws")).unwrap() {
         let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         // String literals in order: a service name followed by an operation.
         let literals: Vec<&str> = source.split('"').skip(1).step_by(2).collect();

@@ -27,10 +27,10 @@ fn metric_tokens(text: &str) -> BTreeSet<String> {
 }
 
 /// Metric names the code exports: the string literals of src/metrics.rs and
-/// src/probes/.
+/// src/kinds/.
 fn exported_by_code() -> BTreeSet<String> {
     let mut files = vec![repo().join("crates/rpo-exporter/src/metrics.rs")];
-    let mut dirs = vec![repo().join("crates/rpo-exporter/src/probes")];
+    let mut dirs = vec![repo().join("crates/rpo-exporter/src/kinds")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -89,7 +89,7 @@ impl Target {
 }
 
 /// The kinds of target. The one list of kinds lives here and in
-/// `probes::build`.
+/// `kinds::build`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Postgres,

@@ -28,7 +28,7 @@ use crate::config::{SqsQueue, SqsTarget, Target};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
 };
-use crate::probes::queue::{queue_details, QueueHistory, QueueObservation};
+use crate::kinds::queue::{queue_details, QueueHistory, QueueObservation};
 
 /// A queue's live counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
