@@ -34,10 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rpo_exporter::config::Config;
 use rpo_exporter::http::AppState;
-use rpo_lab::{self as lab, PostgresPair};
 use rpo_exporter::probe::{Detail, FailureReason, LinkState, Measurement, ProbeError, Side};
 use rpo_exporter::readiness::{evaluate, Mode};
 use rpo_exporter::store::Store;
+use rpo_lab::{self as lab, PostgresPair};
 
 const USAGE: &str = "usage: rpo-bench [--requests N] [--targets 10,100,1000]
        rpo-bench --daemon [--seconds 60]";

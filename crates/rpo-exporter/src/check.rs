@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::poller::{heartbeat_and_record, poll_and_record};
 use crate::kinds;
+use crate::poller::{heartbeat_and_record, poll_and_record};
 use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
 use crate::store::Store;
 

@@ -27,13 +27,15 @@
 pub mod board;
 pub mod check;
 pub mod config;
+pub mod drivers;
+pub mod evidence;
 pub mod http;
 
+pub mod kinds;
 pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
-pub mod kinds;
 pub mod readiness;
 pub mod store;
 

@@ -344,11 +344,7 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
 /// `kinds::aws` (atomics the plumbing counts in) and read here at scrape
 /// time. Rendered only when an AWS kind is configured.
 fn render_aws_calls(out: &mut String, config: &Config) {
-    if !config
-        .targets
-        .iter()
-        .any(|t| crate::kinds::aws::is_aws_kind(t.kind()))
-    {
+    if !config.targets.iter().any(|t| t.kind().is_aws()) {
         return;
     }
     let counts = crate::kinds::aws::call_counters().snapshot();

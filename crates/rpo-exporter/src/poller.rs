@@ -15,8 +15,8 @@ use tokio::time::MissedTickBehavior;
 use crate::config::{Config, Target};
 use futures::FutureExt;
 
-use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
 use crate::kinds;
+use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
 use crate::store::Store;
 
 /// The running poll tasks.

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::{Config, Kind, Target};
+use crate::config::{Config, Target};
+use crate::kinds::Kind;
 use crate::probe::{unix_seconds, LinkState};
 use crate::store::{Snapshot, TargetReport};
 

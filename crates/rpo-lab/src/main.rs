@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rpo_exporter::check::{self, CheckOptions};
 use rpo_exporter::config::Config;
-use rpo_lab::full::FullLab;
 use rpo_exporter::readiness::Mode;
+use rpo_lab::full::FullLab;
 
 fn main() -> ExitCode {
     // The AWS kinds talk to a local emulator only: dummy credentials, set

@@ -1,32 +1,46 @@
-//! The configuration file: strict serde structs as written by a person, and
-//! the validated [`Config`] the rest of the program is built from.
+//! The configuration file: what is common to every target, and the
+//! validated [`Config`] the rest of the program is built from.
+//!
+//! This module owns the file, `[exporter]`, `[web]`, `[defaults]`, the
+//! groups, the keys every target takes (`name`, `group`, `rpo_budget`,
+//! `poll_interval`, `timeout`, `stale_after`) and secrets given as `x`,
+//! `x_env` or `x_file`. Each kind's own keys are declared and validated in
+//! the kind's file (`crate::kinds`), which reads them through
+//! [`TargetKeys`].
 //!
 //! Parsing and validation are one step ([`Config::load`]), so no code can get
 //! hold of a configuration that skipped validation. Every error names the
 //! file, the key and what to do. Secrets are resolved here (from `*_env` or
 //! `*_file`) into [`Secret`], which cannot be printed.
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-mod aws;
-pub use aws::{
-    is_aws_region, parse_arn as aws_parse_arn, AuroraGlobalTarget, AwsAccess, EfsTarget,
-    ElasticacheGlobalTarget, RdsTarget, S3Canary, S3Target, SqsQueue, SqsTarget,
-};
+use crate::kinds::{self, Kind, KindSpec};
 
 /// The default address of the HTTP server (the port is the exporter's own).
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:9798";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
-pub const DEFAULT_HEARTBEAT_TABLE: &str = "rpo_heartbeat";
+
+/// The keys every target takes, whatever its kind.
+pub const COMMON_KEYS: [&str; 6] = [
+    "name",
+    "group",
+    "rpo_budget",
+    "poll_interval",
+    "timeout",
+    "stale_after",
+];
 
 /// A validated configuration: every target resolved, every default applied.
 #[derive(Debug, Clone)]
@@ -62,215 +76,35 @@ pub struct Target {
     pub poll_interval: Duration,
     pub timeout: Duration,
     pub stale_after: Duration,
-    pub spec: TargetSpec,
+    pub kind: Kind,
+    /// The kind's own validated settings.
+    pub spec: Arc<dyn KindSpec>,
 }
 
 impl Target {
     pub fn kind(&self) -> Kind {
-        self.spec.kind()
+        self.kind
     }
 
     /// The heartbeat canary's interval, when the target has one.
     pub fn heartbeat_interval(&self) -> Option<Duration> {
-        match &self.spec {
-            TargetSpec::Postgres(pg) => pg.heartbeat.as_ref().map(|hb| hb.interval),
-            TargetSpec::Redis(redis) => redis.heartbeat.as_ref().map(|hb| hb.interval),
-            TargetSpec::RedisStream(_) => None,
-            TargetSpec::Rabbitmq(_) | TargetSpec::SqlQueue(_) => None,
-            TargetSpec::Opensearch(os) => os.heartbeat.as_ref().map(|hb| hb.interval),
-            TargetSpec::S3(s3) => s3.canary.as_ref().map(|canary| canary.interval),
-            TargetSpec::Rds(_)
-            | TargetSpec::AuroraGlobal(_)
-            | TargetSpec::ElasticacheGlobal(_)
-            | TargetSpec::Efs(_)
-            | TargetSpec::Sqs(_) => None,
-        }
+        self.spec.heartbeat_interval()
+    }
+
+    /// The kind's settings as their concrete type (`None` for another kind).
+    pub fn spec<T: KindSpec>(&self) -> Option<&T> {
+        let any: &dyn Any = self.spec.as_any();
+        any.downcast_ref::<T>()
     }
 }
 
-/// The kinds of target. The one list of kinds lives here and in
-/// `kinds::build`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Postgres,
-    Redis,
-    RedisStream,
-    Rabbitmq,
-    SqlQueue,
-    Opensearch,
-    Rds,
-    AuroraGlobal,
-    ElasticacheGlobal,
-    S3,
-    Efs,
-    Sqs,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Postgres => "postgres",
-            Kind::Redis => "redis",
-            Kind::RedisStream => "redis_stream",
-            Kind::Rabbitmq => "rabbitmq",
-            Kind::SqlQueue => "sql_queue",
-            Kind::Opensearch => "opensearch",
-            Kind::Rds => "rds",
-            Kind::AuroraGlobal => "aurora_global",
-            Kind::ElasticacheGlobal => "elasticache_global",
-            Kind::S3 => "s3",
-            Kind::Efs => "efs",
-            Kind::Sqs => "sqs",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum TargetSpec {
-    Postgres(PostgresTarget),
-    Redis(RedisTarget),
-    RedisStream(RedisStreamTarget),
-    Rabbitmq(RabbitmqTarget),
-    SqlQueue(SqlQueueTarget),
-    Opensearch(OpensearchTarget),
-    Rds(RdsTarget),
-    AuroraGlobal(AuroraGlobalTarget),
-    ElasticacheGlobal(ElasticacheGlobalTarget),
-    S3(S3Target),
-    Efs(EfsTarget),
-    Sqs(SqsTarget),
-}
-
-impl TargetSpec {
-    pub fn kind(&self) -> Kind {
-        match self {
-            TargetSpec::Postgres(_) => Kind::Postgres,
-            TargetSpec::Redis(_) => Kind::Redis,
-            TargetSpec::RedisStream(_) => Kind::RedisStream,
-            TargetSpec::Rabbitmq(_) => Kind::Rabbitmq,
-            TargetSpec::SqlQueue(_) => Kind::SqlQueue,
-            TargetSpec::Opensearch(_) => Kind::Opensearch,
-            TargetSpec::Rds(_) => Kind::Rds,
-            TargetSpec::AuroraGlobal(_) => Kind::AuroraGlobal,
-            TargetSpec::ElasticacheGlobal(_) => Kind::ElasticacheGlobal,
-            TargetSpec::S3(_) => Kind::S3,
-            TargetSpec::Efs(_) => Kind::Efs,
-            TargetSpec::Sqs(_) => Kind::Sqs,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct PostgresTarget {
-    pub primary_url: Secret,
-    pub replica_url: Secret,
-    pub heartbeat: Option<PostgresHeartbeat>,
-    /// Extra CA certificates (PEM) trusted for TLS, e.g. the RDS bundle.
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PostgresHeartbeat {
-    pub interval: Duration,
-    /// A table name, optionally schema-qualified; validated as identifiers.
-    pub table: String,
-    /// Create the table on the primary when it is missing.
-    pub create_table: bool,
-}
-
-/// The default heartbeat key prefix of the `redis` kind; each exporter
-/// instance writes `{key}:{instance}`.
-pub const DEFAULT_REDIS_HEARTBEAT_KEY: &str = "rpo:heartbeat";
-
-#[derive(Debug, Clone)]
-pub struct RedisTarget {
-    pub primary_url: Secret,
-    pub replica_url: Secret,
-    /// The password for both sides, when it is kept out of the URLs.
-    pub password: Option<Secret>,
-    pub heartbeat: Option<RedisHeartbeat>,
-    /// CA certificates (PEM) trusted for `rediss://` instead of the public roots.
-    pub tls_ca_file: Option<PathBuf>,
-    /// How the primary lists the replica in `INFO replication` (`ip`, `port`)
-    /// when that differs from the replica URL's host and port (NAT,
-    /// `replica-announce-ip`).
-    pub replica_listed_as: Option<(String, u16)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisHeartbeat {
-    pub interval: Duration,
-    /// The key prefix; the exporter writes `{key}:{instance}`.
-    pub key: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisStreamTarget {
-    pub url: Secret,
-    pub password: Option<Secret>,
-    pub stream: String,
-    pub consumer_group: String,
-    /// Report the target unhealthy while the group has no consumers.
-    pub require_consumers: bool,
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-/// One RabbitMQ queue, read through the management HTTP API.
-#[derive(Debug, Clone)]
-pub struct RabbitmqTarget {
-    /// The management API's base URL, like `http://host:15672`; it may carry
-    /// `user:password@`.
-    pub management_url: Secret,
-    /// Credentials when the URL carries none.
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub vhost: String,
-    pub queue: String,
-    /// Report the queue unhealthy while messages wait and no consumer is attached.
-    pub require_consumers: bool,
-    /// How old the management API's queue counts may be: about twice the
-    /// broker's `collect_statistics_interval` (5 s by default).
-    pub statistics_delay: Duration,
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-/// An outbox or staging table on PostgreSQL, read by a configured query.
-#[derive(Debug, Clone)]
-pub struct SqlQueueTarget {
-    pub url: Secret,
-    /// Returns one row: (count of unprocessed rows, oldest enqueue time or NULL).
-    pub query: String,
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-/// OpenSearch cross-cluster replication, read on the follower cluster.
-#[derive(Debug, Clone)]
-pub struct OpensearchTarget {
-    /// The follower cluster's URL; it may carry `user:password@`.
-    pub url: Secret,
-    /// The leader cluster's URL, for the heartbeat writer only.
-    pub leader_url: Option<Secret>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// Follower indices to check; empty means every index the follower follows.
-    pub indices: Vec<String>,
-    pub heartbeat: Option<OpensearchHeartbeat>,
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct OpensearchHeartbeat {
-    pub interval: Duration,
-    /// The replicated index on the leader the heartbeat document is written to,
-    pub leader_index: String,
-    /// and its follower index, where it is read back.
-    pub follower_index: String,
+/// The defaults a target of some kind starts from: `[defaults]`, or the
+/// kind's own (see [`kinds::KindDef::defaults`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    pub stale_after: Duration,
 }
 
 /// A value that must never be printed: `Debug` and `Display` redact it.
@@ -322,43 +156,6 @@ pub enum ConfigError {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    exporter: RawExporter,
-    #[serde(default)]
-    web: RawWeb,
-    #[serde(default)]
-    defaults: RawDefaults,
-    #[serde(default)]
-    group: Vec<RawGroup>,
-    #[serde(default)]
-    postgres: Vec<RawPostgres>,
-    #[serde(default)]
-    redis: Vec<RawRedis>,
-    #[serde(default)]
-    redis_stream: Vec<RawRedisStream>,
-    #[serde(default)]
-    rabbitmq: Vec<RawRabbitmq>,
-    #[serde(default)]
-    sql_queue: Vec<RawSqlQueue>,
-    #[serde(default)]
-    opensearch: Vec<RawOpensearch>,
-    #[serde(default)]
-    rds: Vec<aws::RawRds>,
-    #[serde(default)]
-    aurora_global: Vec<aws::RawAuroraGlobal>,
-    #[serde(default)]
-    elasticache_global: Vec<aws::RawElasticacheGlobal>,
-    #[serde(default)]
-    s3: Vec<aws::RawS3>,
-    #[serde(default)]
-    efs: Vec<aws::RawEfs>,
-    #[serde(default)]
-    sqs: Vec<aws::RawSqs>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawExporter {
     instance: Option<String>,
 }
@@ -385,8 +182,9 @@ struct RawGroup {
     rpo_budget: String,
 }
 
-/// The keys every target takes (each kind's struct repeats them, because
-/// serde's `flatten` cannot be combined with `deny_unknown_fields`).
+/// The keys every target takes (see [`COMMON_KEYS`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawCommon {
     name: String,
     group: String,
@@ -396,215 +194,8 @@ struct RawCommon {
     stale_after: Option<String>,
 }
 
-/// A kind's raw struct, which repeats the common keys.
-trait RawTarget {
-    fn common(&self) -> RawCommon;
-}
-
-macro_rules! raw_target {
-    ($($raw:ty),*) => {$(
-        impl RawTarget for $raw {
-            fn common(&self) -> RawCommon {
-                RawCommon {
-                    name: self.name.clone(),
-                    group: self.group.clone(),
-                    rpo_budget: self.rpo_budget.clone(),
-                    poll_interval: self.poll_interval.clone(),
-                    timeout: self.timeout.clone(),
-                    stale_after: self.stale_after.clone(),
-                }
-            }
-        }
-    )*};
-}
-
-raw_target!(
-    RawPostgres,
-    RawRedis,
-    RawRedisStream,
-    RawRabbitmq,
-    RawSqlQueue,
-    RawOpensearch
-);
-
-/// Validates the targets of each kind into one list, keyed for messages as
-/// `kind[index]`.
-struct KindValidation<'v, 'a> {
-    validator: &'v Validator<'a>,
-    targets: &'v mut Vec<Target>,
-    groups: &'v [Group],
-    defaults: &'v Defaults,
-}
-
-impl KindValidation<'_, '_> {
-    fn add<R: RawTarget>(
-        &mut self,
-        kind: &str,
-        raws: Vec<R>,
-        spec: impl Fn(&Validator<'_>, &str, R) -> Result<TargetSpec, ConfigError>,
-    ) -> Result<(), ConfigError> {
-        for (i, raw) in raws.into_iter().enumerate() {
-            let key = format!("{kind}[{i}]");
-            let common = raw.common();
-            let spec = spec(self.validator, &key, raw)?;
-            let target = self
-                .validator
-                .target(&key, common, self.groups, self.defaults, spec)?;
-            self.validator.push_target(self.targets, &key, target)?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPostgres {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    primary_url: Option<String>,
-    primary_url_env: Option<String>,
-    primary_url_file: Option<PathBuf>,
-    replica_url: Option<String>,
-    replica_url_env: Option<String>,
-    replica_url_file: Option<PathBuf>,
-    heartbeat: Option<RawPostgresHeartbeat>,
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPostgresHeartbeat {
-    interval: Option<String>,
-    table: Option<String>,
-    create_table: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRedis {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    primary_url: Option<String>,
-    primary_url_env: Option<String>,
-    primary_url_file: Option<PathBuf>,
-    replica_url: Option<String>,
-    replica_url_env: Option<String>,
-    replica_url_file: Option<PathBuf>,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    heartbeat: Option<RawRedisHeartbeat>,
-    tls_ca_file: Option<PathBuf>,
-    replica_listed_as: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRedisHeartbeat {
-    interval: Option<String>,
-    key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRedisStream {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    url: Option<String>,
-    url_env: Option<String>,
-    url_file: Option<PathBuf>,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    stream: String,
-    consumer_group: String,
-    require_consumers: Option<bool>,
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRabbitmq {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    management_url: Option<String>,
-    management_url_env: Option<String>,
-    management_url_file: Option<PathBuf>,
-    username: Option<String>,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    vhost: Option<String>,
-    queue: String,
-    require_consumers: Option<bool>,
-    statistics_delay: Option<String>,
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSqlQueue {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    url: Option<String>,
-    url_env: Option<String>,
-    url_file: Option<PathBuf>,
-    query: String,
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOpensearch {
-    name: String,
-    group: String,
-    rpo_budget: Option<String>,
-    poll_interval: Option<String>,
-    timeout: Option<String>,
-    stale_after: Option<String>,
-    url: Option<String>,
-    url_env: Option<String>,
-    url_file: Option<PathBuf>,
-    leader_url: Option<String>,
-    leader_url_env: Option<String>,
-    leader_url_file: Option<PathBuf>,
-    username: Option<String>,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    #[serde(default)]
-    indices: Vec<String>,
-    heartbeat: Option<RawOpensearchHeartbeat>,
-    tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOpensearchHeartbeat {
-    interval: Option<String>,
-    leader_index: String,
-    follower_index: String,
-}
+/// The sections of the file that are not kinds of target.
+const SECTIONS: [&str; 4] = ["exporter", "web", "defaults", "group"];
 
 // ---------------------------------------------------------------------------
 // Loading and validation.
@@ -621,54 +212,65 @@ impl Config {
 
     /// Parses and validates configuration text; `path` is used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|err| ConfigError::Parse {
-            path: path.to_owned(),
-            message: err.to_string().trim_end().to_string(),
-        })?;
-        Validator { path }.validate(raw)
+        let table: toml::Table =
+            text.parse()
+                .map_err(|err: toml::de::Error| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: err.to_string().trim_end().to_string(),
+                })?;
+        ConfigFile { path }.validate(table)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
     }
 }
 
-struct Validator<'a> {
+/// The file being validated, for messages.
+struct ConfigFile<'a> {
     path: &'a Path,
 }
 
-impl Validator<'_> {
+impl ConfigFile<'_> {
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.to_owned(),
-            key: key.into(),
-            problem: problem.into(),
-        }
+        invalid(self.path, key, problem)
     }
 
-    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
-        let parsed = humantime::parse_duration(value).map_err(|err| {
-            self.invalid(
-                key,
-                format!("`{value}` is not a duration ({err}); write it like \"5s\", \"2m\" or \"500ms\""),
-            )
-        })?;
-        if parsed.is_zero() {
-            return Err(self.invalid(key, "must be greater than zero"));
-        }
-        Ok(parsed)
-    }
-
-    fn optional_duration(
+    /// Takes a section out of the file and deserializes it (absent: default).
+    fn section<T: DeserializeOwned + Default>(
         &self,
-        key: &str,
-        value: Option<&String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            Some(v) => self.duration(key, v),
-            None => Ok(default),
+        table: &mut toml::Table,
+        name: &str,
+    ) -> Result<T, ConfigError> {
+        match table.remove(name) {
+            None => Ok(T::default()),
+            Some(value) => value
+                .try_into()
+                .map_err(|err: toml::de::Error| self.invalid(name, serde_message(&err))),
         }
     }
 
-    fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
-        let instance = match raw.exporter.instance {
+    fn validate(&self, mut table: toml::Table) -> Result<Config, ConfigError> {
+        let exporter: RawExporter = self.section(&mut table, "exporter")?;
+        let web: RawWeb = self.section(&mut table, "web")?;
+        let raw_defaults: RawDefaults = self.section(&mut table, "defaults")?;
+        let raw_groups: Vec<RawGroup> = self.section(&mut table, "group")?;
+        // Everything else must be a kind of target.
+        if let Some(unknown) = table.keys().find(|k| Kind::named(k).is_none()) {
+            return Err(self.invalid(
+                unknown.as_str(),
+                format!(
+                    "unknown section; the sections are {} and the kinds of target {}",
+                    SECTIONS.join(", "),
+                    kinds::all()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+
+        let instance = match exporter.instance {
             Some(name) => {
                 if !is_label_safe_name(&name) {
                     return Err(self.invalid(
@@ -681,7 +283,7 @@ impl Validator<'_> {
             None => default_instance_name(),
         };
 
-        let listen_address = match &raw.web.listen_address {
+        let listen_address = match &web.listen_address {
             Some(addr) => addr.parse::<SocketAddr>().map_err(|_| {
                 self.invalid(
                     "web.listen_address",
@@ -692,10 +294,7 @@ impl Validator<'_> {
                 .parse()
                 .expect("default listen address"),
         };
-        let telemetry_path = raw
-            .web
-            .telemetry_path
-            .unwrap_or_else(|| "/metrics".to_string());
+        let telemetry_path = web.telemetry_path.unwrap_or_else(|| "/metrics".to_string());
         if !telemetry_path.starts_with('/') || telemetry_path.len() < 2 {
             return Err(self.invalid(
                 "web.telemetry_path",
@@ -703,27 +302,32 @@ impl Validator<'_> {
             ));
         }
 
-        let defaults = Defaults {
-            poll_interval: self.optional_duration(
-                "defaults.poll_interval",
-                raw.defaults.poll_interval.as_ref(),
-                DEFAULT_POLL_INTERVAL,
-            )?,
-            timeout: self.optional_duration(
-                "defaults.timeout",
-                raw.defaults.timeout.as_ref(),
-                DEFAULT_TIMEOUT,
-            )?,
-            stale_after: self.optional_duration(
-                "defaults.stale_after",
-                raw.defaults.stale_after.as_ref(),
-                DEFAULT_STALE_AFTER,
-            )?,
+        let defaults = FileDefaults {
+            values: Defaults {
+                poll_interval: self.optional_duration(
+                    "defaults.poll_interval",
+                    raw_defaults.poll_interval.as_deref(),
+                    DEFAULT_POLL_INTERVAL,
+                )?,
+                timeout: self.optional_duration(
+                    "defaults.timeout",
+                    raw_defaults.timeout.as_deref(),
+                    DEFAULT_TIMEOUT,
+                )?,
+                stale_after: self.optional_duration(
+                    "defaults.stale_after",
+                    raw_defaults.stale_after.as_deref(),
+                    DEFAULT_STALE_AFTER,
+                )?,
+            },
+            poll_interval_set: raw_defaults.poll_interval.is_some(),
+            timeout_set: raw_defaults.timeout.is_some(),
+            stale_after_set: raw_defaults.stale_after.is_some(),
         };
 
         let mut groups = Vec::new();
         let mut group_names = BTreeSet::new();
-        for (i, group) in raw.group.iter().enumerate() {
+        for (i, group) in raw_groups.iter().enumerate() {
             let key = format!("group[{i}]");
             if !is_label_safe_name(&group.name) {
                 return Err(self.invalid(
@@ -744,45 +348,39 @@ impl Validator<'_> {
             });
         }
 
-        let mut targets = Vec::new();
-        let mut kinds = KindValidation {
-            validator: self,
-            targets: &mut targets,
-            groups: &groups,
-            defaults: &defaults,
-        };
-        kinds.add("postgres", raw.postgres, |v, key, r| {
-            Ok(TargetSpec::Postgres(v.postgres(key, r)?))
-        })?;
-        kinds.add("redis", raw.redis, |v, key, r| {
-            Ok(TargetSpec::Redis(v.redis(key, r)?))
-        })?;
-        kinds.add("redis_stream", raw.redis_stream, |v, key, r| {
-            Ok(TargetSpec::RedisStream(v.redis_stream(key, r)?))
-        })?;
-        kinds.add("rabbitmq", raw.rabbitmq, |v, key, r| {
-            Ok(TargetSpec::Rabbitmq(v.rabbitmq(key, r)?))
-        })?;
-        kinds.add("sql_queue", raw.sql_queue, |v, key, r| {
-            Ok(TargetSpec::SqlQueue(v.sql_queue(key, r)?))
-        })?;
-        kinds.add("opensearch", raw.opensearch, |v, key, r| {
-            Ok(TargetSpec::Opensearch(v.opensearch(key, r)?))
-        })?;
-        let defaults_set = aws::DefaultsSet {
-            poll_interval: raw.defaults.poll_interval.is_some(),
-            timeout: raw.defaults.timeout.is_some(),
-            stale_after: raw.defaults.stale_after.is_some(),
-        };
-        let raw_aws = aws::RawAwsKinds {
-            rds: raw.rds,
-            aurora_global: raw.aurora_global,
-            elasticache_global: raw.elasticache_global,
-            s3: raw.s3,
-            efs: raw.efs,
-            sqs: raw.sqs,
-        };
-        self.aws_targets(raw_aws, &mut targets, &groups, &defaults, &defaults_set)?;
+        // Targets in the order of the list of kinds, then of the file.
+        let mut targets: Vec<Target> = Vec::new();
+        for kind in kinds::all() {
+            let Some(value) = table.remove(kind.as_str()) else {
+                continue;
+            };
+            let toml::Value::Array(entries) = value else {
+                return Err(self.invalid(
+                    kind.as_str(),
+                    format!("write each {kind} target as a [[{kind}]] table"),
+                ));
+            };
+            for (i, entry) in entries.into_iter().enumerate() {
+                let key = format!("{kind}[{i}]");
+                let toml::Value::Table(entry) = entry else {
+                    return Err(self.invalid(
+                        key,
+                        format!("write each {kind} target as a [[{kind}]] table"),
+                    ));
+                };
+                let target = self.target(kind, key.clone(), entry, &groups, &defaults)?;
+                if targets.iter().any(|t| t.name == target.name) {
+                    return Err(self.invalid(
+                        format!("{key}.name"),
+                        format!(
+                            "target name \"{}\" is used twice; target names must be unique",
+                            target.name
+                        ),
+                    ));
+                }
+                targets.push(target);
+            }
+        }
 
         Ok(Config {
             source: self.path.to_owned(),
@@ -796,34 +394,25 @@ impl Validator<'_> {
         })
     }
 
-    /// Adds a target, refusing a name already used by any kind.
-    fn push_target(
-        &self,
-        targets: &mut Vec<Target>,
-        key: &str,
-        target: Target,
-    ) -> Result<(), ConfigError> {
-        if targets.iter().any(|t| t.name == target.name) {
-            return Err(self.invalid(
-                format!("{key}.name"),
-                format!(
-                    "target name \"{}\" is used twice; target names must be unique",
-                    target.name
-                ),
-            ));
-        }
-        targets.push(target);
-        Ok(())
-    }
-
+    /// Validates one `[[kind]]` table: the common keys here, the kind's own
+    /// keys in the kind's file.
     fn target(
         &self,
-        key: &str,
-        common: RawCommon,
+        kind: Kind,
+        key: String,
+        mut entry: toml::Table,
         groups: &[Group],
-        defaults: &Defaults,
-        spec: TargetSpec,
+        defaults: &FileDefaults,
     ) -> Result<Target, ConfigError> {
+        let mut common = toml::Table::new();
+        for name in COMMON_KEYS {
+            if let Some(value) = entry.remove(name) {
+                common.insert(name.to_string(), value);
+            }
+        }
+        let common: RawCommon = toml::Value::Table(common)
+            .try_into()
+            .map_err(|err: toml::de::Error| self.invalid(key.as_str(), serde_message(&err)))?;
         if !is_label_safe_name(&common.name) {
             return Err(self.invalid(
                 format!("{key}.name"),
@@ -846,24 +435,38 @@ impl Validator<'_> {
                 ),
             ));
         };
+
+        let mut keys = TargetKeys {
+            path: self.path,
+            key: key.clone(),
+            name: common.name.clone(),
+            table: entry,
+        };
+        let spec = (kind.def().parse)(&mut keys)?;
+        if let Some(left) = keys.table.keys().next() {
+            // A kind that forgot to read its keys must not accept anything.
+            return Err(self.invalid(format!("{key}.{left}"), "unknown key"));
+        }
+
+        let defaults = defaults.for_kind(kind);
         let rpo_budget = self.optional_duration(
             &format!("{key}.rpo_budget"),
-            common.rpo_budget.as_ref(),
+            common.rpo_budget.as_deref(),
             group.rpo_budget,
         )?;
         let poll_interval = self.optional_duration(
             &format!("{key}.poll_interval"),
-            common.poll_interval.as_ref(),
+            common.poll_interval.as_deref(),
             defaults.poll_interval,
         )?;
         let timeout = self.optional_duration(
             &format!("{key}.timeout"),
-            common.timeout.as_ref(),
+            common.timeout.as_deref(),
             defaults.timeout,
         )?;
         let stale_after = self.optional_duration(
             &format!("{key}.stale_after"),
-            common.stale_after.as_ref(),
+            common.stale_after.as_deref(),
             defaults.stale_after,
         )?;
         if stale_after <= poll_interval {
@@ -876,6 +479,19 @@ impl Validator<'_> {
                 ),
             ));
         }
+        if let Some(min) = kind.def().min_timeout {
+            if timeout < min {
+                return Err(self.invalid(
+                    format!("{key}.timeout"),
+                    format!(
+                        "{} is too short for {}; use at least {}",
+                        humantime::format_duration(timeout),
+                        kind.def().min_timeout_reason,
+                        humantime::format_duration(min)
+                    ),
+                ));
+            }
+        }
         Ok(Target {
             name: common.name,
             group: common.group,
@@ -883,598 +499,239 @@ impl Validator<'_> {
             poll_interval,
             timeout,
             stale_after,
+            kind,
             spec,
         })
     }
 
-    fn postgres(&self, key: &str, raw: RawPostgres) -> Result<PostgresTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let primary_url = self.secret(
-            &key,
-            "primary_url",
-            raw.primary_url,
-            raw.primary_url_env,
-            raw.primary_url_file,
-        )?;
-        let replica_url = self.secret(
-            &key,
-            "replica_url",
-            raw.replica_url,
-            raw.replica_url_env,
-            raw.replica_url_file,
-        )?;
-        for (name, url) in [("primary_url", &primary_url), ("replica_url", &replica_url)] {
-            if let Err(err) = tokio_postgres::Config::from_str(url.expose()) {
-                // The driver's message never contains the URL, so it is safe to show.
-                return Err(self.invalid(
-                    format!("{key}.{name}"),
-                    format!("not a PostgreSQL connection URL ({err}); write it like \"postgres://monitor@host:5432/db\""),
-                ));
-            }
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
+        parse_duration(self.path, key, value)
+    }
+
+    fn optional_duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(v) => self.duration(key, v),
+            None => Ok(default),
         }
-        let heartbeat = match raw.heartbeat {
-            None => None,
-            Some(hb) => {
-                let interval = self.optional_duration(
-                    &format!("{key}.heartbeat.interval"),
-                    hb.interval.as_ref(),
-                    Duration::from_secs(1),
-                )?;
-                let table = hb
-                    .table
-                    .unwrap_or_else(|| DEFAULT_HEARTBEAT_TABLE.to_string());
-                if !is_sql_table_name(&table) {
-                    return Err(self.invalid(
-                        format!("{key}.heartbeat.table"),
-                        format!("`{table}` is not a plain table name; use lower-case letters, digits and '_' (optionally \"schema.table\")"),
+    }
+}
+
+/// `[defaults]` as written, and which keys it set explicitly.
+struct FileDefaults {
+    values: Defaults,
+    poll_interval_set: bool,
+    timeout_set: bool,
+    stale_after_set: bool,
+}
+
+impl FileDefaults {
+    /// The defaults a target of `kind` starts from: `[defaults]`, or the
+    /// kind's own, unless `[defaults]` sets a key explicitly and it is at
+    /// least as long (a 5 s default poll interval meant for databases never
+    /// makes a CloudWatch kind poll every 5 s; an explicit
+    /// `[defaults] stale_after = "30m"` still applies).
+    fn for_kind(&self, kind: Kind) -> Defaults {
+        let Some(own) = kind.def().defaults else {
+            return self.values;
+        };
+        let pick = |explicit: bool, value: Duration, kind: Duration| {
+            if explicit && value >= kind {
+                value
+            } else {
+                kind
+            }
+        };
+        Defaults {
+            poll_interval: pick(
+                self.poll_interval_set,
+                self.values.poll_interval,
+                own.poll_interval,
+            ),
+            timeout: pick(self.timeout_set, self.values.timeout, own.timeout),
+            stale_after: pick(
+                self.stale_after_set,
+                self.values.stale_after,
+                own.stale_after,
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One target's own keys, as its kind reads them.
+
+/// The keys of one `[[kind]]` table that are not common to every target,
+/// handed to the kind's `parse`. Every error it makes names the file and
+/// the full key (`postgres[0] ("erp-db").heartbeat.table`).
+pub struct TargetKeys<'a> {
+    path: &'a Path,
+    /// `kind[i] ("name")`, the prefix of every key in messages.
+    key: String,
+    name: String,
+    table: toml::Table,
+}
+
+impl TargetKeys<'_> {
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The full name of one of this target's keys, for messages.
+    pub fn key(&self, sub: &str) -> String {
+        format!("{}.{sub}", self.key)
+    }
+
+    /// An error about one of this target's keys.
+    pub fn invalid(&self, sub: &str, problem: impl Into<String>) -> ConfigError {
+        invalid(self.path, self.key(sub), problem)
+    }
+
+    /// Takes the kind's remaining keys as `T`, which must reject unknown
+    /// fields (`#[serde(deny_unknown_fields)]`). Call it once, after
+    /// [`TargetKeys::secret`] and the other `take_*` helpers.
+    pub fn take<T: DeserializeOwned>(&mut self) -> Result<T, ConfigError> {
+        let table = std::mem::take(&mut self.table);
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|err: toml::de::Error| {
+                let mut problem = serde_message(&err);
+                if problem.contains("unknown field") {
+                    problem.push_str(&format!(
+                        "; every target also takes {}, and secrets as `x`, `x_env` or `x_file`",
+                        COMMON_KEYS.join(", ")
                     ));
                 }
-                Some(PostgresHeartbeat {
-                    interval,
-                    table,
-                    create_table: hb.create_table.unwrap_or(true),
-                })
-            }
-        };
-        if let Some(path) = &raw.tls_ca_file {
-            if !path.is_file() {
-                return Err(self.invalid(
-                    format!("{key}.tls_ca_file"),
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
+                invalid(self.path, self.key.as_str(), problem)
+            })
+    }
+
+    /// Takes an optional string key (for keys shared by several kinds, such
+    /// as the AWS access keys, read before the kind's own struct).
+    pub fn take_string(&mut self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(name) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.invalid(name, "must be a string")),
         }
-        Ok(PostgresTarget {
-            primary_url,
-            replica_url,
-            heartbeat,
-            tls_ca_file: raw.tls_ca_file,
-        })
     }
 
-    fn redis(&self, key: &str, raw: RawRedis) -> Result<RedisTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let primary_url = self.secret(
-            &key,
-            "primary_url",
-            raw.primary_url,
-            raw.primary_url_env,
-            raw.primary_url_file,
-        )?;
-        let replica_url = self.secret(
-            &key,
-            "replica_url",
-            raw.replica_url,
-            raw.replica_url_env,
-            raw.replica_url_file,
-        )?;
-        let password = self.optional_secret(
-            &key,
-            "password",
-            raw.password,
-            raw.password_env,
-            raw.password_file,
-        )?;
-        let primary_tls = self.redis_url(
-            &format!("{key}.primary_url"),
-            &primary_url,
-            password.is_some(),
-        )?;
-        let replica_tls = self.redis_url(
-            &format!("{key}.replica_url"),
-            &replica_url,
-            password.is_some(),
-        )?;
-        let heartbeat = match raw.heartbeat {
-            None => None,
-            Some(hb) => {
-                let interval = self.optional_duration(
-                    &format!("{key}.heartbeat.interval"),
-                    hb.interval.as_ref(),
-                    Duration::from_secs(1),
-                )?;
-                let prefix = hb
-                    .key
-                    .unwrap_or_else(|| DEFAULT_REDIS_HEARTBEAT_KEY.to_string());
-                if !is_redis_key_prefix(&prefix) {
-                    return Err(self.invalid(
-                        format!("{key}.heartbeat.key"),
-                        "use 1 to 200 printable characters without spaces, like \"rpo:heartbeat\"",
-                    ));
-                }
-                Some(RedisHeartbeat {
-                    interval,
-                    key: prefix,
-                })
-            }
-        };
-        self.redis_tls_ca_file(&key, raw.tls_ca_file.as_deref(), primary_tls || replica_tls)?;
-        let replica_listed_as = match raw.replica_listed_as {
-            None => None,
-            Some(text) => Some(parse_host_port(&text).ok_or_else(|| {
-                self.invalid(
-                    format!("{key}.replica_listed_as"),
-                    format!("`{text}` is not an address; write it as the primary's INFO replication lists the replica, like \"10.0.1.7:6379\""),
-                )
-            })?),
-        };
-        Ok(RedisTarget {
-            primary_url,
-            replica_url,
-            password,
-            heartbeat,
-            tls_ca_file: raw.tls_ca_file,
-            replica_listed_as,
-        })
-    }
-
-    fn redis_stream(
-        &self,
-        key: &str,
-        raw: RawRedisStream,
-    ) -> Result<RedisStreamTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
-        let password = self.optional_secret(
-            &key,
-            "password",
-            raw.password,
-            raw.password_env,
-            raw.password_file,
-        )?;
-        let tls = self.redis_url(&format!("{key}.url"), &url, password.is_some())?;
-        for (name, value) in [
-            ("stream", &raw.stream),
-            ("consumer_group", &raw.consumer_group),
-        ] {
-            if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
-                return Err(self.invalid(
-                    format!("{key}.{name}"),
-                    "must be 1 to 256 characters, without control characters",
-                ));
-            }
-        }
-        self.redis_tls_ca_file(&key, raw.tls_ca_file.as_deref(), tls)?;
-        Ok(RedisStreamTarget {
-            url,
-            password,
-            stream: raw.stream,
-            consumer_group: raw.consumer_group,
-            require_consumers: raw.require_consumers.unwrap_or(false),
-            tls_ca_file: raw.tls_ca_file,
-        })
-    }
-
-    /// Checks a Redis URL without ever echoing it; returns whether it uses TLS.
-    fn redis_url(
-        &self,
-        key: &str,
-        url: &Secret,
-        password_set_apart: bool,
-    ) -> Result<bool, ConfigError> {
-        use redis::{ConnectionAddr, IntoConnectionInfo};
-        let info = url.expose().into_connection_info().map_err(|err| {
-            // The driver's messages name the problem, never the URL.
+    /// Resolves a secret given as `name` (inline), `name_env` (an environment
+    /// variable's name) or `name_file` (a path): exactly one must be set.
+    pub fn secret(&mut self, name: &str) -> Result<Secret, ConfigError> {
+        self.optional_secret(name)?.ok_or_else(|| {
             self.invalid(
-                key,
-                format!("not a Redis URL ({err}); write it like \"redis://host:6379\" or \"rediss://user@host:6379/0\""),
+                name,
+                format!("set exactly one of `{name}`, `{name}_env` (an environment variable's name) or `{name}_file` (a path); none is set"),
             )
-        })?;
-        let tls = match info.addr() {
-            ConnectionAddr::Tcp(..) => false,
-            ConnectionAddr::TcpTls { insecure: true, .. } => {
-                return Err(self.invalid(
-                    key,
-                    "`#insecure` would turn off certificate verification; trust the server's CA with tls_ca_file instead",
-                ))
-            }
-            ConnectionAddr::TcpTls { .. } => true,
-            _ => {
-                return Err(self.invalid(
-                    key,
-                    "use a redis:// or rediss:// URL with a host and port (unix sockets are not supported)",
-                ))
-            }
-        };
-        if password_set_apart && info.redis_settings().password().is_some() {
-            return Err(self.invalid(
-                key,
-                "the URL holds a password and `password`/`password_env`/`password_file` is set too; keep the password in one place",
-            ));
-        }
-        Ok(tls)
-    }
-
-    fn redis_tls_ca_file(
-        &self,
-        key: &str,
-        path: Option<&Path>,
-        any_tls: bool,
-    ) -> Result<(), ConfigError> {
-        let Some(path) = path else {
-            return Ok(());
-        };
-        if !any_tls {
-            return Err(self.invalid(
-                format!("{key}.tls_ca_file"),
-                "is set but no URL uses TLS; write rediss:// URLs to use it",
-            ));
-        }
-        if !path.is_file() {
-            return Err(self.invalid(
-                format!("{key}.tls_ca_file"),
-                format!("{} is not a readable file", path.display()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Like [`Validator::secret`], but none of the three may be set.
-    fn optional_secret(
-        &self,
-        key: &str,
-        name: &str,
-        inline: Option<String>,
-        env: Option<String>,
-        file: Option<PathBuf>,
-    ) -> Result<Option<Secret>, ConfigError> {
-        if inline.is_none() && env.is_none() && file.is_none() {
-            return Ok(None);
-        }
-        self.secret(key, name, inline, env, file).map(Some)
-    }
-
-    fn rabbitmq(&self, key: &str, raw: RawRabbitmq) -> Result<RabbitmqTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let management_url = self.secret(
-            &key,
-            "management_url",
-            raw.management_url,
-            raw.management_url_env,
-            raw.management_url_file,
-        )?;
-        let password = self.optional_secret(
-            &key,
-            "password",
-            raw.password,
-            raw.password_env,
-            raw.password_file,
-        )?;
-        self.http_credentials(
-            &key,
-            "management_url",
-            &management_url,
-            raw.username.as_deref(),
-            password.is_some(),
-            "http://monitor@rabbit.internal:15672",
-        )?;
-        let vhost = raw.vhost.unwrap_or_else(|| "/".to_string());
-        for (name, value) in [("vhost", &vhost), ("queue", &raw.queue)] {
-            if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
-                return Err(self.invalid(
-                    format!("{key}.{name}"),
-                    "must be 1 to 255 characters, without control characters",
-                ));
-            }
-        }
-        let statistics_delay = self.optional_duration(
-            &format!("{key}.statistics_delay"),
-            raw.statistics_delay.as_ref(),
-            Duration::from_secs(10),
-        )?;
-        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
-        Ok(RabbitmqTarget {
-            management_url,
-            username: raw.username,
-            password,
-            vhost,
-            queue: raw.queue,
-            require_consumers: raw.require_consumers.unwrap_or(false),
-            statistics_delay,
-            tls_ca_file: raw.tls_ca_file,
         })
     }
 
-    fn sql_queue(&self, key: &str, raw: RawSqlQueue) -> Result<SqlQueueTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
-        if let Err(err) = tokio_postgres::Config::from_str(url.expose()) {
-            // The driver's message never contains the URL, so it is safe to show.
-            return Err(self.invalid(
-                format!("{key}.url"),
-                format!("not a PostgreSQL connection URL ({err}); write it like \"postgres://monitor@host:5432/erp\""),
-            ));
-        }
-        // A trailing semicolon is habit, not a second statement.
-        let query = raw
-            .query
-            .trim()
-            .trim_end_matches(';')
-            .trim_end()
-            .to_string();
-        if query.is_empty() {
-            return Err(self.invalid(
-                format!("{key}.query"),
-                "is empty; write a query returning (count, oldest enqueue time), like \"SELECT count(*), min(created_at) FROM outbox WHERE processed_at IS NULL\"",
-            ));
-        }
-        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
-        Ok(SqlQueueTarget {
-            url,
-            query,
-            tls_ca_file: raw.tls_ca_file,
-        })
-    }
-
-    fn opensearch(&self, key: &str, raw: RawOpensearch) -> Result<OpensearchTarget, ConfigError> {
-        let key = format!("{key} (\"{}\")", raw.name);
-        let url = self.secret(&key, "url", raw.url, raw.url_env, raw.url_file)?;
-        let leader_url = if raw.leader_url.is_none()
-            && raw.leader_url_env.is_none()
-            && raw.leader_url_file.is_none()
-        {
-            None
-        } else {
-            Some(self.secret(
-                &key,
-                "leader_url",
-                raw.leader_url,
-                raw.leader_url_env,
-                raw.leader_url_file,
-            )?)
-        };
-        let password = self.optional_secret(
-            &key,
-            "password",
-            raw.password,
-            raw.password_env,
-            raw.password_file,
-        )?;
-        let example = "https://monitor@search.internal:9200";
-        self.http_credentials(
-            &key,
-            "url",
-            &url,
-            raw.username.as_deref(),
-            password.is_some(),
-            example,
-        )?;
-        if let Some(leader) = &leader_url {
-            self.http_credentials(
-                &key,
-                "leader_url",
-                leader,
-                raw.username.as_deref(),
-                password.is_some(),
-                example,
-            )?;
-        }
-        let mut indices = Vec::new();
-        for (i, index) in raw.indices.iter().enumerate() {
-            if !is_opensearch_index_name(index) {
-                return Err(self.invalid(
-                    format!("{key}.indices[{i}]"),
-                    format!("`{index}` is not an index name (lower case, no wildcards, no spaces or any of \\/*?\"<>|,#, not starting with _ - +)"),
-                ));
-            }
-            if indices.contains(index) {
-                return Err(self.invalid(
-                    format!("{key}.indices[{i}]"),
-                    format!("`{index}` is listed twice"),
-                ));
-            }
-            indices.push(index.clone());
-        }
-        let heartbeat = match raw.heartbeat {
-            None => None,
-            Some(hb) => {
-                let interval = self.optional_duration(
-                    &format!("{key}.heartbeat.interval"),
-                    hb.interval.as_ref(),
-                    Duration::from_secs(5),
-                )?;
-                for (name, index) in [
-                    ("leader_index", &hb.leader_index),
-                    ("follower_index", &hb.follower_index),
-                ] {
-                    if !is_opensearch_index_name(index) {
-                        return Err(self.invalid(
-                            format!("{key}.heartbeat.{name}"),
-                            format!("`{index}` is not an index name"),
-                        ));
-                    }
-                }
-                Some(OpensearchHeartbeat {
-                    interval,
-                    leader_index: hb.leader_index,
-                    follower_index: hb.follower_index,
-                })
-            }
-        };
-        match (&heartbeat, &leader_url) {
-            (Some(_), None) => {
-                return Err(self.invalid(
-                    format!("{key}.leader_url"),
-                    "the heartbeat writes to the leader cluster: set `leader_url` (or `leader_url_env`/`leader_url_file`)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(self.invalid(
-                    format!("{key}.leader_url"),
-                    "is only used by the heartbeat; add `heartbeat = { interval, leader_index, follower_index }` or remove it",
-                ))
-            }
-            _ => {}
-        }
-        self.ca_file(&key, raw.tls_ca_file.as_deref())?;
-        Ok(OpensearchTarget {
-            url,
-            leader_url,
-            username: raw.username,
-            password,
-            indices,
-            heartbeat,
-            tls_ca_file: raw.tls_ca_file,
-        })
-    }
-
-    /// Checks an HTTP(S) URL without ever echoing it, and that credentials
-    /// are given in exactly one place (in the URL, or `username` + password).
-    fn http_credentials(
-        &self,
-        key: &str,
-        name: &str,
-        url: &Secret,
-        username: Option<&str>,
-        password_set_apart: bool,
-        example: &str,
-    ) -> Result<(), ConfigError> {
-        let parsed = reqwest::Url::parse(url.expose()).map_err(|err| {
-            self.invalid(
-                format!("{key}.{name}"),
-                format!("not a URL ({err}); write it like \"{example}\""),
-            )
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(self.invalid(
-                format!("{key}.{name}"),
-                format!("use an http:// or https:// URL with a host, like \"{example}\""),
-            ));
-        }
-        let in_url = !parsed.username().is_empty() || parsed.password().is_some();
-        if in_url && (username.is_some() || password_set_apart) {
-            return Err(self.invalid(
-                format!("{key}.{name}"),
-                "the URL carries credentials and `username`/`password` is set too; keep them in one place",
-            ));
-        }
-        if password_set_apart && username.is_none() {
-            return Err(self.invalid(
-                format!("{key}.username"),
-                "a password is set but no username",
-            ));
-        }
-        if let Some(user) = username {
-            if user.is_empty() || user.chars().any(char::is_control) || user.contains(':') {
-                return Err(self.invalid(
-                    format!("{key}.username"),
-                    "must be non-empty, without ':' or control characters",
-                ));
-            }
-            if !password_set_apart {
-                return Err(self.invalid(
-                    format!("{key}.password"),
-                    "`username` is set: give its password with `password_env` (an environment variable's name) or `password_file` (a path)",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn ca_file(&self, key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
-        match path {
-            Some(path) if !path.is_file() => Err(self.invalid(
-                format!("{key}.tls_ca_file"),
-                format!("{} is not a readable file", path.display()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Resolves a secret given inline, by environment variable or by file:
-    /// exactly one of the three must be set.
-    fn secret(
-        &self,
-        key: &str,
-        name: &str,
-        inline: Option<String>,
-        env: Option<String>,
-        file: Option<PathBuf>,
-    ) -> Result<Secret, ConfigError> {
+    /// Like [`TargetKeys::secret`], but none of the three may be set.
+    pub fn optional_secret(&mut self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        // Read all three before judging, so none is left behind as unknown.
+        let inline = self.take_string(name);
+        let env = self.take_string(&format!("{name}_env"));
+        let file = self.take_string(&format!("{name}_file"));
+        let (inline, env, file) = (inline?, env?, file?);
         let given = [inline.is_some(), env.is_some(), file.is_some()]
             .iter()
             .filter(|x| **x)
             .count();
-        if given != 1 {
+        if given == 0 {
+            return Ok(None);
+        }
+        if given > 1 {
             return Err(self.invalid(
-                format!("{key}.{name}"),
-                format!(
-                    "set exactly one of `{name}`, `{name}_env` (an environment variable's name) or `{name}_file` (a path); {}",
-                    if given == 0 { "none is set" } else { "more than one is set" }
-                ),
+                name,
+                format!("set exactly one of `{name}`, `{name}_env` (an environment variable's name) or `{name}_file` (a path); more than one is set"),
             ));
         }
         if let Some(value) = inline {
-            return Ok(Secret(value));
+            return Ok(Some(Secret(value)));
         }
         if let Some(var) = env {
             return match std::env::var(&var) {
-                Ok(value) if !value.trim().is_empty() => Ok(Secret(value.trim().to_string())),
+                Ok(value) if !value.trim().is_empty() => Ok(Some(Secret(value.trim().to_string()))),
                 _ => Err(self.invalid(
-                    format!("{key}.{name}_env"),
+                    &format!("{name}_env"),
                     format!(
                         "environment variable {var} is not set or empty; export it before starting"
                     ),
                 )),
             };
         }
-        let path = file.expect("one of three is set");
+        let path = PathBuf::from(file.expect("one of three is set"));
         match std::fs::read_to_string(&path) {
-            Ok(value) if !value.trim().is_empty() => Ok(Secret(value.trim().to_string())),
+            Ok(value) if !value.trim().is_empty() => Ok(Some(Secret(value.trim().to_string()))),
             Ok(_) => Err(self.invalid(
-                format!("{key}.{name}_file"),
+                &format!("{name}_file"),
                 format!("{} is empty", path.display()),
             )),
             Err(err) => Err(self.invalid(
-                format!("{key}.{name}_file"),
+                &format!("{name}_file"),
                 format!("{} cannot be read: {err}", path.display()),
             )),
         }
     }
+
+    /// A duration key of the kind (`heartbeat.interval`), or its default.
+    pub fn duration(
+        &self,
+        sub: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(v) => parse_duration(self.path, &self.key(sub), v),
+            None => Ok(default),
+        }
+    }
+
+    /// Checks that a `tls_ca_file` (or another file key) names a readable file.
+    pub fn readable_file(&self, sub: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+        match path {
+            Some(path) if !path.is_file() => {
+                Err(self.invalid(sub, format!("{} is not a readable file", path.display())))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
-struct Defaults {
-    poll_interval: Duration,
-    timeout: Duration,
-    stale_after: Duration,
+fn invalid(path: &Path, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
-/// An OpenSearch index name as the cluster accepts it (no wildcards or
-/// patterns: each followed index is asked for by name).
-fn is_opensearch_index_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name != "."
-        && name != ".."
-        && !name.starts_with(['_', '-', '+'])
-        && name.chars().all(|c| {
-            !c.is_ascii_uppercase()
-                && !c.is_control()
-                && !matches!(
-                    c,
-                    ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':'
-                )
-        })
+fn parse_duration(path: &Path, key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let parsed = humantime::parse_duration(value).map_err(|err| {
+        invalid(
+            path,
+            key,
+            format!(
+                "`{value}` is not a duration ({err}); write it like \"5s\", \"2m\" or \"500ms\""
+            ),
+        )
+    })?;
+    if parsed.is_zero() {
+        return Err(invalid(path, key, "must be greater than zero"));
+    }
+    Ok(parsed)
+}
+
+/// A serde error of a table deserialized on its own: its message, without
+/// the "TOML parse error" framing (there is no position to show).
+fn serde_message(err: &toml::de::Error) -> String {
+    err.message().trim_end().to_string()
 }
 
 /// Names that become label values and heartbeat keys: short and plain.
@@ -1484,20 +741,6 @@ fn is_label_safe_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-}
-
-/// A Redis heartbeat key prefix: printable, no spaces, short.
-fn is_redis_key_prefix(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 200 && key.chars().all(|c| c.is_ascii_graphic())
-}
-
-/// `host:port` or `[v6]:port`, as the primary lists a replica.
-fn parse_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.trim().rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().ok()?;
-    (!host.is_empty() && port > 0 && !host.contains(char::is_whitespace))
-        .then(|| (host.to_string(), port))
 }
 
 /// A table name we are willing to splice into SQL: `table` or `schema.table`
@@ -1528,12 +771,6 @@ fn default_instance_name() -> String {
         "rpo-exporter".to_string()
     } else {
         cleaned
-    }
-}
-
-impl Config {
-    pub fn group(&self, name: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| g.name == name)
     }
 }
 
@@ -1571,9 +808,9 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         assert_eq!(target.poll_interval, Duration::from_secs(2));
         assert_eq!(target.timeout, DEFAULT_TIMEOUT);
         assert_eq!(target.stale_after, Duration::from_secs(20));
-        let TargetSpec::Postgres(pg) = &target.spec else {
-            panic!("a postgres target")
-        };
+        let pg = target
+            .spec::<crate::kinds::postgres::PostgresTarget>()
+            .expect("a postgres target");
         assert_eq!(pg.heartbeat.as_ref().unwrap().table, "rpo_heartbeat");
         assert!(
             !format!("{config:?}").contains("hunter2"),

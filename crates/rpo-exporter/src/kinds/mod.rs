@@ -1,45 +1,161 @@
-//! One module per kind of target. [`build`] is the one place that maps a
-//! configured kind to its probe.
+//! THE list of kinds, and what a kind is.
+//!
+//! A kind is one file (or, for the AWS kinds, one file in `aws/` beside the
+//! shared AWS plumbing): its config keys and their validation, its probe and
+//! heartbeat writer, its parsers with their captured-output tests, and its
+//! detail series. Each file exports one [`KindDef`] named `KIND`; [`ALL`]
+//! lists them. Adding a kind is a new file plus one line in [`ALL`] (and
+//! its `mod` line).
 
 pub mod aws;
-pub(crate) mod http_client;
 pub mod opensearch;
 pub mod postgres;
-pub mod queue;
 pub mod rabbitmq;
 pub mod redis;
 pub mod redis_stream;
 pub mod sql_queue;
 
-use crate::config::{Target, TargetSpec};
+use std::any::Any;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Defaults, Target, TargetKeys};
 use crate::probe::{Probe, ProbeError};
 
-/// Builds the probe for a target. `instance` names this exporter's
-/// heartbeat rows/keys. Fails only on local problems (a CA file that cannot
-/// be read); nothing is contacted here.
+/// Every kind, in the order their targets are listed.
+pub static ALL: &[&KindDef] = &[
+    &postgres::KIND,
+    &redis::KIND,
+    &redis_stream::KIND,
+    &rabbitmq::KIND,
+    &sql_queue::KIND,
+    &opensearch::KIND,
+    &aws::rds::KIND,
+    &aws::aurora_global::KIND,
+    &aws::elasticache_global::KIND,
+    &aws::s3::KIND,
+    &aws::efs::KIND,
+    &aws::sqs::KIND,
+];
+
+/// What the rest of the program knows about a kind.
+pub struct KindDef {
+    /// The kind's name: its `[[name]]` tables and its `kind` label.
+    pub name: &'static str,
+    /// Validates the kind's own keys of one target (the common keys are
+    /// already taken) into its settings.
+    pub parse: fn(&mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError>,
+    /// The kind's own defaults, where `[defaults]` (meant for databases)
+    /// does not fit; see `config::FileDefaults::for_kind`.
+    pub defaults: Option<Defaults>,
+    /// The shortest timeout a target of this kind accepts, and why.
+    pub min_timeout: Option<Duration>,
+    pub min_timeout_reason: &'static str,
+    /// Calls AWS APIs (its calls are counted in `rpo_aws_api_*`).
+    pub aws: bool,
+}
+
+/// One target's validated, kind-specific settings.
+pub trait KindSpec: fmt::Debug + Send + Sync + Any {
+    /// The heartbeat canary's interval, when the target has one.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Builds the target's probe. `instance` names this exporter's heartbeat
+    /// rows/keys. Fails only on local problems (a CA file that cannot be
+    /// read); nothing is contacted here.
+    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError>;
+
+    /// For [`Target::spec`]'s downcast.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A kind, as a cheap handle on its [`KindDef`]; compares by name.
+#[derive(Clone, Copy)]
+pub struct Kind(&'static KindDef);
+
+impl Kind {
+    /// The kind of that name, if there is one.
+    pub fn named(name: &str) -> Option<Kind> {
+        all().find(|k| k.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0.name
+    }
+
+    pub fn def(self) -> &'static KindDef {
+        self.0
+    }
+
+    pub fn is_aws(self) -> bool {
+        self.0.aws
+    }
+}
+
+/// Every kind, in the order of [`ALL`].
+pub fn all() -> impl Iterator<Item = Kind> {
+    ALL.iter().map(|def| Kind(def))
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.0.name == other.0.name
+    }
+}
+impl Eq for Kind {}
+impl Hash for Kind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state)
+    }
+}
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Kind) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kind {
+    fn cmp(&self, other: &Kind) -> std::cmp::Ordering {
+        self.0.name.cmp(other.0.name)
+    }
+}
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// Builds the probe for a target.
 pub fn build(target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-    match &target.spec {
-        TargetSpec::Postgres(spec) => Ok(Box::new(postgres::PostgresProbe::new(
-            target, spec, instance,
-        )?)),
-        TargetSpec::Redis(spec) => Ok(Box::new(redis::RedisProbe::new(target, spec, instance)?)),
-        TargetSpec::RedisStream(spec) => {
-            Ok(Box::new(redis_stream::RedisStreamProbe::new(target, spec)?))
+    target.spec.build(target, instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_plain() {
+        let mut names: Vec<&str> = all().map(|k| k.as_str()).collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count, "a kind is listed twice");
+        for name in names {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+            assert!(Kind::named(name).is_some());
         }
-        TargetSpec::Rabbitmq(spec) => Ok(Box::new(rabbitmq::RabbitmqProbe::new(target, spec)?)),
-        TargetSpec::SqlQueue(spec) => Ok(Box::new(sql_queue::SqlQueueProbe::new(target, spec)?)),
-        TargetSpec::Opensearch(spec) => Ok(Box::new(opensearch::OpensearchProbe::new(
-            target, spec, instance,
-        )?)),
-        TargetSpec::Rds(spec) => Ok(Box::new(aws::rds::RdsProbe::new(target, spec)?)),
-        TargetSpec::AuroraGlobal(spec) => Ok(Box::new(aws::aurora_global::AuroraGlobalProbe::new(
-            target, spec,
-        )?)),
-        TargetSpec::ElasticacheGlobal(spec) => Ok(Box::new(
-            aws::elasticache_global::ElasticacheGlobalProbe::new(target, spec)?,
-        )),
-        TargetSpec::S3(spec) => Ok(Box::new(aws::s3::S3Probe::new(target, spec, instance)?)),
-        TargetSpec::Efs(spec) => Ok(Box::new(aws::efs::EfsProbe::new(target, spec)?)),
-        TargetSpec::Sqs(spec) => Ok(Box::new(aws::sqs::SqsProbe::new(target, spec)?)),
     }
 }

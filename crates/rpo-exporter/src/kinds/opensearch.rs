@@ -24,7 +24,10 @@
 //! The crate's typed API has no cross-cluster-replication calls, so requests
 //! go through its generic `send()`.
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -35,10 +38,12 @@ use opensearch::http::request::JsonBody;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::http::{Method, Url};
 use opensearch::OpenSearch;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::http_client;
-use crate::config::{OpensearchTarget, Secret, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::http as http_client;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeError, Side,
@@ -47,6 +52,188 @@ use crate::probe::{
 /// How far back checkpoint samples are kept to date a follower that is behind.
 const HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
 const HISTORY_MAX_LEN: usize = 4096;
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "opensearch",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+/// OpenSearch cross-cluster replication, read on the follower cluster.
+#[derive(Debug, Clone)]
+pub struct OpensearchTarget {
+    /// The follower cluster's URL; it may carry `user:password@`.
+    pub url: Secret,
+    /// The leader cluster's URL, for the heartbeat writer only.
+    pub leader_url: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Follower indices to check; empty means every index the follower follows.
+    pub indices: Vec<String>,
+    pub heartbeat: Option<OpensearchHeartbeat>,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpensearchHeartbeat {
+    pub interval: Duration,
+    /// The replicated index on the leader the heartbeat document is written to,
+    pub leader_index: String,
+    /// and its follower index, where it is read back.
+    pub follower_index: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpensearch {
+    username: Option<String>,
+    #[serde(default)]
+    indices: Vec<String>,
+    heartbeat: Option<RawHeartbeat>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interval: Option<String>,
+    leader_index: String,
+    follower_index: String,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let url = keys.secret("url")?;
+    let leader_url = keys.optional_secret("leader_url")?;
+    let password = keys.optional_secret("password")?;
+    let raw: RawOpensearch = keys.take()?;
+    let example = "https://monitor@search.internal:9200";
+    http_client::check_url(
+        keys,
+        "url",
+        &url,
+        raw.username.as_deref(),
+        password.is_some(),
+        example,
+    )?;
+    if let Some(leader) = &leader_url {
+        http_client::check_url(
+            keys,
+            "leader_url",
+            leader,
+            raw.username.as_deref(),
+            password.is_some(),
+            example,
+        )?;
+    }
+    let mut indices = Vec::new();
+    for (i, index) in raw.indices.iter().enumerate() {
+        if !is_index_name(index) {
+            return Err(keys.invalid(
+                &format!("indices[{i}]"),
+                format!("`{index}` is not an index name (lower case, no wildcards, no spaces or any of \\/*?\"<>|,#, not starting with _ - +)"),
+            ));
+        }
+        if indices.contains(index) {
+            return Err(keys.invalid(
+                &format!("indices[{i}]"),
+                format!("`{index}` is listed twice"),
+            ));
+        }
+        indices.push(index.clone());
+    }
+    let heartbeat = match raw.heartbeat {
+        None => None,
+        Some(hb) => {
+            let interval = keys.duration(
+                "heartbeat.interval",
+                hb.interval.as_deref(),
+                Duration::from_secs(5),
+            )?;
+            for (name, index) in [
+                ("leader_index", &hb.leader_index),
+                ("follower_index", &hb.follower_index),
+            ] {
+                if !is_index_name(index) {
+                    return Err(keys.invalid(
+                        &format!("heartbeat.{name}"),
+                        format!("`{index}` is not an index name"),
+                    ));
+                }
+            }
+            Some(OpensearchHeartbeat {
+                interval,
+                leader_index: hb.leader_index,
+                follower_index: hb.follower_index,
+            })
+        }
+    };
+    match (&heartbeat, &leader_url) {
+        (Some(_), None) => {
+            return Err(keys.invalid(
+                "leader_url",
+                "the heartbeat writes to the leader cluster: set `leader_url` (or `leader_url_env`/`leader_url_file`)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(keys.invalid(
+                "leader_url",
+                "is only used by the heartbeat; add `heartbeat = { interval, leader_index, follower_index }` or remove it",
+            ))
+        }
+        _ => {}
+    }
+    keys.readable_file("tls_ca_file", raw.tls_ca_file.as_deref())?;
+    Ok(Arc::new(OpensearchTarget {
+        url,
+        leader_url,
+        username: raw.username,
+        password,
+        indices,
+        heartbeat,
+        tls_ca_file: raw.tls_ca_file,
+    }))
+}
+
+impl KindSpec for OpensearchTarget {
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat.as_ref().map(|hb| hb.interval)
+    }
+
+    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(OpensearchProbe::new(target, self, instance)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An OpenSearch index name as the cluster accepts it (no wildcards or
+/// patterns: each followed index is asked for by name).
+fn is_index_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with(['_', '-', '+'])
+        && name.chars().all(|c| {
+            !c.is_ascii_uppercase()
+                && !c.is_control()
+                && !matches!(
+                    c,
+                    ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':'
+                )
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Status answers.
 
 /// The `status` field of a replication status answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +567,7 @@ fn cluster_client(
         builder = builder.auth(Credentials::Basic(user, password.expose().to_string()));
     }
     if let Some(path) = ca_file {
-        let pem = http_client::read_ca_file(&target.name, path)?;
+        let pem = crate::drivers::read_ca_file(&target.name, path)?;
         let cert = Certificate::from_pem(&pem)
             .map_err(|e| config_error(format!("tls_ca_file {} is not PEM: {e}", path.display())))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));

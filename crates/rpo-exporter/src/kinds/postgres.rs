@@ -19,17 +19,20 @@
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
 //! hung primary never hides what the replica shows, and vice versa.
 
+use std::any::Any;
 use std::collections::VecDeque;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config as PgConfig};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{PostgresTarget, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
+use crate::drivers::within;
 use crate::probe::{
     from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
     ProbeError, Side,
@@ -40,8 +43,111 @@ const LSN_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
 const LSN_HISTORY_MAX_LEN: usize = 4096;
 /// The window over which the replay rate (for the catch-up estimate) is taken.
 const REPLAY_RATE_WINDOW: Duration = Duration::from_secs(30);
-/// Reconnect backoff: first retry at once, then doubling up to this bound.
-const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "postgres",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+/// The heartbeat table's default name.
+pub const DEFAULT_HEARTBEAT_TABLE: &str = "rpo_heartbeat";
+
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    pub primary_url: Secret,
+    pub replica_url: Secret,
+    pub heartbeat: Option<PostgresHeartbeat>,
+    /// Extra CA certificates (PEM) trusted for TLS, e.g. the RDS bundle.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresHeartbeat {
+    pub interval: Duration,
+    /// A table name, optionally schema-qualified; validated as identifiers.
+    pub table: String,
+    /// Create the table on the primary when it is missing.
+    pub create_table: bool,
+}
+
+/// The keys of a `[[postgres]]` table besides the common ones and the URLs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    heartbeat: Option<RawHeartbeat>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interval: Option<String>,
+    table: Option<String>,
+    create_table: Option<bool>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let primary_url = keys.secret("primary_url")?;
+    let replica_url = keys.secret("replica_url")?;
+    let raw: RawPostgres = keys.take()?;
+    check_url(keys, "primary_url", &primary_url)?;
+    check_url(keys, "replica_url", &replica_url)?;
+    let heartbeat = match raw.heartbeat {
+        None => None,
+        Some(hb) => {
+            let interval = keys.duration(
+                "heartbeat.interval",
+                hb.interval.as_deref(),
+                Duration::from_secs(1),
+            )?;
+            let table = hb
+                .table
+                .unwrap_or_else(|| DEFAULT_HEARTBEAT_TABLE.to_string());
+            if !is_sql_table_name(&table) {
+                return Err(keys.invalid(
+                    "heartbeat.table",
+                    format!("`{table}` is not a plain table name; use lower-case letters, digits and '_' (optionally \"schema.table\")"),
+                ));
+            }
+            Some(PostgresHeartbeat {
+                interval,
+                table,
+                create_table: hb.create_table.unwrap_or(true),
+            })
+        }
+    };
+    keys.readable_file("tls_ca_file", raw.tls_ca_file.as_deref())?;
+    Ok(Arc::new(PostgresTarget {
+        primary_url,
+        replica_url,
+        heartbeat,
+        tls_ca_file: raw.tls_ca_file,
+    }))
+}
+
+impl KindSpec for PostgresTarget {
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat.as_ref().map(|hb| hb.interval)
+    }
+
+    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(PostgresProbe::new(target, self, instance)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Evidence.
 
 /// A WAL position in bytes, parsed from Postgres' `X/Y` text form.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -238,172 +344,6 @@ fn trim(samples: &mut VecDeque<(SystemTime, u64)>, now: SystemTime) {
 }
 
 // ---------------------------------------------------------------------------
-// Connections.
-
-/// One kept connection to one side, with reconnect backoff.
-pub(crate) struct Connection {
-    side: Side,
-    config: PgConfig,
-    tls: MakeRustlsConnect,
-    client: Option<Client>,
-    consecutive_failures: u32,
-    next_attempt: Option<Instant>,
-    last_connect_error: Option<ProbeError>,
-}
-
-impl Connection {
-    pub(crate) fn new(side: Side, config: PgConfig, tls: MakeRustlsConnect) -> Connection {
-        Connection {
-            side,
-            config,
-            tls,
-            client: None,
-            consecutive_failures: 0,
-            next_attempt: None,
-            last_connect_error: None,
-        }
-    }
-
-    /// A live client, connecting when needed (but not before the backoff
-    /// allows it: then the last connect error is repeated).
-    pub(crate) async fn client(&mut self) -> Result<&Client, ProbeError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
-        }
-        if self.client.is_none() {
-            if let (Some(next), Some(err)) = (self.next_attempt, &self.last_connect_error) {
-                if Instant::now() < next {
-                    return Err(err.clone());
-                }
-            }
-            match self.config.connect(self.tls.clone()).await {
-                Ok((client, connection)) => {
-                    tokio::spawn(async move {
-                        // Ends when the client is dropped or the server goes away.
-                        let _ = connection.await;
-                    });
-                    self.client = Some(client);
-                    self.consecutive_failures = 0;
-                    self.next_attempt = None;
-                    self.last_connect_error = None;
-                }
-                Err(err) => {
-                    let error = classify(&err, true).on(self.side);
-                    self.consecutive_failures += 1;
-                    let backoff = Duration::from_millis(500)
-                        .saturating_mul(1 << self.consecutive_failures.min(8))
-                        .min(MAX_RECONNECT_BACKOFF);
-                    self.next_attempt = Some(Instant::now() + backoff);
-                    self.last_connect_error = Some(error.clone());
-                    return Err(error);
-                }
-            }
-        }
-        Ok(self.client.as_ref().expect("connected above"))
-    }
-
-    /// Forgets the connection after a failure that may have left it unusable.
-    pub(crate) fn reset(&mut self) {
-        self.client = None;
-    }
-}
-
-/// Maps a driver error to a bounded reason and a message that never
-/// contains the connection URL.
-pub(crate) fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
-    if let Some(db) = err.as_db_error() {
-        let code = db.code();
-        let reason = if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            || *code == SqlState::INSUFFICIENT_PRIVILEGE
-        {
-            FailureReason::Auth
-        } else if connecting {
-            FailureReason::Connect
-        } else {
-            FailureReason::Query
-        };
-        return ProbeError::new(reason, format!("{} ({})", db.message(), code.code()));
-    }
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    let reason = if connecting || err.is_closed() {
-        FailureReason::Connect
-    } else {
-        FailureReason::Query
-    };
-    ProbeError::new(reason, message)
-}
-
-/// The TLS connector: webpki roots plus the target's own CA file (RDS).
-pub(crate) fn tls_connector(
-    target: &str,
-    ca_file: Option<&std::path::Path>,
-) -> Result<MakeRustlsConnect, ProbeError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "target {target}: tls_ca_file {} cannot be read: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        let mut reader = std::io::BufReader::new(pem.as_slice());
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut reader) {
-            let cert = cert.map_err(|e| {
-                ProbeError::new(
-                    FailureReason::Config,
-                    format!(
-                        "target {target}: tls_ca_file {} is not PEM: {e}",
-                        path.display()
-                    ),
-                )
-            })?;
-            if roots.add(cert).is_ok() {
-                added += 1;
-            }
-        }
-        if added == 0 {
-            return Err(ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "target {target}: tls_ca_file {} holds no usable certificate",
-                    path.display()
-                ),
-            ));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProbeError::new(FailureReason::Config, format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
-}
-
-pub(crate) async fn within<T>(
-    deadline: Instant,
-    future: impl std::future::Future<Output = Result<T, ProbeError>>,
-) -> Result<T, ProbeError> {
-    let budget = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(budget, future).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::timeout(budget)),
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The probe.
 
 const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -446,30 +386,16 @@ impl PostgresProbe {
         instance: &str,
     ) -> Result<PostgresProbe, ProbeError> {
         let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
-        let connect_config =
-            |url: &crate::config::Secret, side: Side| -> Result<PgConfig, ProbeError> {
-                let mut config = PgConfig::from_str(url.expose()).map_err(|e| {
-                    ProbeError::new(
-                        FailureReason::Config,
-                        format!("target {}: bad {} URL: {e}", target.name, side.as_str()),
-                    )
-                })?;
-                config.connect_timeout(target.timeout);
-                if config.get_application_name().is_none() {
-                    config.application_name("rpo-exporter");
-                }
-                Ok(config)
-            };
         Ok(PostgresProbe {
             timeout: target.timeout,
             primary: Connection::new(
                 Side::Source,
-                connect_config(&spec.primary_url, Side::Source)?,
+                connect_config(target, &spec.primary_url, Side::Source)?,
                 tls.clone(),
             ),
             replica: Connection::new(
                 Side::Replica,
-                connect_config(&spec.replica_url, Side::Replica)?,
+                connect_config(target, &spec.replica_url, Side::Replica)?,
                 tls,
             ),
             heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
@@ -719,17 +645,8 @@ impl Probe for PostgresProbe {
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(PostgresHeartbeatWriter {
-            connection: Connection::new(
-                Side::Source,
-                self.primary.config.clone(),
-                self.primary.tls.clone(),
-            ),
-            user: self
-                .primary
-                .config
-                .get_user()
-                .unwrap_or("<monitoring user>")
-                .to_string(),
+            connection: self.primary.twin(),
+            user: self.primary.user().to_string(),
             settings,
             table_ready: false,
         }))

@@ -6,7 +6,7 @@
 //! property of the oldest waiting message, when publishers set it. The
 //! recovery point is that timestamp, or the observation instant when nothing
 //! waits; without timestamps it is bounded by the last time the queue was
-//! seen empty (see [`super::queue`]).
+//! seen empty (see [`crate::evidence::queue`]).
 //!
 //! The management API's counts are not live: the broker publishes them
 //! every `collect_statistics_interval` (5 s by default) and they reach the
@@ -19,15 +19,113 @@
 //! down, wrong password, unknown queue) is an `Err`, so its detail series
 //! are dropped and the recovery point stays where it was proven.
 
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::http_client;
-use super::queue::{queue_details, QueueHistory, QueueObservation};
-use crate::config::{RabbitmqTarget, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::http as http_client;
+use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
 use crate::probe::{Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "rabbitmq",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+/// One RabbitMQ queue, read through the management HTTP API.
+#[derive(Debug, Clone)]
+pub struct RabbitmqTarget {
+    /// The management API's base URL, like `http://host:15672`; it may carry
+    /// `user:password@`.
+    pub management_url: Secret,
+    /// Credentials when the URL carries none.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub vhost: String,
+    pub queue: String,
+    /// Report the queue unhealthy while messages wait and no consumer is attached.
+    pub require_consumers: bool,
+    /// How old the management API's queue counts may be: about twice the
+    /// broker's `collect_statistics_interval` (5 s by default).
+    pub statistics_delay: Duration,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRabbitmq {
+    username: Option<String>,
+    vhost: Option<String>,
+    queue: String,
+    require_consumers: Option<bool>,
+    statistics_delay: Option<String>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let management_url = keys.secret("management_url")?;
+    let password = keys.optional_secret("password")?;
+    let raw: RawRabbitmq = keys.take()?;
+    http_client::check_url(
+        keys,
+        "management_url",
+        &management_url,
+        raw.username.as_deref(),
+        password.is_some(),
+        "http://monitor@rabbit.internal:15672",
+    )?;
+    let vhost = raw.vhost.unwrap_or_else(|| "/".to_string());
+    for (name, value) in [("vhost", &vhost), ("queue", &raw.queue)] {
+        if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+            return Err(keys.invalid(
+                name,
+                "must be 1 to 255 characters, without control characters",
+            ));
+        }
+    }
+    let statistics_delay = keys.duration(
+        "statistics_delay",
+        raw.statistics_delay.as_deref(),
+        Duration::from_secs(10),
+    )?;
+    keys.readable_file("tls_ca_file", raw.tls_ca_file.as_deref())?;
+    Ok(Arc::new(RabbitmqTarget {
+        management_url,
+        username: raw.username,
+        password,
+        vhost,
+        queue: raw.queue,
+        require_consumers: raw.require_consumers.unwrap_or(false),
+        statistics_delay,
+        tls_ca_file: raw.tls_ca_file,
+    }))
+}
+
+impl KindSpec for RabbitmqTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(RabbitmqProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The management API's answer.
 
 /// The fields of a queue object this probe reads. Counts are absent until
 /// the broker has published the queue's first statistics.
@@ -361,9 +459,7 @@ require_consumers = true
     fn config_defaults_and_vhost_encoding() {
         let config = load(CONFIG).unwrap();
         let target = &config.targets[0];
-        let crate::config::TargetSpec::Rabbitmq(spec) = &target.spec else {
-            panic!("not rabbitmq");
-        };
+        let spec = target.spec::<RabbitmqTarget>().expect("a rabbitmq target");
         assert_eq!(spec.vhost, "/");
         assert_eq!(spec.statistics_delay, Duration::from_secs(10));
         assert!(!format!("{config:?}").contains("hunter2"));

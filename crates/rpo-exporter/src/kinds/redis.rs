@@ -25,18 +25,23 @@
 //! hung primary never hides what the replica shows, and vice versa. The
 //! connection code here is shared with the `redis_stream` kind.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError,
-    TlsCertificates,
-};
+use redis::{ConnectionAddr, RedisError};
+use serde::Deserialize;
 
-use crate::config::{RedisTarget, Secret, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::redis::{
+    check_tls_ca_file, check_url, classify, read_ca_file, redis_client, server_error, Connection,
+};
+use crate::drivers::within;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeError, Side,
@@ -51,11 +56,138 @@ const OFFSET_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
 const OFFSET_HISTORY_MAX_LEN: usize = 4096;
 /// The window over which the apply rate (for the catch-up estimate) is taken.
 const APPLY_RATE_WINDOW: Duration = Duration::from_secs(30);
-/// Reconnect backoff: first retry at once, then doubling up to this bound.
-const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a replica host name is resolved again to match the primary's
 /// `slaveN` lines.
 const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "redis",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+/// The default heartbeat key prefix; each exporter instance writes
+/// `{key}:{instance}`.
+pub const DEFAULT_HEARTBEAT_KEY: &str = "rpo:heartbeat";
+
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub primary_url: Secret,
+    pub replica_url: Secret,
+    /// The password for both sides, when it is kept out of the URLs.
+    pub password: Option<Secret>,
+    pub heartbeat: Option<RedisHeartbeat>,
+    /// CA certificates (PEM) trusted for `rediss://` instead of the public roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How the primary lists the replica in `INFO replication` (`ip`, `port`)
+    /// when that differs from the replica URL's host and port (NAT,
+    /// `replica-announce-ip`).
+    pub replica_listed_as: Option<(String, u16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisHeartbeat {
+    pub interval: Duration,
+    /// The key prefix; the exporter writes `{key}:{instance}`.
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    heartbeat: Option<RawHeartbeat>,
+    tls_ca_file: Option<PathBuf>,
+    replica_listed_as: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interval: Option<String>,
+    key: Option<String>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let primary_url = keys.secret("primary_url")?;
+    let replica_url = keys.secret("replica_url")?;
+    let password = keys.optional_secret("password")?;
+    let raw: RawRedis = keys.take()?;
+    let primary_tls = check_url(keys, "primary_url", &primary_url, password.is_some())?;
+    let replica_tls = check_url(keys, "replica_url", &replica_url, password.is_some())?;
+    let heartbeat = match raw.heartbeat {
+        None => None,
+        Some(hb) => {
+            let interval = keys.duration(
+                "heartbeat.interval",
+                hb.interval.as_deref(),
+                Duration::from_secs(1),
+            )?;
+            let prefix = hb.key.unwrap_or_else(|| DEFAULT_HEARTBEAT_KEY.to_string());
+            if !is_key_prefix(&prefix) {
+                return Err(keys.invalid(
+                    "heartbeat.key",
+                    "use 1 to 200 printable characters without spaces, like \"rpo:heartbeat\"",
+                ));
+            }
+            Some(RedisHeartbeat {
+                interval,
+                key: prefix,
+            })
+        }
+    };
+    check_tls_ca_file(keys, raw.tls_ca_file.as_deref(), primary_tls || replica_tls)?;
+    let replica_listed_as = match raw.replica_listed_as {
+        None => None,
+        Some(text) => Some(parse_host_port(&text).ok_or_else(|| {
+            keys.invalid(
+                "replica_listed_as",
+                format!("`{text}` is not an address; write it as the primary's INFO replication lists the replica, like \"10.0.1.7:6379\""),
+            )
+        })?),
+    };
+    Ok(Arc::new(RedisTarget {
+        primary_url,
+        replica_url,
+        password,
+        heartbeat,
+        tls_ca_file: raw.tls_ca_file,
+        replica_listed_as,
+    }))
+}
+
+impl KindSpec for RedisTarget {
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat.as_ref().map(|hb| hb.interval)
+    }
+
+    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(RedisProbe::new(target, self, instance)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A heartbeat key prefix: printable, no spaces, short.
+fn is_key_prefix(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 200 && key.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// `host:port` or `[v6]:port`, as the primary lists a replica.
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port > 0 && !host.contains(char::is_whitespace))
+        .then(|| (host.to_string(), port))
+}
 
 // ---------------------------------------------------------------------------
 // `INFO replication`, parsed.
@@ -503,221 +635,6 @@ fn listed<'a>(
         .replicas
         .iter()
         .find(|l| identity.matches(l))
-}
-
-// ---------------------------------------------------------------------------
-// Connections (shared with `redis_stream`).
-
-/// Builds a client for one Redis URL: the password kept apart (if any) is
-/// added, `CLIENT SETINFO` is skipped (so the monitor's ACL needs no
-/// `+client`), and `rediss://` trusts `tls_ca` (PEM) instead of the public
-/// roots when given. Nothing is contacted.
-pub fn redis_client(
-    target: &str,
-    what: &str,
-    url: &Secret,
-    password: Option<&Secret>,
-    tls_ca: Option<&[u8]>,
-) -> Result<redis::Client, ProbeError> {
-    let bad = |problem: String| {
-        ProbeError::new(
-            FailureReason::Config,
-            format!("target {target}: bad {what} URL: {problem}"),
-        )
-    };
-    // The driver's messages never contain the URL.
-    let info = url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| bad(e.to_string()))?;
-    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-    if let Some(password) = password {
-        settings = settings.set_password(password.expose());
-    }
-    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-    let info = info.set_redis_settings(settings);
-    if tls {
-        // The driver asks rustls for the process default; make it ring, the
-        // one provider this crate builds, whatever else is linked in.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    match (tls, tls_ca) {
-        (true, Some(pem)) => redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        ),
-        _ => redis::Client::open(info),
-    }
-    .map_err(|e| bad(e.to_string()))
-}
-
-/// Reads a `tls_ca_file` for a probe, naming the target on failure.
-pub fn read_ca_file(
-    target: &str,
-    path: Option<&std::path::Path>,
-) -> Result<Option<Vec<u8>>, ProbeError> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let pem = std::fs::read(path).map_err(|e| {
-        ProbeError::new(
-            FailureReason::Config,
-            format!(
-                "target {target}: tls_ca_file {} cannot be read: {e}",
-                path.display()
-            ),
-        )
-    })?;
-    Ok(Some(pem))
-}
-
-/// One kept connection to one Redis server, with reconnect backoff.
-pub struct Connection {
-    side: Option<Side>,
-    client: redis::Client,
-    connection: Option<MultiplexedConnection>,
-    consecutive_failures: u32,
-    next_attempt: Option<Instant>,
-    last_connect_error: Option<ProbeError>,
-}
-
-impl Connection {
-    pub fn new(client: redis::Client, side: Option<Side>) -> Connection {
-        Connection {
-            side,
-            client,
-            connection: None,
-            consecutive_failures: 0,
-            next_attempt: None,
-            last_connect_error: None,
-        }
-    }
-
-    /// The user the URL logs in as, for messages about grants.
-    pub fn user(&self) -> String {
-        self.client
-            .get_connection_info()
-            .redis_settings()
-            .username()
-            .unwrap_or("default")
-            .to_string()
-    }
-
-    fn on_side(&self, error: ProbeError) -> ProbeError {
-        match self.side {
-            Some(side) => error.on(side),
-            None => error,
-        }
-    }
-
-    /// A live connection (a cheap handle), connecting when needed — but not
-    /// before the backoff allows it: then the last connect error is repeated.
-    pub async fn get(&mut self) -> Result<MultiplexedConnection, ProbeError> {
-        if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
-        }
-        if let (Some(next), Some(err)) = (self.next_attempt, &self.last_connect_error) {
-            if Instant::now() < next {
-                return Err(err.clone());
-            }
-        }
-        // Our own deadlines bound every call; the driver's defaults (1 s to
-        // connect, 500 ms per answer) would fire first with less useful errors.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(None)
-            .set_response_timeout(None);
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(connection) => {
-                self.connection = Some(connection.clone());
-                self.consecutive_failures = 0;
-                self.next_attempt = None;
-                self.last_connect_error = None;
-                Ok(connection)
-            }
-            Err(err) => {
-                let error = self.on_side(classify(&err, true));
-                self.consecutive_failures += 1;
-                let backoff = Duration::from_millis(500)
-                    .saturating_mul(1 << self.consecutive_failures.min(8))
-                    .min(MAX_RECONNECT_BACKOFF);
-                self.next_attempt = Some(Instant::now() + backoff);
-                self.last_connect_error = Some(error.clone());
-                Err(error)
-            }
-        }
-    }
-
-    /// Forgets the connection after a failure that may have left it unusable.
-    pub fn reset(&mut self) {
-        self.connection = None;
-    }
-}
-
-/// The server's own error (code, text) behind a driver error, also when it
-/// came back inside a pipeline (where the driver hides the code).
-pub fn server_error(err: &RedisError) -> Option<(String, String)> {
-    let errors = err.clone().into_server_errors()?;
-    let (_, first) = errors.first()?;
-    Some((
-        first.code().to_string(),
-        first.details().unwrap_or("").to_string(),
-    ))
-}
-
-/// Maps a driver error to a bounded reason and a message that never
-/// contains the URL or the password.
-pub fn classify(err: &RedisError, connecting: bool) -> ProbeError {
-    let server = server_error(err);
-    let code = server.as_ref().map_or("", |(code, _)| code.as_str());
-    let reason = if err.kind() == ErrorKind::AuthenticationFailed
-        || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
-    {
-        FailureReason::Auth
-    } else if err.is_timeout() {
-        FailureReason::Timeout
-    } else if err.is_connection_refusal() || err.is_io_error() || connecting {
-        FailureReason::Connect
-    } else if matches!(
-        err.kind(),
-        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
-    ) {
-        FailureReason::Parse
-    } else if err.kind() == ErrorKind::InvalidClientConfig {
-        FailureReason::Config
-    } else {
-        FailureReason::Query
-    };
-    let message = if err.kind() == ErrorKind::AuthenticationFailed {
-        "authentication failed: wrong user or password (WRONGPASS), or the user is disabled"
-            .to_string()
-    } else if code == "NOAUTH" {
-        "the server requires a password (NOAUTH); set it in the URL or with password_env/password_file".to_string()
-    } else if let Some((code, text)) = &server {
-        // The server's words, as redis-cli shows them.
-        format!("{code} {text}").trim().to_string()
-    } else {
-        err.to_string()
-    };
-    ProbeError::new(reason, message)
-}
-
-/// Runs `future` until `deadline`, turning a late answer into a timeout.
-pub async fn within<T>(
-    deadline: Instant,
-    future: impl std::future::Future<Output = Result<T, ProbeError>>,
-) -> Result<T, ProbeError> {
-    let budget = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(budget, future).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::timeout(budget)),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1622,38 +1539,6 @@ repl_backlog_histlen:50
         assert!((e.catchup_seconds.unwrap() - 2.0).abs() < 1e-9);
     }
 
-    #[test]
-    fn errors_are_classified_without_secrets() {
-        let auth: RedisError = (
-            ErrorKind::AuthenticationFailed,
-            "Password authentication failed",
-        )
-            .into();
-        let e = classify(&auth, true);
-        assert_eq!(e.reason, FailureReason::Auth);
-        assert!(e.message.contains("WRONGPASS"));
-        let refused: RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused").into();
-        assert_eq!(classify(&refused, true).reason, FailureReason::Connect);
-        let parse: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
-        assert_eq!(classify(&parse, false).reason, FailureReason::Parse);
-    }
-
-    #[test]
-    fn client_errors_never_echo_the_url() {
-        let err = redis_client(
-            "t",
-            "primary",
-            &Secret::new("redis://u:hunter2@host:notaport"),
-            None,
-            None,
-        )
-        .err()
-        .unwrap();
-        assert_eq!(err.reason, FailureReason::Config);
-        assert!(!err.message.contains("hunter2"), "{}", err.message);
-    }
-
     fn config(extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
         crate::config::Config::from_toml(
             &format!(
@@ -1680,16 +1565,12 @@ replica_url = "redis://rpo-monitor@127.0.0.1:6380"
         let t = &c.targets[0];
         assert_eq!(t.kind().as_str(), "redis");
         assert_eq!(t.heartbeat_interval(), Some(Duration::from_secs(2)));
-        let crate::config::TargetSpec::Redis(spec) = &t.spec else {
-            panic!("a redis target")
-        };
+        let spec = t.spec::<RedisTarget>().expect("a redis target");
         assert_eq!(spec.heartbeat.as_ref().unwrap().key, "rpo:hb");
         assert_eq!(spec.replica_listed_as, Some(("10.0.1.7".to_string(), 6379)));
         assert!(!format!("{c:?}").contains("hunter2"));
         let c = config("heartbeat = { interval = \"1s\" }").unwrap();
-        let crate::config::TargetSpec::Redis(spec) = &c.targets[0].spec else {
-            panic!()
-        };
+        let spec = c.targets[0].spec::<RedisTarget>().unwrap();
         assert_eq!(spec.heartbeat.as_ref().unwrap().key, "rpo:heartbeat");
     }
 

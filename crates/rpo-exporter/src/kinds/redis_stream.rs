@@ -13,18 +13,95 @@
 //! it read long.
 //!
 //! One endpoint, so there is no source/replica split: a failure to learn
-//! anything fails the poll. The connection code is the `redis` kind's.
+//! anything fails the poll. The connection code is `crate::drivers::redis`.
 
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use redis::{RedisError, Value};
+use serde::Deserialize;
 
-use super::redis::{classify, read_ca_file, redis_client, server_error, within, Connection};
-use crate::config::{RedisStreamTarget, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::redis::{
+    check_tls_ca_file, check_url, classify, read_ca_file, redis_client, server_error, Connection,
+};
+use crate::drivers::within;
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
 };
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "redis_stream",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+#[derive(Debug, Clone)]
+pub struct RedisStreamTarget {
+    pub url: Secret,
+    pub password: Option<Secret>,
+    pub stream: String,
+    pub consumer_group: String,
+    /// Report the target unhealthy while the group has no consumers.
+    pub require_consumers: bool,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisStream {
+    stream: String,
+    consumer_group: String,
+    require_consumers: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let url = keys.secret("url")?;
+    let password = keys.optional_secret("password")?;
+    let raw: RawRedisStream = keys.take()?;
+    let tls = check_url(keys, "url", &url, password.is_some())?;
+    for (name, value) in [
+        ("stream", &raw.stream),
+        ("consumer_group", &raw.consumer_group),
+    ] {
+        if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+            return Err(keys.invalid(
+                name,
+                "must be 1 to 256 characters, without control characters",
+            ));
+        }
+    }
+    check_tls_ca_file(keys, raw.tls_ca_file.as_deref(), tls)?;
+    Ok(Arc::new(RedisStreamTarget {
+        url,
+        password,
+        stream: raw.stream,
+        consumer_group: raw.consumer_group,
+        require_consumers: raw.require_consumers.unwrap_or(false),
+        tls_ca_file: raw.tls_ca_file,
+    }))
+}
+
+impl KindSpec for RedisStreamTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(RedisStreamProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 /// When a server does not report a group's lag (before Redis 7, or after
 /// deletions made it unknowable), up to this many undelivered entries are
@@ -679,9 +756,9 @@ group = "erp"
         .unwrap();
         assert_eq!(c.targets[0].kind().as_str(), "redis_stream");
         assert_eq!(c.targets[0].heartbeat_interval(), None);
-        let crate::config::TargetSpec::RedisStream(spec) = &c.targets[0].spec else {
-            panic!("a redis_stream target")
-        };
+        let spec = c.targets[0]
+            .spec::<RedisStreamTarget>()
+            .expect("a redis_stream target");
         assert_eq!(
             (spec.stream.as_str(), spec.consumer_group.as_str()),
             ("orders", "billing")

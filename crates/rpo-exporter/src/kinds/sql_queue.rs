@@ -16,17 +16,87 @@
 //! exporter does not enter; the recovery point is "our instant just before
 //! the transaction − that age", a bound that errs towards more exposure.
 
-use std::str::FromStr;
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use tokio_postgres::types::Type;
-use tokio_postgres::Config as PgConfig;
 
-use super::postgres::{classify, tls_connector, within, Connection};
-use super::queue::{queue_details, QueueHistory, QueueObservation};
-use crate::config::{SqlQueueTarget, Target};
+use super::{KindDef, KindSpec};
+use crate::config::{ConfigError, Secret, Target, TargetKeys};
+use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
+use crate::drivers::within;
+use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
 use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "sql_queue",
+    parse,
+    defaults: None,
+    min_timeout: None,
+    min_timeout_reason: "",
+    aws: false,
+};
+
+/// An outbox or staging table on PostgreSQL, read by a configured query.
+#[derive(Debug, Clone)]
+pub struct SqlQueueTarget {
+    pub url: Secret,
+    /// Returns one row: (count of unprocessed rows, oldest enqueue time or NULL).
+    pub query: String,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlQueue {
+    query: String,
+    tls_ca_file: Option<PathBuf>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let url = keys.secret("url")?;
+    let raw: RawSqlQueue = keys.take()?;
+    check_url(keys, "url", &url)?;
+    // A trailing semicolon is habit, not a second statement.
+    let query = raw
+        .query
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .to_string();
+    if query.is_empty() {
+        return Err(keys.invalid(
+            "query",
+            "is empty; write a query returning (count, oldest enqueue time), like \"SELECT count(*), min(created_at) FROM outbox WHERE processed_at IS NULL\"",
+        ));
+    }
+    keys.readable_file("tls_ca_file", raw.tls_ca_file.as_deref())?;
+    Ok(Arc::new(SqlQueueTarget {
+        url,
+        query,
+        tls_ca_file: raw.tls_ca_file,
+    }))
+}
+
+impl KindSpec for SqlQueueTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(SqlQueueProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The query.
 
 /// Checks the two columns a queue query must return; the error lists the
 /// columns found.
@@ -123,16 +193,7 @@ pub struct SqlQueueProbe {
 impl SqlQueueProbe {
     pub fn new(target: &Target, spec: &SqlQueueTarget) -> Result<SqlQueueProbe, ProbeError> {
         let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
-        let mut config = PgConfig::from_str(spec.url.expose()).map_err(|e| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!("target {}: bad url: {e}", target.name),
-            )
-        })?;
-        config.connect_timeout(target.timeout);
-        if config.get_application_name().is_none() {
-            config.application_name("rpo-exporter");
-        }
+        let config = connect_config(target, &spec.url, Side::Replica)?;
         Ok(SqlQueueProbe {
             target: target.name.clone(),
             timeout: target.timeout,

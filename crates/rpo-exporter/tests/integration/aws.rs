@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
-use rpo_exporter::config::AwsAccess;
-use rpo_lab::moto::MotoServer;
-use rpo_exporter::probe::unix_seconds;
+use rpo_exporter::kinds::aws::AwsAccess;
 use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients, MetricQuery, Stat};
+use rpo_exporter::probe::unix_seconds;
+use rpo_lab::moto::MotoServer;
 
 use crate::support::{wait_until, Exporter};
 

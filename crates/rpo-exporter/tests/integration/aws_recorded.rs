@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rpo_lab::moto::MotoServer;
 use rpo_exporter::probe::unix_seconds;
+use rpo_lab::moto::MotoServer;
 
 use crate::aws::{
     admin, aws_config, minute_start_ago, put_datapoint, start_moto, wait_for_success,

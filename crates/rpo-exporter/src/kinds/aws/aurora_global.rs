@@ -17,6 +17,7 @@
 //! progress, and every measured secondary's synchronization status (when
 //! AWS reports one) is `connected`.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -28,10 +29,82 @@ use super::{
     clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, millis_to_seconds,
     region_of, AwsClients, Datapoint, MetricQuery, Stat,
 };
-use crate::config::{AuroraGlobalTarget, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
 };
+
+use serde::Deserialize;
+
+use super::config::{self, is_rds_identifier, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "aurora_global",
+    parse,
+    defaults: Some(config::CLOUDWATCH_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// An Aurora global database.
+#[derive(Debug, Clone)]
+pub struct AuroraGlobalTarget {
+    pub access: AwsAccess,
+    pub global_cluster: String,
+    /// Secondary clusters to measure (identifiers or ARNs); empty means every
+    /// member that is not the writer.
+    pub secondary_clusters: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuroraGlobal {
+    global_cluster: String,
+    secondary_clusters: Option<Vec<String>>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawAuroraGlobal = keys.take()?;
+    if !is_rds_identifier(&raw.global_cluster) {
+        return Err(keys.invalid(
+            "global_cluster",
+            "must be a global cluster identifier: letters, digits and hyphens, starting with a letter",
+        ));
+    }
+    let secondary_clusters = raw.secondary_clusters.clone().unwrap_or_default();
+    for (i, cluster) in secondary_clusters.iter().enumerate() {
+        config::check_rds_resource(
+            keys,
+            &format!("secondary_clusters[{i}]"),
+            cluster,
+            "cluster",
+        )?;
+    }
+    Ok(Arc::new(AuroraGlobalTarget {
+        access,
+        global_cluster: raw.global_cluster.clone(),
+        secondary_clusters,
+    }))
+}
+
+impl KindSpec for AuroraGlobalTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(AuroraGlobalProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// The members of a global cluster as this probe needs them.
 #[derive(Debug, Clone, PartialEq)]

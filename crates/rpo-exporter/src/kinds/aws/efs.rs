@@ -14,6 +14,7 @@
 //! destination's. The link is healthy when every measured destination's
 //! `Status` is `ENABLED`.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -24,10 +25,82 @@ use super::{
     clients_for, combine_replicas, lag_recovery_point, lookback, AwsClients, Datapoint,
     MetricQuery, Stat,
 };
-use crate::config::{EfsTarget, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
 };
+
+use serde::Deserialize;
+
+use super::config::{self, is_efs_id, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "efs",
+    parse,
+    defaults: Some(config::CLOUDWATCH_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// EFS replication of one source file system.
+#[derive(Debug, Clone)]
+pub struct EfsTarget {
+    pub access: AwsAccess,
+    pub file_system_id: String,
+    /// Only this destination; `None` means every destination.
+    pub destination_file_system_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEfs {
+    file_system_id: String,
+    destination_file_system_id: Option<String>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawEfs = keys.take()?;
+    for (name, id) in [
+        ("file_system_id", Some(&raw.file_system_id)),
+        (
+            "destination_file_system_id",
+            raw.destination_file_system_id.as_ref(),
+        ),
+    ] {
+        if let Some(id) = id {
+            if !is_efs_id(id) {
+                return Err(keys.invalid(
+                    &format!("{name}"),
+                    format!("`{id}` is not a file system ID like \"fs-0123456789abcdef0\""),
+                ));
+            }
+        }
+    }
+    Ok(Arc::new(EfsTarget {
+        access,
+        file_system_id: raw.file_system_id.clone(),
+        destination_file_system_id: raw.destination_file_system_id.clone(),
+    }))
+}
+
+impl KindSpec for EfsTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(EfsProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// One destination of the source file system.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,6 +15,7 @@
 //! target's. The link is healthy when the global group is `available` and
 //! every measured secondary member is `associated`.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -25,10 +26,82 @@ use super::{
     clients_for, combine_replicas, lag_recovery_point, lookback, AwsClients, Datapoint,
     MetricQuery, Stat,
 };
-use crate::config::{ElasticacheGlobalTarget, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
 };
+
+use serde::Deserialize;
+
+use super::config::{self, is_aws_region, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "elasticache_global",
+    parse,
+    defaults: Some(config::CLOUDWATCH_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// An ElastiCache (Redis OSS / Valkey) Global Datastore.
+#[derive(Debug, Clone)]
+pub struct ElasticacheGlobalTarget {
+    pub access: AwsAccess,
+    pub global_replication_group: String,
+    /// Only the secondary member in this region; `None` means every secondary.
+    pub secondary_region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawElasticacheGlobal {
+    global_replication_group: String,
+    secondary_region: Option<String>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawElasticacheGlobal = keys.take()?;
+    let id = &raw.global_replication_group;
+    if id.is_empty() || id.len() > 255 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(keys.invalid(
+            "global_replication_group",
+            "must be a Global Datastore id like \"ldgnf-erp-sessions\" (letters, digits, hyphens)",
+        ));
+    }
+    if let Some(region) = &raw.secondary_region {
+        if !is_aws_region(region) {
+            return Err(keys.invalid(
+                "secondary_region",
+                format!("`{region}` is not an AWS region name like \"eu-west-1\""),
+            ));
+        }
+    }
+    Ok(Arc::new(ElasticacheGlobalTarget {
+        access,
+        global_replication_group: id.clone(),
+        secondary_region: raw.secondary_region.clone(),
+    }))
+}
+
+impl KindSpec for ElasticacheGlobalTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(ElasticacheGlobalProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// A secondary member of the global datastore.
 #[derive(Debug, Clone, PartialEq)]

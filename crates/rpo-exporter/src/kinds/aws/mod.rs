@@ -44,6 +44,7 @@
 //! so data still flows one way (probes never import `metrics`).
 
 pub mod aurora_global;
+pub mod config;
 pub mod efs;
 pub mod elasticache_global;
 pub mod rds;
@@ -71,8 +72,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{oneshot, Notify};
 
-use crate::config::AwsAccess;
 use crate::probe::{FailureReason, ProbeError};
+pub use config::AwsAccess;
 
 /// CloudWatch's period for AWS metrics: one minute.
 pub const PERIOD: Duration = Duration::from_secs(60);
@@ -153,15 +154,6 @@ impl AwsCallCounters {
             cloudwatch_metrics_requested: self.cloudwatch_metrics_requested.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Whether a kind calls AWS (and so the call counters are worth showing).
-pub fn is_aws_kind(kind: crate::config::Kind) -> bool {
-    use crate::config::Kind;
-    matches!(
-        kind,
-        Kind::Rds | Kind::AuroraGlobal | Kind::ElasticacheGlobal | Kind::S3 | Kind::Efs | Kind::Sqs
-    )
 }
 
 /// The exporter-wide counters every [`AwsClients`] from [`clients_for`] counts in.
@@ -934,7 +926,7 @@ pub fn combine_replicas(
 
 /// The region of an ARN, or `default` for a plain identifier.
 pub fn region_of<'a>(id_or_arn: &'a str, default: &'a str) -> &'a str {
-    crate::config::aws_parse_arn(id_or_arn).map_or(default, |arn| arn.region)
+    config::parse_arn(id_or_arn).map_or(default, |arn| arn.region)
 }
 
 /// The last `:`-separated part of an ARN (the identifier), or the text itself.

@@ -24,6 +24,7 @@
 //! recovery point is then conservative (too old), never optimistic; for tight
 //! budgets use the `postgres` kind against the same endpoints with a heartbeat.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -35,10 +36,79 @@ use super::{
     clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, region_of,
     AwsClients, Datapoint, MetricQuery, Stat,
 };
-use crate::config::{RdsTarget, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
 };
+
+use serde::Deserialize;
+
+use super::config::{self, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "rds",
+    parse,
+    defaults: Some(config::CLOUDWATCH_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// An RDS source instance and its read replicas.
+#[derive(Debug, Clone)]
+pub struct RdsTarget {
+    pub access: AwsAccess,
+    /// The source DB instance: an identifier (in `region`) or an ARN.
+    pub source_instance: String,
+    /// Replicas to measure (identifiers or ARNs); empty means every replica
+    /// `DescribeDBInstances` lists for the source.
+    pub replicas: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRds {
+    source_instance: String,
+    replicas: Option<Vec<String>>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawRds = keys.take()?;
+    config::check_rds_resource(keys, "source_instance", &raw.source_instance, "db")?;
+    let replicas = raw.replicas.clone().unwrap_or_default();
+    for (i, replica) in replicas.iter().enumerate() {
+        config::check_rds_resource(keys, &format!("replicas[{i}]"), replica, "db")?;
+    }
+    if raw.replicas.as_ref().is_some_and(Vec::is_empty) {
+        return Err(keys.invalid(
+            "replicas",
+            "is empty; list the replicas to measure, or remove the key to measure every replica of the source",
+        ));
+    }
+    Ok(Arc::new(RdsTarget {
+        access,
+        source_instance: raw.source_instance.clone(),
+        replicas,
+    }))
+}
+
+impl KindSpec for RdsTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(RdsProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// One replica as the probe knows it: where it is and what it is called.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,7 @@
 //! healthy when every measured rule is `Enabled` and no operation failed to
 //! replicate in the newest minute.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,11 +39,183 @@ use aws_sdk_s3::types::{ReplicationConfiguration, ReplicationRuleStatus};
 use futures::future::BoxFuture;
 
 use super::{clients_for, lag_recovery_point, lookback, AwsClients, Datapoint, MetricQuery, Stat};
-use crate::config::{S3Target, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeError, Side,
 };
+
+use serde::Deserialize;
+
+use super::config::{self, is_aws_region, is_bucket_name, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "s3",
+    parse,
+    defaults: Some(config::CLOUDWATCH_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// The S3 canary's default interval and key prefix.
+pub const DEFAULT_S3_CANARY_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_S3_CANARY_PREFIX: &str = "rpo-canary/";
+
+/// S3 replication from a source bucket to a destination bucket.
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    pub access: AwsAccess,
+    pub source_bucket: String,
+    pub destination_bucket: String,
+    pub destination_region: String,
+    /// Where the replication metrics are read (default: the destination's region).
+    pub metrics_region: String,
+    /// Rules to measure; empty means every rule replicating to the destination bucket.
+    pub rule_ids: Vec<String>,
+    /// Read the CloudWatch replication metrics (they must be enabled on the rule).
+    pub replication_metrics: bool,
+    pub canary: Option<S3Canary>,
+}
+
+/// The S3 canary: an object with this exporter's clock, written to the
+/// source and read back on the destination.
+#[derive(Debug, Clone)]
+pub struct S3Canary {
+    pub interval: Duration,
+    /// The key prefix; the exporter writes (overwrites) `{prefix}{instance}`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    source_bucket: String,
+    destination_bucket: String,
+    destination_region: Option<String>,
+    metrics_region: Option<String>,
+    rule_ids: Option<Vec<String>>,
+    replication_metrics: Option<bool>,
+    canary: Option<RawS3Canary>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3Canary {
+    interval: Option<String>,
+    prefix: Option<String>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawS3 = keys.take()?;
+    for (name, bucket) in [
+        ("source_bucket", &raw.source_bucket),
+        ("destination_bucket", &raw.destination_bucket),
+    ] {
+        if !is_bucket_name(bucket) {
+            return Err(keys.invalid(
+            name,
+                format!("`{bucket}` is not a bucket name (3-63 lower-case letters, digits, '.', '-'); give the name, not an ARN"),
+            ));
+        }
+    }
+    if raw.source_bucket == raw.destination_bucket {
+        return Err(keys.invalid(
+            "destination_bucket",
+            "is the source bucket; name the bucket replication copies to",
+        ));
+    }
+    let region_of =
+        |name: &str, value: &Option<String>, default: &str| -> Result<String, ConfigError> {
+            match value {
+                Some(region) if is_aws_region(region) => Ok(region.clone()),
+                Some(region) => Err(keys.invalid(
+                    name,
+                    format!("`{region}` is not an AWS region name like \"eu-west-1\""),
+                )),
+                None => Ok(default.to_string()),
+            }
+        };
+    let destination_region = region_of(
+        "destination_region",
+        &raw.destination_region,
+        &access.region,
+    )?;
+    let metrics_region = region_of("metrics_region", &raw.metrics_region, &destination_region)?;
+    let rule_ids = raw.rule_ids.clone().unwrap_or_default();
+    for (i, rule) in rule_ids.iter().enumerate() {
+        if rule.is_empty() || rule.len() > 255 || rule.chars().any(char::is_control) {
+            return Err(keys.invalid(
+                &format!("rule_ids[{i}]"),
+                "must be a rule ID of 1 to 255 characters",
+            ));
+        }
+    }
+    let canary = match &raw.canary {
+        None => None,
+        Some(canary) => {
+            let interval = keys.duration(
+                "canary.interval",
+                canary.interval.as_deref(),
+                DEFAULT_S3_CANARY_INTERVAL,
+            )?;
+            let prefix = canary
+                .prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_S3_CANARY_PREFIX.to_string());
+            if prefix.is_empty()
+                || prefix.len() > 512
+                || prefix.starts_with('/')
+                || !prefix.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(keys.invalid(
+                    "canary.prefix",
+                    "must be a key prefix of printable characters without spaces, not starting with '/', like \"rpo-canary/\"",
+                ));
+            }
+            Some(S3Canary { interval, prefix })
+        }
+    };
+    let replication_metrics = raw.replication_metrics.unwrap_or(true);
+    if !replication_metrics && canary.is_none() {
+        return Err(keys.invalid(
+            "replication_metrics",
+            "is false and no canary is configured: nothing would measure the recovery point; add `canary = { interval = \"30s\" }` or enable the metrics",
+        ));
+    }
+    Ok(Arc::new(S3Target {
+        access,
+        source_bucket: raw.source_bucket.clone(),
+        destination_bucket: raw.destination_bucket.clone(),
+        destination_region,
+        metrics_region,
+        rule_ids,
+        replication_metrics,
+        canary,
+    }))
+}
+
+impl KindSpec for S3Target {
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.canary.as_ref().map(|canary| canary.interval)
+    }
+
+    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(S3Probe::new(target, self, instance)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// One rule of the source bucket's replication configuration.
 #[derive(Debug, Clone, PartialEq)]

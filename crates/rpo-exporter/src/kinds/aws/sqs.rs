@@ -17,6 +17,7 @@
 //! (`rpo_queue_dead_letter_messages`): those messages need a person, not a
 //! replay.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,11 +25,142 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
 
 use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
-use crate::config::{SqsQueue, SqsTarget, Target};
+use crate::config::{ConfigError, Target, TargetKeys};
+use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
 };
-use crate::kinds::queue::{queue_details, QueueHistory, QueueObservation};
+
+use serde::Deserialize;
+
+use super::config::{self, AwsAccess};
+use crate::kinds::{KindDef, KindSpec};
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+pub static KIND: KindDef = KindDef {
+    name: "sqs",
+    parse,
+    defaults: Some(config::SQS_DEFAULTS),
+    min_timeout: Some(config::MIN_AWS_TIMEOUT),
+    min_timeout_reason: config::MIN_TIMEOUT_REASON,
+    aws: true,
+};
+
+/// An SQS integration queue.
+#[derive(Debug, Clone)]
+pub struct SqsTarget {
+    pub access: AwsAccess,
+    pub queue: SqsQueue,
+    pub dead_letter_queue: Option<SqsQueue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqsQueue {
+    Url(String),
+    Name(String),
+}
+
+impl SqsQueue {
+    /// The queue's name, for messages and the CloudWatch dimension.
+    pub fn name(&self) -> &str {
+        match self {
+            SqsQueue::Name(name) => name,
+            SqsQueue::Url(url) => url.trim_end_matches('/').rsplit('/').next().unwrap_or(url),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqs {
+    queue_url: Option<String>,
+    queue_name: Option<String>,
+    dead_letter_queue_url: Option<String>,
+    dead_letter_queue_name: Option<String>,
+}
+
+fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
+    let access = config::access(keys)?;
+    let raw: RawSqs = keys.take()?;
+    let queue = sqs_queue(keys, "queue", raw.queue_url.as_deref(), raw.queue_name.as_deref())?
+        .ok_or_else(|| {
+            keys.invalid(
+            "queue_url",
+                "set `queue_url` (like \"https://sqs.eu-central-1.amazonaws.com/123456789012/erp-outbox\") or `queue_name`",
+            )
+        })?;
+    let dead_letter_queue = sqs_queue(
+        keys,
+        "dead_letter_queue",
+        raw.dead_letter_queue_url.as_deref(),
+        raw.dead_letter_queue_name.as_deref(),
+    )?;
+    Ok(Arc::new(SqsTarget {
+        access,
+        queue,
+        dead_letter_queue,
+    }))
+}
+
+fn sqs_queue(
+    keys: &TargetKeys<'_>,
+    name: &str,
+    url: Option<&str>,
+    queue_name: Option<&str>,
+) -> Result<Option<SqsQueue>, ConfigError> {
+    match (url, queue_name) {
+        (Some(_), Some(_)) => Err(keys.invalid(
+            &format!("{name}_url"),
+            format!("set one of `{name}_url` or `{name}_name`, not both"),
+        )),
+        (Some(url), None) => {
+            let ok = reqwest::Url::parse(url).ok().is_some_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path_segments()
+                        .is_some_and(|s| s.filter(|p| !p.is_empty()).count() >= 2)
+            });
+            if !ok {
+                return Err(keys.invalid(
+            &format!("{name}_url"),
+                    "is not a queue URL like \"https://sqs.eu-central-1.amazonaws.com/123456789012/erp-outbox\"",
+                ));
+            }
+            Ok(Some(SqsQueue::Url(url.to_string())))
+        }
+        (None, Some(queue_name)) => {
+            let base = queue_name.strip_suffix(".fifo").unwrap_or(queue_name);
+            if base.is_empty()
+                || queue_name.len() > 80
+                || !base
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(keys.invalid(
+            &format!("{name}_name"),
+                    "is not a queue name (1-80 letters, digits, '-', '_', optionally ending in .fifo)",
+                ));
+            }
+            Ok(Some(SqsQueue::Name(queue_name.to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl KindSpec for SqsTarget {
+    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(SqsProbe::new(target, self)?))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring.
 
 /// A queue's live counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

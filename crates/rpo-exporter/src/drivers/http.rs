@@ -1,30 +1,68 @@
-//! The one HTTP client setup of the HTTP-speaking probes (`rabbitmq`, and
+//! The one HTTP client setup of the HTTP-speaking kinds (`rabbitmq`, and
 //! `opensearch` through the `opensearch` crate, which wraps the same
-//! `reqwest`): trusted roots, timeouts, and turning a transport error into a
-//! bounded reason with a message that never contains the URL (which may
-//! carry a password).
+//! `reqwest`): URL and credential checks for the config, trusted roots,
+//! timeouts, and turning a transport error into a bounded reason with a
+//! message that never contains the URL (which may carry a password).
 
 use std::path::Path;
 use std::time::Duration;
 
+use super::read_ca_file;
+use crate::config::{ConfigError, Secret, TargetKeys};
 use crate::probe::{FailureReason, ProbeError};
 
-/// Reads a PEM file of extra CA certificates for a target.
-pub(crate) fn read_ca_file(target: &str, path: &Path) -> Result<Vec<u8>, ProbeError> {
-    std::fs::read(path).map_err(|e| {
-        ProbeError::new(
-            FailureReason::Config,
-            format!(
-                "target {target}: tls_ca_file {} cannot be read: {e}",
-                path.display()
-            ),
+/// Checks an HTTP(S) URL without ever echoing it, and that credentials
+/// are given in exactly one place (in the URL, or `username` + password).
+pub fn check_url(
+    keys: &TargetKeys<'_>,
+    name: &str,
+    url: &Secret,
+    username: Option<&str>,
+    password_set_apart: bool,
+    example: &str,
+) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url.expose()).map_err(|err| {
+        keys.invalid(
+            name,
+            format!("not a URL ({err}); write it like \"{example}\""),
         )
-    })
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(keys.invalid(
+            name,
+            format!("use an http:// or https:// URL with a host, like \"{example}\""),
+        ));
+    }
+    let in_url = !parsed.username().is_empty() || parsed.password().is_some();
+    if in_url && (username.is_some() || password_set_apart) {
+        return Err(keys.invalid(
+            name,
+            "the URL carries credentials and `username`/`password` is set too; keep them in one place",
+        ));
+    }
+    if password_set_apart && username.is_none() {
+        return Err(keys.invalid("username", "a password is set but no username"));
+    }
+    if let Some(user) = username {
+        if user.is_empty() || user.chars().any(char::is_control) || user.contains(':') {
+            return Err(keys.invalid(
+                "username",
+                "must be non-empty, without ':' or control characters",
+            ));
+        }
+        if !password_set_apart {
+            return Err(keys.invalid(
+                "password",
+                "`username` is set: give its password with `password_env` (an environment variable's name) or `password_file` (a path)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A client for one target: rustls with the public roots plus the target's
 /// own CA file, and the target's timeout on every request.
-pub(crate) fn build_client(
+pub fn build_client(
     target: &str,
     timeout: Duration,
     ca_file: Option<&Path>,
@@ -71,7 +109,7 @@ pub(crate) fn build_client(
 
 /// Maps a transport error to a bounded reason. The message is built from
 /// the error's causes only, never its URL.
-pub(crate) fn classify(err: &reqwest::Error, what: &str) -> ProbeError {
+pub fn classify(err: &reqwest::Error, what: &str) -> ProbeError {
     let reason = if err.is_timeout() {
         FailureReason::Timeout
     } else if err.is_connect() || err.is_request() {
@@ -82,14 +120,12 @@ pub(crate) fn classify(err: &reqwest::Error, what: &str) -> ProbeError {
         FailureReason::Query
     };
     let mut message = format!("{what}: {}", kind_phrase(err));
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.ends_with(&text) {
+    if let Some(cause) = std::error::Error::source(err) {
+        let causes = super::error_chain(cause);
+        if !message.ends_with(&causes) {
             message.push_str(": ");
-            message.push_str(&text);
+            message.push_str(&causes);
         }
-        source = s.source();
     }
     ProbeError::new(reason, message)
 }
@@ -107,7 +143,7 @@ fn kind_phrase(err: &reqwest::Error) -> &'static str {
 }
 
 /// The first `max` characters of a response body, on one line, for messages.
-pub(crate) fn excerpt(body: &str, max: usize) -> String {
+pub fn excerpt(body: &str, max: usize) -> String {
     let flat: String = body
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -122,7 +158,7 @@ pub(crate) fn excerpt(body: &str, max: usize) -> String {
 }
 
 /// A URL for people: scheme, host and port only, without credentials or path.
-pub(crate) fn origin(url: &str) -> String {
+pub fn origin(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => u.origin().ascii_serialization(),
         Err(_) => "<invalid URL>".to_string(),

@@ -1,0 +1,290 @@
+//! The Redis protocol, shared by `redis` and `redis_stream`: clients with
+//! the password kept apart and TLS with the target's CA file, kept
+//! connections with reconnect backoff, URL checks for the config, and driver
+//! errors sorted into the bounded reasons with messages that never contain
+//! the URL or the password.
+
+use std::path::Path;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError,
+    TlsCertificates,
+};
+
+use super::Backoff;
+use crate::config::{ConfigError, Secret, TargetKeys};
+use crate::probe::{FailureReason, ProbeError, Side};
+
+/// Checks a Redis URL without ever echoing it; returns whether it uses TLS.
+pub fn check_url(
+    keys: &TargetKeys<'_>,
+    key: &str,
+    url: &Secret,
+    password_set_apart: bool,
+) -> Result<bool, ConfigError> {
+    let info = url.expose().into_connection_info().map_err(|err| {
+        // The driver's messages name the problem, never the URL.
+        keys.invalid(
+            key,
+            format!("not a Redis URL ({err}); write it like \"redis://host:6379\" or \"rediss://user@host:6379/0\""),
+        )
+    })?;
+    let tls = match info.addr() {
+        ConnectionAddr::Tcp(..) => false,
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(keys.invalid(
+                key,
+                "`#insecure` would turn off certificate verification; trust the server's CA with tls_ca_file instead",
+            ))
+        }
+        ConnectionAddr::TcpTls { .. } => true,
+        _ => {
+            return Err(keys.invalid(
+                key,
+                "use a redis:// or rediss:// URL with a host and port (unix sockets are not supported)",
+            ))
+        }
+    };
+    if password_set_apart && info.redis_settings().password().is_some() {
+        return Err(keys.invalid(
+            key,
+            "the URL holds a password and `password`/`password_env`/`password_file` is set too; keep the password in one place",
+        ));
+    }
+    Ok(tls)
+}
+
+/// Checks `tls_ca_file`: only with a `rediss://` URL, and readable.
+pub fn check_tls_ca_file(
+    keys: &TargetKeys<'_>,
+    path: Option<&Path>,
+    any_tls: bool,
+) -> Result<(), ConfigError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    if !any_tls {
+        return Err(keys.invalid(
+            "tls_ca_file",
+            "is set but no URL uses TLS; write rediss:// URLs to use it",
+        ));
+    }
+    if !path.is_file() {
+        return Err(keys.invalid(
+            "tls_ca_file",
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a client for one Redis URL: the password kept apart (if any) is
+/// added, `CLIENT SETINFO` is skipped (so the monitor's ACL needs no
+/// `+client`), and `rediss://` trusts `tls_ca` (PEM) instead of the public
+/// roots when given. Nothing is contacted.
+pub fn redis_client(
+    target: &str,
+    what: &str,
+    url: &Secret,
+    password: Option<&Secret>,
+    tls_ca: Option<&[u8]>,
+) -> Result<redis::Client, ProbeError> {
+    let bad = |problem: String| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!("target {target}: bad {what} URL: {problem}"),
+        )
+    };
+    // The driver's messages never contain the URL.
+    let info = url
+        .expose()
+        .into_connection_info()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let info = info.set_redis_settings(settings);
+    if tls {
+        // The driver asks rustls for the process default; make it ring, the
+        // one provider this crate builds, whatever else is linked in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match (tls, tls_ca) {
+        (true, Some(pem)) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(info),
+    }
+    .map_err(|e| bad(e.to_string()))
+}
+
+/// Reads a `tls_ca_file` for a probe, naming the target on failure.
+pub fn read_ca_file(target: &str, path: Option<&Path>) -> Result<Option<Vec<u8>>, ProbeError> {
+    path.map(|path| super::read_ca_file(target, path))
+        .transpose()
+}
+
+/// One kept connection to one Redis server, with reconnect backoff.
+pub struct Connection {
+    side: Option<Side>,
+    client: redis::Client,
+    connection: Option<MultiplexedConnection>,
+    backoff: Backoff,
+}
+
+impl Connection {
+    pub fn new(client: redis::Client, side: Option<Side>) -> Connection {
+        Connection {
+            side,
+            client,
+            connection: None,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The user the URL logs in as, for messages about grants.
+    pub fn user(&self) -> String {
+        self.client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
+            .to_string()
+    }
+
+    fn on_side(&self, error: ProbeError) -> ProbeError {
+        match self.side {
+            Some(side) => error.on(side),
+            None => error,
+        }
+    }
+
+    /// A live connection (a cheap handle), connecting when needed — but not
+    /// before the backoff allows it: then the last connect error is repeated.
+    pub async fn get(&mut self) -> Result<MultiplexedConnection, ProbeError> {
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        if let Some(err) = self.backoff.holding() {
+            return Err(err);
+        }
+        // Our own deadlines bound every call; the driver's defaults (1 s to
+        // connect, 500 ms per answer) would fire first with less useful errors.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(connection) => {
+                self.connection = Some(connection.clone());
+                self.backoff.succeeded();
+                Ok(connection)
+            }
+            Err(err) => {
+                let error = self.on_side(classify(&err, true));
+                self.backoff.failed(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets the connection after a failure that may have left it unusable.
+    pub fn reset(&mut self) {
+        self.connection = None;
+    }
+}
+
+/// The server's own error (code, text) behind a driver error, also when it
+/// came back inside a pipeline (where the driver hides the code).
+pub fn server_error(err: &RedisError) -> Option<(String, String)> {
+    let errors = err.clone().into_server_errors()?;
+    let (_, first) = errors.first()?;
+    Some((
+        first.code().to_string(),
+        first.details().unwrap_or("").to_string(),
+    ))
+}
+
+/// Maps a driver error to a bounded reason and a message that never
+/// contains the URL or the password.
+pub fn classify(err: &RedisError, connecting: bool) -> ProbeError {
+    let server = server_error(err);
+    let code = server.as_ref().map_or("", |(code, _)| code.as_str());
+    let reason = if err.kind() == ErrorKind::AuthenticationFailed
+        || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+    {
+        FailureReason::Auth
+    } else if err.is_timeout() {
+        FailureReason::Timeout
+    } else if err.is_connection_refusal() || err.is_io_error() || connecting {
+        FailureReason::Connect
+    } else if matches!(
+        err.kind(),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+    ) {
+        FailureReason::Parse
+    } else if err.kind() == ErrorKind::InvalidClientConfig {
+        FailureReason::Config
+    } else {
+        FailureReason::Query
+    };
+    let message = if err.kind() == ErrorKind::AuthenticationFailed {
+        "authentication failed: wrong user or password (WRONGPASS), or the user is disabled"
+            .to_string()
+    } else if code == "NOAUTH" {
+        "the server requires a password (NOAUTH); set it in the URL or with password_env/password_file".to_string()
+    } else if let Some((code, text)) = &server {
+        // The server's words, as redis-cli shows them.
+        format!("{code} {text}").trim().to_string()
+    } else {
+        err.to_string()
+    };
+    ProbeError::new(reason, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_without_secrets() {
+        let auth: RedisError = (
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        )
+            .into();
+        let e = classify(&auth, true);
+        assert_eq!(e.reason, FailureReason::Auth);
+        assert!(e.message.contains("WRONGPASS"));
+        let refused: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused").into();
+        assert_eq!(classify(&refused, true).reason, FailureReason::Connect);
+        let parse: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
+        assert_eq!(classify(&parse, false).reason, FailureReason::Parse);
+    }
+
+    #[test]
+    fn client_errors_never_echo_the_url() {
+        let err = redis_client(
+            "t",
+            "primary",
+            &Secret::new("redis://u:hunter2@host:notaport"),
+            None,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.reason, FailureReason::Config);
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+    }
+}
