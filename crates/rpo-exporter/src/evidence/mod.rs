@@ -3,4 +3,6 @@
 //! positions sampled on earlier polls ([`positions`]), the queue rule
 //! ([`queue`]), and provider-reported lag ([`provider_lag`]).
 
+pub mod positions;
+pub mod provider_lag;
 pub mod queue;

@@ -25,7 +25,7 @@
 //! go through its generic `send()`.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -44,14 +44,11 @@ use serde_json::Value;
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::http as http_client;
+use crate::evidence::positions::SourceSamples;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeError, Side,
 };
-
-/// How far back checkpoint samples are kept to date a follower that is behind.
-const HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
-const HISTORY_MAX_LEN: usize = 4096;
 
 // ---------------------------------------------------------------------------
 // Configuration.
@@ -401,7 +398,7 @@ pub fn parse_heartbeat_doc(body: &str) -> Result<Option<SystemTime>, String> {
 /// a follower that is behind.
 #[derive(Debug, Default)]
 pub struct CheckpointHistory {
-    samples: VecDeque<(SystemTime, BTreeMap<String, i64>)>,
+    leader: SourceSamples<BTreeMap<String, i64>>,
 }
 
 impl CheckpointHistory {
@@ -421,36 +418,17 @@ impl CheckpointHistory {
                 .iter()
                 .map(|(shard, c)| (shard.clone(), c.leader))
                 .collect();
-            // A leader checkpoint going back means a new leader index:
-            // older samples date nothing any more.
-            if self.samples.back().is_some_and(|(_, last)| {
-                last.iter()
-                    .any(|(s, l)| leader.get(s).is_some_and(|now| now < l))
-            }) {
-                self.samples.clear();
-            }
-            self.samples.push_back((asked_at, leader));
-            while self.samples.len() > HISTORY_MAX_LEN
-                || (self.samples.len() > 1
-                    && self.samples.front().is_some_and(|(t, _)| {
-                        asked_at.duration_since(*t).unwrap_or_default() > HISTORY_MAX_AGE
-                    }))
-            {
-                self.samples.pop_front();
-            }
-            return self
-                .samples
-                .iter()
-                .rev()
-                .find(|(_, sample)| {
-                    sample.iter().all(|(shard, leader)| {
-                        status
-                            .shards
-                            .get(shard)
-                            .is_some_and(|c| c.follower >= *leader)
-                    })
+            // A leader checkpoint going back (a new leader index) forgets
+            // older samples: they date nothing any more.
+            self.leader.record(asked_at, leader);
+            return self.leader.dated(|sample| {
+                sample.iter().all(|(shard, leader)| {
+                    status
+                        .shards
+                        .get(shard)
+                        .is_some_and(|c| c.follower >= *leader)
                 })
-                .map(|(t, _)| *t);
+            });
         }
         // Only the sums: equal sums mean every shard is in step (a follower
         // never passes its leader); unequal sums cannot be dated.

@@ -20,7 +20,6 @@
 //! hung primary never hides what the replica shows, and vice versa.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,16 +32,11 @@ use super::{KindDef, KindSpec};
 use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
+use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::probe::{
     from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
     ProbeError, Side,
 };
-
-/// How far back primary WAL samples are kept to date the replica's position.
-const LSN_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
-const LSN_HISTORY_MAX_LEN: usize = 4096;
-/// The window over which the replay rate (for the catch-up estimate) is taken.
-const REPLAY_RATE_WINDOW: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // Configuration.
@@ -207,54 +201,26 @@ pub struct EngineEvidence {
 
 /// Positions remembered between polls: primary WAL samples (to date the
 /// replica's replay position on our clock) and replica replay samples (for
-/// the replay rate).
+/// the replay rate). The rule itself is [`crate::evidence::positions`].
 #[derive(Debug, Default)]
 pub struct PositionHistory {
-    primary: VecDeque<(SystemTime, u64)>,
-    replay: VecDeque<(SystemTime, u64)>,
+    primary: SourceSamples<u64>,
+    replay: ApplyRate,
 }
 
 impl PositionHistory {
     pub fn record_primary(&mut self, at: SystemTime, lsn: u64) {
-        // A position lower than the last one means a new primary timeline
-        // (failover, restore): older samples no longer date anything.
-        if self.primary.back().is_some_and(|(_, last)| lsn < *last) {
-            self.primary.clear();
-        }
-        self.primary.push_back((at, lsn));
-        trim(&mut self.primary, at);
+        self.primary.record(at, lsn);
     }
 
     pub fn record_replay(&mut self, at: SystemTime, lsn: u64) {
-        if self.replay.back().is_some_and(|(_, last)| lsn < *last) {
-            self.replay.clear();
-        }
-        self.replay.push_back((at, lsn));
-        while self.replay.len() > 2
-            && self.replay.front().is_some_and(|(t, _)| {
-                at.duration_since(*t).unwrap_or_default() > REPLAY_RATE_WINDOW
-            })
-        {
-            self.replay.pop_front();
-        }
+        self.replay.record(at, lsn);
     }
 
     /// The latest sampled instant at which the primary's position was at or
     /// below `replay_lsn`: every write before it is on the replica.
     pub fn dated(&self, replay_lsn: u64) -> Option<SystemTime> {
-        self.primary
-            .iter()
-            .rev()
-            .find(|(_, lsn)| *lsn <= replay_lsn)
-            .map(|(t, _)| *t)
-    }
-
-    /// Replay rate in bytes per second over the recent window.
-    pub fn replay_rate(&self) -> Option<f64> {
-        let (t0, l0) = self.replay.front()?;
-        let (t1, l1) = self.replay.back()?;
-        let dt = t1.duration_since(*t0).ok()?.as_secs_f64();
-        (dt >= 0.5).then(|| (l1.saturating_sub(*l0)) as f64 / dt)
+        self.primary.dated(|lsn| *lsn <= replay_lsn)
     }
 
     /// Combines one poll's observations into evidence. Record this poll's
@@ -311,16 +277,7 @@ impl PositionHistory {
                 (Some(r), Some(p)) => Some(r.saturating_sub(p) as f64),
                 _ => None,
             });
-        let catchup_seconds = backlog.map(|bytes| {
-            if bytes <= 0.0 {
-                0.0
-            } else {
-                match self.replay_rate() {
-                    Some(rate) if rate > 0.0 => bytes / rate,
-                    _ => f64::INFINITY,
-                }
-            }
-        });
+        let catchup_seconds = backlog.map(|bytes| self.replay.catchup_seconds(bytes));
 
         EngineEvidence {
             recovery_point,
@@ -330,16 +287,6 @@ impl PositionHistory {
             backlog_bytes: backlog,
             catchup_seconds,
         }
-    }
-}
-
-fn trim(samples: &mut VecDeque<(SystemTime, u64)>, now: SystemTime) {
-    while samples.len() > LSN_HISTORY_MAX_LEN
-        || samples.front().is_some_and(|(t, _)| {
-            now.duration_since(*t).unwrap_or_default() > LSN_HISTORY_MAX_AGE && samples.len() > 1
-        })
-    {
-        samples.pop_front();
     }
 }
 
@@ -821,7 +768,7 @@ mod tests {
         let e = h.evidence(Some(&p), &replica(12.0, 2500, Some(9.0), Some("streaming")));
         assert_eq!(e.recovery_point, Some(at(11.0)));
         assert_eq!(e.replay_lag_bytes, Some(500.0));
-        let rate = h.replay_rate().unwrap();
+        let rate = h.replay.per_second().unwrap();
         assert!((rate - 250.0).abs() < 1e-6, "{rate}");
         assert!((e.catchup_seconds.unwrap() - 2.0).abs() < 1e-6);
     }

@@ -26,7 +26,6 @@
 //! connection code here is shared with the `redis_stream` kind.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +41,7 @@ use crate::drivers::redis::{
     check_tls_ca_file, check_url, classify, read_ca_file, redis_client, server_error, Connection,
 };
 use crate::drivers::within;
+use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeError, Side,
@@ -51,11 +51,6 @@ use crate::probe::{
 /// outlast any outage worth measuring, short enough that a retired
 /// exporter instance leaves nothing behind for long.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How far back primary offset samples are kept to date the replica's offset.
-const OFFSET_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
-const OFFSET_HISTORY_MAX_LEN: usize = 4096;
-/// The window over which the apply rate (for the catch-up estimate) is taken.
-const APPLY_RATE_WINDOW: Duration = Duration::from_secs(30);
 /// How often a replica host name is resolved again to match the primary's
 /// `slaveN` lines.
 const RESOLVE_EVERY: Duration = Duration::from_secs(60);
@@ -426,63 +421,35 @@ pub struct OffsetEvidence {
 #[derive(Debug, Default)]
 pub struct OffsetHistory {
     replid: Option<String>,
-    primary: VecDeque<(SystemTime, u64)>,
-    applied: VecDeque<(SystemTime, u64)>,
+    primary: SourceSamples<u64>,
+    applied: ApplyRate,
 }
 
 impl OffsetHistory {
     pub fn record_primary(&mut self, at: SystemTime, replid: &str, offset: u64) {
-        // A new replication id (restart, failover) or a smaller offset means
-        // older samples no longer date anything.
-        if self.replid.as_deref() != Some(replid)
-            || self.primary.back().is_some_and(|(_, last)| offset < *last)
-        {
+        // A new replication id (restart, failover) means older samples no
+        // longer date anything (a smaller offset is caught by the samples).
+        if self.replid.as_deref() != Some(replid) {
             self.primary.clear();
             self.applied.clear();
             self.replid = Some(replid.to_string());
         }
-        self.primary.push_back((at, offset));
-        while self.primary.len() > OFFSET_HISTORY_MAX_LEN
-            || self.primary.front().is_some_and(|(t, _)| {
-                at.duration_since(*t).unwrap_or_default() > OFFSET_HISTORY_MAX_AGE
-                    && self.primary.len() > 1
-            })
-        {
-            self.primary.pop_front();
-        }
+        self.primary.record(at, offset);
     }
 
     pub fn record_applied(&mut self, at: SystemTime, offset: u64) {
-        if self.applied.back().is_some_and(|(_, last)| offset < *last) {
-            self.applied.clear();
-        }
-        self.applied.push_back((at, offset));
-        while self.applied.len() > 2
-            && self
-                .applied
-                .front()
-                .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > APPLY_RATE_WINDOW)
-        {
-            self.applied.pop_front();
-        }
+        self.applied.record(at, offset);
     }
 
     /// The latest sampled instant at which the primary's offset was at or
     /// below `offset`: every write before it is on the replica.
     pub fn dated(&self, offset: u64) -> Option<SystemTime> {
-        self.primary
-            .iter()
-            .rev()
-            .find(|(_, o)| *o <= offset)
-            .map(|(t, _)| *t)
+        self.primary.dated(|o| *o <= offset)
     }
 
     /// Bytes applied per second on the replica over the recent window.
     pub fn apply_rate(&self) -> Option<f64> {
-        let (t0, o0) = self.applied.front()?;
-        let (t1, o1) = self.applied.back()?;
-        let dt = t1.duration_since(*t0).ok()?.as_secs_f64();
-        (dt >= 0.5).then(|| o1.saturating_sub(*o0) as f64 / dt)
+        self.applied.per_second()
     }
 
     /// The newest offset proven on the replica: its acknowledgement on the
@@ -548,16 +515,7 @@ impl OffsetHistory {
                 .or(own)
                 .map(|held| p.info.repl_offset.saturating_sub(held) as f64)
         });
-        let catchup_seconds = offset_lag_bytes.map(|bytes| {
-            if bytes <= 0.0 {
-                0.0
-            } else {
-                match self.apply_rate() {
-                    Some(rate) if rate > 0.0 => bytes / rate,
-                    _ => f64::INFINITY,
-                }
-            }
-        });
+        let catchup_seconds = offset_lag_bytes.map(|bytes| self.applied.catchup_seconds(bytes));
 
         OffsetEvidence {
             recovery_point,

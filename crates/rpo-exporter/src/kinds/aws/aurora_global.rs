@@ -26,8 +26,8 @@ use aws_sdk_rds::types::GlobalCluster;
 use futures::future::BoxFuture;
 
 use super::{
-    clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, millis_to_seconds,
-    region_of, AwsClients, Datapoint, MetricQuery, Stat,
+    clients_for, identifier_of, lookback, millis_to_seconds, region_of, AwsClients, Datapoint,
+    MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
@@ -37,6 +37,7 @@ use crate::probe::{
 use serde::Deserialize;
 
 use super::config::{self, is_rds_identifier, AwsAccess};
+use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
 // ---------------------------------------------------------------------------
@@ -197,16 +198,7 @@ pub fn secondary_proof(
         .map(|d| d.value)
         .fold(f64::NEG_INFINITY, f64::max);
     let oldest = present.iter().map(|d| d.time).min()?;
-    Some((
-        lag_recovery_point(
-            &Datapoint {
-                time: oldest,
-                value: worst,
-            },
-            worst,
-        ),
-        oldest,
-    ))
+    Some((lag_recovery_point(oldest, worst), oldest))
 }
 
 pub struct AuroraGlobalProbe {

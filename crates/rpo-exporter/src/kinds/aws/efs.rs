@@ -21,10 +21,7 @@ use std::time::{Instant, SystemTime};
 use aws_sdk_efs::operation::describe_replication_configurations::DescribeReplicationConfigurationsOutput;
 use futures::future::BoxFuture;
 
-use super::{
-    clients_for, combine_replicas, lag_recovery_point, lookback, AwsClients, Datapoint,
-    MetricQuery, Stat,
-};
+use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
@@ -33,6 +30,7 @@ use crate::probe::{
 use serde::Deserialize;
 
 use super::config::{self, is_efs_id, AwsAccess};
+use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
 // ---------------------------------------------------------------------------
@@ -181,7 +179,7 @@ pub fn evaluate(
         }
         match (dest.last_replicated, since_sync) {
             (Some(t), _) => proofs.push((Some(t), polled_at)),
-            (None, Some(dp)) => proofs.push((lag_recovery_point(dp, dp.value), dp.time)),
+            (None, Some(dp)) => proofs.push((lag_recovery_point(dp.time, dp.value), dp.time)),
             (None, None) => missing.push(id.clone()),
         }
     }

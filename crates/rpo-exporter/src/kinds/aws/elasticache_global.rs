@@ -22,10 +22,7 @@ use std::time::{Instant, SystemTime};
 use aws_sdk_elasticache::types::GlobalReplicationGroup;
 use futures::future::BoxFuture;
 
-use super::{
-    clients_for, combine_replicas, lag_recovery_point, lookback, AwsClients, Datapoint,
-    MetricQuery, Stat,
-};
+use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
@@ -34,6 +31,7 @@ use crate::probe::{
 use serde::Deserialize;
 
 use super::config::{self, is_aws_region, AwsAccess};
+use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
 // ---------------------------------------------------------------------------
@@ -282,7 +280,7 @@ impl ElasticacheGlobalProbe {
                         )
                         .with_label("node", node),
                     );
-                    proven.push((lag_recovery_point(&dp, dp.value), dp.time));
+                    proven.push((lag_recovery_point(dp.time, dp.value), dp.time));
                 }
             }
             if proven.is_empty() {

@@ -889,41 +889,6 @@ fn align_down(t: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs - secs % PERIOD.as_secs())
 }
 
-// ---------------------------------------------------------------------------
-// Evidence from provider-reported lag.
-
-/// What one replica's CloudWatch lag proves: the recovery point is the
-/// datapoint's time minus the lag, the evidence time the datapoint's time.
-/// A negative lag (RDS reports -1 while replication is not running) proves
-/// nothing.
-pub fn lag_recovery_point(datapoint: &Datapoint, lag_seconds: f64) -> Option<SystemTime> {
-    if !lag_seconds.is_finite() || lag_seconds < 0.0 {
-        return None;
-    }
-    datapoint
-        .time
-        .checked_sub(Duration::from_secs_f64(lag_seconds))
-}
-
-/// Combines per-replica proofs: the target's recovery point is the oldest
-/// replica's, its evidence time the oldest datapoint's. Any replica without
-/// a proof leaves the target without one.
-pub fn combine_replicas(
-    proofs: impl IntoIterator<Item = (Option<SystemTime>, SystemTime)>,
-) -> (Option<SystemTime>, Option<SystemTime>) {
-    let mut recovery_point: Option<Option<SystemTime>> = None;
-    let mut evidence: Option<SystemTime> = None;
-    for (rp, evidence_time) in proofs {
-        recovery_point = Some(match (recovery_point, rp) {
-            (None, rp) => rp,
-            (Some(Some(a)), Some(b)) => Some(a.min(b)),
-            _ => None,
-        });
-        evidence = Some(evidence.map_or(evidence_time, |e| e.min(evidence_time)));
-    }
-    (recovery_point.flatten(), evidence)
-}
-
 /// The region of an ARN, or `default` for a plain identifier.
 pub fn region_of<'a>(id_or_arn: &'a str, default: &'a str) -> &'a str {
     config::parse_arn(id_or_arn).map_or(default, |arn| arn.region)
@@ -1004,18 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn lag_proofs() {
-        let dp = Datapoint {
-            time: at(100),
-            value: 7.0,
-        };
-        assert_eq!(lag_recovery_point(&dp, 7.0), Some(at(93)));
-        assert_eq!(lag_recovery_point(&dp, -1.0), None);
-        assert_eq!(lag_recovery_point(&dp, f64::NAN), None);
-        let (rp, ev) = combine_replicas([(Some(at(93)), at(100)), (Some(at(80)), at(90))]);
-        assert_eq!((rp, ev), (Some(at(80)), Some(at(90))));
-        let (rp, _) = combine_replicas([(Some(at(93)), at(100)), (None, at(90))]);
-        assert_eq!(rp, None);
+    fn millis() {
         assert_eq!(millis_to_seconds(1500.0), 1.5);
     }
 

@@ -33,8 +33,7 @@ use aws_sdk_rds::types::{DbInstance, Filter};
 use futures::future::BoxFuture;
 
 use super::{
-    clients_for, combine_replicas, identifier_of, lag_recovery_point, lookback, region_of,
-    AwsClients, Datapoint, MetricQuery, Stat,
+    clients_for, identifier_of, lookback, region_of, AwsClients, Datapoint, MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
@@ -44,6 +43,7 @@ use crate::probe::{
 use serde::Deserialize;
 
 use super::config::{self, AwsAccess};
+use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
 // ---------------------------------------------------------------------------
@@ -216,7 +216,7 @@ pub fn evaluate(
                         dp.value
                     ));
                 }
-                proofs.push((lag_recovery_point(dp, dp.value), dp.time));
+                proofs.push((lag_recovery_point(dp.time, dp.value), dp.time));
             }
         }
     }

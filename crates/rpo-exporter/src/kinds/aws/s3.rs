@@ -38,7 +38,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ReplicationConfiguration, ReplicationRuleStatus};
 use futures::future::BoxFuture;
 
-use super::{clients_for, lag_recovery_point, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
@@ -48,6 +48,7 @@ use crate::probe::{
 use serde::Deserialize;
 
 use super::config::{self, is_aws_region, is_bucket_name, AwsAccess};
+use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
 // ---------------------------------------------------------------------------
@@ -452,9 +453,9 @@ impl S3Probe {
                 .map(|(r, _)| r.id.as_str())
                 .collect();
             if missing.is_empty() {
-                metrics_proof = Some(super::combine_replicas(metrics.iter().map(|(_, m)| {
+                metrics_proof = Some(combine_replicas(metrics.iter().map(|(_, m)| {
                     let dp = m.latency.expect("checked above");
-                    (lag_recovery_point(&dp, dp.value), dp.time)
+                    (lag_recovery_point(dp.time, dp.value), dp.time)
                 })))
                 .and_then(|(rp, evidence)| evidence.map(|e| (rp, e)));
             } else if self.canary_key.is_none() {
