@@ -93,7 +93,7 @@ impl Target {
 
     /// The kind's settings as their concrete type (`None` for another kind).
     pub fn spec<T: KindSpec>(&self) -> Option<&T> {
-        let any: &dyn Any = self.spec.as_any();
+        let any: &dyn Any = &*self.spec;
         any.downcast_ref::<T>()
     }
 }

@@ -57,7 +57,41 @@ pub struct KindDef {
     pub aws: bool,
 }
 
-/// One target's validated, kind-specific settings.
+impl KindDef {
+    /// A kind that takes `[defaults]` as they are (databases, queues).
+    pub const fn new(
+        name: &'static str,
+        parse: fn(&mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError>,
+    ) -> KindDef {
+        KindDef {
+            name,
+            parse,
+            defaults: None,
+            min_timeout: None,
+            min_timeout_reason: "",
+            aws: false,
+        }
+    }
+
+    /// An AWS kind: its own defaults, a timeout floor, its calls counted.
+    pub const fn aws(
+        name: &'static str,
+        parse: fn(&mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError>,
+        defaults: Defaults,
+    ) -> KindDef {
+        KindDef {
+            name,
+            parse,
+            defaults: Some(defaults),
+            min_timeout: Some(aws::config::MIN_AWS_TIMEOUT),
+            min_timeout_reason: aws::config::MIN_TIMEOUT_REASON,
+            aws: true,
+        }
+    }
+}
+
+/// One target's validated, kind-specific settings. `Target::spec` gives
+/// them back as their concrete type.
 pub trait KindSpec: fmt::Debug + Send + Sync + Any {
     /// The heartbeat canary's interval, when the target has one.
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -68,9 +102,6 @@ pub trait KindSpec: fmt::Debug + Send + Sync + Any {
     /// rows/keys. Fails only on local problems (a CA file that cannot be
     /// read); nothing is contacted here.
     fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError>;
-
-    /// For [`Target::spec`]'s downcast.
-    fn as_any(&self) -> &dyn Any;
 }
 
 /// A kind, as a cheap handle on its [`KindDef`]; compares by name.

@@ -24,7 +24,6 @@
 //! The crate's typed API has no cross-cluster-replication calls, so requests
 //! go through its generic `send()`.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,14 +52,7 @@ use crate::probe::{
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "opensearch",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("opensearch", parse);
 
 /// OpenSearch cross-cluster replication, read on the follower cluster.
 #[derive(Debug, Clone)]
@@ -204,10 +196,6 @@ impl KindSpec for OpensearchTarget {
 
     fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(OpensearchProbe::new(target, self, instance)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -19,7 +19,6 @@
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
 //! hung primary never hides what the replica shows, and vice versa.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,14 +40,7 @@ use crate::probe::{
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "postgres",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("postgres", parse);
 
 /// The heartbeat table's default name.
 pub const DEFAULT_HEARTBEAT_TABLE: &str = "rpo_heartbeat";
@@ -133,10 +125,6 @@ impl KindSpec for PostgresTarget {
 
     fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(PostgresProbe::new(target, self, instance)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -19,7 +19,6 @@
 //! down, wrong password, unknown queue) is an `Err`, so its detail series
 //! are dropped and the recovery point stays where it was proven.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,14 +35,7 @@ use crate::probe::{Detail, FailureReason, LinkState, Measurement, Probe, ProbeEr
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "rabbitmq",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("rabbitmq", parse);
 
 /// One RabbitMQ queue, read through the management HTTP API.
 #[derive(Debug, Clone)]
@@ -117,10 +109,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for RabbitmqTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RabbitmqProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

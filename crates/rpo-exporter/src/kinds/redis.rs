@@ -25,7 +25,6 @@
 //! hung primary never hides what the replica shows, and vice versa. The
 //! connection code here is shared with the `redis_stream` kind.
 
-use std::any::Any;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,14 +57,7 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "redis",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("redis", parse);
 
 /// The default heartbeat key prefix; each exporter instance writes
 /// `{key}:{instance}`.
@@ -163,10 +155,6 @@ impl KindSpec for RedisTarget {
 
     fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RedisProbe::new(target, self, instance)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

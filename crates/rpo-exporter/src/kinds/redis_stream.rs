@@ -15,7 +15,6 @@
 //! One endpoint, so there is no source/replica split: a failure to learn
 //! anything fails the poll. The connection code is `crate::drivers::redis`.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,14 +36,7 @@ use crate::probe::{
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "redis_stream",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("redis_stream", parse);
 
 #[derive(Debug, Clone)]
 pub struct RedisStreamTarget {
@@ -96,10 +88,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for RedisStreamTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RedisStreamProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

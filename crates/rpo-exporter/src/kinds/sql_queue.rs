@@ -16,7 +16,6 @@
 //! exporter does not enter; the recovery point is "our instant just before
 //! the transaction − that age", a bound that errs towards more exposure.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,14 +34,7 @@ use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeError, Sid
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "sql_queue",
-    parse,
-    defaults: None,
-    min_timeout: None,
-    min_timeout_reason: "",
-    aws: false,
-};
+pub static KIND: KindDef = KindDef::new("sql_queue", parse);
 
 /// An outbox or staging table on PostgreSQL, read by a configured query.
 #[derive(Debug, Clone)]
@@ -88,10 +80,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for SqlQueueTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(SqlQueueProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -17,7 +17,6 @@
 //! progress, and every measured secondary's synchronization status (when
 //! AWS reports one) is `connected`.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -43,14 +42,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "aurora_global",
-    parse,
-    defaults: Some(config::CLOUDWATCH_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("aurora_global", parse, config::CLOUDWATCH_DEFAULTS);
 
 /// An Aurora global database.
 #[derive(Debug, Clone)]
@@ -97,10 +89,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for AuroraGlobalTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(AuroraGlobalProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -14,7 +14,6 @@
 //! destination's. The link is healthy when every measured destination's
 //! `Status` is `ENABLED`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -36,14 +35,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "efs",
-    parse,
-    defaults: Some(config::CLOUDWATCH_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("efs", parse, config::CLOUDWATCH_DEFAULTS);
 
 /// EFS replication of one source file system.
 #[derive(Debug, Clone)]
@@ -90,10 +82,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for EfsTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(EfsProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -15,7 +15,6 @@
 //! target's. The link is healthy when the global group is `available` and
 //! every measured secondary member is `associated`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -37,14 +36,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "elasticache_global",
-    parse,
-    defaults: Some(config::CLOUDWATCH_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("elasticache_global", parse, config::CLOUDWATCH_DEFAULTS);
 
 /// An ElastiCache (Redis OSS / Valkey) Global Datastore.
 #[derive(Debug, Clone)]
@@ -91,10 +83,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for ElasticacheGlobalTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(ElasticacheGlobalProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -24,7 +24,6 @@
 //! recovery point is then conservative (too old), never optimistic; for tight
 //! budgets use the `postgres` kind against the same endpoints with a heartbeat.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -49,14 +48,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "rds",
-    parse,
-    defaults: Some(config::CLOUDWATCH_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("rds", parse, config::CLOUDWATCH_DEFAULTS);
 
 /// An RDS source instance and its read replicas.
 #[derive(Debug, Clone)]
@@ -100,10 +92,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for RdsTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RdsProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

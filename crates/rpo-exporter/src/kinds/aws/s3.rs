@@ -30,7 +30,6 @@
 //! healthy when every measured rule is `Enabled` and no operation failed to
 //! replicate in the newest minute.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,14 +53,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "s3",
-    parse,
-    defaults: Some(config::CLOUDWATCH_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("s3", parse, config::CLOUDWATCH_DEFAULTS);
 
 /// The S3 canary's default interval and key prefix.
 pub const DEFAULT_S3_CANARY_INTERVAL: Duration = Duration::from_secs(30);
@@ -208,10 +200,6 @@ impl KindSpec for S3Target {
 
     fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(S3Probe::new(target, self, instance)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -17,7 +17,6 @@
 //! (`rpo_queue_dead_letter_messages`): those messages need a person, not a
 //! replay.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,14 +38,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef {
-    name: "sqs",
-    parse,
-    defaults: Some(config::SQS_DEFAULTS),
-    min_timeout: Some(config::MIN_AWS_TIMEOUT),
-    min_timeout_reason: config::MIN_TIMEOUT_REASON,
-    aws: true,
-};
+pub static KIND: KindDef = KindDef::aws("sqs", parse, config::SQS_DEFAULTS);
 
 /// An SQS integration queue.
 #[derive(Debug, Clone)]
@@ -152,10 +144,6 @@ fn sqs_queue(
 impl KindSpec for SqsTarget {
     fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(SqsProbe::new(target, self)?))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
