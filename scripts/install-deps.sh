@@ -141,6 +141,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     need_env_hint=1
   fi
 fi
+# The test suite runs rustfmt and clippy; rustup's minimal profile has neither.
+if command -v cargo >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1 \
+  && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  if [ "$check_only" -eq 1 ]; then
+    echo "MISSING rustfmt/clippy (rustup component add rustfmt clippy)"
+    status=1
+  else
+    echo "installing: rustfmt and clippy (rustup components)"
+    rustup component add rustfmt clippy
+  fi
+fi
 if command -v cargo >/dev/null 2>&1; then
   echo "ok cargo $(cargo --version 2>/dev/null | awk '{print $2}') ($(command -v cargo))"
   if [ "$need_env_hint" -eq 1 ]; then

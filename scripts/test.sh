@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests against real servers
+# The whole test suite: rustfmt and clippy (warnings are errors), unit tests, integration tests against real servers
 # (Postgres pairs and the other lab components, started on free ports in temp
 # dirs and torn down), and the alert-rule tests. Installs what it needs first.
 set -euo pipefail
@@ -11,6 +11,10 @@ if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
+
+# Style and lints first: they fail in seconds, the suite takes minutes.
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # The integration tests mostly wait on real servers, so more threads than
 # cores is fine; RPO_TEST_THREADS overrides.

@@ -17,5 +17,6 @@ mod postgres;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
+mod shipped;
 mod sql_queue;
 mod support;

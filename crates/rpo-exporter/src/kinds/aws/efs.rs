@@ -66,7 +66,7 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         if let Some(id) = id {
             if !is_efs_id(id) {
                 return Err(keys.invalid(
-                    &format!("{name}"),
+                    name,
                     format!("`{id}` is not a file system ID like \"fs-0123456789abcdef0\""),
                 ));
             }
