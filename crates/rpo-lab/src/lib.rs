@@ -19,6 +19,11 @@
 //! The binaries are found in `RPO_LAB_PG_BIN` if set, else the highest
 //! `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else `initdb` on
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
+//!
+//! The other servers have a module each ([`redis`], [`rabbitmq`], [`moto`],
+//! [`opensearch`], [`monitoring`]; [`full`] starts them all), and
+//! [`support`] holds the helpers every test crate shares (the exporter run
+//! in-process, reading `/metrics`, waits, config text).
 
 pub mod full;
 pub mod monitoring;
@@ -26,6 +31,7 @@ pub mod moto;
 pub mod opensearch;
 pub mod rabbitmq;
 pub mod redis;
+pub mod support;
 
 use std::collections::HashSet;
 use std::fmt;

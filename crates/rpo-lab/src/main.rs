@@ -11,27 +11,39 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use rpo_exporter::check::{self, CheckOptions};
 use rpo_exporter::config::Config;
 use rpo_exporter::readiness::Mode;
 use rpo_lab::full::FullLab;
+use rpo_lab::support::Exporter;
+
+/// The demo: a real instance of every kind that can run here, watched by
+/// the exporter as one group `erp`.
+#[derive(Parser)]
+#[command(name = "rpo-lab", version)]
+struct Args {
+    /// Print the verdict table and exit with check's exit code (0 GO,
+    /// 1 NO-GO) instead of serving until Ctrl-C.
+    #[arg(long)]
+    once: bool,
+    /// Where the exporter listens; if that address is taken, a free port
+    /// of 127.0.0.1.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9798")]
+    listen: SocketAddr,
+}
 
 fn main() -> ExitCode {
+    let args = Args::parse();
     // The AWS kinds talk to a local emulator only: dummy credentials, set
     // before any thread starts.
     rpo_lab::moto::use_emulator_credentials();
-    let once = std::env::args().any(|a| a == "--once");
-    let listen: SocketAddr = std::env::args()
-        .skip_while(|a| a != "--listen")
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| "127.0.0.1:9798".parse().expect("literal address"));
     let _ = rpo_exporter::logging::init("warn", rpo_exporter::logging::LogFormat::Logfmt);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(demo(listen, once))
+    runtime.block_on(demo(args.listen, args.once))
 }
 
 async fn demo(listen: SocketAddr, once: bool) -> ExitCode {
@@ -75,11 +87,8 @@ rpo_budget = "60s"
             .await
             .expect("bind a free port"),
     };
-    let addr = listener.local_addr().expect("local address");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let exporter = tokio::spawn(rpo_exporter::run(config, listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let exporter = Exporter::serve(config, listener);
+    let addr = exporter.addr;
 
     // Let a few polls and heartbeats happen, then ask it like an SRE would.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -114,12 +123,29 @@ rpo_budget = "60s"
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("stopping...");
     }
-    let _ = stop_tx.send(());
-    let _ = exporter.await;
+    exporter.stop().await;
     drop(lab);
     if verdict.ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Args;
+
+    #[test]
+    fn once_and_listen_keep_their_defaults() {
+        Args::command().debug_assert();
+        let defaults = Args::try_parse_from(["rpo-lab"]).unwrap();
+        assert!(!defaults.once);
+        assert_eq!(defaults.listen.to_string(), "127.0.0.1:9798");
+        let args = Args::try_parse_from(["rpo-lab", "--once", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(args.once);
+        assert_eq!(args.listen.port(), 0);
     }
 }

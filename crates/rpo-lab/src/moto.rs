@@ -110,6 +110,16 @@ impl MotoServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// How the exporter's AWS clients reach this emulator in `region`.
+    pub fn access(&self, region: &str) -> rpo_exporter::kinds::aws::AwsAccess {
+        rpo_exporter::kinds::aws::AwsAccess {
+            region: region.to_string(),
+            profile: None,
+            role_arn: None,
+            endpoint_url: Some(self.endpoint_url()),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -262,19 +272,12 @@ impl MotoServer {
     /// replicator, one second behind), and an SQS queue with its dead-letter
     /// queue; a task keeps CloudWatch datapoints arriving every 20 s.
     pub async fn seed_demo(&self, group: &str, instance: &str) -> Result<AwsDemo, String> {
-        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
         use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients};
         use std::sync::Arc;
 
-        let access = |region: &str| rpo_exporter::kinds::aws::AwsAccess {
-            region: region.to_string(),
-            profile: None,
-            role_arn: None,
-            endpoint_url: Some(self.endpoint_url()),
-        };
         let counters = Arc::new(AwsCallCounters::default());
-        let east = Arc::new(AwsClients::new(access("us-east-1"), counters.clone()));
-        let west = Arc::new(AwsClients::new(access("us-west-2"), counters));
+        let east = Arc::new(AwsClients::new(self.access("us-east-1"), counters.clone()));
+        let west = Arc::new(AwsClients::new(self.access("us-west-2"), counters));
         let e = |what: &str| {
             let what = what.to_string();
             move |err: String| format!("seeding moto ({what}): {err}")
@@ -403,14 +406,7 @@ impl MotoServer {
             let (east, west) = (east.clone(), west.clone());
             async move {
                 let datum = |metric: &str, dims: &[(&str, &str)], value: f64| {
-                    let mut d = MetricDatum::builder()
-                        .metric_name(metric)
-                        .timestamp(std::time::SystemTime::now().into())
-                        .value(value);
-                    for (k, v) in dims {
-                        d = d.dimensions(Dimension::builder().name(*k).value(*v).build());
-                    }
-                    d.build()
+                    metric_datum(metric, dims, std::time::SystemTime::now(), value)
                 };
                 loop {
                     let (cw_east, cw_west) = (east.cloudwatch().await, west.cloudwatch().await);
@@ -539,6 +535,24 @@ dead_letter_queue_name = "erp-outbox-dlq"
             tasks,
         })
     }
+}
+
+/// One CloudWatch datapoint of `metric` with `dimensions`, at `at`.
+pub fn metric_datum(
+    metric: &str,
+    dimensions: &[(&str, &str)],
+    at: std::time::SystemTime,
+    value: f64,
+) -> aws_sdk_cloudwatch::types::MetricDatum {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let mut datum = MetricDatum::builder()
+        .metric_name(metric)
+        .timestamp(at.into())
+        .value(value);
+    for (name, value) in dimensions {
+        datum = datum.dimensions(Dimension::builder().name(*name).value(*value).build());
+    }
+    datum.build()
 }
 
 /// Dummy credentials for a process that talks to moto only (the demo), and

@@ -3,24 +3,9 @@
 //! `rpo_*` metric they use is one the exporter really exports.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-fn repo() -> PathBuf {
-    rpo_lab::repo_root()
-}
-
-fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
+use rpo_lab::repo_root as repo;
+use rpo_lab::support::files_in;
 
 fn promtool(args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new("promtool")

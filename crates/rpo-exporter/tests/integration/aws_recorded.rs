@@ -19,12 +19,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rpo_exporter::probe::unix_seconds;
-use rpo_lab::moto::MotoServer;
-
-use crate::aws::{
-    admin, aws_config, minute_start_ago, put_datapoint, start_moto, wait_for_success,
+use rpo_lab::support::aws::{
+    admin, aws_config, aws_keys_at, minute_start_ago, put_datapoint, start_moto,
 };
-use crate::support::{metric_value, Exporter};
+use rpo_lab::support::{assert_metric, metric_value, reasons, Exporter};
 
 /// A recorded answer: served when the request's path or body contains `marker`.
 struct Recorded {
@@ -111,10 +109,9 @@ async fn answer(
         .unwrap()
 }
 
+/// The keys of a target whose AWS calls go to the stub at `stub`.
 fn keys(stub: SocketAddr, region: &str) -> String {
-    format!(
-        "region = \"{region}\"\nendpoint_url = \"http://{stub}\"\npoll_interval = \"1s\"\ntimeout = \"5s\"\nstale_after = \"10m\"\n"
-    )
+    aws_keys_at(&format!("http://{stub}"), region)
 }
 
 /// `DescribeReplicationConfigurations` as the EFS API reference shows it:
@@ -127,7 +124,7 @@ fn efs_replications(last_replicated: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn efs_recorded_replication_status_and_time_since_last_sync_on_moto() {
-    let moto: MotoServer = start_moto().await;
+    let moto = start_moto().await;
     let east = admin(&moto, "us-east-1");
     let last_replicated = unix_seconds(std::time::SystemTime::now()) - 90.0;
     let t = minute_start_ago(Duration::from_secs(60));
@@ -169,7 +166,7 @@ destination_file_system_id = "fs-0aaaabbbbccccdddd"
 {k}"#
     )))
     .await;
-    let text = wait_for_success(&exporter, "erp-attachments").await;
+    let text = exporter.wait_for_probe_success("erp-attachments").await;
     let target = [("target", "erp-attachments")];
     // LastReplicatedTimestamp is the recovery point itself.
     assert_eq!(
@@ -177,30 +174,29 @@ destination_file_system_id = "fs-0aaaabbbbccccdddd"
         Some(last_replicated),
         "{text}"
     );
-    assert_eq!(
-        metric_value(&text, "rpo_efs_last_sync_timestamp_seconds", &target),
-        Some(last_replicated)
+    assert_metric(
+        &text,
+        "rpo_efs_last_sync_timestamp_seconds",
+        &target,
+        Some(last_replicated),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_efs_time_since_last_sync_seconds", &target),
-        Some(75.0)
+    assert_metric(
+        &text,
+        "rpo_efs_time_since_last_sync_seconds",
+        &target,
+        Some(75.0),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_replication_healthy", &target),
-        Some(1.0)
-    );
+    assert_metric(&text, "rpo_replication_healthy", &target, Some(1.0));
     assert_eq!(
         exporter.target_verdict("erp-attachments").await["ready"],
         true
     );
     // The paused destination: NO-GO with AWS's own words.
-    wait_for_success(&exporter, "erp-archive").await;
+    exporter.wait_for_probe_success("erp-archive").await;
     let archive = exporter.target_verdict("erp-archive").await;
     assert_eq!(archive["ready"], false);
     assert!(
-        archive["reasons"]
-            .to_string()
-            .contains("PAUSED (Replication is paused"),
+        reasons(&archive).contains("PAUSED (Replication is paused"),
         "{archive}"
     );
     let text = exporter.metrics().await;
@@ -324,7 +320,7 @@ async fn elasticache_global_recorded_members_and_lag_on_moto() {
         keys(stub, "us-east-1")
     )))
     .await;
-    let text = wait_for_success(&exporter, "erp-sessions").await;
+    let text = exporter.wait_for_probe_success("erp-sessions").await;
     let target = [("target", "erp-sessions")];
     assert_eq!(
         metric_value(
@@ -335,34 +331,31 @@ async fn elasticache_global_recorded_members_and_lag_on_moto() {
         Some(0.6),
         "{text}"
     );
-    assert_eq!(
-        metric_value(
-            &text,
-            "rpo_elasticache_global_replication_lag_seconds",
-            &[("node", "erp-sessions-dr-002")]
-        ),
-        None
+    assert_metric(
+        &text,
+        "rpo_elasticache_global_replication_lag_seconds",
+        &[("node", "erp-sessions-dr-002")],
+        None,
     );
-    assert_eq!(
-        metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target),
-        Some(unix_seconds(t) - 0.6)
+    assert_metric(
+        &text,
+        "rpo_recovery_point_timestamp_seconds",
+        &target,
+        Some(unix_seconds(t) - 0.6),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_evidence_timestamp_seconds", &target),
-        Some(unix_seconds(t))
+    assert_metric(
+        &text,
+        "rpo_evidence_timestamp_seconds",
+        &target,
+        Some(unix_seconds(t)),
     );
-    assert_eq!(
-        metric_value(
-            &text,
-            "rpo_elasticache_global_member_associated",
-            &[("secondary", "erp-sessions-dr")]
-        ),
-        Some(1.0)
+    assert_metric(
+        &text,
+        "rpo_elasticache_global_member_associated",
+        &[("secondary", "erp-sessions-dr")],
+        Some(1.0),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_replication_healthy", &target),
-        Some(1.0)
-    );
+    assert_metric(&text, "rpo_replication_healthy", &target, Some(1.0));
     assert_eq!(exporter.target_verdict("erp-sessions").await["ready"], true);
     exporter.stop().await;
     task.abort();

@@ -14,11 +14,10 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use rpo_exporter::probe::unix_seconds;
-
-use crate::aws::{
-    admin, aws_config, aws_keys, minute_start_ago, put_datapoint, start_moto, wait_for_success,
+use rpo_lab::support::aws::{
+    admin, aws_config, aws_keys, minute_start_ago, put_datapoint, start_moto,
 };
-use crate::support::{metric_value, wait_until, Exporter};
+use rpo_lab::support::{assert_metric, metric_value, reasons, Exporter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_canary_and_replication_metrics_with_the_test_as_replicator() {
@@ -168,17 +167,14 @@ destination_region = "us-west-2"
     )))
     .await;
     let target = [("target", "erp-files")];
-    let text = wait_until(
-        Duration::from_secs(30),
-        "the canary to prove a recent recovery point",
-        || async {
-            let text = exporter.metrics().await;
-            let exposure = metric_value(&text, "rpo_exposure_seconds", &target);
-            (exposure.is_some_and(|e| e < 6.0), text)
-        },
-    )
-    .await;
-    wait_for_success(&exporter, "erp-files").await;
+    let text = exporter
+        .wait_for_metrics(
+            Duration::from_secs(30),
+            "the canary to prove a recent recovery point",
+            |text| metric_value(text, "rpo_exposure_seconds", &target).is_some_and(|e| e < 6.0),
+        )
+        .await;
+    exporter.wait_for_probe_success("erp-files").await;
     assert_eq!(
         metric_value(
             &text,
@@ -188,60 +184,45 @@ destination_region = "us-west-2"
         Some(3.0),
         "{text}"
     );
-    assert_eq!(
-        metric_value(
-            &text,
-            "rpo_s3_replication_latency_seconds",
-            &[("rule", "to-dr")]
-        ),
-        Some(30.0)
+    assert_metric(
+        &text,
+        "rpo_s3_replication_latency_seconds",
+        &[("rule", "to-dr")],
+        Some(30.0),
     );
-    assert_eq!(
-        metric_value(
-            &text,
-            "rpo_s3_replication_metrics_timestamp_seconds",
-            &[("rule", "to-dr")]
-        ),
-        Some(unix_seconds(t))
+    assert_metric(
+        &text,
+        "rpo_s3_replication_metrics_timestamp_seconds",
+        &[("rule", "to-dr")],
+        Some(unix_seconds(t)),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_backlog_bytes", &target),
-        Some(1024.0)
+    assert_metric(&text, "rpo_backlog_bytes", &target, Some(1024.0));
+    assert_metric(
+        &text,
+        "rpo_s3_rule_enabled",
+        &[("rule", "to-dr")],
+        Some(1.0),
     );
-    assert_eq!(
-        metric_value(&text, "rpo_s3_rule_enabled", &[("rule", "to-dr")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&text, "rpo_replication_healthy", &target),
-        Some(1.0)
-    );
+    assert_metric(&text, "rpo_replication_healthy", &target, Some(1.0));
     assert!(metric_value(&text, "rpo_heartbeat_last_write_timestamp_seconds", &target).is_some());
     // The canary, not the 2-minute-old metric, sets the recovery point.
     let rp = metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target).unwrap();
     assert!(rp > unix_seconds(t), "{rp}");
-    assert_eq!(
-        metric_value(&text, "rpo_s3_canary_timestamp_seconds", &target),
-        Some(rp)
-    );
+    assert_metric(&text, "rpo_s3_canary_timestamp_seconds", &target, Some(rp));
     assert_eq!(exporter.target_verdict("erp-files").await["ready"], true);
 
     // The replicator stops: the recovery point freezes, the exposure grows
     // past the budget, while the canary is still written on the source.
     replicator.abort();
     let _ = replicator.await;
-    let frozen = wait_until(
-        Duration::from_secs(20),
-        "the exposure to exceed the budget",
-        || async {
-            let v = exporter.target_verdict("erp-files").await;
-            (
-                v["ready"] == false && v["reasons"].to_string().contains("exceeds budget 6s"),
-                v.to_string(),
-            )
-        },
-    )
-    .await;
+    let frozen = exporter
+        .wait_for_target(
+            "erp-files",
+            Duration::from_secs(20),
+            "the exposure to exceed the budget",
+            |v| v["ready"] == false && reasons(v).contains("exceeds budget 6s"),
+        )
+        .await;
     let text = exporter.metrics().await;
     let rp_after = metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target).unwrap();
     let writes =
@@ -272,9 +253,6 @@ destination_region = "us-west-2"
     // A source bucket without replication: NO-GO, said in words.
     let notes = exporter.target_verdict("erp-notes").await;
     assert_eq!(notes["ready"], false);
-    assert!(
-        notes["reasons"].to_string().contains("no replication rule"),
-        "{notes}"
-    );
+    assert!(reasons(&notes).contains("no replication rule"), "{notes}");
     exporter.stop().await;
 }

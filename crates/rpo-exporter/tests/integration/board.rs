@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::*;
+use rpo_lab::support::*;
 
 fn chromium_args(profile: &Path) -> Vec<String> {
     [
@@ -71,11 +71,9 @@ async fn board_shows_the_verdict_and_turns_no_go_when_a_replica_breaks() {
     let pair = start_pair().await;
     let exporter =
         Exporter::start(&config_with(&postgres_target("erp-db", &pair, "5s", true))).await;
-    wait_until(Duration::from_secs(10), "GO", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
     let url = exporter.url("/");
 
     let dom = rendered_dom(&url).await;
@@ -91,11 +89,9 @@ async fn board_shows_the_verdict_and_turns_no_go_when_a_replica_breaks() {
     screenshot(&url, "board-go.png").await;
 
     pair.stop_replica().unwrap();
-    wait_until(Duration::from_secs(10), "NO-GO", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 503, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_verdict("", 503, Duration::from_secs(10), "NO-GO")
+        .await;
     let dom = rendered_dom(&url).await;
     assert!(
         dom.contains(r#"<span id="verdict" class="nogo">NO-GO</span>"#),

@@ -3,13 +3,13 @@
 //! SIGTERM.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::*;
+use rpo_lab::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
 
@@ -20,12 +20,6 @@ async fn run(args: &[&str]) -> Output {
         .output()
         .await
         .expect("the binary runs")
-}
-
-fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// A listener that counts every connection made to it.
@@ -61,7 +55,7 @@ async fn bad_configs_exit_2_name_the_key_and_contact_nothing() {
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{} lacks its '# expect:' line", path.display()))
             .to_string();
-        let config = write_config(dir.path(), "bad.toml", &text);
+        let config = write_file(dir.path(), "bad.toml", &text);
         let config = config.to_str().unwrap();
         for args in [
             vec!["validate", "--config", config],
@@ -98,7 +92,7 @@ async fn bad_configs_exit_2_name_the_key_and_contact_nothing() {
     );
 
     // A good config validates, still without contacting anything.
-    let good = write_config(
+    let good = write_file(
         dir.path(),
         "good.toml",
         &config_with(&format!(
@@ -139,7 +133,7 @@ async fn usage_errors_exit_2() {
 async fn check_exit_codes_json_shape_and_wait() {
     let pair = start_pair().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = write_file(
         dir.path(),
         "c.toml",
         &config_with(&postgres_target("erp-db", &pair, "2s", true)),
@@ -209,7 +203,7 @@ async fn check_exit_codes_json_shape_and_wait() {
 async fn serve_answers_check_from_and_stops_on_sigterm() {
     let pair = start_pair().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = write_file(
         dir.path(),
         "c.toml",
         &config_with(&postgres_target("erp-db", &pair, "5s", false)),
@@ -230,26 +224,10 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let base = format!("http://{address}");
-    wait_until(Duration::from_secs(10), "/-/ready", || async {
-        match reqwest::get(format!("{base}/-/ready")).await {
-            Ok(r) => (r.status() == 200, r.status().to_string()),
-            Err(e) => (false, e.to_string()),
-        }
-    })
-    .await;
-    assert_eq!(
-        reqwest::get(format!("{base}/-/healthy"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let board = reqwest::get(format!("{base}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = ExporterClient::new(&base);
+    served.wait_until_ready(Duration::from_secs(10)).await;
+    assert_eq!(served.get("/-/healthy").await.0, 200);
+    let (_, board) = served.get("/").await;
     assert!(board.contains("data-target=\"erp-db\""), "{board}");
 
     let output = run(&["check", "--from", &base, "--group", "erp"]).await;
@@ -263,16 +241,10 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
     let output = run(&["check", "--from", &base, "--group", "nope"]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("unknown group `nope`"));
-    let readiness = reqwest::get(format!(
-        "{base}/failover-readiness?group=erp&mode=unplanned"
-    ))
-    .await
-    .unwrap();
-    assert_eq!(readiness.status(), 200);
-    let bad_mode = reqwest::get(format!("{base}/failover-readiness?mode=sideways"))
-        .await
-        .unwrap();
-    assert_eq!(bad_mode.status(), 400);
+    let (readiness, _) = served.verdict("?group=erp&mode=unplanned").await;
+    assert_eq!(readiness, 200);
+    let (bad_mode, _) = served.get("/failover-readiness?mode=sideways").await;
+    assert_eq!(bad_mode, 400);
 
     // SIGTERM: exits 0, promptly.
     let pid = daemon.id().unwrap() as i32;
@@ -314,15 +286,8 @@ async fn shipped_example_configs_validate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let mut command = tokio::process::Command::new(BIN);
         command.args(["validate", "--config", path.to_str().unwrap()]);
-        for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            if !key.trim().ends_with("_env") {
-                continue;
-            }
-            let var = value.split('#').next().unwrap().trim().trim_matches('"');
-            command.env(var, fake_secret_for(var));
+        for var in env_vars_named(&text) {
+            command.env(&var, fake_secret_for(&var));
         }
         let output = command.output().await.unwrap();
         assert_eq!(
@@ -335,17 +300,4 @@ async fn shipped_example_configs_validate() {
         checked += 1;
     }
     assert!(checked >= 1);
-}
-
-/// A well-formed stand-in for the secret an example config names.
-pub fn fake_secret_for(var: &str) -> &'static str {
-    if var.contains("PASSWORD") || var.contains("TOKEN") {
-        "not-a-real-secret"
-    } else if var.contains("REDIS") {
-        "redis://127.0.0.1:1"
-    } else if var.contains("RABBIT") || var.contains("OPENSEARCH") || var.contains("HTTP") {
-        "http://127.0.0.1:1"
-    } else {
-        "postgres://m@127.0.0.1:1/x"
-    }
 }

@@ -4,20 +4,17 @@
 
 use std::path::PathBuf;
 
+use rpo_lab::support::{files_in, prometheus_query};
+
 fn dashboards() -> Vec<(PathBuf, serde_json::Value)> {
-    let dir = rpo_lab::repo_root().join("dashboards");
-    let mut out: Vec<(PathBuf, serde_json::Value)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+    files_in(&rpo_lab::repo_root().join("dashboards"), "json")
+        .into_iter()
         .map(|p| {
             let json = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             (p, json)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 #[test]
@@ -78,18 +75,9 @@ fn panel_queries() -> Vec<(String, String)> {
 }
 
 pub async fn assert_every_panel_has_data(prometheus: &str) {
-    let client = reqwest::Client::new();
     let mut problems = Vec::new();
     for (panel, expr) in panel_queries() {
-        let body: serde_json::Value = client
-            .get(format!("{prometheus}/api/v1/query"))
-            .query(&[("query", expr.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = prometheus_query(prometheus, &expr).await;
         if body["status"] != "success" {
             problems.push(format!("{panel}: query error {} for {expr}", body["error"]));
         } else if body["data"]["result"]

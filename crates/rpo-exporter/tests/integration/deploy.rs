@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-fn repo() -> PathBuf {
-    rpo_lab::repo_root()
-}
+use rpo_lab::repo_root as repo;
+use rpo_lab::support::{files_in, files_under};
 
 #[test]
 fn prometheusrule_is_generated_from_alerts() {
@@ -23,16 +22,13 @@ fn prometheusrule_is_generated_from_alerts() {
         "deploy/kubernetes/base/prometheusrule.yaml is out of date: run scripts/gen-prometheusrule.sh"
     );
     // Every alert of alerts/ is in it.
-    for file in std::fs::read_dir(repo().join("alerts")).unwrap() {
-        let path = file.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yml") {
-            for line in std::fs::read_to_string(&path).unwrap().lines() {
-                if let Some(name) = line.trim().strip_prefix("- alert: ") {
-                    assert!(
-                        committed.contains(&format!("- alert: {name}")),
-                        "{name} missing"
-                    );
-                }
+    for path in files_in(&repo().join("alerts"), "yml") {
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if let Some(name) = line.trim().strip_prefix("- alert: ") {
+                assert!(
+                    committed.contains(&format!("- alert: {name}")),
+                    "{name} missing"
+                );
             }
         }
     }
@@ -40,20 +36,7 @@ fn prometheusrule_is_generated_from_alerts() {
 
 /// Every config file shipped under deploy/.
 pub fn shipped_configs() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut dirs = vec![repo().join("deploy")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    files_under(&repo().join("deploy"), "toml")
 }
 
 #[test]

@@ -2,11 +2,10 @@
 //! metrics the code exports, and every TOML example in it validates.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    rpo_lab::repo_root()
-}
+use rpo_lab::repo_root as repo;
+use rpo_lab::support::{env_vars_named, fake_secret_for};
 
 /// Every `rpo_*` token in `text`.
 fn metric_tokens(text: &str) -> BTreeSet<String> {
@@ -103,13 +102,8 @@ fn readme_toml_examples_validate() {
             text.insert_str(0, "[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n");
         }
         // The *_env variables the example names, set to well-formed values.
-        for line in block.lines() {
-            if let Some((key, value)) = line.split_once('=') {
-                if key.trim().ends_with("_env") {
-                    let var = value.split('#').next().unwrap().trim().trim_matches('"');
-                    std::env::set_var(var, crate::cli::fake_secret_for(var));
-                }
-            }
+        for var in env_vars_named(block) {
+            std::env::set_var(&var, fake_secret_for(&var));
         }
         // Files the example points at must exist for validation: swap in one that does.
         let ca = repo().join("Cargo.toml");

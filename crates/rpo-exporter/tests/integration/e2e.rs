@@ -16,19 +16,14 @@ use std::time::Duration;
 use rpo_lab::full::FullLab;
 use rpo_lab::monitoring::{Alertmanager, Prometheus, WebhookReceiver};
 
-use crate::support::*;
+use rpo_lab::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
 
 /// The shipped rule files with `for:` shortened, in `dir`.
 fn fast_rules(dir: &Path) -> Vec<PathBuf> {
-    let alerts = rpo_lab::repo_root().join("alerts");
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(alerts).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yml") {
-            continue;
-        }
+    for path in files_in(&rpo_lab::repo_root().join("alerts"), "yml") {
         let text: String = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
@@ -67,21 +62,9 @@ fn notified(webhook: &WebhookReceiver, alertname: &str, status: &str) -> Vec<ser
         .collect()
 }
 
-async fn query(prometheus: &str, expr: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", expr)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
-    crate::aws::aws_test_env();
+    rpo_lab::support::aws::use_test_credentials();
     let lab = FullLab::start("test").await.expect("the full lab starts");
     let pair = lab.postgres.clone();
     let rules_dir = tempfile::tempdir().unwrap();
@@ -106,7 +89,7 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
         Duration::from_secs(30),
         "Prometheus to see the group GO",
         || async {
-            let v = query(&prom, "rpo_failover_ready{group=\"erp\"}").await;
+            let v = prometheus_query(&prom, "rpo_failover_ready{group=\"erp\"}").await;
             (v["data"]["result"][0]["value"][1] == "1", v.to_string())
         },
     )

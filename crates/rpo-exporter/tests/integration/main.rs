@@ -1,6 +1,7 @@
 //! Integration tests against real services: Postgres primaries with
 //! streaming replicas started by `rpo_lab`, the exporter run
-//! in-process on 127.0.0.1:0 and as the real binary.
+//! in-process on 127.0.0.1:0 and as the real binary. The helpers they
+//! share (and any other test crate can) are `rpo_lab::support`.
 
 mod alerts;
 mod aws;
@@ -19,4 +20,3 @@ mod redis;
 mod redis_stream;
 mod shipped;
 mod sql_queue;
-mod support;

@@ -9,72 +9,40 @@ use std::time::Duration;
 
 use rpo_lab::opensearch::{IndexState, OpenSearchContract};
 
-use crate::support::*;
-
-fn labels(target: &str) -> [(&'static str, &str); 1] {
-    [("target", target)]
-}
-
-fn os_target(name: &str, url: &str, budget: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[opensearch]]
-name = "{name}"
-group = "erp"
-rpo_budget = "{budget}"
-url = "{url}"
-{extra}
-"#
-    )
-}
-
-async fn go(exporter: &Exporter, what: &str) {
-    wait_until(Duration::from_secs(10), what, || async {
-        let (status, v) = exporter.verdict("?group=erp").await;
-        (status == 200, v.to_string())
-    })
-    .await;
-}
+use rpo_lab::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_step_is_go_and_a_follower_left_behind_grows_exposure_until_it_catches_up() {
     let cluster = OpenSearchContract::start().unwrap();
     cluster.set_index("orders", IndexState::InStep { checkpoint: 19 });
     const T: &str = "erp-search";
-    let exporter = Exporter::start(&config_with(&os_target(
+    let exporter = Exporter::start(&config_with(&opensearch_target(
         T,
         &cluster.url(),
         "3s",
         r#"indices = ["orders"]"#,
     )))
     .await;
-    go(&exporter, "GO in step").await;
+    exporter
+        .wait_for_go("?group=erp", Duration::from_secs(10), "GO in step")
+        .await;
     let metrics = exporter.metrics().await;
     assert!(metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap() < 1.5);
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
-        Some(0.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_replication_healthy", &labels(T)),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_backlog_operations", &labels(T), Some(0.0));
+    assert_metric(&metrics, "rpo_replication_healthy", &labels(T), Some(1.0));
     let index = [("target", T), ("index", "orders")];
-    assert_eq!(
-        metric_value(&metrics, "rpo_opensearch_index_syncing", &index),
-        Some(1.0)
+    assert_metric(&metrics, "rpo_opensearch_index_syncing", &index, Some(1.0));
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_leader_checkpoint",
+        &index,
+        Some(19.0),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_opensearch_leader_checkpoint", &index),
-        Some(19.0)
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_opensearch_index_status",
-            &[("target", T), ("status", "syncing")]
-        ),
-        Some(1.0)
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_index_status",
+        &[("target", T), ("status", "syncing")],
+        Some(1.0),
     );
 
     // The leader runs ahead and the follower stays behind what it had: the
@@ -93,24 +61,16 @@ async fn in_step_is_go_and_a_follower_left_behind_grows_exposure_until_it_catche
         exposure > 3.0,
         "exposure {exposure} must grow while the follower is behind"
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
-        Some(11.0)
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_opensearch_index_backlog_operations",
-            &[("target", T), ("index", "orders")]
-        ),
-        Some(11.0)
+    assert_metric(&metrics, "rpo_backlog_operations", &labels(T), Some(11.0));
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_index_backlog_operations",
+        &[("target", T), ("index", "orders")],
+        Some(11.0),
     );
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
-    assert!(
-        verdict["reasons"].to_string().contains("exceeds budget 3s"),
-        "{verdict}"
-    );
+    assert!(reasons(&verdict).contains("exceeds budget 3s"), "{verdict}");
 
     // It reaches what the leader had at an earlier sample: dated by it.
     cluster.set_index(
@@ -121,16 +81,15 @@ async fn in_step_is_go_and_a_follower_left_behind_grows_exposure_until_it_catche
         },
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let e = exporter
-        .metric("rpo_exposure_seconds", &labels(T))
-        .await
-        .unwrap();
+    let e = exporter.exposure(T).await;
     assert!(
         e < 2.5,
         "follower at 30 reached the samples of leader 30 taken ~1s ago: {e}"
     );
     cluster.set_index("orders", IndexState::InStep { checkpoint: 40 });
-    go(&exporter, "GO in step again").await;
+    exporter
+        .wait_for_go("?group=erp", Duration::from_secs(10), "GO in step again")
+        .await;
     exporter.stop().await;
 }
 
@@ -143,10 +102,10 @@ async fn paused_failed_and_not_replicated_indices_are_no_go_with_their_status() 
     let url = cluster.url();
     let config = config_with(&format!(
         "{}{}{}{}",
-        os_target("paused", &url, "60s", r#"indices = ["paused-ix"]"#),
-        os_target("failed", &url, "60s", r#"indices = ["failed-ix"]"#),
-        os_target("stopped", &url, "60s", r#"indices = ["never-followed"]"#),
-        os_target("bootstrapping", &url, "60s", r#"indices = ["boot-ix"]"#),
+        opensearch_target("paused", &url, "60s", r#"indices = ["paused-ix"]"#),
+        opensearch_target("failed", &url, "60s", r#"indices = ["failed-ix"]"#),
+        opensearch_target("stopped", &url, "60s", r#"indices = ["never-followed"]"#),
+        opensearch_target("bootstrapping", &url, "60s", r#"indices = ["boot-ix"]"#),
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -160,36 +119,26 @@ async fn paused_failed_and_not_replicated_indices_are_no_go_with_their_status() 
         ("bootstrapping", "replication unhealthy: boot-ix is bootstrapping (initial copy 42% done)"),
     ] {
         let t = exporter.target_verdict(target).await;
-        assert!(t["reasons"].to_string().contains(expected), "{target}: {t}");
+        assert!(reasons(&t).contains(expected), "{target}: {t}");
         // Nothing proven: no recovery point, never a zero exposure.
         assert!(t["recovery_point"].is_null(), "{target}: {t}");
     }
     let metrics = exporter.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_opensearch_index_status",
-            &[("target", "paused"), ("status", "paused")]
-        ),
-        Some(1.0)
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_index_status",
+        &[("target", "paused"), ("status", "paused")],
+        Some(1.0),
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_opensearch_bootstrap_progress_ratio",
-            &labels("bootstrapping")
-        ),
-        Some(0.42)
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_bootstrap_progress_ratio",
+        &labels("bootstrapping"),
+        Some(0.42),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_exposure_seconds", &labels("paused")),
-        None
-    );
+    assert_metric(&metrics, "rpo_exposure_seconds", &labels("paused"), None);
     // These are answers, not failures: the polls succeeded.
-    assert_eq!(
-        metric_value(&metrics, "rpo_probe_success", &labels("paused")),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_probe_success", &labels("paused"), Some(1.0));
     let (status, _) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     exporter.stop().await;
@@ -207,10 +156,8 @@ async fn not_found_unauthorized_malformed_and_hanging_fail_only_their_own_target
     let hung = OpenSearchContract::start().unwrap();
     hung.set_hang(true);
     let dir = tempfile::tempdir().unwrap();
-    let right = dir.path().join("right");
-    let wrong = dir.path().join("wrong");
-    std::fs::write(&right, "right-pw").unwrap();
-    std::fs::write(&wrong, "hunter2").unwrap();
+    let right = write_file(dir.path(), "right", "right-pw");
+    let wrong = write_file(dir.path(), "wrong", "hunter2");
     let creds = |file: &std::path::Path| {
         format!(
             "indices = [\"orders\"]\nusername = \"monitor\"\npassword_file = \"{}\"",
@@ -219,44 +166,31 @@ async fn not_found_unauthorized_malformed_and_hanging_fail_only_their_own_target
     };
     let config = config_with(&format!(
         "{}{}{}{}{}{}",
-        os_target("healthy", &cluster.url(), "60s", r#"indices = ["orders"]"#),
-        os_target("authorized", &secured.url(), "60s", &creds(&right)),
-        os_target("not-found", &cluster.url(), "60s", r#"indices = ["gone"]"#),
-        os_target("unauthorized", &secured.url(), "60s", &creds(&wrong)),
-        os_target(
+        opensearch_target("healthy", &cluster.url(), "60s", r#"indices = ["orders"]"#),
+        opensearch_target("authorized", &secured.url(), "60s", &creds(&right)),
+        opensearch_target("not-found", &cluster.url(), "60s", r#"indices = ["gone"]"#),
+        opensearch_target("unauthorized", &secured.url(), "60s", &creds(&wrong)),
+        opensearch_target(
             "malformed",
             &cluster.url(),
             "60s",
             r#"indices = ["garbled"]"#
         ),
-        os_target("hanging", &hung.url(), "60s", r#"indices = ["orders"]"#),
+        opensearch_target("hanging", &hung.url(), "60s", r#"indices = ["orders"]"#),
     ));
     let exporter = Exporter::start(&config).await;
-    let failed = |target: &'static str, reason: &'static str| {
-        let exporter = &exporter;
-        async move {
-            exporter
-                .metric(
-                    "rpo_probe_failures_total",
-                    &[("target", target), ("reason", reason)],
-                )
-                .await
-                .unwrap_or(0.0)
-                > 0.0
-        }
-    };
-    wait_until(
-        Duration::from_secs(10),
-        "each failure on its own target",
-        || async {
-            let done = failed("not-found", "query").await
-                && failed("unauthorized", "auth").await
-                && failed("malformed", "parse").await
-                && failed("hanging", "timeout").await;
-            (done, exporter.metrics().await)
-        },
-    )
-    .await;
+    exporter
+        .wait_for_failures(
+            Duration::from_secs(10),
+            "each failure on its own target",
+            &[
+                ("not-found", "query"),
+                ("unauthorized", "auth"),
+                ("malformed", "parse"),
+                ("hanging", "timeout"),
+            ],
+        )
+        .await;
     let verdict = |t: &'static str| {
         let exporter = &exporter;
         async move { exporter.target_verdict(t).await.to_string() }
@@ -280,23 +214,11 @@ async fn not_found_unauthorized_malformed_and_hanging_fail_only_their_own_target
     let metrics = exporter.metrics().await;
     assert!(!metrics.contains("hunter2") && !metrics.contains("right-pw"));
     for ok in ["healthy", "authorized"] {
-        assert_eq!(
-            metric_value(&metrics, "rpo_target_ready", &labels(ok)),
-            Some(1.0),
-            "{ok}"
-        );
+        assert_metric(&metrics, "rpo_target_ready", &labels(ok), Some(1.0));
     }
     for bad in ["not-found", "unauthorized", "malformed", "hanging"] {
-        assert_eq!(
-            metric_value(&metrics, "rpo_target_ready", &labels(bad)),
-            Some(0.0),
-            "{bad}"
-        );
-        assert_eq!(
-            metric_value(&metrics, "rpo_probe_success", &labels(bad)),
-            Some(0.0),
-            "{bad}"
-        );
+        assert_metric(&metrics, "rpo_target_ready", &labels(bad), Some(0.0));
+        assert_metric(&metrics, "rpo_probe_success", &labels(bad), Some(0.0));
     }
     exporter.stop().await;
 }
@@ -307,43 +229,44 @@ async fn without_indices_every_followed_index_is_found_and_one_that_stops_is_not
     cluster.set_index("orders", IndexState::InStep { checkpoint: 3 });
     cluster.set_index("invoices", IndexState::InStep { checkpoint: 9 });
     const T: &str = "all-followed";
-    let exporter = Exporter::start(&config_with(&os_target(T, &cluster.url(), "60s", ""))).await;
-    go(&exporter, "GO with both indices in step").await;
+    let exporter = Exporter::start(&config_with(&opensearch_target(
+        T,
+        &cluster.url(),
+        "60s",
+        "",
+    )))
+    .await;
+    exporter
+        .wait_for_go(
+            "?group=erp",
+            Duration::from_secs(10),
+            "GO with both indices in step",
+        )
+        .await;
     let metrics = exporter.metrics().await;
     for index in ["orders", "invoices"] {
-        assert_eq!(
-            metric_value(
-                &metrics,
-                "rpo_opensearch_index_syncing",
-                &[("target", T), ("index", index)]
-            ),
+        assert_metric(
+            &metrics,
+            "rpo_opensearch_index_syncing",
+            &[("target", T), ("index", index)],
             Some(1.0),
-            "{index}"
         );
     }
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_opensearch_follower_indices",
-            &[("target", T), ("status", "syncing")]
-        ),
-        Some(2.0)
+    assert_metric(
+        &metrics,
+        "rpo_opensearch_follower_indices",
+        &[("target", T), ("status", "syncing")],
+        Some(2.0),
     );
 
     // Paused, it drops out of follower_stats' index list; still reported.
     cluster.set_index("invoices", IndexState::Paused);
-    let t = wait_until(
-        Duration::from_secs(10),
-        "the paused index named",
-        || async {
-            let t = exporter.target_verdict(T).await;
-            (
-                t["reasons"].to_string().contains("invoices is PAUSED"),
-                t.to_string(),
-            )
-        },
-    )
-    .await;
+    let t = exporter
+        .wait_for_target(T, Duration::from_secs(10), "the paused index named", |t| {
+            reasons(t).contains("invoices is PAUSED")
+        })
+        .await
+        .to_string();
     assert!(!t.contains("orders is"), "{t}");
     assert_eq!(
         exporter
@@ -370,7 +293,7 @@ async fn the_heartbeat_dates_a_follower_that_is_never_in_step() {
     );
     cluster.route_heartbeats("rpo-heartbeat-leader", "rpo-heartbeat");
     const T: &str = "erp-search";
-    let exporter = Exporter::start(&config_with(&os_target(
+    let exporter = Exporter::start(&config_with(&opensearch_target(
         T,
         &cluster.url(),
         "3s",
@@ -380,15 +303,15 @@ async fn the_heartbeat_dates_a_follower_that_is_never_in_step() {
         ),
     )))
     .await;
-    go(&exporter, "GO on heartbeat evidence").await;
+    exporter
+        .wait_for_go(
+            "?group=erp",
+            Duration::from_secs(10),
+            "GO on heartbeat evidence",
+        )
+        .await;
     let metrics = exporter.metrics().await;
-    let written = metric_value(
-        &metrics,
-        "rpo_heartbeat_last_write_timestamp_seconds",
-        &labels(T),
-    )
-    .unwrap();
-    let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
+    let (written, seen) = heartbeat_written_and_seen(&metrics, T);
     assert!(
         written - seen < 1.5,
         "heartbeat written {written}, seen on the follower {seen}"
@@ -402,19 +325,13 @@ async fn the_heartbeat_dates_a_follower_that_is_never_in_step() {
     // Replication of the heartbeat stops: the exposure grows past the budget.
     cluster.set_replicating_heartbeats(false);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let exposure = exporter
-        .metric("rpo_exposure_seconds", &labels(T))
-        .await
-        .unwrap();
+    let exposure = exporter.exposure(T).await;
     assert!(
         exposure > 4.0,
         "exposure {exposure} must grow once heartbeats stop arriving"
     );
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
-    assert!(
-        verdict["reasons"].to_string().contains("exceeds budget 3s"),
-        "{verdict}"
-    );
+    assert!(reasons(&verdict).contains("exceeds budget 3s"), "{verdict}");
     exporter.stop().await;
 }

@@ -4,13 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use rpo_lab::support::*;
 
 const T: &str = "erp-db";
-
-fn labels(target: &str) -> [(&'static str, &str); 1] {
-    [("target", target)]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_with_writes_is_go_with_small_exposure_and_no_backlog() {
@@ -47,14 +43,7 @@ async fn steady_state_with_writes_is_go_with_small_exposure_and_no_backlog() {
         Some(1.0)
     );
     // The heartbeat canary is being written and read back.
-    let metrics = exporter.metrics().await;
-    let written = metric_value(
-        &metrics,
-        "rpo_heartbeat_last_write_timestamp_seconds",
-        &labels(T),
-    )
-    .unwrap();
-    let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
+    let (written, seen) = heartbeat_written_and_seen(&exporter.metrics().await, T);
     assert!(
         written - seen < 2.0,
         "heartbeat written {written}, seen on replica {seen}"
@@ -78,10 +67,7 @@ async fn idle_primary_is_not_lag_with_or_without_heartbeat() {
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     let metrics = exporter.metrics().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = now_unix();
     let last_commit = metric_value(
         &metrics,
         "rpo_postgres_last_replayed_transaction_timestamp_seconds",
@@ -115,11 +101,9 @@ async fn paused_replay_grows_exposure_then_recovers() {
     ));
     let exporter = Exporter::start(&config).await;
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
-    wait_until(Duration::from_secs(10), "GO before the pause", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO before the pause")
+        .await;
 
     pair.pause_replay().unwrap();
     let paused_at = Instant::now();
@@ -166,11 +150,9 @@ async fn paused_replay_grows_exposure_then_recovers() {
     );
 
     pair.resume_replay().unwrap();
-    wait_until(Duration::from_secs(10), "GO after resume", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO after resume")
+        .await;
     let exposure = exporter
         .metric("rpo_exposure_seconds", &labels(T))
         .await
@@ -184,25 +166,20 @@ async fn paused_replay_grows_exposure_then_recovers() {
 async fn stopped_replica_is_no_go_and_exposure_keeps_growing() {
     let pair = start_pair().await;
     let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
-    wait_until(Duration::from_secs(10), "GO", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     // No writes at all: a broken link must still not read as zero.
     pair.stop_replica().unwrap();
-    let first = wait_until(
-        Duration::from_secs(10),
-        "NO-GO naming the replica",
-        || async {
-            let t = exporter.target_verdict(T).await;
-            let reasons = t["reasons"].to_string();
-            (reasons.contains("replica unreachable"), t.to_string())
-        },
-    )
-    .await;
-    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let first = exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(10),
+            "NO-GO naming the replica",
+            |t| reasons(t).contains("replica unreachable"),
+        )
+        .await;
     assert!(
         first["reasons"][0].as_str().unwrap().contains("connect"),
         "{first}"
@@ -244,15 +221,9 @@ async fn stopped_replica_is_no_go_and_exposure_keeps_growing() {
 
     // Back again: reconnects on its own, GO again.
     pair.start_replica().unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "GO after the replica returns",
-        || async {
-            let (status, v) = exporter.verdict("").await;
-            (status == 200, v.to_string())
-        },
-    )
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(20), "GO after the replica returns")
+        .await;
     exporter.stop().await;
 }
 
@@ -260,27 +231,23 @@ async fn stopped_replica_is_no_go_and_exposure_keeps_growing() {
 async fn stopped_primary_is_no_go_and_never_reads_zero() {
     let pair = start_pair().await;
     let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
-    wait_until(Duration::from_secs(10), "GO", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     pair.stop_primary().unwrap();
-    wait_until(
-        Duration::from_secs(15),
-        "the replica's WAL receiver to notice",
-        || async {
-            let t = exporter.target_verdict(T).await;
-            let reasons = t["reasons"].to_string();
-            (
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(15),
+            "the replica's WAL receiver to notice",
+            |t| {
+                let reasons = reasons(t);
                 reasons.contains("source unreachable") && reasons.contains("not streaming")
-                    || reasons.contains("no WAL receiver"),
-                t.to_string(),
-            )
-        },
-    )
-    .await;
+                    || reasons.contains("no WAL receiver")
+            },
+        )
+        .await;
     let e1 = exporter
         .metric("rpo_exposure_seconds", &labels(T))
         .await
@@ -324,15 +291,9 @@ async fn stopped_primary_is_no_go_and_never_reads_zero() {
     );
 
     pair.start_primary().unwrap();
-    wait_until(
-        Duration::from_secs(25),
-        "GO after the primary returns",
-        || async {
-            let (status, v) = exporter.verdict("").await;
-            (status == 200, v.to_string())
-        },
-    )
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(25), "GO after the primary returns")
+        .await;
     exporter.stop().await;
 }
 
@@ -360,26 +321,18 @@ replica_url = "postgres://monitor:hunter2@127.0.0.1:{silent_port}/x"
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let runs_before = exporter
-        .metric("rpo_probe_runs_total", &labels(T))
-        .await
-        .unwrap();
-    let window = Instant::now();
     // Scrape throughout: every answer within 100 ms although a target hangs.
-    let mut slowest = Duration::ZERO;
-    while window.elapsed() < Duration::from_secs(5) {
-        let started = Instant::now();
-        let (status, _) = exporter.get("/metrics").await;
-        assert_eq!(status, 200);
-        slowest = slowest.max(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ScrapeWindow {
+        slowest,
+        polls: runs,
+        metrics,
+    } = exporter
+        .scrape_while_polling(T, Duration::from_secs(5))
+        .await;
     assert!(
         slowest < Duration::from_millis(100),
         "slowest /metrics answer {slowest:?}"
     );
-    let metrics = exporter.metrics().await;
-    let runs = metric_value(&metrics, "rpo_probe_runs_total", &labels(T)).unwrap() - runs_before;
     // 500 ms cadence over 5 s: about 10 polls, unaffected by the hung target.
     assert!(
         runs >= 8.0,
@@ -462,9 +415,10 @@ heartbeat = {{ interval = "500ms", table = "rpo_heartbeat" }}
     exporter.stop().await;
 
     // The message a person gets says exactly what to run.
+    let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
         .args(["check", "--config"])
-        .arg(write_temp_config(&config))
+        .arg(write_file(dir.path(), "config.toml", &config))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -478,23 +432,14 @@ heartbeat = {{ interval = "500ms", table = "rpo_heartbeat" }}
     );
 }
 
-fn write_temp_config(text: &str) -> std::path::PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
     let pair = start_pair().await;
     let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", true))).await;
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
-    wait_until(Duration::from_secs(10), "GO", || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     // The source region is gone.
     drop(writer);

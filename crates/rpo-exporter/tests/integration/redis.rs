@@ -7,100 +7,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpo_lab::redis::{RedisOptions, RedisPair};
-
-use crate::support::*;
+use rpo_lab::support::*;
+use rpo_lab::LabResult;
 
 const T: &str = "erp-sessions";
 
-fn labels(target: &str) -> [(&'static str, &str); 1] {
-    [("target", target)]
-}
-
-/// Starts a lab pair off the async threads.
-async fn start_redis_pair(options: RedisOptions) -> Arc<RedisPair> {
-    Arc::new(
-        tokio::task::spawn_blocking(move || RedisPair::start_with(options))
-            .await
-            .unwrap()
-            .expect(
-                "redis lab pair starts (run scripts/install-deps.sh if redis-server is missing)",
-            ),
-    )
-}
-
-/// One `[[redis]]` block for a lab pair; `extra` is appended verbatim.
-fn redis_target(
-    name: &str,
-    pair: &RedisPair,
-    budget: &str,
-    heartbeat: bool,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-[[redis]]
-name = "{name}"
-group = "erp"
-rpo_budget = "{budget}"
-primary_url = "{}"
-replica_url = "{}"
-{}
-{extra}
-"#,
-        pair.primary_url(),
-        pair.replica_url(),
-        if heartbeat {
-            "heartbeat = { interval = \"500ms\", key = \"rpo:heartbeat\" }"
-        } else {
-            ""
-        }
-    )
-}
-
-/// Writes a key on the primary every `every` until dropped.
-struct RedisWriter {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RedisWriter {
-    async fn start(pair: &RedisPair, every: Duration) -> RedisWriter {
-        let client = pair.primary_client().unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let task = tokio::spawn(async move {
-            let mut n: u64 = 0;
-            loop {
-                n += 1;
-                let _: Result<(), _> = redis::cmd("SET")
-                    .arg(format!("test:write:{}", n % 100))
-                    .arg("x".repeat(200))
-                    .query_async(&mut connection)
-                    .await;
-                tokio::time::sleep(every).await;
-            }
-        });
-        RedisWriter { task }
-    }
-}
-
-impl Drop for RedisWriter {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn go(exporter: &Exporter, what: &str, within: Duration) {
-    wait_until(within, what, || async {
-        let (status, v) = exporter.verdict("").await;
-        (status == 200, v.to_string())
+/// Brings one side of `pair` back (`start`: [`RedisPair::start_replica`] or
+/// [`RedisPair::start_primary`]) off the async threads, and waits up to
+/// `within` for the replication link; returns the pair, to keep it alive.
+async fn restarted(
+    mut pair: RedisPair,
+    start: fn(&mut RedisPair) -> LabResult<()>,
+    within: Duration,
+) -> RedisPair {
+    start_blocking("the pair comes back with its link up", move || {
+        start(&mut pair)?;
+        pair.wait_for_link_up(within)?;
+        LabResult::Ok(pair)
     })
-    .await;
-}
-
-fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,36 +50,20 @@ async fn steady_state_with_writes_is_go_with_small_exposure_and_heartbeat() {
         ("rpo_redis_replica_is_replica", 1.0),
         ("rpo_redis_connected_replicas", 1.0),
     ] {
-        assert_eq!(
-            metric_value(&metrics, name, &labels(T)),
-            Some(value),
-            "{name}"
-        );
+        assert_metric(&metrics, name, &labels(T), Some(value));
     }
-    assert_eq!(
-        metric_value(&metrics, "rpo_budget_seconds", &labels(T)),
-        Some(5.0)
-    );
+    assert_metric(&metrics, "rpo_budget_seconds", &labels(T), Some(5.0));
     assert!(metrics.contains("kind=\"redis\""));
     // Acks come once a second: the lag is at most about a second of writes
     // (20 writes of ~250 bytes), never the whole stream.
     let lag = metric_value(&metrics, "rpo_redis_offset_lag_bytes", &labels(T)).unwrap();
     assert!(lag < 16.0 * 1024.0, "offset lag {lag}");
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_bytes", &labels(T)),
-        Some(lag)
-    );
+    assert_metric(&metrics, "rpo_backlog_bytes", &labels(T), Some(lag));
     assert!(metric_value(&metrics, "rpo_catchup_seconds", &labels(T)).unwrap() < 5.0);
     let evidence = metric_value(&metrics, "rpo_evidence_timestamp_seconds", &labels(T)).unwrap();
     assert!(now_unix() - evidence < 2.0, "evidence {evidence}");
     // The heartbeat canary is written and read back on the replica.
-    let written = metric_value(
-        &metrics,
-        "rpo_heartbeat_last_write_timestamp_seconds",
-        &labels(T),
-    )
-    .unwrap();
-    let seen = metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).unwrap();
+    let (written, seen) = heartbeat_written_and_seen(&metrics, T);
     assert!(
         written - seen < 2.0,
         "heartbeat written {written}, seen {seen}"
@@ -235,7 +144,9 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
     ));
     let exporter = Exporter::start(&config).await;
     let writer = RedisWriter::start(&pair, Duration::from_millis(50)).await;
-    go(&exporter, "GO before the freeze", Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO before the freeze")
+        .await;
 
     pair.sigstop_replica().unwrap();
     let stopped_at = Instant::now();
@@ -259,19 +170,20 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
             lag > lag_early && lag > 10_000.0,
             "{target}: lag {lag_early} -> {lag}"
         );
-        assert_eq!(
-            metric_value(&metrics, "rpo_backlog_bytes", &labels(target)),
-            Some(lag)
-        );
+        assert_metric(&metrics, "rpo_backlog_bytes", &labels(target), Some(lag));
         assert!(metric_value(&metrics, "rpo_catchup_seconds", &labels(target)).unwrap() > 0.0);
-        assert_eq!(
-            metric_value(&metrics, "rpo_replica_reachable", &labels(target)),
-            Some(0.0)
+        assert_metric(
+            &metrics,
+            "rpo_replica_reachable",
+            &labels(target),
+            Some(0.0),
         );
         // The primary still lists it: it has not noticed (repl-timeout 60 s).
-        assert_eq!(
-            metric_value(&metrics, "rpo_redis_replica_listed_online", &labels(target)),
-            Some(1.0)
+        assert_metric(
+            &metrics,
+            "rpo_redis_replica_listed_online",
+            &labels(target),
+            Some(1.0),
         );
         let ack = metric_value(
             &metrics,
@@ -281,28 +193,17 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
         .unwrap();
         assert!(now_unix() - ack > 4.0, "{target}: last ack {ack}");
     }
-    assert!(
-        metric_value(
-            &metrics,
-            "rpo_probe_failures_total",
-            &[("target", T), ("reason", "timeout")]
-        )
-        .unwrap()
-            > 0.0
-    );
+    assert!(failures_counted(&metrics, &[(T, "timeout")]));
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert_eq!(verdict["verdict"], "NO-GO");
     // Frozen longer than stale_after (5 s): stale first, then why.
     assert!(
-        verdict["reasons"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("erp-sessions: evidence stale (last success"),
+        first_reason(&verdict).starts_with("erp-sessions: evidence stale (last success"),
         "{verdict}"
     );
     let target = exporter.target_verdict(T).await;
-    let target_reasons = target["reasons"].to_string();
+    let target_reasons = reasons(&target);
     assert!(
         target_reasons.contains("replica unreachable (timeout: no answer within"),
         "{target}"
@@ -310,23 +211,18 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
     assert!(target_reasons.contains("exceeds budget 2s"), "{target}");
 
     pair.sigcont_replica().unwrap();
-    go(&exporter, "GO after SIGCONT", Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO after SIGCONT")
+        .await;
     let metrics = exporter.metrics().await;
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(exposure < 2.0, "exposure after SIGCONT {exposure}");
     // The next once-a-second ack closes the offset lag too.
-    wait_until(
-        Duration::from_secs(5),
-        "the offset lag to drain",
-        || async {
-            let lag = exporter
-                .metric("rpo_redis_offset_lag_bytes", &labels(T))
-                .await
-                .unwrap();
-            (lag < 16.0 * 1024.0, format!("lag {lag}"))
-        },
-    )
-    .await;
+    exporter
+        .wait_for_metrics(Duration::from_secs(5), "the offset lag to drain", |m| {
+            metric_value(m, "rpo_redis_offset_lag_bytes", &labels(T)).unwrap() < 16.0 * 1024.0
+        })
+        .await;
     drop(writer);
     exporter.stop().await;
 }
@@ -335,28 +231,22 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
 async fn killed_replica_is_link_down_no_go_and_exposure_keeps_growing() {
     let pair = start_redis_pair(RedisOptions::default()).await;
     let exporter = Exporter::start(&config_with(&redis_target(T, &pair, "3s", false, ""))).await;
-    go(&exporter, "GO", Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     // No writes at all: a broken link must still not read as zero.
     let mut pair = Arc::try_unwrap(pair).expect("one owner");
     pair.kill_replica();
-    let seen = wait_until(
-        Duration::from_secs(10),
-        "NO-GO naming the refused replica",
-        || async {
-            let t = exporter.target_verdict(T).await;
-            let reasons = t["reasons"].to_string();
-            (
-                reasons.contains("replica unreachable (connect"),
-                t.to_string(),
-            )
-        },
-    )
-    .await;
-    let e1 = exporter
-        .metric("rpo_exposure_seconds", &labels(T))
-        .await
-        .unwrap();
+    let seen = exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(10),
+            "NO-GO naming the refused replica",
+            |t| reasons(t).contains("replica unreachable (connect"),
+        )
+        .await;
+    let e1 = exporter.exposure(T).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let metrics = exporter.metrics().await;
     let e2 = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
@@ -365,57 +255,38 @@ async fn killed_replica_is_link_down_no_go_and_exposure_keeps_growing() {
         "exposure must keep growing: {e1} -> {e2} ({seen})"
     );
     // The primary's side of the story: the replica is gone from its list.
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_replica_listed_online", &labels(T)),
-        Some(0.0)
+    assert_metric(
+        &metrics,
+        "rpo_redis_replica_listed_online",
+        &labels(T),
+        Some(0.0),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_connected_replicas", &labels(T)),
-        Some(0.0)
+    assert_metric(
+        &metrics,
+        "rpo_redis_connected_replicas",
+        &labels(T),
+        Some(0.0),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_replication_healthy", &labels(T)),
-        Some(0.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_replica_reachable", &labels(T)),
-        Some(0.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_source_reachable", &labels(T)),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_replication_healthy", &labels(T), Some(0.0));
+    assert_metric(&metrics, "rpo_replica_reachable", &labels(T), Some(0.0));
+    assert_metric(&metrics, "rpo_source_reachable", &labels(T), Some(1.0));
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert!(
-        verdict["reasons"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("erp-sessions: replica unreachable (connect"),
+        first_reason(&verdict).starts_with("erp-sessions: replica unreachable (connect"),
         "{verdict}"
     );
     let t = exporter.target_verdict(T).await;
     assert!(
-        t["reasons"]
-            .to_string()
-            .contains("lists no online replica at 127.0.0.1:"),
+        reasons(&t).contains("lists no online replica at 127.0.0.1:"),
         "{t}"
     );
 
     // Back again: it resyncs, the exporter reconnects (bounded backoff).
-    let _pair = tokio::task::spawn_blocking(move || {
-        pair.start_replica().unwrap();
-        pair.wait_for_link_up(Duration::from_secs(10)).unwrap();
-        pair
-    })
-    .await
-    .unwrap();
-    go(
-        &exporter,
-        "GO after the replica returns",
-        Duration::from_secs(20),
-    )
-    .await;
+    let _pair = restarted(pair, RedisPair::start_replica, Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(20), "GO after the replica returns")
+        .await;
     exporter.stop().await;
 }
 
@@ -423,28 +294,25 @@ async fn killed_replica_is_link_down_no_go_and_exposure_keeps_growing() {
 async fn killed_primary_breaks_the_link_and_never_reads_zero() {
     let pair = start_redis_pair(RedisOptions::default()).await;
     let exporter = Exporter::start(&config_with(&redis_target(T, &pair, "3s", false, ""))).await;
-    go(&exporter, "GO", Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     let mut pair = Arc::try_unwrap(pair).expect("one owner");
     pair.kill_primary();
-    wait_until(
-        Duration::from_secs(10),
-        "the replica to report its link down",
-        || async {
-            let t = exporter.target_verdict(T).await;
-            let reasons = t["reasons"].to_string();
-            (
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(10),
+            "the replica to report its link down",
+            |t| {
+                let reasons = reasons(t);
                 reasons.contains("source unreachable")
-                    && reasons.contains("replication unhealthy: master link down"),
-                t.to_string(),
-            )
-        },
-    )
-    .await;
-    let e1 = exporter
-        .metric("rpo_exposure_seconds", &labels(T))
-        .await
-        .unwrap();
+                    && reasons.contains("replication unhealthy: master link down")
+            },
+        )
+        .await;
+    let e1 = exporter.exposure(T).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = exporter.metrics().await;
     let e2 = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
@@ -452,10 +320,7 @@ async fn killed_primary_breaks_the_link_and_never_reads_zero() {
         e2 > e1 + 2.0 && e2 > 3.0,
         "exposure must grow: {e1} -> {e2}"
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_master_link_up", &labels(T)),
-        Some(0.0)
-    );
+    assert_metric(&metrics, "rpo_redis_master_link_up", &labels(T), Some(0.0));
     let down_since = metric_value(
         &metrics,
         "rpo_redis_master_link_down_since_timestamp_seconds",
@@ -463,39 +328,21 @@ async fn killed_primary_breaks_the_link_and_never_reads_zero() {
     )
     .unwrap();
     assert!(now_unix() - down_since >= 2.0, "down since {down_since}");
-    assert_eq!(
-        metric_value(&metrics, "rpo_source_reachable", &labels(T)),
-        Some(0.0)
-    );
+    assert_metric(&metrics, "rpo_source_reachable", &labels(T), Some(0.0));
     // The replica still answers, so its evidence stays fresh.
-    assert_eq!(
-        metric_value(&metrics, "rpo_replica_reachable", &labels(T)),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_replica_reachable", &labels(T), Some(1.0));
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert!(
-        verdict["reasons"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("erp-sessions: source unreachable (connect"),
+        first_reason(&verdict).starts_with("erp-sessions: source unreachable (connect"),
         "{verdict}"
     );
 
     // A new, empty primary: new replication id, full resync, GO again.
-    let _pair = tokio::task::spawn_blocking(move || {
-        pair.start_primary().unwrap();
-        pair.wait_for_link_up(Duration::from_secs(15)).unwrap();
-        pair
-    })
-    .await
-    .unwrap();
-    go(
-        &exporter,
-        "GO after the primary returns",
-        Duration::from_secs(25),
-    )
-    .await;
+    let _pair = restarted(pair, RedisPair::start_primary, Duration::from_secs(15)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(25), "GO after the primary returns")
+        .await;
     exporter.stop().await;
 }
 
@@ -509,8 +356,7 @@ async fn wrong_password_refused_and_hanging_targets_fail_only_themselves() {
     let silent = rpo_lab::SilentServer::start().unwrap();
     let refused = rpo_lab::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let password_file = dir.path().join("redis-password");
-    std::fs::write(&password_file, "hunter2\n").unwrap();
+    let password_file = write_file(dir.path(), "redis-password", "hunter2\n");
     let (p, r) = (pair.primary_port(), pair.replica_port());
     let config = config_with(&format!(
         r#"
@@ -552,33 +398,22 @@ replica_url = "redis://:hunter2@127.0.0.1:{silent_port}"
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let runs_before = exporter
-        .metric("rpo_probe_runs_total", &labels(T))
-        .await
-        .unwrap();
-    let window = Instant::now();
-    let mut slowest = Duration::ZERO;
-    while window.elapsed() < Duration::from_secs(5) {
-        let started = Instant::now();
-        let (status, _) = exporter.get("/metrics").await;
-        assert_eq!(status, 200);
-        slowest = slowest.max(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ScrapeWindow {
+        slowest,
+        polls: runs,
+        metrics,
+    } = exporter
+        .scrape_while_polling(T, Duration::from_secs(5))
+        .await;
     assert!(
         slowest < Duration::from_millis(100),
         "slowest /metrics {slowest:?}"
     );
-    let metrics = exporter.metrics().await;
-    let runs = metric_value(&metrics, "rpo_probe_runs_total", &labels(T)).unwrap() - runs_before;
     assert!(
         runs >= 8.0,
         "healthy target polled only {runs} times in 5 s"
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_target_ready", &labels(T)),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_target_ready", &labels(T), Some(1.0));
     assert!(
         !metrics.contains("hunter"),
         "a password leaked into /metrics"
@@ -589,29 +424,23 @@ replica_url = "redis://:hunter2@127.0.0.1:{silent_port}"
         ("refused", "connect"),
         ("silent", "timeout"),
     ] {
-        let failures = metric_value(
-            &metrics,
-            "rpo_probe_failures_total",
-            &[("target", target), ("reason", reason)],
-        )
-        .unwrap();
-        assert!(failures > 0.0, "{target}: no {reason} failures");
-        assert_eq!(
-            metric_value(&metrics, "rpo_target_ready", &labels(target)),
-            Some(0.0)
-        );
-        let verdict = exporter.target_verdict(target).await;
-        let reasons = verdict["reasons"].to_string();
         assert!(
-            reasons.contains(&format!("replica unreachable ({reason}")),
+            failures_counted(&metrics, &[(target, reason)]),
+            "{target}: no {reason} failures"
+        );
+        assert_metric(&metrics, "rpo_target_ready", &labels(target), Some(0.0));
+        let verdict = exporter.target_verdict(target).await;
+        let why = reasons(&verdict);
+        assert!(
+            why.contains(&format!("replica unreachable ({reason}")),
             "{verdict}"
         );
-        assert!(!reasons.contains("hunter"), "{verdict}");
+        assert!(!why.contains("hunter"), "{verdict}");
     }
-    let reasons = exporter.target_verdict("wrong-password").await["reasons"].to_string();
-    assert!(reasons.contains("WRONGPASS"), "{reasons}");
-    let reasons = exporter.target_verdict("no-password").await["reasons"].to_string();
-    assert!(reasons.contains("NOAUTH"), "{reasons}");
+    let why = reasons(&exporter.target_verdict("wrong-password").await);
+    assert!(why.contains("WRONGPASS"), "{why}");
+    let why = reasons(&exporter.target_verdict("no-password").await);
+    assert!(why.contains("NOAUTH"), "{why}");
     exporter.stop().await;
 }
 
@@ -636,39 +465,31 @@ async fn tls_pair_is_go_with_its_ca_and_refused_without() {
         redis_target("public-roots-only", &pair, "5s", false, "")
     ));
     let exporter = Exporter::start(&config).await;
-    go_target(&exporter, T).await;
+    exporter
+        .wait_for_target_ready(T, Duration::from_secs(10), "the target to pass")
+        .await;
     let metrics = exporter.metrics().await;
     // "localhost" resolved and matched against the primary's replica list.
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_replica_listed_online", &labels(T)),
-        Some(1.0)
+    assert_metric(
+        &metrics,
+        "rpo_redis_replica_listed_online",
+        &labels(T),
+        Some(1.0),
     );
     // The heartbeat, written over TLS, is read back over TLS (the first one
     // may land after GO was already proven by offsets).
-    wait_until(
-        Duration::from_secs(10),
-        "the heartbeat read back over TLS",
-        || async {
-            let m = exporter
-                .metric("rpo_heartbeat_timestamp_seconds", &labels(T))
-                .await;
-            (m.is_some(), format!("{m:?}"))
-        },
-    )
-    .await;
+    exporter
+        .wait_for_metrics(
+            Duration::from_secs(10),
+            "the heartbeat read back over TLS",
+            |m| metric_value(m, "rpo_heartbeat_timestamp_seconds", &labels(T)).is_some(),
+        )
+        .await;
     // The lab CA is not a public root: certificate verification stays on.
     let t = exporter.target_verdict("public-roots-only").await;
     assert_eq!(t["ready"], false, "{t}");
-    assert!(t["reasons"].to_string().contains("(connect"), "{t}");
+    assert!(reasons(&t).contains("(connect"), "{t}");
     exporter.stop().await;
-}
-
-async fn go_target(exporter: &Exporter, target: &str) {
-    wait_until(Duration::from_secs(10), "the target to pass", || async {
-        let t = exporter.target_verdict(target).await;
-        (t["ready"] == true, t.to_string())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,13 +531,17 @@ heartbeat = {{ interval = "500ms", key = "rpo:heartbeat" }}
         target("noinfo", "rpo-noinfo")
     ));
     let exporter = Exporter::start(&config).await;
-    go_target(&exporter, T).await;
+    exporter
+        .wait_for_target_ready(T, Duration::from_secs(10), "the target to pass")
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let metrics = exporter.metrics().await;
     assert!(metric_value(&metrics, "rpo_heartbeat_timestamp_seconds", &labels(T)).is_some());
-    assert_eq!(
-        metric_value(&metrics, "rpo_heartbeat_write_failures_total", &labels(T)),
-        Some(0.0)
+    assert_metric(
+        &metrics,
+        "rpo_heartbeat_write_failures_total",
+        &labels(T),
+        Some(0.0),
     );
     // Without +set the heartbeat fails, the offsets still prove the point.
     assert!(
@@ -728,23 +553,16 @@ heartbeat = {{ interval = "500ms", key = "rpo:heartbeat" }}
         .unwrap()
             > 0.0
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_target_ready", &labels("nowrite")),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_target_ready", &labels("nowrite"), Some(1.0));
     // Without +info nothing can be measured: a named auth failure.
     let t = exporter.target_verdict("noinfo").await;
-    assert!(t["reasons"].to_string().contains("(auth: NOPERM"), "{t}");
-    assert!(
-        t["reasons"].to_string().contains("docs/kinds/redis.md"),
-        "{t}"
-    );
+    assert!(reasons(&t).contains("(auth: NOPERM"), "{t}");
+    assert!(reasons(&t).contains("docs/kinds/redis.md"), "{t}");
     exporter.stop().await;
 
     // The message a person gets says exactly what to grant.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, &config).unwrap();
+    let path = write_file(dir.path(), "config.toml", &config);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
         .args(["check", "--config"])
         .arg(&path)
@@ -763,49 +581,37 @@ heartbeat = {{ interval = "500ms", key = "rpo:heartbeat" }}
 async fn broken_link_with_both_sides_answering_never_reads_zero() {
     let pair = start_redis_pair(RedisOptions::default()).await;
     let exporter = Exporter::start(&config_with(&redis_target(T, &pair, "3s", false, ""))).await;
-    go(&exporter, "GO", Duration::from_secs(10)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
 
     // Both servers answer and hold the same offset (no writes), but the
     // replica now follows a primary that does not exist: its link is down.
     let dead = rpo_lab::free_port().to_string();
     pair.replica_command(&["REPLICAOF", "127.0.0.1", &dead])
         .unwrap();
-    wait_until(Duration::from_secs(10), "the link-down reason", || async {
-        let t = exporter.target_verdict(T).await;
-        let reasons = t["reasons"].to_string();
-        (
-            reasons.contains("replication unhealthy: master link down"),
-            t.to_string(),
-        )
-    })
-    .await;
+    exporter
+        .wait_for_target(T, Duration::from_secs(10), "the link-down reason", |t| {
+            reasons(t).contains("replication unhealthy: master link down")
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let metrics = exporter.metrics().await;
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(exposure > 3.0, "a broken link read as exposure {exposure}");
-    assert_eq!(
-        metric_value(&metrics, "rpo_source_reachable", &labels(T)),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_replica_reachable", &labels(T)),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_master_link_up", &labels(T)),
-        Some(0.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_replica_listed_online", &labels(T)),
-        Some(0.0)
+    assert_metric(&metrics, "rpo_source_reachable", &labels(T), Some(1.0));
+    assert_metric(&metrics, "rpo_replica_reachable", &labels(T), Some(1.0));
+    assert_metric(&metrics, "rpo_redis_master_link_up", &labels(T), Some(0.0));
+    assert_metric(
+        &metrics,
+        "rpo_redis_replica_listed_online",
+        &labels(T),
+        Some(0.0),
     );
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert!(
-        verdict["reasons"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("erp-sessions: replication unhealthy: master link down"),
+        first_reason(&verdict).starts_with("erp-sessions: replication unhealthy: master link down"),
         "{verdict}"
     );
 
@@ -813,11 +619,8 @@ async fn broken_link_with_both_sides_answering_never_reads_zero() {
     let port = pair.primary_port().to_string();
     pair.replica_command(&["REPLICAOF", "127.0.0.1", &port])
         .unwrap();
-    go(
-        &exporter,
-        "GO after the link is restored",
-        Duration::from_secs(15),
-    )
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO after the link is restored")
+        .await;
     exporter.stop().await;
 }

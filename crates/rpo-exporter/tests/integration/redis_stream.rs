@@ -6,43 +6,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rpo_lab::redis::{RedisOptions, RedisServer};
-
-use crate::support::*;
+use rpo_lab::support::*;
 
 const T: &str = "erp-orders";
-
-fn labels(target: &str) -> [(&'static str, &str); 1] {
-    [("target", target)]
-}
-
-async fn start_server(options: RedisOptions) -> RedisServer {
-    tokio::task::spawn_blocking(move || RedisServer::start_with(options))
-        .await
-        .unwrap()
-        .expect("redis lab server starts (run scripts/install-deps.sh if redis-server is missing)")
-}
-
-fn stream_target(
-    name: &str,
-    url: &str,
-    stream: &str,
-    group: &str,
-    budget: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-[[redis_stream]]
-name = "{name}"
-group = "erp"
-rpo_budget = "{budget}"
-url = "{url}"
-stream = "{stream}"
-consumer_group = "{group}"
-{extra}
-"#
-    )
-}
 
 /// How old the entry `id` is now, by this clock (the lab server's clock is
 /// the same machine's).
@@ -77,7 +43,7 @@ fn add_entry(server: &RedisServer, stream: &str, age_ms: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
-    let server = start_server(RedisOptions::default()).await;
+    let server = start_redis_server(RedisOptions::default()).await;
     let ids: Vec<String> = [40_000, 30_000, 20_000, 10_000]
         .into_iter()
         .map(|age| add_entry(&server, "orders", age))
@@ -107,8 +73,8 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
     let url = server.url();
     let config = config_with(&format!(
         "{}{}",
-        stream_target(T, &url, "orders", "billing", "60s", ""),
-        stream_target("tight", &url, "orders", "billing", "10s", "")
+        redis_stream_target(T, &url, "orders", "billing", "60s", ""),
+        redis_stream_target("tight", &url, "orders", "billing", "10s", "")
     ));
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -124,11 +90,7 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
         ("rpo_replication_healthy", 1.0),
         ("rpo_target_ready", 1.0),
     ] {
-        assert_eq!(
-            metric_value(&metrics, name, &labels(T)),
-            Some(value),
-            "{name}"
-        );
+        assert_metric(&metrics, name, &labels(T), Some(value));
     }
     assert!(metrics.contains("kind=\"redis_stream\""));
     let pending_at = metric_value(
@@ -147,9 +109,9 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
     .is_some());
     let tight = exporter.target_verdict("tight").await;
     assert_eq!(tight["ready"], false);
-    let reasons = tight["reasons"].to_string();
+    let why = reasons(&tight);
     assert!(
-        reasons.contains("exposure 3") && reasons.contains("exceeds budget 10s"),
+        why.contains("exposure 3") && why.contains("exceeds budget 10s"),
         "{tight}"
     );
 
@@ -158,10 +120,7 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
         .command(&["XACK", "orders", "billing", &ids[1]])
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let exposure = exporter
-        .metric("rpo_exposure_seconds", &labels(T))
-        .await
-        .unwrap();
+    let exposure = exporter.exposure(T).await;
     assert_exposure_is_age_of(exposure, &ids[2]);
 
     // Deliver and acknowledge everything: nothing outstanding, exposure ~0.
@@ -179,35 +138,24 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
     server
         .command(&["XACK", "orders", "billing", &ids[2], &ids[3]])
         .unwrap();
-    wait_until(
-        Duration::from_secs(5),
-        "GO with nothing outstanding",
-        || async {
-            let (status, v) = exporter.verdict("").await;
-            (status == 200, v.to_string())
-        },
-    )
-    .await;
+    exporter
+        .wait_for_go("", Duration::from_secs(5), "GO with nothing outstanding")
+        .await;
     let metrics = exporter.metrics().await;
     assert!(metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap() < 1.0);
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
-        Some(0.0)
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_redis_stream_oldest_pending_entry_timestamp_seconds",
-            &labels(T)
-        ),
-        None
+    assert_metric(&metrics, "rpo_backlog_operations", &labels(T), Some(0.0));
+    assert_metric(
+        &metrics,
+        "rpo_redis_stream_oldest_pending_entry_timestamp_seconds",
+        &labels(T),
+        None,
     );
     exporter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_unknown_to_redis_is_counted() {
-    let server = start_server(RedisOptions::default()).await;
+    let server = start_redis_server(RedisOptions::default()).await;
     let ids: Vec<String> = [50_000, 40_000, 30_000, 20_000, 10_000]
         .into_iter()
         .map(|age| add_entry(&server, "orders", age))
@@ -216,7 +164,7 @@ async fn lag_unknown_to_redis_is_counted() {
     server
         .command(&["XGROUP", "CREATE", "orders", "late", &ids[1]])
         .unwrap();
-    let config = config_with(&stream_target(
+    let config = config_with(&redis_stream_target(
         T,
         &server.url(),
         "orders",
@@ -227,14 +175,13 @@ async fn lag_unknown_to_redis_is_counted() {
     let exporter = Exporter::start(&config).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let metrics = exporter.metrics().await;
-    assert_eq!(
-        metric_value(&metrics, "rpo_redis_stream_lag_entries", &labels(T)),
-        Some(3.0)
+    assert_metric(
+        &metrics,
+        "rpo_redis_stream_lag_entries",
+        &labels(T),
+        Some(3.0),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
-        Some(3.0)
-    );
+    assert_metric(&metrics, "rpo_backlog_operations", &labels(T), Some(3.0));
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert_exposure_is_age_of(exposure, &ids[2]);
     exporter.stop().await;
@@ -242,7 +189,7 @@ async fn lag_unknown_to_redis_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
-    let server = start_server(RedisOptions {
+    let server = start_redis_server(RedisOptions {
         password: Some("hunter2".to_string()),
         tls: false,
     })
@@ -274,7 +221,7 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
     let url = server.url();
     let config = config_with(&format!(
         "{}{}{}{}{}{}{}{}",
-        stream_target(
+        redis_stream_target(
             T,
             &acl_url("rpo-stream"),
             "orders",
@@ -282,10 +229,10 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
             "60s",
             "require_consumers = true"
         ),
-        stream_target("no-stream", &url, "shipments", "billing", "60s", ""),
-        stream_target("no-group", &url, "orders", "invoicing", "60s", ""),
-        stream_target("wrong-type", &url, "not-a-stream", "billing", "60s", ""),
-        stream_target(
+        redis_stream_target("no-stream", &url, "shipments", "billing", "60s", ""),
+        redis_stream_target("no-group", &url, "orders", "invoicing", "60s", ""),
+        redis_stream_target("wrong-type", &url, "not-a-stream", "billing", "60s", ""),
+        redis_stream_target(
             "no-consumers",
             &url,
             "orders",
@@ -293,7 +240,7 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
             "60s",
             "require_consumers = true"
         ),
-        stream_target(
+        redis_stream_target(
             "wrong-password",
             &format!("redis://:hunter3@127.0.0.1:{port}"),
             "orders",
@@ -301,7 +248,7 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
             "60s",
             ""
         ),
-        stream_target(
+        redis_stream_target(
             "no-xpending",
             &acl_url("rpo-nopending"),
             "orders",
@@ -309,7 +256,7 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
             "60s",
             ""
         ),
-        stream_target(
+        redis_stream_target(
             "silent",
             &format!("redis://127.0.0.1:{}", silent.port()),
             "orders",
@@ -343,43 +290,36 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
         ("no-xpending", "auth", "NOPERM"),
         ("silent", "timeout", "no answer within"),
     ] {
-        let failures = metric_value(
-            &metrics,
-            "rpo_probe_failures_total",
-            &[("target", target), ("reason", reason)],
-        )
-        .unwrap();
-        assert!(failures > 0.0, "{target}: no {reason} failures");
+        assert!(
+            failures_counted(&metrics, &[(target, reason)]),
+            "{target}: no {reason} failures"
+        );
         let verdict = exporter.target_verdict(target).await;
         assert_eq!(verdict["ready"], false, "{verdict}");
-        let reasons = verdict["reasons"].to_string();
+        let why = reasons(&verdict);
         assert!(
-            reasons.contains(&format!("last poll failed ({reason}: ")) && reasons.contains(words),
+            why.contains(&format!("last poll failed ({reason}: ")) && why.contains(words),
             "{target}: {verdict}"
         );
-        assert!(!reasons.contains("hunter") && !reasons.contains("stream-secret"), "{verdict}");
+        assert!(!why.contains("hunter") && !why.contains("stream-secret"), "{verdict}");
     }
     let idle = exporter.target_verdict("no-consumers").await;
     assert!(
-        idle["reasons"]
-            .to_string()
-            .contains("replication unhealthy: consumer group idle has no consumers"),
+        reasons(&idle).contains("replication unhealthy: consumer group idle has no consumers"),
         "{idle}"
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "rpo_redis_stream_consumers",
-            &labels("no-consumers")
-        ),
-        Some(0.0)
+    assert_metric(
+        &metrics,
+        "rpo_redis_stream_consumers",
+        &labels("no-consumers"),
+        Some(0.0),
     );
     exporter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_over_tls_with_the_lab_ca() {
-    let server = start_server(RedisOptions {
+    let server = start_redis_server(RedisOptions {
         password: Some("hunter2".to_string()),
         tls: true,
     })
@@ -390,7 +330,7 @@ async fn stream_over_tls_with_the_lab_ca() {
         .unwrap();
     let ca = server.ca_file().unwrap();
     let url = format!("rediss://localhost:{}", server.port());
-    let config = config_with(&stream_target(
+    let config = config_with(&redis_stream_target(
         T,
         &url,
         "orders",

@@ -5,24 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::*;
-
-fn labels(target: &str) -> [(&'static str, &str); 1] {
-    [("target", target)]
-}
-
-fn sql_target(name: &str, url: &str, budget: &str, query: &str) -> String {
-    format!(
-        r#"
-[[sql_queue]]
-name = "{name}"
-group = "erp"
-rpo_budget = "{budget}"
-url = "{url}"
-query = "{query}"
-"#
-    )
-}
+use rpo_lab::support::*;
 
 const OUTBOX: &str = "CREATE TABLE outbox (id bigserial PRIMARY KEY, payload text, \
      created_at timestamptz NOT NULL DEFAULT now(), processed_at timestamptz)";
@@ -44,21 +27,18 @@ async fn unprocessed_rows_read_as_the_oldest_age_and_processing_them_is_go() {
     )
     .unwrap();
     const T: &str = "erp-outbox";
-    let exporter = Exporter::start(&config_with(&sql_target(
+    let exporter = Exporter::start(&config_with(&sql_queue_target(
         T,
         &pair.primary_url(),
         "15s",
         UNPROCESSED,
     )))
     .await;
-    wait_until(Duration::from_secs(10), "depth 3", || async {
-        let m = exporter.metrics().await;
-        (
-            metric_value(&m, "rpo_queue_messages", &labels(T)) == Some(3.0),
-            m,
-        )
-    })
-    .await;
+    exporter
+        .wait_for_metrics(Duration::from_secs(10), "depth 3", |m| {
+            metric_value(m, "rpo_queue_messages", &labels(T)) == Some(3.0)
+        })
+        .await;
     let metrics = exporter.metrics().await;
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(
@@ -68,21 +48,12 @@ async fn unprocessed_rows_read_as_the_oldest_age_and_processing_them_is_go() {
     let oldest =
         metric_value(&metrics, "rpo_queue_oldest_message_age_seconds", &labels(T)).unwrap();
     assert!((40.0..43.0).contains(&oldest), "oldest age {oldest}");
-    assert_eq!(
-        metric_value(&metrics, "rpo_backlog_operations", &labels(T)),
-        Some(3.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_queue_consumers", &labels(T)),
-        None
-    );
-    assert_eq!(
-        metric_value(&metrics, "rpo_replication_healthy", &labels(T)),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_backlog_operations", &labels(T), Some(3.0));
+    assert_metric(&metrics, "rpo_queue_consumers", &labels(T), None);
+    assert_metric(&metrics, "rpo_replication_healthy", &labels(T), Some(1.0));
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
-    let why = verdict["reasons"].to_string();
+    let why = reasons(&verdict);
     assert!(
         why.contains("erp-outbox: exposure 4") && why.contains("exceeds budget 15s"),
         "{why}"
@@ -91,16 +62,11 @@ async fn unprocessed_rows_read_as_the_oldest_age_and_processing_them_is_go() {
     // The integration catches up.
     pair.primary_sql("UPDATE outbox SET processed_at = now() WHERE processed_at IS NULL")
         .unwrap();
-    wait_until(Duration::from_secs(10), "GO once processed", || async {
-        let (status, v) = exporter.verdict("?group=erp").await;
-        (status == 200, v.to_string())
-    })
-    .await;
+    exporter
+        .wait_for_go("?group=erp", Duration::from_secs(10), "GO once processed")
+        .await;
     let metrics = exporter.metrics().await;
-    assert_eq!(
-        metric_value(&metrics, "rpo_queue_messages", &labels(T)),
-        Some(0.0)
-    );
+    assert_metric(&metrics, "rpo_queue_messages", &labels(T), Some(0.0));
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(exposure < 1.5, "exposure of a drained outbox {exposure}");
     exporter.stop().await;
@@ -113,34 +79,23 @@ async fn a_query_with_the_wrong_columns_fails_validation_naming_the_target() {
     let url = pair.primary_url();
     let config = config_with(&format!(
         "{}{}{}",
-        sql_target(
+        sql_queue_target(
             "wrong-columns",
             &url,
             "60s",
             "SELECT id, payload FROM outbox"
         ),
-        sql_target("not-sql", &url, "60s", "SELEKT count(*) FROM outbox"),
-        sql_target("healthy", &url, "60s", UNPROCESSED),
+        sql_queue_target("not-sql", &url, "60s", "SELEKT count(*) FROM outbox"),
+        sql_queue_target("healthy", &url, "60s", UNPROCESSED),
     ));
     let exporter = Exporter::start(&config).await;
-    wait_until(
-        Duration::from_secs(10),
-        "config failures counted",
-        || async {
-            let m = exporter.metrics().await;
-            let counted = |t: &str| {
-                metric_value(
-                    &m,
-                    "rpo_probe_failures_total",
-                    &[("target", t), ("reason", "config")],
-                )
-                .unwrap_or(0.0)
-                    > 0.0
-            };
-            (counted("wrong-columns") && counted("not-sql"), m.clone())
-        },
-    )
-    .await;
+    exporter
+        .wait_for_failures(
+            Duration::from_secs(10),
+            "config failures counted",
+            &[("wrong-columns", "config"), ("not-sql", "config")],
+        )
+        .await;
     let wrong = exporter.target_verdict("wrong-columns").await.to_string();
     assert!(
         wrong.contains("config: target wrong-columns: the first column (id int8) must be an integer or numeric count")
@@ -158,14 +113,13 @@ async fn a_query_with_the_wrong_columns_fails_validation_naming_the_target() {
     );
     assert!(not_sql.contains("syntax error"), "{not_sql}");
     let metrics = exporter.metrics().await;
-    assert_eq!(
-        metric_value(&metrics, "rpo_target_ready", &labels("wrong-columns")),
-        Some(0.0)
+    assert_metric(
+        &metrics,
+        "rpo_target_ready",
+        &labels("wrong-columns"),
+        Some(0.0),
     );
-    assert_eq!(
-        metric_value(&metrics, "rpo_target_ready", &labels("healthy")),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_target_ready", &labels("healthy"), Some(1.0));
     exporter.stop().await;
 }
 
@@ -182,58 +136,45 @@ async fn unknown_role_hanging_server_writes_and_slow_queries_are_named_failures(
     let port = pair.primary_port();
     let config = config_with(&format!(
         "{}{}{}{}{}",
-        sql_target(
+        sql_queue_target(
             "unknown-role",
             &format!("postgres://nobody:hunter2@127.0.0.1:{port}/postgres"),
             "60s",
             UNPROCESSED
         ),
-        sql_target(
+        sql_queue_target(
             "hanging",
             &format!("postgres://monitor@127.0.0.1:{}/x", silent.port()),
             "60s",
             UNPROCESSED
         ),
-        sql_target(
+        sql_queue_target(
             "writes",
             &url,
             "60s",
             "SELECT count(*), min(created_at) FROM outbox WHERE nextval('side_effect') > 0"
         ),
-        sql_target(
+        sql_queue_target(
             "slow",
             &url,
             "60s",
             "SELECT count(*), min(created_at) FROM outbox, pg_sleep(5)"
         ),
-        sql_target("healthy", &url, "60s", UNPROCESSED),
+        sql_queue_target("healthy", &url, "60s", UNPROCESSED),
     ));
     let exporter = Exporter::start(&config).await;
-    let failed = |target: &'static str, reason: &'static str| {
-        let exporter = &exporter;
-        async move {
-            exporter
-                .metric(
-                    "rpo_probe_failures_total",
-                    &[("target", target), ("reason", reason)],
-                )
-                .await
-                .unwrap_or(0.0)
-                > 0.0
-        }
-    };
-    wait_until(
-        Duration::from_secs(15),
-        "each failure on its own target",
-        || async {
-            let done = failed("unknown-role", "auth").await
-                && failed("hanging", "timeout").await
-                && failed("writes", "query").await
-                && failed("slow", "query").await;
-            (done, exporter.metrics().await)
-        },
-    )
-    .await;
+    exporter
+        .wait_for_failures(
+            Duration::from_secs(15),
+            "each failure on its own target",
+            &[
+                ("unknown-role", "auth"),
+                ("hanging", "timeout"),
+                ("writes", "query"),
+                ("slow", "query"),
+            ],
+        )
+        .await;
     let unknown = exporter.target_verdict("unknown-role").await.to_string();
     assert!(
         unknown.contains("role \\\"nobody\\\" does not exist"),
@@ -259,16 +200,9 @@ async fn unknown_role_hanging_server_writes_and_slow_queries_are_named_failures(
     assert!(slow.contains("statement timeout"), "{slow}");
     let metrics = exporter.metrics().await;
     assert!(!metrics.contains("hunter2"));
-    assert_eq!(
-        metric_value(&metrics, "rpo_target_ready", &labels("healthy")),
-        Some(1.0)
-    );
+    assert_metric(&metrics, "rpo_target_ready", &labels("healthy"), Some(1.0));
     for target in ["unknown-role", "hanging", "writes", "slow"] {
-        assert_eq!(
-            metric_value(&metrics, "rpo_target_ready", &labels(target)),
-            Some(0.0),
-            "{target}"
-        );
+        assert_metric(&metrics, "rpo_target_ready", &labels(target), Some(0.0));
     }
     exporter.stop().await;
 }
