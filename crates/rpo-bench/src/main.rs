@@ -37,7 +37,7 @@ use rpo_exporter::config::Config;
 use rpo_exporter::http::AppState;
 use rpo_exporter::probe::{Detail, FailureReason, LinkState, Measurement, ProbeError, Side};
 use rpo_exporter::readiness::{evaluate, Mode};
-use rpo_exporter::store::Store;
+use rpo_exporter::store::{Store, TargetId};
 use rpo_lab::{self as lab, PostgresPair};
 
 /// Benchmarks of rpo-exporter, printed as Markdown.
@@ -377,12 +377,13 @@ fn synthetic_poll(
 }
 
 fn record(store: &Store, config: &Config, i: usize, finished: SystemTime, rng: &mut Rng) {
+    let id = TargetId::of(&config.targets[i]);
     let heartbeat = config.targets[i].heartbeat_interval().is_some();
     let took = Duration::from_micros(2_000 + rng.below(6_000) as u64);
     let result = synthetic_poll(i, heartbeat, finished, rng);
-    store.record_poll(i, finished - took, finished, result);
+    store.record_poll(&id, finished - took, finished, result);
     if heartbeat {
-        store.record_heartbeat(i, finished - took, Ok(()));
+        store.record_heartbeat(&id, finished - took, Ok(()));
     }
 }
 
@@ -455,7 +456,7 @@ fn render_bench(options: &Options) -> Result<(), String> {
 
 fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
     let config = Arc::new(synthetic_config(n)?);
-    let store = Arc::new(Store::new(n));
+    let store = Arc::new(Store::new(config.targets.iter().map(TargetId::of)));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
     let now = SystemTime::now();
     // Three poll rounds, so counters and retained state look lived-in.

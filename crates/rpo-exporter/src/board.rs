@@ -1,10 +1,11 @@
 //! The HTML board at `/`: each group's verdict and each target's recovery
 //! point, exposure against budget, evidence age and reasons. Self-contained
 //! (no external assets), so it works when Grafana is down; it reloads itself.
+//! Each reason shows its words; its code is in `data-code` (and the tooltip).
 
 use std::fmt::Write as _;
 
-use crate::readiness::{human_duration, Verdict};
+use crate::readiness::{human_duration, Reason, Verdict};
 
 pub fn render(verdict: &Verdict, telemetry_path: &str) -> String {
     let mut html = String::with_capacity(4096);
@@ -31,10 +32,9 @@ small{{color:#666}}
         at = humantime::format_rfc3339_seconds(verdict.evaluated_at),
     );
     for group in &verdict.groups {
-        let _ = write!(
+        let _ = writeln!(
             html,
-            r#"<h2 data-group="{name}">Group {name}: <span class="{cls} group-verdict">{word}</span> <small>budget {budget}{skew}</small></h2>
-"#,
+            r#"<h2 data-group="{name}">Group {name}: <span class="{cls} group-verdict">{word}</span> <small>budget {budget}{skew}</small></h2>"#,
             name = escape(&group.group),
             cls = class(group.ready),
             word = word(group.ready),
@@ -50,7 +50,7 @@ small{{color:#666}}
                 html,
                 r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td class="rp">{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}</td></tr>"#,
                 row = if t.ready { "ok" } else { "bad" },
-                name = escape(&t.target),
+                name = escape(t.target.as_str()),
                 kind = t.kind,
                 cls = class(t.ready),
                 word = word(t.ready),
@@ -67,17 +67,34 @@ small{{color:#666}}
                     .evidence_age
                     .map(human_duration)
                     .unwrap_or_else(|| "none".to_string()),
-                reasons = escape(&t.reasons.join("; ")),
+                reasons = reasons_html(&t.reasons),
             );
         }
         html.push_str("</table>\n");
     }
-    let _ = write!(
+    let _ = writeln!(
         html,
-        r#"<p><small>JSON: <a href="/failover-readiness">/failover-readiness</a> · metrics: <a href="{path}">{path}</a></small></p></body></html>
-"#,
+        r#"<p><small>JSON: <a href="/failover-readiness">/failover-readiness</a> · metrics: <a href="{path}">{path}</a></small></p></body></html>"#,
         path = escape(telemetry_path)
     );
+    html
+}
+
+/// The reasons as the other outputs word them ("a; b"), each in a span that
+/// carries its code.
+fn reasons_html(reasons: &[Reason]) -> String {
+    let mut html = String::new();
+    for (i, reason) in reasons.iter().enumerate() {
+        if i > 0 {
+            html.push_str("; ");
+        }
+        let _ = write!(
+            html,
+            r#"<span class="reason" data-code="{code}" title="{code}">{message}</span>"#,
+            code = reason.code,
+            message = escape(&reason.message),
+        );
+    }
     html
 }
 
@@ -102,4 +119,27 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readiness::ReasonCode;
+
+    #[test]
+    fn reasons_keep_their_words_and_carry_their_codes() {
+        let reasons = [
+            Reason::new(
+                ReasonCode::ReplicaUnreachable,
+                "replica unreachable (connect: <refused>)",
+            ),
+            Reason::new(ReasonCode::RecoveryPointUnknown, "recovery point unknown"),
+        ];
+        assert_eq!(
+            reasons_html(&reasons),
+            "<span class=\"reason\" data-code=\"replica_unreachable\" title=\"replica_unreachable\">replica unreachable (connect: &lt;refused&gt;)</span>; \
+             <span class=\"reason\" data-code=\"recovery_point_unknown\" title=\"recovery_point_unknown\">recovery point unknown</span>"
+        );
+        assert_eq!(reasons_html(&[]), "");
+    }
 }

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::kinds;
 use crate::poller::{heartbeat_and_record, poll_and_record};
-use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
-use crate::store::Store;
+use crate::readiness::{
+    evaluate, human_duration, Mode, Reason, ReasonCode, ReasonJson, VerdictJson, SCHEMA_VERSION,
+};
+use crate::store::{Store, TargetId};
 
 /// The pause between the two samples of `check`'s first round.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -68,28 +70,25 @@ pub async fn check_config(
     // A check run writes and reads its own heartbeat, never the daemon's.
     config.instance = format!("{}-check", config.instance);
     let config = Arc::new(config);
-    let store = Store::new(config.targets.len());
-    let selected: Vec<usize> = (0..config.targets.len())
-        .filter(|i| {
-            options
-                .group
-                .as_ref()
-                .is_none_or(|g| &config.targets[*i].group == g)
-        })
+    let store = Store::new(config.targets.iter().map(TargetId::of));
+    let selected: Vec<&crate::config::Target> = config
+        .targets
+        .iter()
+        .filter(|t| options.group.as_ref().is_none_or(|g| &t.group == g))
         .collect();
 
     let mut probes = Vec::new();
-    for &i in &selected {
-        let target = &config.targets[i];
+    for &target in &selected {
+        let id = TargetId::of(target);
         match kinds::build(target, &config.instance) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
-                probes.push((i, Some(probe), writer));
+                probes.push((id, target, Some(probe), writer));
             }
             Err(error) => {
                 let now = SystemTime::now();
-                store.record_poll(i, now, now, Err(error));
-                probes.push((i, None, None));
+                store.record_poll(&id, now, now, Err(error));
+                probes.push((id, target, None, None));
             }
         }
     }
@@ -97,21 +96,20 @@ pub async fn check_config(
     let deadline = options.wait.map(|w| Instant::now() + w);
     let pause = selected
         .iter()
-        .map(|&i| config.targets[i].poll_interval)
+        .map(|t| t.poll_interval)
         .min()
         .unwrap_or(Duration::from_secs(1))
         .clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut first_round = true;
     loop {
-        let round = probes.iter_mut().map(|(i, probe, writer)| {
-            let target = &config.targets[*i];
+        let round = probes.iter_mut().map(|(id, target, probe, writer)| {
             let store = &store;
             async move {
                 if let Some(writer) = writer {
-                    heartbeat_and_record(*i, target, writer.as_mut(), store).await;
+                    heartbeat_and_record(id, target, writer.as_mut(), store).await;
                 }
                 if let Some(probe) = probe {
-                    poll_and_record(*i, target, probe.as_mut(), store).await;
+                    poll_and_record(id, target, probe.as_mut(), store).await;
                 }
             }
         });
@@ -122,11 +120,10 @@ pub async fn check_config(
             // earlier sample of the source to be dated by. Take a second one.
             first_round = false;
             tokio::time::sleep(SETTLE).await;
-            let again = probes.iter_mut().filter_map(|(i, probe, _)| {
-                let target = &config.targets[*i];
+            let again = probes.iter_mut().filter_map(|(id, target, probe, _)| {
                 let store = &store;
                 probe.as_mut().map(|probe| async move {
-                    poll_and_record(*i, target, probe.as_mut(), store).await
+                    poll_and_record(id, target, probe.as_mut(), store).await
                 })
             });
             futures::future::join_all(again).await;
@@ -140,7 +137,7 @@ pub async fn check_config(
         );
         match deadline {
             Some(deadline) if !verdict.ready && Instant::now() + pause < deadline => {
-                tracing::info!(reasons = ?verdict.groups.iter().flat_map(|g| g.reasons.clone()).collect::<Vec<_>>(), "NO-GO; polling again");
+                tracing::info!(reasons = ?verdict.groups.iter().flat_map(|g| g.reasons.iter().map(|r| r.message.as_str())).collect::<Vec<_>>(), "NO-GO; polling again");
                 tokio::time::sleep(pause).await;
             }
             _ => return Ok(verdict.to_json()),
@@ -172,7 +169,7 @@ pub async fn check_remote(
         let verdict = match client.get(&url).send().await {
             Err(error) => unreachable_verdict(
                 options.mode,
-                &format!(
+                format!(
                     "exporter at {base_url} cannot be reached: {}",
                     without_url(&error)
                 ),
@@ -184,7 +181,7 @@ pub async fn check_remote(
                         Ok(verdict) => verdict,
                         Err(_) => unreachable_verdict(
                             options.mode,
-                            &format!(
+                            format!(
                                 "exporter at {base_url} answered HTTP {status}: {}",
                                 value
                                     .get("error")
@@ -195,7 +192,7 @@ pub async fn check_remote(
                     },
                     Err(_) => unreachable_verdict(
                         options.mode,
-                        &format!("exporter at {base_url} answered HTTP {status} without a verdict"),
+                        format!("exporter at {base_url} answered HTTP {status} without a verdict"),
                     ),
                 }
             }
@@ -233,7 +230,10 @@ pub async fn check_prometheus(
             Ok(reasons) => verdict_from_reasons(options.mode, reasons),
             Err(reason) => verdict_from_reasons(
                 options.mode,
-                vec![format!("Prometheus at {base_url} {reason}")],
+                vec![Reason::new(
+                    ReasonCode::PrometheusUnavailable,
+                    format!("Prometheus at {base_url} {reason}"),
+                )],
             ),
         };
         match deadline {
@@ -247,11 +247,13 @@ pub async fn check_prometheus(
     }
 }
 
+/// Why the alerting view blocks the gate; `Err` says why Prometheus could
+/// not be asked.
 async fn prometheus_reasons(
     client: &reqwest::Client,
     base: &str,
     group: Option<&str>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Reason>, String> {
     let get = |path: String| async move {
         let response = client
             .get(path)
@@ -285,11 +287,14 @@ async fn prometheus_reasons(
         .as_array()
         .is_none_or(|r| r.is_empty())
     {
-        reasons.push(format!(
-            "Prometheus has no {selector} series: no exporter measures {}",
-            group
-                .map(|g| format!("group {g}"))
-                .unwrap_or_else(|| "any group".to_string())
+        reasons.push(Reason::new(
+            ReasonCode::VerdictSeriesMissing,
+            format!(
+                "Prometheus has no {selector} series: no exporter measures {}",
+                group
+                    .map(|g| format!("group {g}"))
+                    .unwrap_or_else(|| "any group".to_string())
+            ),
         ));
     }
     let alerts = get(format!("{base}/api/v1/alerts")).await?;
@@ -303,10 +308,13 @@ async fn prometheus_reasons(
         if blocks && ours {
             let name = labels["alertname"].as_str().unwrap_or("alert");
             let summary = alert["annotations"]["summary"].as_str().unwrap_or("");
-            reasons.push(format!("{name} is firing: {summary}"));
+            reasons.push(Reason::new(
+                ReasonCode::GateAlertFiring,
+                format!("{name} is firing: {summary}"),
+            ));
         }
     }
-    reasons.sort();
+    reasons.sort_by(|a, b| a.message.cmp(&b.message));
     Ok(reasons)
 }
 
@@ -339,21 +347,27 @@ fn without_url(error: &reqwest::Error) -> String {
     message
 }
 
-fn unreachable_verdict(mode: Mode, reason: &str) -> VerdictJson {
-    verdict_from_reasons(mode, vec![reason.to_string()])
+/// The exporter gave no verdict: NO-GO, saying why.
+fn unreachable_verdict(mode: Mode, message: String) -> VerdictJson {
+    verdict_from_reasons(
+        mode,
+        vec![Reason::new(ReasonCode::ExporterUnavailable, message)],
+    )
 }
 
 /// A verdict without per-target detail: GO exactly when there is no reason.
-fn verdict_from_reasons(mode: Mode, reasons: Vec<String>) -> VerdictJson {
+fn verdict_from_reasons(mode: Mode, reasons: Vec<Reason>) -> VerdictJson {
     let now = SystemTime::now();
     let ready = reasons.is_empty();
     VerdictJson {
+        schema_version: SCHEMA_VERSION,
         verdict: if ready { "GO" } else { "NO-GO" }.to_string(),
         ready,
         mode: mode.to_string(),
         evaluated_at: humantime::format_rfc3339_millis(now).to_string(),
         evaluated_at_unix: crate::probe::unix_seconds(now),
-        reasons,
+        reasons: reasons.iter().map(|r| r.message.clone()).collect(),
+        reason_details: reasons.iter().map(ReasonJson::new).collect(),
         groups: Vec::new(),
     }
 }
@@ -441,4 +455,38 @@ pub fn render_table(verdict: &VerdictJson) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_own_reasons_carry_codes_beside_the_same_words() {
+        let verdict = unreachable_verdict(
+            Mode::Planned,
+            "exporter at http://x cannot be reached: timed out".to_string(),
+        );
+        assert!(!verdict.ready);
+        assert_eq!(verdict.schema_version, SCHEMA_VERSION);
+        assert_eq!(
+            verdict.reasons,
+            ["exporter at http://x cannot be reached: timed out"]
+        );
+        assert_eq!(
+            verdict.reason_details,
+            [ReasonJson {
+                code: "exporter_unavailable".to_string(),
+                group: None,
+                target: None,
+                message: "exporter at http://x cannot be reached: timed out".to_string(),
+            }]
+        );
+        assert!(render_table(&verdict)
+            .contains("\n  - exporter at http://x cannot be reached: timed out\n"));
+
+        let go = verdict_from_reasons(Mode::Unplanned, Vec::new());
+        assert!(go.ready);
+        assert!(go.reason_details.is_empty());
+    }
 }

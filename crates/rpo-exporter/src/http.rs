@@ -169,7 +169,12 @@ fn readiness(
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "verdict": "NO-GO", "ready": false, "error": message });
+    let body = serde_json::json!({
+        "schema_version": crate::readiness::SCHEMA_VERSION,
+        "verdict": "NO-GO",
+        "ready": false,
+        "error": message,
+    });
     respond(status, "application/json", body.to_string() + "\n")
 }
 

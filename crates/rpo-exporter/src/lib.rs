@@ -12,9 +12,10 @@
 //!   probe.
 //! - [`poller`]: runs each probe on its interval within its timeout, and the
 //!   heartbeat writers, and records into the store.
-//! - [`store`]: the latest report per target, as a cheaply cloned snapshot;
-//!   owns the "no reset" rule.
-//! - [`readiness`]: the pure verdict, `evaluate(config, snapshot, mode, now)`.
+//! - [`store`]: the latest report per target, keyed by [`store::TargetId`],
+//!   as a cheaply cloned snapshot; owns the "no reset" rule.
+//! - [`readiness`]: the pure verdict, `evaluate(config, snapshot, mode, now)`,
+//!   with typed reasons ([`readiness::ReasonCode`]).
 //! - [`metrics`], [`board`], [`http`]: what readers see, all from a snapshot.
 //! - [`check`]: the `check` command.
 //! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
@@ -45,12 +46,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use config::Config;
-use store::Store;
+use store::{Store, TargetId};
 
 /// Runs the daemon: polls every target and serves HTTP on `listener` until
 /// `shutdown` completes; then cancels in-flight polls and returns.
 pub async fn run(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let store = Arc::new(Store::new(config.targets.len()));
+    let store = Arc::new(Store::new(config.targets.iter().map(TargetId::of)));
     let poller = poller::Poller::start(config.clone(), store.clone());
     let state = Arc::new(http::AppState {
         telemetry_path: config.web.telemetry_path.clone(),

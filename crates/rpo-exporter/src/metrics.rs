@@ -6,14 +6,14 @@
 //! benchmark); the `process_*` series come from the `prometheus` crate's
 //! process collector.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::probe::{unix_seconds, FailureReason, MetricType};
 use crate::readiness::{evaluate, Mode, TargetVerdict, Verdict};
-use crate::store::Snapshot;
+use crate::store::{Snapshot, TargetId, TargetReport};
 
 /// The build's version and git revision, for `rpo_exporter_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,7 +36,17 @@ pub fn render(config: &Config, snapshot: &Snapshot, now: SystemTime) -> String {
 }
 
 fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdict: &Verdict) {
-    let rows: Vec<_> = config.targets.iter().zip(snapshot.reports.iter()).collect();
+    // Each target's report, by id (a target the store does not track yet
+    // reads as never polled).
+    let never_polled = TargetReport::default();
+    let rows: Vec<(_, &TargetReport)> = config
+        .targets
+        .iter()
+        .map(|t| {
+            let report = snapshot.report(TargetId::key(t));
+            (t, report.map_or(&never_polled, |r| r.as_ref()))
+        })
+        .collect();
     let labels: Vec<String> = config
         .targets
         .iter()
@@ -49,8 +59,12 @@ fn render_targets(out: &mut String, config: &Config, snapshot: &Snapshot, verdic
             )
         })
         .collect();
-    // Each target's verdict, by configuration position.
-    let verdicts = target_verdicts(config, verdict);
+    // Each target's verdict, by id.
+    let verdicts: Vec<Option<&TargetVerdict>> = config
+        .targets
+        .iter()
+        .map(|t| verdict.target(TargetId::key(t)))
+        .collect();
     let ready = |i: usize| verdicts[i].is_some_and(|v| v.ready);
     let healthy = |i: usize| verdicts[i].is_some_and(|v| v.replication_healthy);
 
@@ -457,20 +471,6 @@ fn push_label(out: &mut String, k: &str, v: &str) {
     out.push_str("=\"");
     push_escaped(out, v);
     out.push('"');
-}
-
-/// Every target's verdict in configuration order (`None` for a target
-/// the verdict does not mention).
-fn target_verdicts<'a>(config: &Config, verdict: &'a Verdict) -> Vec<Option<&'a TargetVerdict>> {
-    let mut by_name: HashMap<&str, &TargetVerdict> = HashMap::with_capacity(config.targets.len());
-    for t in verdict.groups.iter().flat_map(|g| g.targets.iter()) {
-        by_name.insert(t.target.as_str(), t);
-    }
-    config
-        .targets
-        .iter()
-        .map(|t| by_name.get(t.name.as_str()).copied())
-        .collect()
 }
 
 fn bool_value(b: bool) -> f64 {

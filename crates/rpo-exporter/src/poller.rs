@@ -17,7 +17,7 @@ use futures::FutureExt;
 
 use crate::kinds;
 use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
-use crate::store::Store;
+use crate::store::{Store, TargetId};
 
 /// The running poll tasks.
 pub struct Poller {
@@ -28,25 +28,25 @@ impl Poller {
     /// Starts one poll task (and one heartbeat task where configured) per target.
     pub fn start(config: Arc<Config>, store: Arc<Store>) -> Poller {
         let mut tasks = JoinSet::new();
-        for (index, target) in config.targets.iter().enumerate() {
+        for target in &config.targets {
+            let id = TargetId::of(target);
             let target = target.clone();
             let store = store.clone();
             match kinds::build(&target, &config.instance) {
                 Ok(mut probe) => {
                     if let Some(writer) = probe.heartbeat_writer() {
-                        tasks.spawn(heartbeat_loop(index, target.clone(), writer, store.clone()));
+                        tasks.spawn(heartbeat_loop(
+                            id.clone(),
+                            target.clone(),
+                            writer,
+                            store.clone(),
+                        ));
                     }
-                    tasks.spawn(poll_loop(
-                        index,
-                        target,
-                        config.instance.clone(),
-                        probe,
-                        store,
-                    ));
+                    tasks.spawn(poll_loop(id, target, config.instance.clone(), probe, store));
                 }
                 Err(error) => {
                     tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
-                    tasks.spawn(failing_loop(index, target, error, store));
+                    tasks.spawn(failing_loop(id, target, error, store));
                 }
             }
         }
@@ -66,9 +66,10 @@ pub fn poll_deadline(target: &Target) -> Duration {
     target.timeout + Duration::from_millis(250)
 }
 
-/// Polls a probe once within its deadline and records the result.
+/// Polls a probe once within its deadline and records the result as the
+/// report of `id`.
 pub async fn poll_and_record(
-    index: usize,
+    id: &TargetId,
     target: &Target,
     probe: &mut dyn Probe,
     store: &Store,
@@ -111,7 +112,7 @@ pub async fn poll_and_record(
             tracing::warn!(target = %target.name, reason = %error.reason, %error, "poll failed")
         }
     }
-    store.record_poll(index, started, finished, result);
+    store.record_poll(id, started, finished, result);
     if panicked {
         PollOutcome::ProbePanicked
     } else {
@@ -137,7 +138,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Writes one heartbeat within the target's timeout and records the result.
 pub async fn heartbeat_and_record(
-    index: usize,
+    id: &TargetId,
     target: &Target,
     writer: &mut dyn HeartbeatWriter,
     store: &Store,
@@ -156,11 +157,11 @@ pub async fn heartbeat_and_record(
     if let Err(error) = &result {
         tracing::warn!(target = %target.name, reason = %error.reason, %error, "heartbeat write failed");
     }
-    store.record_heartbeat(index, at, result);
+    store.record_heartbeat(id, at, result);
 }
 
 async fn poll_loop(
-    index: usize,
+    id: TargetId,
     target: Target,
     instance: String,
     mut probe: Box<dyn Probe>,
@@ -170,8 +171,7 @@ async fn poll_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if poll_and_record(index, &target, probe.as_mut(), &store).await
-            == PollOutcome::ProbePanicked
+        if poll_and_record(&id, &target, probe.as_mut(), &store).await == PollOutcome::ProbePanicked
         {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
             if let Ok(fresh) = kinds::build(&target, &instance) {
@@ -182,7 +182,7 @@ async fn poll_loop(
 }
 
 async fn heartbeat_loop(
-    index: usize,
+    id: TargetId,
     target: Target,
     mut writer: Box<dyn HeartbeatWriter>,
     store: Arc<Store>,
@@ -191,16 +191,16 @@ async fn heartbeat_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        heartbeat_and_record(index, &target, writer.as_mut(), &store).await;
+        heartbeat_and_record(&id, &target, writer.as_mut(), &store).await;
     }
 }
 
-async fn failing_loop(index: usize, target: Target, error: ProbeError, store: Arc<Store>) {
+async fn failing_loop(id: TargetId, target: Target, error: ProbeError, store: Arc<Store>) {
     let mut ticker = tokio::time::interval(target.poll_interval);
     loop {
         ticker.tick().await;
         let now = SystemTime::now();
-        store.record_poll(index, now, now, Err(error.clone()));
+        store.record_poll(&id, now, now, Err(error.clone()));
     }
 }
 
@@ -223,10 +223,11 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let store = Store::new(1);
-        let outcome = poll_and_record(0, &config.targets[0], &mut Panicking, &store).await;
+        let id = TargetId::of(&config.targets[0]);
+        let store = Store::new([id.clone()]);
+        let outcome = poll_and_record(&id, &config.targets[0], &mut Panicking, &store).await;
         assert_eq!(outcome, PollOutcome::ProbePanicked);
-        let report = store.snapshot().reports[0].clone();
+        let report = store.snapshot().report(&id).unwrap().clone();
         assert_eq!(report.failures(FailureReason::Query), 1);
         assert!(report
             .last_error

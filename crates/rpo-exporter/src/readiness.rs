@@ -4,17 +4,153 @@
 //!
 //! Unknown is never GO: a target with no evidence, stale evidence, a failed
 //! last poll, an unknown recovery point or an unknown link is not ready.
+//!
+//! Every NO-GO reason is a [`Reason`]: a stable [`ReasonCode`] that programs
+//! branch on, and the words a person reads. Both travel to every output.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
 use crate::kinds::Kind;
 use crate::probe::{unix_seconds, LinkState};
-use crate::store::{Snapshot, TargetReport};
+use crate::store::{Snapshot, TargetId, TargetReport};
+
+/// The version of the verdict's JSON form. Bumped only when a field changes
+/// meaning or goes away; new fields are added without a bump.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why a target, a group or a `check` run is NO-GO, as a stable machine
+/// code. Serialised in snake_case (the same text as [`ReasonCode::as_str`]);
+/// the README's "NO-GO reason codes" table documents each one. A code is
+/// never renamed or reused for another meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The target has not been polled yet.
+    FirstPollPending,
+    /// Polled, but no poll has produced evidence about the replica yet.
+    NoEvidenceYet,
+    /// The newest evidence is older than the target's `stale_after`.
+    EvidenceStale,
+    /// The latest poll failed entirely.
+    LastPollFailed,
+    /// The replica side did not answer the latest poll.
+    ReplicaUnreachable,
+    /// The source side did not answer the latest poll (planned mode only).
+    SourceUnreachable,
+    /// The replication link or status is known to be broken (planned mode).
+    LinkUnhealthy,
+    /// The replication link or status could not be determined (planned mode).
+    LinkUnknown,
+    /// No recovery point has been proven since the exporter started.
+    RecoveryPointUnknown,
+    /// Exposure (now minus the recovery point) exceeds the budget.
+    ExposureOverBudget,
+    /// Unplanned mode: the known loss window exceeds the budget.
+    LossWindowOverBudget,
+    /// The group has no targets: nothing is measured, so nothing is proven.
+    GroupHasNoTargets,
+    /// `check --from`: the exporter could not be reached or gave no verdict.
+    ExporterUnavailable,
+    /// `check --prometheus`: Prometheus could not be reached or answered an error.
+    PrometheusUnavailable,
+    /// `check --prometheus`: no exporter publishes `rpo_failover_ready` for the group.
+    VerdictSeriesMissing,
+    /// `check --prometheus`: a `failover_gate="block"` alert is firing.
+    GateAlertFiring,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 16] = [
+        ReasonCode::FirstPollPending,
+        ReasonCode::NoEvidenceYet,
+        ReasonCode::EvidenceStale,
+        ReasonCode::LastPollFailed,
+        ReasonCode::ReplicaUnreachable,
+        ReasonCode::SourceUnreachable,
+        ReasonCode::LinkUnhealthy,
+        ReasonCode::LinkUnknown,
+        ReasonCode::RecoveryPointUnknown,
+        ReasonCode::ExposureOverBudget,
+        ReasonCode::LossWindowOverBudget,
+        ReasonCode::GroupHasNoTargets,
+        ReasonCode::ExporterUnavailable,
+        ReasonCode::PrometheusUnavailable,
+        ReasonCode::VerdictSeriesMissing,
+        ReasonCode::GateAlertFiring,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::FirstPollPending => "first_poll_pending",
+            ReasonCode::NoEvidenceYet => "no_evidence_yet",
+            ReasonCode::EvidenceStale => "evidence_stale",
+            ReasonCode::LastPollFailed => "last_poll_failed",
+            ReasonCode::ReplicaUnreachable => "replica_unreachable",
+            ReasonCode::SourceUnreachable => "source_unreachable",
+            ReasonCode::LinkUnhealthy => "link_unhealthy",
+            ReasonCode::LinkUnknown => "link_unknown",
+            ReasonCode::RecoveryPointUnknown => "recovery_point_unknown",
+            ReasonCode::ExposureOverBudget => "exposure_over_budget",
+            ReasonCode::LossWindowOverBudget => "loss_window_over_budget",
+            ReasonCode::GroupHasNoTargets => "group_has_no_targets",
+            ReasonCode::ExporterUnavailable => "exporter_unavailable",
+            ReasonCode::PrometheusUnavailable => "prometheus_unavailable",
+            ReasonCode::VerdictSeriesMissing => "verdict_series_missing",
+            ReasonCode::GateAlertFiring => "gate_alert_firing",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason a target is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub code: ReasonCode,
+    /// The words a person reads, e.g. "exposure 42s exceeds budget 5s".
+    pub message: String,
+}
+
+impl Reason {
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One reason a group is not ready: a failing target's first reason, or
+/// why the group itself fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReason {
+    pub code: ReasonCode,
+    /// The failing target, when the reason is about one.
+    pub target: Option<TargetId>,
+    /// The line a person reads: "erp-db: exposure 42s exceeds budget 5s".
+    pub message: String,
+}
+
+impl fmt::Display for GroupReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// Planned: a switchover or a drill, both regions up. Unplanned: the source
 /// region is gone; source-side failures do not block.
@@ -59,6 +195,27 @@ pub struct Verdict {
     pub evaluated_at: SystemTime,
     pub ready: bool,
     pub groups: Vec<GroupVerdict>,
+    /// Where each evaluated target's verdict is in `groups`: (group, target).
+    by_target: HashMap<TargetId, (usize, usize)>,
+}
+
+impl Verdict {
+    /// The verdict of the target with this id (a `&TargetId` or the
+    /// [`TargetId::key`] of a configured target); `None` for a target this
+    /// verdict did not evaluate (another group was asked for).
+    pub fn target<Q>(&self, id: &Q) -> Option<&TargetVerdict>
+    where
+        TargetId: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let &(g, t) = self.by_target.get(id)?;
+        Some(&self.groups[g].targets[t])
+    }
+
+    /// Every evaluated target's verdict, group by group.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetVerdict> {
+        self.groups.iter().flat_map(|g| g.targets.iter())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,14 +227,14 @@ pub struct GroupVerdict {
     pub exposure: Option<Duration>,
     /// Newest minus oldest recovery point among members that have one.
     pub recovery_point_skew: Option<Duration>,
-    /// One line per failing target: "target: reason".
-    pub reasons: Vec<String>,
+    /// One per failing target (its first reason), or why the group fails.
+    pub reasons: Vec<GroupReason>,
     pub targets: Vec<TargetVerdict>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TargetVerdict {
-    pub target: String,
+    pub target: TargetId,
     pub kind: Kind,
     pub ready: bool,
     pub recovery_point: Option<SystemTime>,
@@ -88,7 +245,7 @@ pub struct TargetVerdict {
     /// Unplanned mode: last contact with the source minus the recovery point.
     pub loss_window: Option<Duration>,
     /// Every reason this target is not ready, most fundamental first.
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 /// Evaluates the gate for one group, or for all groups when `group` is None.
@@ -100,40 +257,56 @@ pub fn evaluate(
     now: SystemTime,
     group: Option<&str>,
 ) -> Verdict {
-    // Each group's members in configuration order, found in one pass (not
-    // one pass per group: with 100 groups of 10 that was 100,000 string
-    // comparisons per verdict).
-    let mut members: HashMap<&str, Vec<(&Target, &TargetReport)>> = HashMap::new();
-    for (t, r) in config.targets.iter().zip(snapshot.reports.iter()) {
-        if group.is_none_or(|name| t.group == name) {
-            members.entry(t.group.as_str()).or_default().push((t, r));
+    // A target the store does not track yet (one a reload just added) has
+    // never been polled.
+    let never_polled = TargetReport::default();
+    // Each group's members' verdicts in configuration order, found in one
+    // pass (not one pass per group: with 100 groups of 10 that was 100,000
+    // string comparisons per verdict). Reports are found by id.
+    let mut members: HashMap<&str, Vec<TargetVerdict>> = HashMap::new();
+    for t in &config.targets {
+        if group.is_some_and(|name| t.group != name) {
+            continue;
         }
+        let (id, report) = match snapshot.entry(TargetId::key(t)) {
+            Some((id, report)) => (id.clone(), report.as_ref()),
+            None => (TargetId::of(t), &never_polled),
+        };
+        members
+            .entry(t.group.as_str())
+            .or_default()
+            .push(evaluate_target(id, t, report, mode, now));
     }
+    let mut by_target = HashMap::with_capacity(members.values().map(Vec::len).sum());
     let groups: Vec<GroupVerdict> = config
         .groups
         .iter()
         .filter(|g| group.is_none_or(|name| g.name == name))
-        .map(|g| {
-            let targets: Vec<TargetVerdict> = members
-                .get(g.name.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+        .enumerate()
+        .map(|(g_index, g)| {
+            let targets = members.remove(g.name.as_str()).unwrap_or_default();
+            for (t_index, t) in targets.iter().enumerate() {
+                by_target.insert(t.target.clone(), (g_index, t_index));
+            }
+            let mut reasons: Vec<GroupReason> = targets
                 .iter()
-                .map(|(t, r)| evaluate_target(t, r, mode, now))
-                .collect();
-            let mut reasons: Vec<String> = targets
-                .iter()
-                .filter(|t| !t.ready)
-                .map(|t| {
-                    format!(
-                        "{}: {}",
-                        t.target,
-                        t.reasons.first().map(String::as_str).unwrap_or("not ready")
-                    )
+                .filter_map(|t| {
+                    // A target that is not ready has at least one reason
+                    // (and the group's readiness checks the targets too).
+                    let first = t.reasons.first()?;
+                    Some(GroupReason {
+                        code: first.code,
+                        target: Some(t.target.clone()),
+                        message: format!("{}: {}", t.target, first.message),
+                    })
                 })
                 .collect();
             if targets.is_empty() {
-                reasons.push(format!("{}: the group has no targets", g.name));
+                reasons.push(GroupReason {
+                    code: ReasonCode::GroupHasNoTargets,
+                    target: None,
+                    message: format!("{}: the group has no targets", g.name),
+                });
             }
             let exposure = targets.iter().filter_map(|t| t.exposure).max();
             let points: Vec<SystemTime> = targets.iter().filter_map(|t| t.recovery_point).collect();
@@ -145,7 +318,7 @@ pub fn evaluate(
             };
             GroupVerdict {
                 group: g.name.clone(),
-                ready: reasons.is_empty(),
+                ready: reasons.is_empty() && targets.iter().all(|t| t.ready),
                 rpo_budget: g.rpo_budget,
                 exposure,
                 recovery_point_skew,
@@ -159,11 +332,13 @@ pub fn evaluate(
         evaluated_at: now,
         ready: !groups.is_empty() && groups.iter().all(|g| g.ready),
         groups,
+        by_target,
     }
 }
 
-/// The gate for one target.
+/// The gate for one target, whose id is `id`.
 pub fn evaluate_target(
+    id: TargetId,
     target: &Target,
     report: &TargetReport,
     mode: Mode,
@@ -176,13 +351,19 @@ pub fn evaluate_target(
     let measurement = report.measurement.as_ref();
 
     if report.runs_total == 0 {
-        reasons.push("no measurement yet (first poll pending)".to_string());
+        reasons.push(Reason::new(
+            ReasonCode::FirstPollPending,
+            "no measurement yet (first poll pending)",
+        ));
     } else {
         match evidence_age {
-            None => reasons.push(match &report.last_error {
-                Some(err) => format!("no evidence yet ({err})"),
-                None => "no evidence yet".to_string(),
-            }),
+            None => reasons.push(Reason::new(
+                ReasonCode::NoEvidenceYet,
+                match &report.last_error {
+                    Some(err) => format!("no evidence yet ({err})"),
+                    None => "no evidence yet".to_string(),
+                },
+            )),
             Some(age) if age > target.stale_after => {
                 let since = report
                     .last_success
@@ -198,12 +379,18 @@ pub fn evaluate_target(
                     .as_ref()
                     .map(|e| format!(": {}", e.reason))
                     .unwrap_or_default();
-                reasons.push(format!("evidence stale ({since}{why})"));
+                reasons.push(Reason::new(
+                    ReasonCode::EvidenceStale,
+                    format!("evidence stale ({since}{why})"),
+                ));
             }
             Some(_) => {}
         }
         if let Some(err) = &report.last_poll_error {
-            reasons.push(format!("last poll failed ({err})"));
+            reasons.push(Reason::new(
+                ReasonCode::LastPollFailed,
+                format!("last poll failed ({err})"),
+            ));
         }
     }
 
@@ -216,7 +403,10 @@ pub fn evaluate_target(
                 .find(|f| f.side == Some(crate::probe::Side::Replica))
                 .map(|f| format!(" ({}: {})", f.reason, f.message))
                 .unwrap_or_default();
-            reasons.push(format!("replica unreachable{why}"));
+            reasons.push(Reason::new(
+                ReasonCode::ReplicaUnreachable,
+                format!("replica unreachable{why}"),
+            ));
         }
         if mode == Mode::Planned {
             if m.source_reachable == Some(false) {
@@ -226,16 +416,23 @@ pub fn evaluate_target(
                     .find(|f| f.side == Some(crate::probe::Side::Source))
                     .map(|f| format!(" ({}: {})", f.reason, f.message))
                     .unwrap_or_default();
-                reasons.push(format!("source unreachable{why}"));
+                reasons.push(Reason::new(
+                    ReasonCode::SourceUnreachable,
+                    format!("source unreachable{why}"),
+                ));
             }
             match &m.link {
                 LinkState::Healthy => replication_healthy = true,
-                LinkState::Unhealthy(why) => reasons.push(format!("replication unhealthy: {why}")),
+                LinkState::Unhealthy(why) => reasons.push(Reason::new(
+                    ReasonCode::LinkUnhealthy,
+                    format!("replication unhealthy: {why}"),
+                )),
                 // An unreachable replica already says why the link is unknown.
                 LinkState::Unknown(_) if m.replica_reachable == Some(false) => {}
-                LinkState::Unknown(why) => {
-                    reasons.push(format!("replication status unknown: {why}"))
-                }
+                LinkState::Unknown(why) => reasons.push(Reason::new(
+                    ReasonCode::LinkUnknown,
+                    format!("replication status unknown: {why}"),
+                )),
             }
         } else {
             replication_healthy = m.link.is_healthy();
@@ -253,19 +450,27 @@ pub fn evaluate_target(
 
     if report.runs_total > 0 {
         match (report.recovery_point, report.exposure) {
-            (None, _) | (_, None) => reasons.push(
-                "recovery point unknown (nothing proven since the exporter started)".to_string(),
-            ),
+            (None, _) | (_, None) => reasons.push(Reason::new(
+                ReasonCode::RecoveryPointUnknown,
+                "recovery point unknown (nothing proven since the exporter started)",
+            )),
             (Some(_), Some(exposure)) => {
-                let (figure, what) = match (mode, loss_window) {
-                    (Mode::Unplanned, Some(window)) => (window, "known loss window"),
-                    _ => (exposure, "exposure"),
+                let (figure, what, code) = match (mode, loss_window) {
+                    (Mode::Unplanned, Some(window)) => (
+                        window,
+                        "known loss window",
+                        ReasonCode::LossWindowOverBudget,
+                    ),
+                    _ => (exposure, "exposure", ReasonCode::ExposureOverBudget),
                 };
                 if figure > target.rpo_budget {
-                    reasons.push(format!(
-                        "{what} {} exceeds budget {}",
-                        human_duration(figure),
-                        human_duration(target.rpo_budget)
+                    reasons.push(Reason::new(
+                        code,
+                        format!(
+                            "{what} {} exceeds budget {}",
+                            human_duration(figure),
+                            human_duration(target.rpo_budget)
+                        ),
                     ));
                 }
             }
@@ -273,7 +478,7 @@ pub fn evaluate_target(
     }
 
     TargetVerdict {
-        target: target.name.clone(),
+        target: id,
         kind: target.kind(),
         ready: reasons.is_empty(),
         recovery_point: report.recovery_point,
@@ -322,19 +527,29 @@ pub fn human_duration(d: Duration) -> String {
 
 // ---------------------------------------------------------------------------
 // The JSON form, shared by /failover-readiness and `check --output json`.
+//
+// Every level (the verdict, each group, each target) has `reasons`, the
+// lines a person reads, and `reason_details`, the same reasons in the same
+// order with their codes: `reason_details[i].message == reasons[i]`. The
+// verdict's lists are its groups' lists, concatenated.
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VerdictJson {
+    /// [`SCHEMA_VERSION`]; 0 when read from an exporter older than it.
+    #[serde(default)]
+    pub schema_version: u32,
     pub verdict: String,
     pub ready: bool,
     pub mode: String,
     pub evaluated_at: String,
     pub evaluated_at_unix: f64,
     pub reasons: Vec<String>,
+    #[serde(default)]
+    pub reason_details: Vec<ReasonJson>,
     pub groups: Vec<GroupJson>,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct GroupJson {
     pub group: String,
     pub verdict: String,
@@ -343,10 +558,12 @@ pub struct GroupJson {
     pub exposure_seconds: Option<f64>,
     pub recovery_point_skew_seconds: Option<f64>,
     pub reasons: Vec<String>,
+    #[serde(default)]
+    pub reason_details: Vec<ReasonJson>,
     pub targets: Vec<TargetJson>,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TargetJson {
     pub target: String,
     pub kind: String,
@@ -360,6 +577,34 @@ pub struct TargetJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_window_seconds: Option<f64>,
     pub reasons: Vec<String>,
+    #[serde(default)]
+    pub reason_details: Vec<ReasonJson>,
+}
+
+/// One reason with its code. `group` and `target` name what the reason is
+/// about where the enclosing object does not (group and verdict level).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReasonJson {
+    /// A [`ReasonCode`] in snake_case. A string, not the enum, so that
+    /// `check --from` passes on a code from a newer exporter unchanged.
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub message: String,
+}
+
+impl ReasonJson {
+    /// A reason about neither one group nor one target (`check`'s own).
+    pub fn new(reason: &Reason) -> ReasonJson {
+        ReasonJson {
+            code: reason.code.as_str().to_string(),
+            group: None,
+            target: None,
+            message: reason.message.clone(),
+        }
+    }
 }
 
 fn verdict_word(ready: bool) -> &'static str {
@@ -372,49 +617,69 @@ fn verdict_word(ready: bool) -> &'static str {
 
 impl Verdict {
     pub fn to_json(&self) -> VerdictJson {
+        let groups: Vec<GroupJson> = self.groups.iter().map(GroupVerdict::to_json).collect();
         VerdictJson {
+            schema_version: SCHEMA_VERSION,
             verdict: verdict_word(self.ready).to_string(),
             ready: self.ready,
             mode: self.mode.to_string(),
             evaluated_at: humantime::format_rfc3339_millis(self.evaluated_at).to_string(),
             evaluated_at_unix: unix_seconds(self.evaluated_at),
-            reasons: self
-                .groups
+            reasons: groups
                 .iter()
                 .flat_map(|g| g.reasons.iter().cloned())
                 .collect(),
-            groups: self
-                .groups
+            reason_details: groups
                 .iter()
-                .map(|g| GroupJson {
-                    group: g.group.clone(),
-                    verdict: verdict_word(g.ready).to_string(),
-                    ready: g.ready,
-                    rpo_budget_seconds: g.rpo_budget.as_secs_f64(),
-                    exposure_seconds: g.exposure.map(|d| d.as_secs_f64()),
-                    recovery_point_skew_seconds: g.recovery_point_skew.map(|d| d.as_secs_f64()),
-                    reasons: g.reasons.clone(),
-                    targets: g
-                        .targets
-                        .iter()
-                        .map(|t| TargetJson {
-                            target: t.target.clone(),
-                            kind: t.kind.to_string(),
-                            ready: t.ready,
-                            recovery_point: t
-                                .recovery_point
-                                .map(|rp| humantime::format_rfc3339_millis(rp).to_string()),
-                            recovery_point_unix: t.recovery_point.map(unix_seconds),
-                            exposure_seconds: t.exposure.map(|d| d.as_secs_f64()),
-                            budget_seconds: t.budget.as_secs_f64(),
-                            evidence_age_seconds: t.evidence_age.map(|d| d.as_secs_f64()),
-                            replication_healthy: t.replication_healthy,
-                            loss_window_seconds: t.loss_window.map(|d| d.as_secs_f64()),
-                            reasons: t.reasons.clone(),
-                        })
-                        .collect(),
+                .flat_map(|g| g.reason_details.iter().cloned())
+                .collect(),
+            groups,
+        }
+    }
+}
+
+impl GroupVerdict {
+    fn to_json(&self) -> GroupJson {
+        GroupJson {
+            group: self.group.clone(),
+            verdict: verdict_word(self.ready).to_string(),
+            ready: self.ready,
+            rpo_budget_seconds: self.rpo_budget.as_secs_f64(),
+            exposure_seconds: self.exposure.map(|d| d.as_secs_f64()),
+            recovery_point_skew_seconds: self.recovery_point_skew.map(|d| d.as_secs_f64()),
+            reasons: self.reasons.iter().map(|r| r.message.clone()).collect(),
+            reason_details: self
+                .reasons
+                .iter()
+                .map(|r| ReasonJson {
+                    code: r.code.as_str().to_string(),
+                    group: Some(self.group.clone()),
+                    target: r.target.as_ref().map(TargetId::to_string),
+                    message: r.message.clone(),
                 })
                 .collect(),
+            targets: self.targets.iter().map(TargetVerdict::to_json).collect(),
+        }
+    }
+}
+
+impl TargetVerdict {
+    fn to_json(&self) -> TargetJson {
+        TargetJson {
+            target: self.target.to_string(),
+            kind: self.kind.to_string(),
+            ready: self.ready,
+            recovery_point: self
+                .recovery_point
+                .map(|rp| humantime::format_rfc3339_millis(rp).to_string()),
+            recovery_point_unix: self.recovery_point.map(unix_seconds),
+            exposure_seconds: self.exposure.map(|d| d.as_secs_f64()),
+            budget_seconds: self.budget.as_secs_f64(),
+            evidence_age_seconds: self.evidence_age.map(|d| d.as_secs_f64()),
+            replication_healthy: self.replication_healthy,
+            loss_window_seconds: self.loss_window.map(|d| d.as_secs_f64()),
+            reasons: self.reasons.iter().map(|r| r.message.clone()).collect(),
+            reason_details: self.reasons.iter().map(ReasonJson::new).collect(),
         }
     }
 }
@@ -461,10 +726,21 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         m
     }
 
-    fn snapshot(reports: Vec<TargetReport>) -> Snapshot {
-        Snapshot {
-            reports: reports.into_iter().map(std::sync::Arc::new).collect(),
-        }
+    /// The reports of erp-db and erp-files, by id.
+    fn snapshot([db, files]: [TargetReport; 2]) -> Snapshot {
+        Snapshot::from_reports([
+            (TargetId::new("erp-db"), db),
+            (TargetId::new("erp-files"), files),
+        ])
+    }
+
+    /// The lines a person reads.
+    fn lines(reasons: &[GroupReason]) -> Vec<&str> {
+        reasons.iter().map(|r| r.message.as_str()).collect()
+    }
+
+    fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
+        reasons.iter().map(|r| r.code).collect()
     }
 
     fn polled(m: Measurement) -> TargetReport {
@@ -474,12 +750,10 @@ replica_url = "postgres://a@127.0.0.1:2/x"
 
     #[test]
     fn all_fresh_and_within_budget_is_go() {
-        let s = snapshot(vec![
-            polled(healthy(100.0, 99.5)),
-            polled(healthy(100.0, 70.0)),
-        ]);
+        let s = snapshot([polled(healthy(100.0, 99.5)), polled(healthy(100.0, 70.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(101.0), None);
         assert!(v.ready, "{:?}", v.groups[0].reasons);
+        assert!(v.groups[0].reasons.is_empty());
         assert_eq!(v.groups[0].exposure, Some(Duration::from_secs(30)));
         assert_eq!(
             v.groups[0].recovery_point_skew,
@@ -489,24 +763,35 @@ replica_url = "postgres://a@127.0.0.1:2/x"
 
     #[test]
     fn exposure_over_budget_names_target_figure_and_budget() {
-        let s = snapshot(vec![
-            polled(healthy(100.0, 58.0)),
-            polled(healthy(100.0, 99.0)),
-        ]);
+        let s = snapshot([polled(healthy(100.0, 58.0)), polled(healthy(100.0, 99.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), Some("erp"));
         assert!(!v.ready);
         assert_eq!(
-            v.groups[0].reasons,
-            vec!["erp-db: exposure 42s exceeds budget 5s".to_string()]
+            lines(&v.groups[0].reasons),
+            ["erp-db: exposure 42s exceeds budget 5s"]
+        );
+        let reason = &v.groups[0].reasons[0];
+        assert_eq!(reason.code, ReasonCode::ExposureOverBudget);
+        assert_eq!(reason.target.as_ref().map(TargetId::as_str), Some("erp-db"));
+        assert_eq!(
+            v.target("erp-db").unwrap().reasons,
+            [Reason::new(
+                ReasonCode::ExposureOverBudget,
+                "exposure 42s exceeds budget 5s"
+            )]
         );
     }
 
     #[test]
     fn never_polled_is_no_go() {
-        let s = snapshot(vec![TargetReport::default(), polled(healthy(100.0, 99.0))]);
+        let s = snapshot([TargetReport::default(), polled(healthy(100.0, 99.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
         assert!(!v.ready);
-        assert!(v.groups[0].reasons[0].contains("first poll pending"));
+        assert_eq!(
+            lines(&v.groups[0].reasons),
+            ["erp-db: no measurement yet (first poll pending)"]
+        );
+        assert_eq!(v.groups[0].reasons[0].code, ReasonCode::FirstPollPending);
     }
 
     #[test]
@@ -517,13 +802,14 @@ replica_url = "postgres://a@127.0.0.1:2/x"
             at(403.0),
             Err(ProbeError::new(FailureReason::Timeout, "no answer within 3s").on(Side::Replica)),
         );
-        let s = snapshot(vec![failed, polled(healthy(460.0, 460.0))]);
+        let s = snapshot([failed, polled(healthy(460.0, 460.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(460.0), None);
         assert!(!v.ready);
         assert_eq!(
-            v.groups[0].reasons,
-            vec!["erp-db: evidence stale (last success 6m ago: timeout)".to_string()]
+            lines(&v.groups[0].reasons),
+            ["erp-db: evidence stale (last success 6m ago: timeout)"]
         );
+        assert_eq!(v.groups[0].reasons[0].code, ReasonCode::EvidenceStale);
     }
 
     #[test]
@@ -534,38 +820,47 @@ replica_url = "postgres://a@127.0.0.1:2/x"
             at(101.0),
             Err(ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Replica)),
         );
-        let s = snapshot(vec![failed, polled(healthy(101.0, 101.0))]);
+        let s = snapshot([failed, polled(healthy(101.0, 101.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(101.0), None);
         assert!(!v.ready);
-        assert!(
-            v.groups[0].reasons[0]
-                .contains("last poll failed (replica connect: connection refused)"),
-            "{:?}",
-            v.groups[0].reasons
+        let db = v.target("erp-db").unwrap();
+        assert_eq!(codes(&db.reasons), [ReasonCode::LastPollFailed]);
+        assert_eq!(
+            db.reasons[0].message,
+            "last poll failed (replica connect: connection refused)"
         );
+        assert_eq!(v.groups[0].reasons[0].code, ReasonCode::LastPollFailed);
     }
 
     #[test]
     fn unknown_recovery_point_is_no_go() {
         let mut m = healthy(100.0, 0.0);
         m.recovery_point = None;
-        let s = snapshot(vec![polled(m), polled(healthy(100.0, 100.0))]);
+        let s = snapshot([polled(m), polled(healthy(100.0, 100.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
         assert!(!v.ready);
-        assert!(v.groups[0].reasons[0].contains("recovery point unknown"));
+        assert_eq!(
+            lines(&v.groups[0].reasons),
+            ["erp-db: recovery point unknown (nothing proven since the exporter started)"]
+        );
+        assert_eq!(
+            v.groups[0].reasons[0].code,
+            ReasonCode::RecoveryPointUnknown
+        );
     }
 
     #[test]
     fn unhealthy_link_is_no_go_even_at_zero_exposure() {
         let mut m = healthy(100.0, 100.0);
         m.link = LinkState::Unhealthy("WAL receiver is not streaming".to_string());
-        let s = snapshot(vec![polled(m), polled(healthy(100.0, 100.0))]);
+        let s = snapshot([polled(m), polled(healthy(100.0, 100.0))]);
         let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
         assert!(!v.ready);
         assert_eq!(
-            v.groups[0].reasons[0],
-            "erp-db: replication unhealthy: WAL receiver is not streaming"
+            lines(&v.groups[0].reasons),
+            ["erp-db: replication unhealthy: WAL receiver is not streaming"]
         );
+        assert_eq!(v.groups[0].reasons[0].code, ReasonCode::LinkUnhealthy);
     }
 
     #[test]
@@ -580,10 +875,21 @@ replica_url = "postgres://a@127.0.0.1:2/x"
             .failures
             .push(ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Source));
         let report = first.after_poll(at(200.0), at(200.0), Ok(source_gone));
-        let s = snapshot(vec![report.clone(), polled(healthy(200.0, 199.0))]);
+        let s = snapshot([report.clone(), polled(healthy(200.0, 199.0))]);
         let planned = evaluate(&config(), &s, Mode::Planned, at(200.0), None);
         assert!(!planned.ready);
-        assert!(planned.groups[0].reasons[0].contains("source unreachable"));
+        assert_eq!(
+            codes(&planned.target("erp-db").unwrap().reasons),
+            [
+                ReasonCode::SourceUnreachable,
+                ReasonCode::LinkUnhealthy,
+                ReasonCode::ExposureOverBudget
+            ]
+        );
+        assert_eq!(
+            planned.groups[0].reasons[0].message,
+            "erp-db: source unreachable (connect: connection refused)"
+        );
         let unplanned = evaluate(&config(), &s, Mode::Unplanned, at(200.0), None);
         assert!(unplanned.ready, "{:?}", unplanned.groups[0].reasons);
         assert_eq!(
@@ -593,11 +899,249 @@ replica_url = "postgres://a@127.0.0.1:2/x"
     }
 
     #[test]
-    fn json_shape() {
-        let s = snapshot(vec![
-            polled(healthy(100.0, 58.0)),
-            polled(healthy(100.0, 99.0)),
+    fn polled_without_evidence_is_no_go() {
+        let failed = TargetReport::default().after_poll(
+            at(100.0),
+            at(100.0),
+            Err(ProbeError::new(FailureReason::Auth, "password rejected").on(Side::Replica)),
+        );
+        let s = snapshot([failed, polled(healthy(100.0, 100.0))]);
+        let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
+        let db = v.target("erp-db").unwrap();
+        assert!(!db.ready);
+        assert_eq!(
+            codes(&db.reasons),
+            [
+                ReasonCode::NoEvidenceYet,
+                ReasonCode::LastPollFailed,
+                ReasonCode::RecoveryPointUnknown
+            ]
+        );
+        assert_eq!(
+            db.reasons[0].message,
+            "no evidence yet (replica auth: password rejected)"
+        );
+    }
+
+    #[test]
+    fn unreachable_replica_is_no_go_in_both_modes() {
+        let mut m = healthy(101.0, 0.0);
+        m.recovery_point = None;
+        m.replica_reachable = Some(false);
+        m.link = LinkState::Unknown("the replica did not answer".to_string());
+        m.failures
+            .push(ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Replica));
+        let report = polled(healthy(100.0, 100.0)).after_poll(at(101.0), at(101.0), Ok(m));
+        let s = snapshot([report, polled(healthy(101.0, 101.0))]);
+        for mode in [Mode::Planned, Mode::Unplanned] {
+            let v = evaluate(&config(), &s, mode, at(101.0), None);
+            assert!(!v.ready, "{mode}");
+            // The unknown link is not a second reason: the replica says why.
+            assert_eq!(
+                v.target("erp-db").unwrap().reasons,
+                [Reason::new(
+                    ReasonCode::ReplicaUnreachable,
+                    "replica unreachable (connect: connection refused)"
+                )],
+                "{mode}"
+            );
+            assert_eq!(
+                v.groups[0].reasons[0].code,
+                ReasonCode::ReplicaUnreachable,
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_link_is_no_go_in_planned_mode() {
+        let mut m = healthy(100.0, 100.0);
+        m.link = LinkState::Unknown("no WAL receiver row".to_string());
+        let s = snapshot([polled(m), polled(healthy(100.0, 100.0))]);
+        let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
+        assert_eq!(
+            v.target("erp-db").unwrap().reasons,
+            [Reason::new(
+                ReasonCode::LinkUnknown,
+                "replication status unknown: no WAL receiver row"
+            )]
+        );
+        // Unplanned: the link is the lost source's business.
+        assert!(evaluate(&config(), &s, Mode::Unplanned, at(100.0), None).ready);
+    }
+
+    #[test]
+    fn loss_window_over_budget_is_no_go_in_unplanned_mode() {
+        // Last contact with the source at 100, recovery point 90: 10s lost.
+        let mut source_gone = healthy(101.0, 0.0);
+        source_gone.recovery_point = None;
+        source_gone.source_reachable = Some(false);
+        let report = polled(healthy(100.0, 90.0)).after_poll(at(101.0), at(101.0), Ok(source_gone));
+        let s = snapshot([report, polled(healthy(101.0, 101.0))]);
+        let v = evaluate(&config(), &s, Mode::Unplanned, at(101.0), None);
+        assert_eq!(
+            v.target("erp-db").unwrap().reasons,
+            [Reason::new(
+                ReasonCode::LossWindowOverBudget,
+                "known loss window 10s exceeds budget 5s"
+            )]
+        );
+        assert_eq!(
+            lines(&v.groups[0].reasons),
+            ["erp-db: known loss window 10s exceeds budget 5s"]
+        );
+    }
+
+    #[test]
+    fn a_group_without_targets_is_no_go() {
+        let config = Config::from_toml(
+            &format!("{CONFIG}\n[[group]]\nname = \"crm\"\nrpo_budget = \"60s\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let s = snapshot([polled(healthy(100.0, 100.0)), polled(healthy(100.0, 100.0))]);
+        let v = evaluate(&config, &s, Mode::Planned, at(100.0), Some("crm"));
+        assert!(!v.ready);
+        assert_eq!(
+            v.groups[0].reasons,
+            [GroupReason {
+                code: ReasonCode::GroupHasNoTargets,
+                target: None,
+                message: "crm: the group has no targets".to_string(),
+            }]
+        );
+        assert!(evaluate(&config, &s, Mode::Planned, at(100.0), Some("erp")).ready);
+    }
+
+    #[test]
+    fn reports_are_joined_to_targets_by_id_not_position() {
+        // The store holds a report for a target the configuration no longer
+        // has, and none yet for erp-files (just added, say, by a reload).
+        let s = Snapshot::from_reports([
+            (TargetId::new("gone"), polled(healthy(100.0, 0.0))),
+            (TargetId::new("erp-db"), polled(healthy(100.0, 58.0))),
         ]);
+        let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
+        let names: Vec<&str> = v.targets().map(|t| t.target.as_str()).collect();
+        assert_eq!(names, ["erp-db", "erp-files"], "configuration order");
+        assert!(v.target("gone").is_none());
+        let db = v.target("erp-db").unwrap();
+        assert_eq!(db.exposure, Some(Duration::from_secs(42)));
+        assert_eq!(codes(&db.reasons), [ReasonCode::ExposureOverBudget]);
+        let files = v.target(&TargetId::new("erp-files")).unwrap();
+        assert_eq!(codes(&files.reasons), [ReasonCode::FirstPollPending]);
+        // A verdict for one group only knows that group's targets.
+        let one = evaluate(&config(), &s, Mode::Planned, at(100.0), Some("erp"));
+        assert_eq!(
+            one.target("erp-files").unwrap().target.as_str(),
+            "erp-files"
+        );
+    }
+
+    #[test]
+    fn reason_codes_are_listed_once_and_serialise_as_their_names() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ReasonCode::ALL {
+            // No wildcard arm: a new code does not compile until it is
+            // listed here, and so remembered in ALL.
+            match code {
+                ReasonCode::FirstPollPending
+                | ReasonCode::NoEvidenceYet
+                | ReasonCode::EvidenceStale
+                | ReasonCode::LastPollFailed
+                | ReasonCode::ReplicaUnreachable
+                | ReasonCode::SourceUnreachable
+                | ReasonCode::LinkUnhealthy
+                | ReasonCode::LinkUnknown
+                | ReasonCode::RecoveryPointUnknown
+                | ReasonCode::ExposureOverBudget
+                | ReasonCode::LossWindowOverBudget
+                | ReasonCode::GroupHasNoTargets
+                | ReasonCode::ExporterUnavailable
+                | ReasonCode::PrometheusUnavailable
+                | ReasonCode::VerdictSeriesMissing
+                | ReasonCode::GateAlertFiring => {}
+            }
+            assert!(seen.insert(code.as_str()), "{code} listed twice");
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+            assert_eq!(
+                serde_json::from_value::<ReasonCode>(serde_json::json!(code.as_str())).unwrap(),
+                code
+            );
+            assert!(code
+                .as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+        assert_eq!(seen.len(), 16);
+    }
+
+    #[test]
+    fn json_carries_codes_beside_the_words_at_every_level() {
+        let s = snapshot([polled(healthy(100.0, 58.0)), TargetReport::default()]);
+        let json =
+            serde_json::to_value(evaluate(&config(), &s, Mode::Planned, at(100.0), None).to_json())
+                .unwrap();
+        assert_eq!(json["schema_version"], 1);
+        let db = &json["groups"][0]["targets"][0];
+        assert_eq!(
+            db["reasons"],
+            serde_json::json!(["exposure 42s exceeds budget 5s"])
+        );
+        assert_eq!(
+            db["reason_details"],
+            serde_json::json!([{"code": "exposure_over_budget", "message": "exposure 42s exceeds budget 5s"}])
+        );
+        let group_details = serde_json::json!([
+            {"code": "exposure_over_budget", "group": "erp", "target": "erp-db",
+             "message": "erp-db: exposure 42s exceeds budget 5s"},
+            {"code": "first_poll_pending", "group": "erp", "target": "erp-files",
+             "message": "erp-files: no measurement yet (first poll pending)"},
+        ]);
+        assert_eq!(json["groups"][0]["reason_details"], group_details);
+        assert_eq!(json["reason_details"], group_details);
+        // The words are the same in both lists, in the same order.
+        for level in [&json, &json["groups"][0], db] {
+            let messages: Vec<&serde_json::Value> = level["reason_details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| &d["message"])
+                .collect();
+            let reasons: Vec<&serde_json::Value> =
+                level["reasons"].as_array().unwrap().iter().collect();
+            assert_eq!(messages, reasons);
+        }
+        // What `check --from` reads back is what was sent.
+        let back: VerdictJson = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn json_from_an_exporter_without_codes_still_reads() {
+        let old = serde_json::json!({
+            "verdict": "GO", "ready": true, "mode": "planned",
+            "evaluated_at": "2026-11-23T20:41:07.512Z", "evaluated_at_unix": 1795466467.512,
+            "reasons": [], "groups": [{
+                "group": "erp", "verdict": "GO", "ready": true, "rpo_budget_seconds": 60.0,
+                "exposure_seconds": 1.0, "recovery_point_skew_seconds": 0.0, "reasons": [],
+                "targets": [{"target": "erp-db", "kind": "postgres", "ready": true,
+                    "recovery_point": null, "recovery_point_unix": null, "exposure_seconds": 1.0,
+                    "budget_seconds": 5.0, "evidence_age_seconds": 0.1,
+                    "replication_healthy": true, "reasons": []}]
+            }]
+        });
+        let v: VerdictJson = serde_json::from_value(old).unwrap();
+        assert_eq!(v.schema_version, 0);
+        assert!(v.ready);
+    }
+
+    #[test]
+    fn json_shape() {
+        let s = snapshot([polled(healthy(100.0, 58.0)), polled(healthy(100.0, 99.0))]);
         let json =
             serde_json::to_value(evaluate(&config(), &s, Mode::Planned, at(100.0), None).to_json())
                 .unwrap();

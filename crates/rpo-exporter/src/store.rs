@@ -1,15 +1,76 @@
-//! The latest report of every target, as an immutable [`Snapshot`] that
-//! readers clone cheaply (an `Arc`). Writers replace one target's report and
-//! publish a new snapshot; no lock is ever held across an `.await`.
+//! The latest report of every target, keyed by [`TargetId`], as an
+//! immutable [`Snapshot`] that readers clone cheaply (an `Arc`). Writers
+//! replace one target's report and publish a new snapshot; no lock is ever
+//! held across an `.await`.
+//!
+//! Reports are found by the target's identity, never by its position in the
+//! configuration, so a reloaded configuration (targets added, removed or
+//! reordered) can keep the history of the targets it did not change.
 //!
 //! This is where the "no reset" rule lives: the recovery point only moves
 //! forward, and a poll that proves nothing keeps the last proven one, so the
 //! exposure keeps growing while a side cannot be reached.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::config::Target;
 use crate::probe::{FailureReason, Measurement, ProbeError};
+
+/// A target's identity: its name, which configuration validation keeps
+/// unique.
+///
+/// Backed by an `Arc<str>` because the id is copied into every snapshot (one
+/// map key per target, every time any report changes), every poll task and
+/// every verdict: a reference count, not a string allocation, each time.
+/// It borrows as `str` (and hashes like one), so a map keyed by `TargetId`
+/// is searched with [`TargetId::key`] without allocating.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(Arc<str>);
+
+impl TargetId {
+    pub fn new(name: &str) -> TargetId {
+        TargetId(Arc::from(name))
+    }
+
+    /// The id of a configured target.
+    pub fn of(target: &Target) -> TargetId {
+        TargetId::new(TargetId::key(target))
+    }
+
+    /// The borrowed form of [`TargetId::of`], to look a target up in a map
+    /// keyed by `TargetId` (a [`Snapshot`], a verdict) without allocating.
+    /// The one place that says what a target's identity is.
+    pub fn key(target: &Target) -> &str {
+        &target.name
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for TargetId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
 
 /// Everything known about one target.
 #[derive(Debug, Clone, Default)]
@@ -142,16 +203,60 @@ fn max_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-/// The reports of all targets, in configuration order.
+/// The latest report of every target the store tracks, by id. Immutable:
+/// a change publishes a new snapshot, so a reader's copy never moves under it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub reports: Vec<Arc<TargetReport>>,
+    reports: HashMap<TargetId, Arc<TargetReport>>,
 }
 
 impl Snapshot {
-    /// True once every target has been polled at least once.
+    /// A snapshot holding exactly these reports (tests, benchmarks).
+    pub fn from_reports(reports: impl IntoIterator<Item = (TargetId, TargetReport)>) -> Snapshot {
+        Snapshot {
+            reports: reports
+                .into_iter()
+                .map(|(id, report)| (id, Arc::new(report)))
+                .collect(),
+        }
+    }
+
+    /// The report of the target with this id (a `&TargetId`, or the
+    /// [`TargetId::key`] of a configured target).
+    pub fn report<Q>(&self, id: &Q) -> Option<&Arc<TargetReport>>
+    where
+        TargetId: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.reports.get(id)
+    }
+
+    /// The stored id and the report: the id is the snapshot's own (cloning
+    /// it does not allocate).
+    pub fn entry<Q>(&self, id: &Q) -> Option<(&TargetId, &Arc<TargetReport>)>
+    where
+        TargetId: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.reports.get_key_value(id)
+    }
+
+    /// Every tracked target's report, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TargetId, &Arc<TargetReport>)> {
+        self.reports.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.reports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+    }
+
+    /// True once every tracked target has been polled at least once.
     pub fn first_round_done(&self) -> bool {
-        self.reports.iter().all(|r| r.runs_total > 0)
+        self.reports.values().all(|r| r.runs_total > 0)
     }
 }
 
@@ -162,11 +267,13 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(target_count: usize) -> Store {
+    /// A store tracking these targets, none polled yet.
+    pub fn new(targets: impl IntoIterator<Item = TargetId>) -> Store {
         Store {
             current: Mutex::new(Arc::new(Snapshot {
-                reports: (0..target_count)
-                    .map(|_| Arc::new(TargetReport::default()))
+                reports: targets
+                    .into_iter()
+                    .map(|id| (id, Arc::new(TargetReport::default())))
                     .collect(),
             })),
         }
@@ -182,7 +289,7 @@ impl Store {
 
     pub fn record_poll(
         &self,
-        target: usize,
+        target: &TargetId,
         started: SystemTime,
         finished: SystemTime,
         result: Result<Measurement, ProbeError>,
@@ -192,15 +299,27 @@ impl Store {
         });
     }
 
-    pub fn record_heartbeat(&self, target: usize, at: SystemTime, result: Result<(), ProbeError>) {
+    pub fn record_heartbeat(
+        &self,
+        target: &TargetId,
+        at: SystemTime,
+        result: Result<(), ProbeError>,
+    ) {
         self.update(target, |report| report.after_heartbeat(at, result));
     }
 
-    fn update(&self, target: usize, change: impl FnOnce(&TargetReport) -> TargetReport) {
+    /// Replaces one target's report. A target the store does not track (a
+    /// late result for one a reload removed) is dropped: the set of targets
+    /// is the store's to decide, not a writer's.
+    fn update(&self, target: &TargetId, change: impl FnOnce(&TargetReport) -> TargetReport) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let next_report = Arc::new(change(&current.reports[target]));
+        let Some(report) = current.reports.get(target) else {
+            tracing::debug!(target = %target, "result for a target the store does not track; dropped");
+            return;
+        };
+        let next_report = Arc::new(change(report));
         let mut reports = current.reports.clone();
-        reports[target] = next_report;
+        reports.insert(target.clone(), next_report);
         *current = Arc::new(Snapshot { reports });
     }
 }
@@ -266,13 +385,42 @@ mod tests {
 
     #[test]
     fn store_publishes_new_snapshots_without_touching_old_ones() {
-        let store = Store::new(2);
+        let (a, b) = (TargetId::new("a"), TargetId::new("b"));
+        let store = Store::new([a.clone(), b.clone()]);
         let before = store.snapshot();
-        store.record_poll(1, at(1), at(1), Ok(measured(1, Some(1))));
-        assert_eq!(before.reports[1].runs_total, 0);
-        assert_eq!(store.snapshot().reports[1].runs_total, 1);
+        store.record_poll(&b, at(1), at(1), Ok(measured(1, Some(1))));
+        assert_eq!(before.report(&b).unwrap().runs_total, 0);
+        assert_eq!(store.snapshot().report(&b).unwrap().runs_total, 1);
+        assert_eq!(store.snapshot().report(&a).unwrap().runs_total, 0);
         assert!(!store.snapshot().first_round_done());
-        store.record_poll(0, at(1), at(1), Ok(measured(1, Some(1))));
+        store.record_poll(&a, at(1), at(1), Ok(measured(1, Some(1))));
         assert!(store.snapshot().first_round_done());
+    }
+
+    #[test]
+    fn reports_are_found_by_id_and_untracked_targets_are_dropped() {
+        let db = TargetId::new("erp-db");
+        let store = Store::new([db.clone()]);
+        store.record_poll(&db, at(1), at(1), Ok(measured(1, Some(1))));
+        // Looked up by the borrowed name: the same report.
+        assert_eq!(store.snapshot().report("erp-db").unwrap().runs_total, 1);
+        let (id, _) = store
+            .snapshot()
+            .entry("erp-db")
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .unwrap();
+        assert_eq!(id, db);
+        // A result for a target the store does not track changes nothing.
+        let before = store.snapshot();
+        store.record_poll(
+            &TargetId::new("gone"),
+            at(2),
+            at(2),
+            Ok(measured(2, Some(2))),
+        );
+        let after = store.snapshot();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(after.report("gone").is_none());
+        assert_eq!(after.len(), 1);
     }
 }

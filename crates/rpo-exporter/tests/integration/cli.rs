@@ -277,6 +277,147 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("cannot be reached"));
 }
 
+/// The codes of a JSON `reason_details` list.
+fn reason_codes(details: &serde_json::Value) -> Vec<String> {
+    details
+        .as_array()
+        .unwrap_or_else(|| panic!("reason_details is a list: {details}"))
+        .iter()
+        .map(|d| d["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Each level's `reason_details` says the same words as its `reasons`.
+fn assert_details_match_reasons(level: &serde_json::Value) {
+    let messages: Vec<&serde_json::Value> = level["reason_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["message"])
+        .collect();
+    let reasons: Vec<&serde_json::Value> = level["reasons"].as_array().unwrap().iter().collect();
+    assert_eq!(messages, reasons, "{level}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_is_coded_replica_unreachable_in_every_output() {
+    let pair = start_pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(&postgres_target("erp-db", &pair, "5s", false));
+    let config = write_file(dir.path(), "c.toml", &text);
+    let config = config.to_str().unwrap();
+    let exporter = Exporter::start(&text).await;
+    wait_until(Duration::from_secs(10), "GO", || async {
+        let (status, v) = exporter.verdict("").await;
+        (status == 200, v.to_string())
+    })
+    .await;
+    let (_, go) = exporter.verdict("").await;
+    assert_eq!(go["schema_version"], 1, "{go}");
+    assert_eq!(go["reason_details"], serde_json::json!([]), "{go}");
+    assert_eq!(
+        go["groups"][0]["targets"][0]["reason_details"],
+        serde_json::json!([])
+    );
+
+    pair.stop_replica().unwrap();
+
+    // The daemon: /failover-readiness carries the code at every level.
+    let seen = wait_until(Duration::from_secs(10), "replica_unreachable", || async {
+        let (status, v) = exporter.verdict("?group=erp").await;
+        let target = &v["groups"][0]["targets"][0];
+        let coded = status == 503
+            && target["reason_details"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|r| r["code"] == "replica_unreachable"));
+        (coded, v.to_string())
+    })
+    .await;
+    let verdict: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(verdict["schema_version"], 1);
+    let group = &verdict["groups"][0];
+    let target = &group["targets"][0];
+    // Fresh evidence from before the stop: the unreachable replica is the
+    // first reason, so it is also the group's.
+    assert_eq!(
+        reason_codes(&target["reason_details"])[0],
+        "replica_unreachable",
+        "{target}"
+    );
+    assert!(
+        target["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("replica unreachable (connect: "),
+        "the words are unchanged: {target}"
+    );
+    let first = &group["reason_details"][0];
+    assert_eq!(first["code"], "replica_unreachable", "{group}");
+    assert_eq!(first["group"], "erp");
+    assert_eq!(first["target"], "erp-db");
+    assert_eq!(verdict["reason_details"], group["reason_details"]);
+    for level in [&verdict, group, target] {
+        assert_details_match_reasons(level);
+    }
+    // The board shows the same words and carries the code.
+    let (_, board) = exporter.get("/").await;
+    assert!(
+        board.contains(r#"<span class="reason" data-code="replica_unreachable" title="replica_unreachable">replica unreachable (connect: "#),
+        "{board}"
+    );
+
+    // `check --config`: its own poll round, the code in its JSON.
+    let output = run(&["check", "--config", config, "--output", "json"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["schema_version"], 1, "{json}");
+    let group = &json["groups"][0];
+    let target = &group["targets"][0];
+    // No evidence yet in a fresh run comes first; the replica is named too.
+    assert!(
+        reason_codes(&target["reason_details"]).contains(&"replica_unreachable".to_string()),
+        "{target}"
+    );
+    let first = &group["reason_details"][0];
+    assert_eq!(first["target"], "erp-db", "{group}");
+    assert_eq!(
+        first["code"], target["reason_details"][0]["code"],
+        "the group's reason is its target's first: {group}"
+    );
+    for level in [&json, group, target] {
+        assert_details_match_reasons(level);
+    }
+
+    // `check --from`: the daemon's codes, passed through.
+    let base = exporter.url("");
+    let output = run(&["check", "--from", &base, "--output", "json"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        json["reason_details"][0]["code"], "replica_unreachable",
+        "{json}"
+    );
+    assert_eq!(
+        reason_codes(&json["groups"][0]["targets"][0]["reason_details"])[0],
+        "replica_unreachable"
+    );
+    exporter.stop().await;
+
+    // And with nothing listening, `check --from` says why, coded.
+    let output = run(&["check", "--from", &base, "--output", "json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{json}");
+    assert_eq!(
+        json["reason_details"],
+        serde_json::json!([{
+            "code": "exporter_unavailable",
+            "message": json["reasons"][0],
+        }])
+    );
+}
+
 #[tokio::test]
 async fn shipped_example_configs_validate() {
     let mut checked = 0;

@@ -123,3 +123,19 @@ fn readme_toml_examples_validate() {
         }
     }
 }
+
+#[test]
+fn readme_reason_code_table_lists_exactly_the_codes() {
+    use rpo_exporter::readiness::ReasonCode;
+    let section = readme_section("NO-GO reason codes");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(code, _)| code))
+        .collect();
+    let code: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        documented, code,
+        "the README's NO-GO reason codes table, in ReasonCode::ALL order"
+    );
+}
