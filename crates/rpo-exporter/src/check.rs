@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::poller::{heartbeat_and_record, poll_and_record};
 use crate::kinds;
+use crate::poller::{heartbeat_and_record, poll_and_record};
+use crate::probe::ProbeContext;
 use crate::readiness::{evaluate, human_duration, Mode, VerdictJson};
 use crate::store::Store;
 
@@ -78,10 +79,13 @@ pub async fn check_config(
         })
         .collect();
 
+    // The run's own AWS call counters: `check` prints no metrics, but the
+    // AWS probes count in something explicit, never a static.
+    let context = ProbeContext::new(config.instance.clone());
     let mut probes = Vec::new();
     for &i in &selected {
         let target = &config.targets[i];
-        match kinds::build(target, &config.instance) {
+        match kinds::build(target, &context) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
                 probes.push((i, Some(probe), writer));

@@ -15,8 +15,8 @@ use tokio::time::MissedTickBehavior;
 use crate::config::{Config, Target};
 use futures::FutureExt;
 
-use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
 use crate::kinds;
+use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError};
 use crate::store::Store;
 
 /// The running poll tasks.
@@ -26,23 +26,17 @@ pub struct Poller {
 
 impl Poller {
     /// Starts one poll task (and one heartbeat task where configured) per target.
-    pub fn start(config: Arc<Config>, store: Arc<Store>) -> Poller {
+    pub fn start(config: Arc<Config>, store: Arc<Store>, context: ProbeContext) -> Poller {
         let mut tasks = JoinSet::new();
         for (index, target) in config.targets.iter().enumerate() {
             let target = target.clone();
             let store = store.clone();
-            match kinds::build(&target, &config.instance) {
+            match kinds::build(&target, &context) {
                 Ok(mut probe) => {
                     if let Some(writer) = probe.heartbeat_writer() {
                         tasks.spawn(heartbeat_loop(index, target.clone(), writer, store.clone()));
                     }
-                    tasks.spawn(poll_loop(
-                        index,
-                        target,
-                        config.instance.clone(),
-                        probe,
-                        store,
-                    ));
+                    tasks.spawn(poll_loop(index, target, context.clone(), probe, store));
                 }
                 Err(error) => {
                     tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
@@ -162,7 +156,7 @@ pub async fn heartbeat_and_record(
 async fn poll_loop(
     index: usize,
     target: Target,
-    instance: String,
+    context: ProbeContext,
     mut probe: Box<dyn Probe>,
     store: Arc<Store>,
 ) {
@@ -174,7 +168,7 @@ async fn poll_loop(
             == PollOutcome::ProbePanicked
         {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
-            if let Ok(fresh) = kinds::build(&target, &instance) {
+            if let Ok(fresh) = kinds::build(&target, &context) {
                 probe = fresh;
             }
         }

@@ -29,6 +29,20 @@ use super::queue::{queue_details, QueueHistory, QueueObservation};
 use crate::config::{RabbitmqTarget, Target};
 use crate::probe::{Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
 
+use super::queue;
+use crate::metric_def::MetricDef;
+
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &queue::MESSAGES,
+    &queue::OLDEST_MESSAGE_AGE_SECONDS,
+    &queue::CONSUMERS,
+    &queue::LAST_EMPTY_TIMESTAMP_SECONDS,
+    &queue::MESSAGES_READY,
+    &queue::MESSAGES_UNACKNOWLEDGED,
+];
+
 /// The fields of a queue object this probe reads. Counts are absent until
 /// the broker has published the queue's first statistics.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -229,18 +243,10 @@ impl RabbitmqProbe {
 fn rabbit_details(stats: &QueueStats) -> Vec<Detail> {
     let mut details = Vec::new();
     if let Some(ready) = stats.messages_ready {
-        details.push(Detail::gauge(
-            "rpo_queue_messages_ready",
-            "Messages waiting to be delivered to a consumer.",
-            ready as f64,
-        ));
+        details.push(Detail::new(&queue::MESSAGES_READY, ready as f64));
     }
     if let Some(unacked) = stats.messages_unacknowledged {
-        details.push(Detail::gauge(
-            "rpo_queue_messages_unacknowledged",
-            "Messages delivered to a consumer and not yet acknowledged.",
-            unacked as f64,
-        ));
+        details.push(Detail::new(&queue::MESSAGES_UNACKNOWLEDGED, unacked as f64));
     }
     details
 }

@@ -28,6 +28,17 @@ use super::queue::{queue_details, QueueHistory, QueueObservation};
 use crate::config::{SqlQueueTarget, Target};
 use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
 
+use super::queue;
+use crate::metric_def::MetricDef;
+
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &queue::MESSAGES,
+    &queue::OLDEST_MESSAGE_AGE_SECONDS,
+    &queue::LAST_EMPTY_TIMESTAMP_SECONDS,
+];
+
 /// Checks the two columns a queue query must return; the error lists the
 /// columns found.
 pub fn check_columns(columns: &[(String, Type)]) -> Result<(), String> {

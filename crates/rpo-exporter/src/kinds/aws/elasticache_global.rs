@@ -30,6 +30,31 @@ use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
+
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static REPLICATION_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_replication_lag_seconds",
+    "The newest CloudWatch GlobalDatastoreReplicationLag of the secondary's node (the minute's maximum).",
+).with_labels(&["node"]);
+pub static REPLICATION_LAG_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_replication_lag_timestamp_seconds",
+    "The time of the newest GlobalDatastoreReplicationLag datapoint (the start of its minute).",
+)
+.with_labels(&["node"]);
+pub static MEMBER_ASSOCIATED: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_member_associated",
+    "1 when the secondary member's status in the global datastore is `associated`.",
+)
+.with_labels(&["secondary"]);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &REPLICATION_LAG_SECONDS,
+    &REPLICATION_LAG_TIMESTAMP_SECONDS,
+    &MEMBER_ASSOCIATED,
+];
+
 /// A secondary member of the global datastore.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Secondary {
@@ -99,11 +124,12 @@ impl ElasticacheGlobalProbe {
     pub fn new(
         target: &Target,
         spec: &ElasticacheGlobalTarget,
+        aws_calls: &Arc<AwsCallCounters>,
     ) -> Result<ElasticacheGlobalProbe, ProbeError> {
         Ok(ElasticacheGlobalProbe {
             target: target.clone(),
             spec: spec.clone(),
-            clients: clients_for(&spec.access),
+            clients: clients_for(&spec.access, aws_calls),
         })
     }
 
@@ -136,7 +162,7 @@ impl ElasticacheGlobalProbe {
             secondaries_of(group, self.spec.secondary_region.as_deref());
         let lookback = lookback(self.target.stale_after);
         let per_secondary = secondaries.iter().map(|secondary| {
-            let clients = clients_for(&self.spec.access.in_region(&secondary.region));
+            let clients = self.clients.in_region(&secondary.region);
             async move {
                 let elasticache = clients.elasticache().await;
                 let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
@@ -194,20 +220,12 @@ impl ElasticacheGlobalProbe {
             for (node, datapoint) in nodes {
                 if let Some(dp) = datapoint {
                     details.push(
-                        Detail::gauge(
-                            "rpo_elasticache_global_replication_lag_seconds",
-                            "The newest CloudWatch GlobalDatastoreReplicationLag of the secondary's node (the minute's maximum).",
-                            dp.value,
-                        )
-                        .with_label("node", node.clone()),
+                        Detail::new(&REPLICATION_LAG_SECONDS, dp.value)
+                            .with_label("node", node.clone()),
                     );
                     details.push(
-                        Detail::gauge(
-                            "rpo_elasticache_global_replication_lag_timestamp_seconds",
-                            "The time of the newest GlobalDatastoreReplicationLag datapoint (the start of its minute).",
-                            unix_seconds(dp.time),
-                        )
-                        .with_label("node", node),
+                        Detail::new(&REPLICATION_LAG_TIMESTAMP_SECONDS, unix_seconds(dp.time))
+                            .with_label("node", node),
                     );
                     proven.push((lag_recovery_point(&dp, dp.value), dp.time));
                 }
@@ -222,9 +240,8 @@ impl ElasticacheGlobalProbe {
                 proofs.push((rp, evidence.expect("non-empty")));
             }
             details.push(
-                Detail::gauge(
-                    "rpo_elasticache_global_member_associated",
-                    "1 when the secondary member's status in the global datastore is `associated`.",
+                Detail::new(
+                    &MEMBER_ASSOCIATED,
                     if secondary.status == "associated" {
                         1.0
                     } else {
