@@ -35,8 +35,12 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use rpo_exporter::config::Config;
 use rpo_exporter::http::AppState;
-use rpo_exporter::probe::{Detail, FailureReason, LinkState, Measurement, ProbeError, Side};
+use rpo_exporter::kinds::postgres;
+use rpo_exporter::probe::{
+    Detail, FailureReason, LinkState, Measurement, ProbeError, Side, HEARTBEAT_TIMESTAMP_SECONDS,
+};
 use rpo_exporter::readiness::{evaluate, Mode};
+use rpo_exporter::self_metrics::AwsCallCounters;
 use rpo_exporter::store::{Store, TargetId};
 use rpo_lab::{self as lab, PostgresPair};
 
@@ -301,74 +305,44 @@ fn synthetic_poll(
     // postgres kind; take them from the metric catalogue once it exists.
     let mut details = Vec::new();
     if m.source_reachable == Some(true) {
-        details.push(Detail::gauge(
-            "rpo_postgres_streaming_standbys",
-            "Standbys streaming from the primary (pg_stat_replication, state streaming).",
-            receiver_up,
-        ));
-        details.push(Detail::gauge(
-            "rpo_postgres_primary_wal_position_bytes",
-            "The primary's current WAL write position (pg_current_wal_lsn) in bytes; its rate is the write rate.",
-            wal,
-        ));
+        details.push(Detail::new(&postgres::STREAMING_STANDBYS, receiver_up));
+        details.push(Detail::new(&postgres::PRIMARY_WAL_POSITION_BYTES, wal));
         details.push(
-            Detail::gauge(
-                "rpo_postgres_replication_slot_active",
-                "1 when a client is streaming from the replication slot.",
-                receiver_up,
-            )
-            .with_label("slot", "standby_1"),
+            Detail::new(&postgres::REPLICATION_SLOT_ACTIVE, receiver_up)
+                .with_label("slot", "standby_1"),
         );
         details.push(
-            Detail::gauge(
-                "rpo_postgres_replication_slot_retained_bytes",
-                "WAL the primary keeps for the replication slot (current position minus restart_lsn).",
+            Detail::new(
+                &postgres::REPLICATION_SLOT_RETAINED_BYTES,
                 backlog + 16_777_216.0,
             )
             .with_label("slot", "standby_1"),
         );
     }
-    details.push(Detail::gauge(
-        "rpo_postgres_replica_in_recovery",
-        "1 when the replica is in recovery (a standby); 0 means it was promoted.",
-        1.0,
-    ));
-    details.push(Detail::gauge(
-        "rpo_postgres_wal_receiver_up",
-        "1 when the replica's WAL receiver is streaming.",
-        receiver_up,
-    ));
-    details.push(Detail::gauge(
-        "rpo_postgres_replay_paused",
-        "1 when WAL replay is paused on the replica (pg_wal_replay_pause).",
-        paused,
-    ));
+    details.push(Detail::new(&postgres::REPLICA_IN_RECOVERY, 1.0));
+    details.push(Detail::new(&postgres::WAL_RECEIVER_UP, receiver_up));
+    details.push(Detail::new(&postgres::REPLAY_PAUSED, paused));
     if m.source_reachable == Some(true) {
-        details.push(Detail::gauge(
-            "rpo_postgres_receive_lag_bytes",
-            "WAL written on the primary but not yet received (flushed) by the replica.",
+        details.push(Detail::new(
+            &postgres::RECEIVE_LAG_BYTES,
             (backlog / 3.0).round(),
         ));
-        details.push(Detail::gauge(
-            "rpo_postgres_replay_lag_bytes",
-            "WAL written on the primary but not yet replayed (visible) on the replica.",
+        details.push(Detail::new(
+            &postgres::REPLAY_LAG_BYTES,
             m.backlog_bytes.unwrap_or(0.0),
         ));
     }
-    details.push(Detail::gauge(
-        "rpo_postgres_wal_receiver_last_message_timestamp_seconds",
-        "When the replica's WAL receiver last heard from the primary (replica's clock).",
+    details.push(Detail::new(
+        &postgres::WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS,
         unix(now - secs(rng.unit())),
     ));
-    details.push(Detail::gauge(
-        "rpo_postgres_last_replayed_transaction_timestamp_seconds",
-        "Commit time of the last transaction replayed on the replica (primary's clock); old on an idle primary, which is not lag.",
+    details.push(Detail::new(
+        &postgres::LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS,
         unix(now - secs(lag + rng.unit())),
     ));
     if heartbeat {
-        details.push(Detail::gauge(
-            "rpo_heartbeat_timestamp_seconds",
-            "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
+        details.push(Detail::new(
+            &HEARTBEAT_TIMESTAMP_SECONDS,
             unix(now - secs(lag)),
         ));
     }
@@ -482,10 +456,13 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Synthetic polls call no AWS API; the counters stay at 0.
+    let aws_calls = Arc::new(AwsCallCounters::default());
     let state = Arc::new(AppState {
         telemetry_path: config.web.telemetry_path.clone(),
         config: config.clone(),
         store: store.clone(),
+        aws_calls: aws_calls.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = server_rt.spawn(rpo_exporter::http::serve(listener, state, {
@@ -567,7 +544,8 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
     let group = config.groups[0].name.clone();
     let render_costs: [Box<dyn Fn() -> usize + '_>; 3] = [
         Box::new(|| {
-            rpo_exporter::metrics::render(&config, &store.snapshot(), SystemTime::now()).len()
+            rpo_exporter::metrics::render(&config, &store.snapshot(), &aws_calls, SystemTime::now())
+                .len()
         }),
         Box::new(|| readiness_body(&config, &store, None)),
         Box::new(|| readiness_body(&config, &store, Some(&group))),
@@ -583,10 +561,11 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         result.render_p50 = stats(&mut samples).p50;
     }
 
-    let series = rpo_exporter::metrics::render(&config, &store.snapshot(), SystemTime::now())
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .count();
+    let series =
+        rpo_exporter::metrics::render(&config, &store.snapshot(), &aws_calls, SystemTime::now())
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
     let _ = stop_tx.send(true);
     let polls_during = server_rt
         .block_on(polls)

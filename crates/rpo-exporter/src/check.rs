@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::kinds;
 use crate::poller::{heartbeat_and_record, poll_and_record};
+use crate::probe::ProbeContext;
 use crate::readiness::{
     evaluate, human_duration, Mode, Reason, ReasonCode, ReasonJson, VerdictJson, SCHEMA_VERSION,
 };
@@ -77,10 +78,13 @@ pub async fn check_config(
         .filter(|t| options.group.as_ref().is_none_or(|g| &t.group == g))
         .collect();
 
+    // The run's own AWS call counters: `check` prints no metrics, but the
+    // AWS probes count in something explicit, never a static.
+    let context = ProbeContext::new(config.instance.clone());
     let mut probes = Vec::new();
     for &target in &selected {
         let id = TargetId::of(target);
-        match kinds::build(target, &config.instance) {
+        match kinds::build(target, &context) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
                 probes.push((id, target, Some(probe), writer));

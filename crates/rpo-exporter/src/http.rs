@@ -23,6 +23,7 @@ use crate::board;
 use crate::config::Config;
 use crate::metrics;
 use crate::readiness::{evaluate, Mode};
+use crate::self_metrics::AwsCallCounters;
 use crate::store::Store;
 
 /// What request handlers read.
@@ -30,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub telemetry_path: String,
+    /// The counters the daemon's AWS probes count in, for `/metrics`.
+    pub aws_calls: Arc<AwsCallCounters>,
 }
 
 /// Serves until `shutdown` completes; then closes every open connection
@@ -85,7 +88,12 @@ fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let query = parse_query(req.uri().query().unwrap_or(""));
     if path == state.telemetry_path {
-        let body = metrics::render(&state.config, &state.store.snapshot(), now);
+        let body = metrics::render(
+            &state.config,
+            &state.store.snapshot(),
+            &state.aws_calls,
+            now,
+        );
         return respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -16,7 +16,10 @@
 //!   as a cheaply cloned snapshot; owns the "no reset" rule.
 //! - [`readiness`]: the pure verdict, `evaluate(config, snapshot, mode, now)`,
 //!   with typed reasons ([`readiness::ReasonCode`]).
-//! - [`metrics`], [`board`], [`http`]: what readers see, all from a snapshot.
+//! - [`metrics`], [`board`], [`http`]: what readers see, all from a snapshot
+//!   (and, for `/metrics`, the explicit [`self_metrics`]); every `rpo_*`
+//!   family is declared once as a [`metric_def::MetricDef`] and listed in
+//!   `metrics::catalogue`.
 //! - [`check`]: the `check` command.
 //! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
 //!   pairs, RabbitMQ, moto, Prometheus, Alertmanager, the OpenSearch contract
@@ -34,10 +37,12 @@ pub mod http;
 
 pub mod kinds;
 pub mod logging;
+pub mod metric_def;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
 pub mod readiness;
+pub mod self_metrics;
 pub mod store;
 
 use std::future::Future;
@@ -52,11 +57,14 @@ use store::{Store, TargetId};
 /// `shutdown` completes; then cancels in-flight polls and returns.
 pub async fn run(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let store = Arc::new(Store::new(config.targets.iter().map(TargetId::of)));
-    let poller = poller::Poller::start(config.clone(), store.clone());
+    let probe_context = probe::ProbeContext::new(config.instance.clone());
+    let aws_calls = probe_context.aws_calls.clone();
+    let poller = poller::Poller::start(config.clone(), store.clone(), probe_context);
     let state = Arc::new(http::AppState {
         telemetry_path: config.web.telemetry_path.clone(),
         config,
         store,
+        aws_calls,
     });
     http::serve(listener, state, shutdown).await;
     poller.shutdown().await;

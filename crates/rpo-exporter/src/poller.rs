@@ -16,7 +16,7 @@ use crate::config::{Config, Target};
 use futures::FutureExt;
 
 use crate::kinds;
-use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeError};
+use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError};
 use crate::store::{Store, TargetId};
 
 /// The running poll tasks.
@@ -26,13 +26,13 @@ pub struct Poller {
 
 impl Poller {
     /// Starts one poll task (and one heartbeat task where configured) per target.
-    pub fn start(config: Arc<Config>, store: Arc<Store>) -> Poller {
+    pub fn start(config: Arc<Config>, store: Arc<Store>, context: ProbeContext) -> Poller {
         let mut tasks = JoinSet::new();
         for target in &config.targets {
             let id = TargetId::of(target);
             let target = target.clone();
             let store = store.clone();
-            match kinds::build(&target, &config.instance) {
+            match kinds::build(&target, &context) {
                 Ok(mut probe) => {
                     if let Some(writer) = probe.heartbeat_writer() {
                         tasks.spawn(heartbeat_loop(
@@ -42,7 +42,7 @@ impl Poller {
                             store.clone(),
                         ));
                     }
-                    tasks.spawn(poll_loop(id, target, config.instance.clone(), probe, store));
+                    tasks.spawn(poll_loop(id, target, context.clone(), probe, store));
                 }
                 Err(error) => {
                     tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
@@ -163,7 +163,7 @@ pub async fn heartbeat_and_record(
 async fn poll_loop(
     id: TargetId,
     target: Target,
-    instance: String,
+    context: ProbeContext,
     mut probe: Box<dyn Probe>,
     store: Arc<Store>,
 ) {
@@ -174,7 +174,7 @@ async fn poll_loop(
         if poll_and_record(&id, &target, probe.as_mut(), &store).await == PollOutcome::ProbePanicked
         {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
-            if let Ok(fresh) = kinds::build(&target, &instance) {
+            if let Ok(fresh) = kinds::build(&target, &context) {
                 probe = fresh;
             }
         }

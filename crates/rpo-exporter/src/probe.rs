@@ -6,9 +6,13 @@
 //! it knows nothing of the store, the verdict or HTTP.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
+
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 
 /// One kind-specific probe of one target. The poller calls [`Probe::poll`]
 /// on the target's interval, inside the target's timeout.
@@ -115,38 +119,65 @@ impl LinkState {
     }
 }
 
-/// One kind-specific sample, e.g. `rpo_postgres_replay_lag_bytes`.
+/// One kind-specific sample, e.g. `rpo_postgres_replay_lag_bytes`. Its
+/// family (name, help, type, labels) is declared once as a `static`
+/// [`MetricDef`] in the kind's file, and listed in the kind's `DETAIL_FAMILIES`.
 #[derive(Debug, Clone)]
 pub struct Detail {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub metric_type: MetricType,
-    /// Labels beyond `group`, `target`, `kind` (e.g. `slot`); keep bounded.
+    pub family: &'static MetricDef,
+    /// Values of the family's labels beyond `group`, `target`, `kind`
+    /// (e.g. `slot`), in the family's order; keep them bounded.
     pub labels: Vec<(&'static str, String)>,
     pub value: f64,
 }
 
 impl Detail {
-    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Detail {
+    pub fn new(family: &'static MetricDef, value: f64) -> Detail {
         Detail {
-            name,
-            help,
-            metric_type: MetricType::Gauge,
+            family,
             labels: Vec::new(),
             value,
         }
     }
 
     pub fn with_label(mut self, name: &'static str, value: impl Into<String>) -> Detail {
+        debug_assert_eq!(
+            self.family.labels.get(self.labels.len()),
+            Some(&name),
+            "{}: labels are {:?}, in that order",
+            self.family.name,
+            self.family.labels
+        );
         self.labels.push((name, value.into()));
         self
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricType {
-    Gauge,
-    Counter,
+/// The newest heartbeat visible on the replica: shared by every kind with a
+/// heartbeat canary (`postgres`, `redis`, `opensearch`).
+pub static HEARTBEAT_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_heartbeat_timestamp_seconds",
+    "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
+);
+
+/// What building a probe may use besides its target: handed to
+/// `kinds::build` by whoever runs the probes (the daemon, a `check` run).
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// Names this exporter's heartbeat rows/keys/objects.
+    pub instance: String,
+    /// Where the AWS kinds count their calls (`rpo_aws_api_*`).
+    pub aws_calls: Arc<AwsCallCounters>,
+}
+
+impl ProbeContext {
+    /// A context with counters of its own.
+    pub fn new(instance: impl Into<String>) -> ProbeContext {
+        ProbeContext {
+            instance: instance.into(),
+            aws_calls: Arc::default(),
+        }
+    }
 }
 
 /// Why a poll failed, from a small fixed set (the `reason` label).

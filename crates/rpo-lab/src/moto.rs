@@ -272,7 +272,8 @@ impl MotoServer {
     /// replicator, one second behind), and an SQS queue with its dead-letter
     /// queue; a task keeps CloudWatch datapoints arriving every 20 s.
     pub async fn seed_demo(&self, group: &str, instance: &str) -> Result<AwsDemo, String> {
-        use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients};
+        use rpo_exporter::kinds::aws::AwsClients;
+        use rpo_exporter::self_metrics::AwsCallCounters;
         use std::sync::Arc;
 
         let counters = Arc::new(AwsCallCounters::default());

@@ -13,6 +13,37 @@ use std::time::{Duration, SystemTime};
 
 use crate::probe::{unix_seconds, Detail};
 
+use crate::metric_def::MetricDef;
+
+// The `rpo_queue_*` detail series, declared once for every queue kind;
+// each kind lists the ones it publishes in its own `DETAIL_FAMILIES`.
+pub static MESSAGES: MetricDef = MetricDef::gauge(
+    "rpo_queue_messages",
+    "Messages (rows) in the queue not yet processed.",
+);
+pub static OLDEST_MESSAGE_AGE_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_queue_oldest_message_age_seconds",
+    "Age of the oldest waiting message, when its enqueue time is known (0 when empty).",
+);
+pub static CONSUMERS: MetricDef =
+    MetricDef::gauge("rpo_queue_consumers", "Consumers attached to the queue.");
+pub static LAST_EMPTY_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_queue_last_empty_timestamp_seconds",
+    "When this exporter last saw the queue with no message at all; bounds the age of messages without a timestamp.",
+);
+pub static MESSAGES_READY: MetricDef = MetricDef::gauge(
+    "rpo_queue_messages_ready",
+    "Messages waiting to be delivered to a consumer.",
+);
+pub static MESSAGES_UNACKNOWLEDGED: MetricDef = MetricDef::gauge(
+    "rpo_queue_messages_unacknowledged",
+    "Messages delivered to a consumer and not yet acknowledged.",
+);
+pub static DEAD_LETTER_MESSAGES: MetricDef = MetricDef::gauge(
+    "rpo_queue_dead_letter_messages",
+    "Messages in the queue's dead-letter queue: not replayed automatically, they need a person.",
+);
+
 /// One reading of a queue's depth and age.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueObservation {
@@ -70,31 +101,15 @@ pub fn queue_details(
     consumers: Option<u64>,
     last_seen_empty: Option<SystemTime>,
 ) -> Vec<Detail> {
-    let mut details = vec![Detail::gauge(
-        "rpo_queue_messages",
-        "Messages (rows) in the queue not yet processed.",
-        messages as f64,
-    )];
+    let mut details = vec![Detail::new(&MESSAGES, messages as f64)];
     if let Some(age) = oldest_message_age {
-        details.push(Detail::gauge(
-            "rpo_queue_oldest_message_age_seconds",
-            "Age of the oldest waiting message, when its enqueue time is known (0 when empty).",
-            age.as_secs_f64(),
-        ));
+        details.push(Detail::new(&OLDEST_MESSAGE_AGE_SECONDS, age.as_secs_f64()));
     }
     if let Some(consumers) = consumers {
-        details.push(Detail::gauge(
-            "rpo_queue_consumers",
-            "Consumers attached to the queue.",
-            consumers as f64,
-        ));
+        details.push(Detail::new(&CONSUMERS, consumers as f64));
     }
     if let Some(t) = last_seen_empty {
-        details.push(Detail::gauge(
-            "rpo_queue_last_empty_timestamp_seconds",
-            "When this exporter last saw the queue with no message at all; bounds the age of messages without a timestamp.",
-            unix_seconds(t),
-        ));
+        details.push(Detail::new(&LAST_EMPTY_TIMESTAMP_SECONDS, unix_seconds(t)));
     }
     details
 }
@@ -180,7 +195,7 @@ mod tests {
     #[test]
     fn details_have_one_definition() {
         let d = queue_details(3, Some(Duration::from_secs(7)), Some(0), None);
-        let names: Vec<&str> = d.iter().map(|d| d.name).collect();
+        let names: Vec<&str> = d.iter().map(|d| d.family.name).collect();
         assert_eq!(
             names,
             [

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ConfigError, Defaults, Target, TargetKeys};
-use crate::probe::{Probe, ProbeError};
+use crate::metric_def::MetricDef;
+use crate::probe::{Probe, ProbeContext, ProbeError};
 
 /// Every kind, in the order their targets are listed.
 pub static ALL: &[&KindDef] = &[
@@ -55,6 +56,8 @@ pub struct KindDef {
     pub min_timeout_reason: &'static str,
     /// Calls AWS APIs (its calls are counted in `rpo_aws_api_*`).
     pub aws: bool,
+    /// The kind's detail series, declared in its file (see `metric_def`).
+    pub detail_families: &'static [&'static MetricDef],
 }
 
 impl KindDef {
@@ -62,6 +65,7 @@ impl KindDef {
     pub const fn new(
         name: &'static str,
         parse: fn(&mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError>,
+        detail_families: &'static [&'static MetricDef],
     ) -> KindDef {
         KindDef {
             name,
@@ -70,6 +74,7 @@ impl KindDef {
             min_timeout: None,
             min_timeout_reason: "",
             aws: false,
+            detail_families,
         }
     }
 
@@ -78,6 +83,7 @@ impl KindDef {
         name: &'static str,
         parse: fn(&mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError>,
         defaults: Defaults,
+        detail_families: &'static [&'static MetricDef],
     ) -> KindDef {
         KindDef {
             name,
@@ -86,6 +92,7 @@ impl KindDef {
             min_timeout: Some(aws::config::MIN_AWS_TIMEOUT),
             min_timeout_reason: aws::config::MIN_TIMEOUT_REASON,
             aws: true,
+            detail_families,
         }
     }
 }
@@ -98,10 +105,11 @@ pub trait KindSpec: fmt::Debug + Send + Sync + Any {
         None
     }
 
-    /// Builds the target's probe. `instance` names this exporter's heartbeat
-    /// rows/keys. Fails only on local problems (a CA file that cannot be
-    /// read); nothing is contacted here.
-    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError>;
+    /// Builds the target's probe. `context.instance` names this exporter's
+    /// heartbeat rows/keys; the AWS kinds count their calls in
+    /// `context.aws_calls`. Fails only on local problems (a CA file that
+    /// cannot be read); nothing is contacted here.
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError>;
 }
 
 /// A kind, as a cheap handle on its [`KindDef`]; compares by name.
@@ -165,8 +173,17 @@ impl fmt::Display for Kind {
 }
 
 /// Builds the probe for a target.
-pub fn build(target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-    target.spec.build(target, instance)
+pub fn build(target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+    target.spec.build(target, context)
+}
+
+/// Each kind's detail families (its `DETAIL_FAMILIES`), for `metrics::catalogue`.
+/// A family several kinds publish (`rpo_heartbeat_timestamp_seconds`, the
+/// `rpo_queue_*` series) is declared once and listed by each of them.
+pub fn detail_families() -> Vec<(Kind, &'static [&'static MetricDef])> {
+    all()
+        .map(|kind| (kind, kind.def().detail_families))
+        .collect()
 }
 
 #[cfg(test)]

@@ -46,13 +46,15 @@ use crate::drivers::http as http_client;
 use crate::evidence::positions::SourceSamples;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
-    Measurement, Probe, ProbeError, Side,
+    Measurement, Probe, ProbeContext, ProbeError, Side,
 };
 
+use crate::metric_def::MetricDef;
+use crate::probe::HEARTBEAT_TIMESTAMP_SECONDS;
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("opensearch", parse);
+pub static KIND: KindDef = KindDef::new("opensearch", parse, DETAIL_FAMILIES);
 
 /// OpenSearch cross-cluster replication, read on the follower cluster.
 #[derive(Debug, Clone)]
@@ -194,7 +196,8 @@ impl KindSpec for OpensearchTarget {
         self.heartbeat.as_ref().map(|hb| hb.interval)
     }
 
-    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        let instance = context.instance.as_str();
         Ok(Box::new(OpensearchProbe::new(target, self, instance)?))
     }
 }
@@ -219,6 +222,51 @@ fn is_index_name(name: &str) -> bool {
 
 // ---------------------------------------------------------------------------
 // Status answers.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static INDEX_SYNCING: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_index_syncing",
+    "1 when the follower index's replication status is SYNCING.",
+)
+.with_labels(&["index"]);
+pub static INDEX_STATUS: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_index_status",
+    "The follower index's replication status (syncing, bootstrapping, paused, failed, not_in_progress, other); always 1.",
+).with_labels(&["index", "status"]);
+pub static LEADER_CHECKPOINT: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_leader_checkpoint",
+    "The leader index's global checkpoint (sequence number, summed over shards) as the follower last read it.",
+).with_labels(&["index"]);
+pub static FOLLOWER_CHECKPOINT: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_follower_checkpoint",
+    "The follower index's checkpoint (sequence number, summed over shards).",
+)
+.with_labels(&["index"]);
+pub static INDEX_BACKLOG_OPERATIONS: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_index_backlog_operations",
+    "Operations on the leader index not yet on the follower (leader minus follower checkpoint).",
+)
+.with_labels(&["index"]);
+pub static BOOTSTRAP_PROGRESS_RATIO: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_bootstrap_progress_ratio",
+    "Share of the initial copy (bytes) done while a follower index bootstraps.",
+)
+.with_labels(&["index"]);
+pub static FOLLOWER_INDICES: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_follower_indices",
+    "Follower indices on the follower cluster by replication state (follower_stats).",
+)
+.with_labels(&["status"]);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &INDEX_SYNCING,
+    &INDEX_STATUS,
+    &LEADER_CHECKPOINT,
+    &FOLLOWER_CHECKPOINT,
+    &INDEX_BACKLOG_OPERATIONS,
+    &BOOTSTRAP_PROGRESS_RATIO,
+    &FOLLOWER_INDICES,
+    &HEARTBEAT_TIMESTAMP_SECONDS,
+];
 
 /// The `status` field of a replication status answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -828,9 +876,8 @@ fn details(
     let mut details = Vec::new();
     for (index, status, _) in indices {
         details.push(
-            Detail::gauge(
-                "rpo_opensearch_index_syncing",
-                "1 when the follower index's replication status is SYNCING.",
+            Detail::new(
+                &INDEX_SYNCING,
                 if status.status == ReplicationStatus::Syncing {
                     1.0
                 } else {
@@ -840,35 +887,21 @@ fn details(
             .with_label("index", index.clone()),
         );
         details.push(
-            Detail::gauge(
-                "rpo_opensearch_index_status",
-                "The follower index's replication status (syncing, bootstrapping, paused, failed, not_in_progress, other); always 1.",
-                1.0,
-            )
-            .with_label("index", index.clone())
-            .with_label("status", status.status.label()),
+            Detail::new(&INDEX_STATUS, 1.0)
+                .with_label("index", index.clone())
+                .with_label("status", status.status.label()),
         );
         if let (ReplicationStatus::Syncing, Some(c)) = (&status.status, status.checkpoints) {
             details.push(
-                Detail::gauge(
-                    "rpo_opensearch_leader_checkpoint",
-                    "The leader index's global checkpoint (sequence number, summed over shards) as the follower last read it.",
-                    c.leader as f64,
-                )
-                .with_label("index", index.clone()),
+                Detail::new(&LEADER_CHECKPOINT, c.leader as f64).with_label("index", index.clone()),
             );
             details.push(
-                Detail::gauge(
-                    "rpo_opensearch_follower_checkpoint",
-                    "The follower index's checkpoint (sequence number, summed over shards).",
-                    c.follower as f64,
-                )
-                .with_label("index", index.clone()),
+                Detail::new(&FOLLOWER_CHECKPOINT, c.follower as f64)
+                    .with_label("index", index.clone()),
             );
             details.push(
-                Detail::gauge(
-                    "rpo_opensearch_index_backlog_operations",
-                    "Operations on the leader index not yet on the follower (leader minus follower checkpoint).",
+                Detail::new(
+                    &INDEX_BACKLOG_OPERATIONS,
                     (c.leader - c.follower).max(0) as f64,
                 )
                 .with_label("index", index.clone()),
@@ -878,12 +911,8 @@ fn details(
             (&status.status, status.bootstrap_percent)
         {
             details.push(
-                Detail::gauge(
-                    "rpo_opensearch_bootstrap_progress_ratio",
-                    "Share of the initial copy (bytes) done while a follower index bootstraps.",
-                    p / 100.0,
-                )
-                .with_label("index", index.clone()),
+                Detail::new(&BOOTSTRAP_PROGRESS_RATIO, p / 100.0)
+                    .with_label("index", index.clone()),
             );
         }
     }
@@ -894,22 +923,11 @@ fn details(
             ("paused", stats.paused),
             ("failed", stats.failed),
         ] {
-            details.push(
-                Detail::gauge(
-                    "rpo_opensearch_follower_indices",
-                    "Follower indices on the follower cluster by replication state (follower_stats).",
-                    count as f64,
-                )
-                .with_label("status", status),
-            );
+            details.push(Detail::new(&FOLLOWER_INDICES, count as f64).with_label("status", status));
         }
     }
     if let Some(t) = heartbeat_seen {
-        details.push(Detail::gauge(
-            "rpo_heartbeat_timestamp_seconds",
-            "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
-            unix_seconds(t),
-        ));
+        details.push(Detail::new(&HEARTBEAT_TIMESTAMP_SECONDS, unix_seconds(t)));
     }
     details
 }

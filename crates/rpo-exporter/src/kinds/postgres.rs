@@ -34,13 +34,15 @@ use crate::drivers::within;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::probe::{
     from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
-    ProbeError, Side,
+    ProbeContext, ProbeError, Side,
 };
 
+use crate::metric_def::MetricDef;
+use crate::probe::HEARTBEAT_TIMESTAMP_SECONDS;
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("postgres", parse);
+pub static KIND: KindDef = KindDef::new("postgres", parse, DETAIL_FAMILIES);
 
 /// The heartbeat table's default name.
 pub const DEFAULT_HEARTBEAT_TABLE: &str = "rpo_heartbeat";
@@ -123,13 +125,76 @@ impl KindSpec for PostgresTarget {
         self.heartbeat.as_ref().map(|hb| hb.interval)
     }
 
-    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        let instance = context.instance.as_str();
         Ok(Box::new(PostgresProbe::new(target, self, instance)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Evidence.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static STREAMING_STANDBYS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_streaming_standbys",
+    "Standbys streaming from the primary (pg_stat_replication, state streaming).",
+);
+pub static PRIMARY_WAL_POSITION_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_postgres_primary_wal_position_bytes",
+    "The primary's current WAL write position (pg_current_wal_lsn) in bytes; its rate is the write rate.",
+);
+pub static REPLICATION_SLOT_ACTIVE: MetricDef = MetricDef::gauge(
+    "rpo_postgres_replication_slot_active",
+    "1 when a client is streaming from the replication slot.",
+)
+.with_labels(&["slot"]);
+pub static REPLICATION_SLOT_RETAINED_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_postgres_replication_slot_retained_bytes",
+    "WAL the primary keeps for the replication slot (current position minus restart_lsn).",
+)
+.with_labels(&["slot"]);
+pub static REPLICA_IN_RECOVERY: MetricDef = MetricDef::gauge(
+    "rpo_postgres_replica_in_recovery",
+    "1 when the replica is in recovery (a standby); 0 means it was promoted.",
+);
+pub static WAL_RECEIVER_UP: MetricDef = MetricDef::gauge(
+    "rpo_postgres_wal_receiver_up",
+    "1 when the replica's WAL receiver is streaming.",
+);
+pub static REPLAY_PAUSED: MetricDef = MetricDef::gauge(
+    "rpo_postgres_replay_paused",
+    "1 when WAL replay is paused on the replica (pg_wal_replay_pause).",
+);
+pub static RECEIVE_LAG_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_postgres_receive_lag_bytes",
+    "WAL written on the primary but not yet received (flushed) by the replica.",
+);
+pub static REPLAY_LAG_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_postgres_replay_lag_bytes",
+    "WAL written on the primary but not yet replayed (visible) on the replica.",
+);
+pub static WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_wal_receiver_last_message_timestamp_seconds",
+    "When the replica's WAL receiver last heard from the primary (replica's clock).",
+);
+pub static LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_last_replayed_transaction_timestamp_seconds",
+    "Commit time of the last transaction replayed on the replica (primary's clock); old on an idle primary, which is not lag.",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &STREAMING_STANDBYS,
+    &PRIMARY_WAL_POSITION_BYTES,
+    &REPLICATION_SLOT_ACTIVE,
+    &REPLICATION_SLOT_RETAINED_BYTES,
+    &REPLICA_IN_RECOVERY,
+    &WAL_RECEIVER_UP,
+    &REPLAY_PAUSED,
+    &RECEIVE_LAG_BYTES,
+    &REPLAY_LAG_BYTES,
+    &WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS,
+    &LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS,
+    &HEARTBEAT_TIMESTAMP_SECONDS,
+];
 
 /// A WAL position in bytes, parsed from Postgres' `X/Y` text form.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -367,17 +432,12 @@ impl PostgresProbe {
             current_lsn,
             streaming_standbys: row.get(2),
         };
-        let mut details = vec![Detail::gauge(
-            "rpo_postgres_streaming_standbys",
-            "Standbys streaming from the primary (pg_stat_replication, state streaming).",
+        let mut details = vec![Detail::new(
+            &STREAMING_STANDBYS,
             observation.streaming_standbys as f64,
         )];
         if let Some(lsn) = current_lsn {
-            details.push(Detail::gauge(
-                "rpo_postgres_primary_wal_position_bytes",
-                "The primary's current WAL write position (pg_current_wal_lsn) in bytes; its rate is the write rate.",
-                lsn as f64,
-            ));
+            details.push(Detail::new(&PRIMARY_WAL_POSITION_BYTES, lsn as f64));
         }
         // Slots need pg_monitor or a superuser; without them, skip the
         // detail rather than fail the poll.
@@ -386,21 +446,13 @@ impl PostgresProbe {
                 let slot: String = row.get(0);
                 let active: bool = row.get(1);
                 details.push(
-                    Detail::gauge(
-                        "rpo_postgres_replication_slot_active",
-                        "1 when a client is streaming from the replication slot.",
-                        if active { 1.0 } else { 0.0 },
-                    )
-                    .with_label("slot", slot.clone()),
+                    Detail::new(&REPLICATION_SLOT_ACTIVE, if active { 1.0 } else { 0.0 })
+                        .with_label("slot", slot.clone()),
                 );
                 if let Some(retained) = row.get::<_, Option<f64>>(2) {
                     details.push(
-                        Detail::gauge(
-                            "rpo_postgres_replication_slot_retained_bytes",
-                            "WAL the primary keeps for the replication slot (current position minus restart_lsn).",
-                            retained,
-                        )
-                        .with_label("slot", slot),
+                        Detail::new(&REPLICATION_SLOT_RETAINED_BYTES, retained)
+                            .with_label("slot", slot),
                     );
                 }
             }
@@ -516,52 +568,29 @@ fn replica_details(
 ) -> Vec<Detail> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut details = vec![
-        Detail::gauge(
-            "rpo_postgres_replica_in_recovery",
-            "1 when the replica is in recovery (a standby); 0 means it was promoted.",
-            flag(replica.in_recovery),
-        ),
-        Detail::gauge(
-            "rpo_postgres_wal_receiver_up",
-            "1 when the replica's WAL receiver is streaming.",
-            flag(replica.streaming()),
-        ),
-        Detail::gauge(
-            "rpo_postgres_replay_paused",
-            "1 when WAL replay is paused on the replica (pg_wal_replay_pause).",
-            flag(replica.replay_paused),
-        ),
+        Detail::new(&REPLICA_IN_RECOVERY, flag(replica.in_recovery)),
+        Detail::new(&WAL_RECEIVER_UP, flag(replica.streaming())),
+        Detail::new(&REPLAY_PAUSED, flag(replica.replay_paused)),
     ];
-    let mut optional = |name, help, value: Option<f64>| {
+    let mut optional = |family: &'static MetricDef, value: Option<f64>| {
         if let Some(v) = value {
-            details.push(Detail::gauge(name, help, v));
+            details.push(Detail::new(family, v));
         }
     };
+    optional(&RECEIVE_LAG_BYTES, evidence.receive_lag_bytes);
+    optional(&REPLAY_LAG_BYTES, evidence.replay_lag_bytes);
     optional(
-        "rpo_postgres_receive_lag_bytes",
-        "WAL written on the primary but not yet received (flushed) by the replica.",
-        evidence.receive_lag_bytes,
-    );
-    optional(
-        "rpo_postgres_replay_lag_bytes",
-        "WAL written on the primary but not yet replayed (visible) on the replica.",
-        evidence.replay_lag_bytes,
-    );
-    optional(
-        "rpo_postgres_wal_receiver_last_message_timestamp_seconds",
-        "When the replica's WAL receiver last heard from the primary (replica's clock).",
+        &WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS,
         replica
             .receiver_last_message
             .map(crate::probe::unix_seconds),
     );
     optional(
-        "rpo_postgres_last_replayed_transaction_timestamp_seconds",
-        "Commit time of the last transaction replayed on the replica (primary's clock); old on an idle primary, which is not lag.",
+        &LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS,
         replica.last_xact_replay.map(crate::probe::unix_seconds),
     );
     optional(
-        "rpo_heartbeat_timestamp_seconds",
-        "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
+        &HEARTBEAT_TIMESTAMP_SECONDS,
         heartbeat_seen.map(crate::probe::unix_seconds),
     );
     details

@@ -30,12 +30,16 @@ use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::http as http_client;
 use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
-use crate::probe::{Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
+use crate::probe::{
+    Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError, Side,
+};
 
+use crate::evidence::queue;
+use crate::metric_def::MetricDef;
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("rabbitmq", parse);
+pub static KIND: KindDef = KindDef::new("rabbitmq", parse, DETAIL_FAMILIES);
 
 /// One RabbitMQ queue, read through the management HTTP API.
 #[derive(Debug, Clone)]
@@ -107,13 +111,27 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for RabbitmqTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(
+        &self,
+        target: &Target,
+        _context: &ProbeContext,
+    ) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RabbitmqProbe::new(target, self)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // The management API's answer.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &queue::MESSAGES,
+    &queue::OLDEST_MESSAGE_AGE_SECONDS,
+    &queue::CONSUMERS,
+    &queue::LAST_EMPTY_TIMESTAMP_SECONDS,
+    &queue::MESSAGES_READY,
+    &queue::MESSAGES_UNACKNOWLEDGED,
+];
 
 /// The fields of a queue object this probe reads. Counts are absent until
 /// the broker has published the queue's first statistics.
@@ -315,18 +333,10 @@ impl RabbitmqProbe {
 fn rabbit_details(stats: &QueueStats) -> Vec<Detail> {
     let mut details = Vec::new();
     if let Some(ready) = stats.messages_ready {
-        details.push(Detail::gauge(
-            "rpo_queue_messages_ready",
-            "Messages waiting to be delivered to a consumer.",
-            ready as f64,
-        ));
+        details.push(Detail::new(&queue::MESSAGES_READY, ready as f64));
     }
     if let Some(unacked) = stats.messages_unacknowledged {
-        details.push(Detail::gauge(
-            "rpo_queue_messages_unacknowledged",
-            "Messages delivered to a consumer and not yet acknowledged.",
-            unacked as f64,
-        ));
+        details.push(Detail::new(&queue::MESSAGES_UNACKNOWLEDGED, unacked as f64));
     }
     details
 }

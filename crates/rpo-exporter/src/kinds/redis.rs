@@ -43,8 +43,77 @@ use crate::drivers::within;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
-    Measurement, Probe, ProbeError, Side,
+    Measurement, Probe, ProbeContext, ProbeError, Side,
 };
+
+use crate::metric_def::MetricDef;
+use crate::probe::HEARTBEAT_TIMESTAMP_SECONDS;
+
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static PRIMARY_IS_PRIMARY: MetricDef = MetricDef::gauge(
+    "rpo_redis_primary_is_primary",
+    "1 when the configured primary reports role:master; 0 means it is itself a replica.",
+);
+pub static CONNECTED_REPLICAS: MetricDef = MetricDef::gauge(
+    "rpo_redis_connected_replicas",
+    "Replicas connected to the primary (connected_slaves).",
+);
+pub static PRIMARY_REPL_OFFSET_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_redis_primary_repl_offset_bytes",
+    "The primary's replication offset (master_repl_offset); its rate is the write rate.",
+);
+pub static REPLICA_LISTED_ONLINE: MetricDef = MetricDef::gauge(
+    "rpo_redis_replica_listed_online",
+    "1 when the primary lists this replica (matched by ip and port) as online.",
+);
+pub static REPLICA_LAST_ACK_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_redis_replica_last_ack_timestamp_seconds",
+    "When the primary last received this replica's offset acknowledgement (1 s resolution).",
+);
+pub static REPLICA_IS_REPLICA: MetricDef = MetricDef::gauge(
+    "rpo_redis_replica_is_replica",
+    "1 when the replica reports role:slave; 0 means it was promoted or replicates from nothing.",
+);
+pub static MASTER_LINK_UP: MetricDef = MetricDef::gauge(
+    "rpo_redis_master_link_up",
+    "1 when the replica reports master_link_status:up.",
+);
+pub static MASTER_SYNC_IN_PROGRESS: MetricDef = MetricDef::gauge(
+    "rpo_redis_master_sync_in_progress",
+    "1 while the replica loads a full resync (master_sync_in_progress).",
+);
+pub static REPLICA_REPL_OFFSET_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_redis_replica_repl_offset_bytes",
+    "The replication offset the replica has processed (slave_repl_offset).",
+);
+pub static MASTER_LINK_DOWN_SINCE_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_redis_master_link_down_since_timestamp_seconds",
+    "Since when the replica's link to the primary is down (master_link_down_since_seconds, 1 s resolution).",
+);
+pub static MASTER_LAST_IO_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_redis_master_last_io_timestamp_seconds",
+    "When the replica last heard from the primary (master_last_io_seconds_ago, 1 s resolution).",
+);
+pub static OFFSET_LAG_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_redis_offset_lag_bytes",
+    "Replication offset the primary has written but the replica has not acknowledged (its own processed offset when the primary does not list it).",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &PRIMARY_IS_PRIMARY,
+    &CONNECTED_REPLICAS,
+    &PRIMARY_REPL_OFFSET_BYTES,
+    &REPLICA_LISTED_ONLINE,
+    &REPLICA_LAST_ACK_TIMESTAMP_SECONDS,
+    &REPLICA_IS_REPLICA,
+    &MASTER_LINK_UP,
+    &MASTER_SYNC_IN_PROGRESS,
+    &REPLICA_REPL_OFFSET_BYTES,
+    &MASTER_LINK_DOWN_SINCE_TIMESTAMP_SECONDS,
+    &MASTER_LAST_IO_TIMESTAMP_SECONDS,
+    &OFFSET_LAG_BYTES,
+    &HEARTBEAT_TIMESTAMP_SECONDS,
+];
 
 /// How long a heartbeat key lives without being rewritten: long enough to
 /// outlast any outage worth measuring, short enough that a retired
@@ -57,7 +126,7 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("redis", parse);
+pub static KIND: KindDef = KindDef::new("redis", parse, DETAIL_FAMILIES);
 
 /// The default heartbeat key prefix; each exporter instance writes
 /// `{key}:{instance}`.
@@ -153,7 +222,8 @@ impl KindSpec for RedisTarget {
         self.heartbeat.as_ref().map(|hb| hb.interval)
     }
 
-    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        let instance = context.instance.as_str();
         Ok(Box::new(RedisProbe::new(target, self, instance)?))
     }
 }
@@ -838,11 +908,7 @@ impl RedisProbe {
             details.extend(replica_details(r, heartbeat_seen));
         }
         if let Some(lag) = evidence.offset_lag_bytes {
-            details.push(Detail::gauge(
-                "rpo_redis_offset_lag_bytes",
-                "Replication offset the primary has written but the replica has not acknowledged (its own processed offset when the primary does not list it).",
-                lag,
-            ));
+            details.push(Detail::new(&OFFSET_LAG_BYTES, lag));
         }
         measurement.details = details;
         measurement
@@ -873,33 +939,25 @@ fn seconds_before(at: SystemTime, seconds: u64) -> f64 {
 
 fn primary_details(primary: &Observation, evidence: &OffsetEvidence) -> Vec<Detail> {
     let mut details = vec![
-        Detail::gauge(
-            "rpo_redis_primary_is_primary",
-            "1 when the configured primary reports role:master; 0 means it is itself a replica.",
+        Detail::new(
+            &PRIMARY_IS_PRIMARY,
             flag(primary.info.role == Role::Primary),
         ),
-        Detail::gauge(
-            "rpo_redis_connected_replicas",
-            "Replicas connected to the primary (connected_slaves).",
-            primary.info.connected_replicas as f64,
-        ),
+        Detail::new(&CONNECTED_REPLICAS, primary.info.connected_replicas as f64),
     ];
     if primary.info.role == Role::Primary {
-        details.push(Detail::gauge(
-            "rpo_redis_primary_repl_offset_bytes",
-            "The primary's replication offset (master_repl_offset); its rate is the write rate.",
+        details.push(Detail::new(
+            &PRIMARY_REPL_OFFSET_BYTES,
             primary.info.repl_offset as f64,
         ));
-        details.push(Detail::gauge(
-            "rpo_redis_replica_listed_online",
-            "1 when the primary lists this replica (matched by ip and port) as online.",
+        details.push(Detail::new(
+            &REPLICA_LISTED_ONLINE,
             flag(evidence.listed.as_ref().is_some_and(|l| l.online())),
         ));
     }
     if let Some(age) = evidence.listed.as_ref().and_then(|l| l.ack_age_seconds) {
-        details.push(Detail::gauge(
-            "rpo_redis_replica_last_ack_timestamp_seconds",
-            "When the primary last received this replica's offset acknowledgement (1 s resolution).",
+        details.push(Detail::new(
+            &REPLICA_LAST_ACK_TIMESTAMP_SECONDS,
             seconds_before(primary.observed_at, age),
         ));
     }
@@ -909,49 +967,33 @@ fn primary_details(primary: &Observation, evidence: &OffsetEvidence) -> Vec<Deta
 fn replica_details(replica: &Observation, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
     let link = replica.info.link.as_ref();
     let mut details = vec![
-        Detail::gauge(
-            "rpo_redis_replica_is_replica",
-            "1 when the replica reports role:slave; 0 means it was promoted or replicates from nothing.",
-            flag(link.is_some()),
-        ),
-        Detail::gauge(
-            "rpo_redis_master_link_up",
-            "1 when the replica reports master_link_status:up.",
-            flag(link.is_some_and(|l| l.up)),
-        ),
-        Detail::gauge(
-            "rpo_redis_master_sync_in_progress",
-            "1 while the replica loads a full resync (master_sync_in_progress).",
+        Detail::new(&REPLICA_IS_REPLICA, flag(link.is_some())),
+        Detail::new(&MASTER_LINK_UP, flag(link.is_some_and(|l| l.up))),
+        Detail::new(
+            &MASTER_SYNC_IN_PROGRESS,
             flag(link.is_some_and(|l| l.sync_in_progress)),
         ),
     ];
     if let Some(link) = link {
-        details.push(Detail::gauge(
-            "rpo_redis_replica_repl_offset_bytes",
-            "The replication offset the replica has processed (slave_repl_offset).",
+        details.push(Detail::new(
+            &REPLICA_REPL_OFFSET_BYTES,
             link.processed_offset as f64,
         ));
         if let Some(s) = link.down_seconds.filter(|_| !link.up) {
-            details.push(Detail::gauge(
-                "rpo_redis_master_link_down_since_timestamp_seconds",
-                "Since when the replica's link to the primary is down (master_link_down_since_seconds, 1 s resolution).",
+            details.push(Detail::new(
+                &MASTER_LINK_DOWN_SINCE_TIMESTAMP_SECONDS,
                 seconds_before(replica.observed_at, s),
             ));
         }
         if let Some(s) = link.last_io_seconds_ago {
-            details.push(Detail::gauge(
-                "rpo_redis_master_last_io_timestamp_seconds",
-                "When the replica last heard from the primary (master_last_io_seconds_ago, 1 s resolution).",
+            details.push(Detail::new(
+                &MASTER_LAST_IO_TIMESTAMP_SECONDS,
                 seconds_before(replica.observed_at, s),
             ));
         }
     }
     if let Some(t) = heartbeat_seen {
-        details.push(Detail::gauge(
-            "rpo_heartbeat_timestamp_seconds",
-            "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",
-            unix_seconds(t),
-        ));
+        details.push(Detail::new(&HEARTBEAT_TIMESTAMP_SECONDS, unix_seconds(t)));
     }
     details
 }

@@ -30,13 +30,14 @@ use crate::drivers::redis::{
 };
 use crate::drivers::within;
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
 };
 
+use crate::metric_def::MetricDef;
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("redis_stream", parse);
+pub static KIND: KindDef = KindDef::new("redis_stream", parse, DETAIL_FAMILIES);
 
 #[derive(Debug, Clone)]
 pub struct RedisStreamTarget {
@@ -86,10 +87,48 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for RedisStreamTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(
+        &self,
+        target: &Target,
+        _context: &ProbeContext,
+    ) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RedisStreamProbe::new(target, self)?))
     }
 }
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static PENDING_ENTRIES: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_pending_entries",
+    "Entries delivered to the consumer group but not yet acknowledged (XPENDING).",
+);
+pub static CONSUMERS: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_consumers",
+    "Consumers in the consumer group.",
+);
+pub static LENGTH_ENTRIES: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_length_entries",
+    "Entries in the stream (XLEN), processed or not.",
+);
+pub static LAG_ENTRIES: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_lag_entries",
+    "Entries not yet delivered to the consumer group (XINFO GROUPS lag, or counted).",
+);
+pub static OLDEST_PENDING_ENTRY_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_oldest_pending_entry_timestamp_seconds",
+    "When the oldest delivered-but-unacknowledged entry was added (its id; the Redis server's clock).",
+);
+pub static OLDEST_UNDELIVERED_ENTRY_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_redis_stream_oldest_undelivered_entry_timestamp_seconds",
+    "When the oldest entry not yet delivered to the group was added (its id; the Redis server's clock).",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &PENDING_ENTRIES,
+    &CONSUMERS,
+    &LENGTH_ENTRIES,
+    &LAG_ENTRIES,
+    &OLDEST_PENDING_ENTRY_TIMESTAMP_SECONDS,
+    &OLDEST_UNDELIVERED_ENTRY_TIMESTAMP_SECONDS,
+];
 
 /// When a server does not report a group's lag (before Redis 7, or after
 /// deletions made it unknowable), up to this many undelivered entries are
@@ -441,40 +480,22 @@ fn details(
     length: u64,
 ) -> Vec<Detail> {
     let mut details = vec![
-        Detail::gauge(
-            "rpo_redis_stream_pending_entries",
-            "Entries delivered to the consumer group but not yet acknowledged (XPENDING).",
-            pending.count as f64,
-        ),
-        Detail::gauge(
-            "rpo_redis_stream_consumers",
-            "Consumers in the consumer group.",
-            group.consumers as f64,
-        ),
-        Detail::gauge(
-            "rpo_redis_stream_length_entries",
-            "Entries in the stream (XLEN), processed or not.",
-            length as f64,
-        ),
+        Detail::new(&PENDING_ENTRIES, pending.count as f64),
+        Detail::new(&CONSUMERS, group.consumers as f64),
+        Detail::new(&LENGTH_ENTRIES, length as f64),
     ];
     if let Some(lag) = lag {
-        details.push(Detail::gauge(
-            "rpo_redis_stream_lag_entries",
-            "Entries not yet delivered to the consumer group (XINFO GROUPS lag, or counted).",
-            lag as f64,
-        ));
+        details.push(Detail::new(&LAG_ENTRIES, lag as f64));
     }
     if let Some(id) = pending.oldest {
-        details.push(Detail::gauge(
-            "rpo_redis_stream_oldest_pending_entry_timestamp_seconds",
-            "When the oldest delivered-but-unacknowledged entry was added (its id; the Redis server's clock).",
+        details.push(Detail::new(
+            &OLDEST_PENDING_ENTRY_TIMESTAMP_SECONDS,
             unix_seconds(id.time()),
         ));
     }
     if let Some(id) = first_undelivered {
-        details.push(Detail::gauge(
-            "rpo_redis_stream_oldest_undelivered_entry_timestamp_seconds",
-            "When the oldest entry not yet delivered to the group was added (its id; the Redis server's clock).",
+        details.push(Detail::new(
+            &OLDEST_UNDELIVERED_ENTRY_TIMESTAMP_SECONDS,
             unix_seconds(id.time()),
         ));
     }

@@ -29,12 +29,14 @@ use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
 use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
-use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeError, Side};
+use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError, Side};
 
+use crate::evidence::queue;
+use crate::metric_def::MetricDef;
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::new("sql_queue", parse);
+pub static KIND: KindDef = KindDef::new("sql_queue", parse, DETAIL_FAMILIES);
 
 /// An outbox or staging table on PostgreSQL, read by a configured query.
 #[derive(Debug, Clone)]
@@ -78,13 +80,24 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for SqlQueueTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
+    fn build(
+        &self,
+        target: &Target,
+        _context: &ProbeContext,
+    ) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(SqlQueueProbe::new(target, self)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // The query.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &queue::MESSAGES,
+    &queue::OLDEST_MESSAGE_AGE_SECONDS,
+    &queue::LAST_EMPTY_TIMESTAMP_SECONDS,
+];
 
 /// Checks the two columns a queue query must return; the error lists the
 /// columns found.

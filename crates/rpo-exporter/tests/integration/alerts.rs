@@ -1,9 +1,11 @@
 //! The shipped alert rules and dashboards: promtool accepts and passes them,
 //! every alert carries its labels and a runbook that exists, and every
-//! `rpo_*` metric they use is one the exporter really exports.
+//! `rpo_*` metric they use (with the labels they select on) is a family of
+//! the metric catalogue.
 
 use std::collections::BTreeSet;
 
+use rpo_exporter::metrics::catalogue;
 use rpo_lab::repo_root as repo;
 use rpo_lab::support::files_in;
 
@@ -93,35 +95,152 @@ fn every_alert_has_gate_severity_and_an_existing_runbook() {
     }
 }
 
+/// One use of an `rpo_*` metric in a rule, test or dashboard file.
+#[derive(Debug)]
+pub struct MetricUse {
+    pub file: String,
+    pub metric: String,
+    /// The labels of the selector right after the name (`{group=~"…"}`),
+    /// in order; empty without a selector.
+    pub labels: Vec<String>,
+    /// The line it is on.
+    pub line: String,
+}
+
+/// Every use of an `rpo_*` metric in the `ext` files of `dir` (a JSON
+/// file's `\"` read as `"`).
+pub fn metric_uses(dir: &str, ext: &str) -> Vec<MetricUse> {
+    let mut uses = Vec::new();
+    for file in files_in(&repo().join(dir), ext) {
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("\\\"", "\"");
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(pos) = text[i..].find("rpo_") {
+            let start = i + pos;
+            let preceded_by_word =
+                start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let end = start
+                + text[start..]
+                    .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(text.len() - start);
+            if !preceded_by_word {
+                uses.push(MetricUse {
+                    file: file
+                        .strip_prefix(repo())
+                        .unwrap_or(&file)
+                        .display()
+                        .to_string(),
+                    metric: text[start..end].to_string(),
+                    labels: selector_labels(&text[end..]),
+                    line: text[..start]
+                        .rsplit('\n')
+                        .next()
+                        .map(|before| format!("{before}{}", text[start..].lines().next().unwrap()))
+                        .unwrap(),
+                });
+            }
+            i = end;
+        }
+    }
+    uses
+}
+
+/// The label names of a selector at the start of `rest` (`{a="x",b=~"y"}`);
+/// quoted values may hold anything, braces of a template included.
+fn selector_labels(rest: &str) -> Vec<String> {
+    let Some(body) = rest.strip_prefix('{') else {
+        return Vec::new();
+    };
+    let mut labels = Vec::new();
+    let mut name = String::new();
+    let mut quoted = false;
+    for c in body.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            '}' => break,
+            '=' | '!' | '~' => {
+                if !name.trim().is_empty() {
+                    labels.push(name.trim().to_string());
+                }
+                name.clear();
+            }
+            ',' => name.clear(),
+            c => name.push(c),
+        }
+    }
+    labels
+}
+
 /// Every `rpo_*` metric name used in alerts/ and dashboards/.
 pub fn metrics_used() -> BTreeSet<String> {
-    let mut used = BTreeSet::new();
-    for dir in ["alerts", "dashboards"] {
-        for ext in ["yml", "json"] {
-            for file in files_in(&repo().join(dir), ext) {
-                let text = std::fs::read_to_string(&file).unwrap();
-                let bytes = text.as_bytes();
-                let mut i = 0;
-                while let Some(pos) = text[i..].find("rpo_") {
-                    let start = i + pos;
-                    let preceded_by_word = start > 0
-                        && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-                    let end = start
-                        + text[start..]
-                            .find(|c: char| {
-                                !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                            })
-                            .unwrap_or(text.len() - start);
-                    if !preceded_by_word {
-                        used.insert(text[start..end].to_string());
-                    }
-                    i = end;
-                }
+    [("alerts", "yml"), ("dashboards", "json")]
+        .into_iter()
+        .flat_map(|(dir, ext)| metric_uses(dir, ext))
+        .map(|u| u.metric)
+        .collect()
+}
+
+/// Labels Prometheus adds to every scraped series.
+const SCRAPE_LABELS: [&str; 2] = ["job", "instance"];
+
+/// Every use names a catalogued family, and selects only on its labels.
+pub fn assert_uses_are_catalogued(uses: &[MetricUse]) {
+    assert!(!uses.is_empty());
+    let mut problems = Vec::new();
+    for u in uses {
+        let Some(family) = catalogue::find(&u.metric) else {
+            problems.push(format!(
+                "{}: {} is not an exported family",
+                u.file, u.metric
+            ));
+            continue;
+        };
+        for label in &u.labels {
+            if !family.all_labels().any(|l| l == label) && !SCRAPE_LABELS.contains(&label.as_str())
+            {
+                problems.push(format!(
+                    "{}: {} has no label `{label}` (it has {:?})",
+                    u.file,
+                    u.metric,
+                    family.all_labels().collect::<Vec<_>>()
+                ));
             }
         }
     }
-    used
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-// That every metric in metrics_used() is exported is checked by the e2e test,
-// on the full lab where every kind runs.
+#[test]
+fn alert_rules_use_catalogued_metrics_and_labels() {
+    assert_uses_are_catalogued(&metric_uses("alerts", "yml"));
+}
+
+/// The promtool tests feed series shaped as the exporter exports them:
+/// every label of the family, and no other (besides Prometheus's own).
+#[test]
+fn promtool_test_series_have_the_exported_labels() {
+    let uses = metric_uses("alerts/tests", "yml");
+    assert_uses_are_catalogued(&uses);
+    let series: Vec<&MetricUse> = uses
+        .iter()
+        .filter(|u| u.line.trim_start().starts_with("- series:"))
+        .collect();
+    assert!(series.len() > 10, "{series:?}");
+    for u in series {
+        let family = catalogue::find(&u.metric).unwrap();
+        let own: Vec<&str> = u
+            .labels
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !SCRAPE_LABELS.contains(l))
+            .collect();
+        assert_eq!(own, family.all_labels().collect::<Vec<_>>(), "{u:?}");
+    }
+}
+
+// The catalogue says what the exporter can export; the e2e test also checks,
+// on the full lab where every kind runs, that every metric in metrics_used()
+// is really exported and that the live exposition matches the catalogue.

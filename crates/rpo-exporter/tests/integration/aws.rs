@@ -15,8 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients, MetricQuery, Stat};
+use rpo_exporter::kinds::aws::{AwsClients, MetricQuery, Stat};
 use rpo_exporter::probe::unix_seconds;
+use rpo_exporter::probe::ProbeContext;
+use rpo_exporter::self_metrics::AwsCallCounters;
 use rpo_lab::support::aws::*;
 use rpo_lab::support::*;
 
@@ -660,12 +662,15 @@ async fn cloudwatch_series_cost_ceil_n_over_500_calls_per_poll() {
     for q in ["q1", "q2", "q3"] {
         create_queue(&south, q).await;
     }
+    let context = ProbeContext::new("test");
     let mut probes: Vec<_> = config
         .targets
         .iter()
-        .map(|t| rpo_exporter::kinds::build(t, "test").unwrap())
+        .map(|t| rpo_exporter::kinds::build(t, &context).unwrap())
         .collect();
-    let shared = rpo_exporter::kinds::aws::clients_for(&moto.access("ap-south-1"));
+    let shared =
+        rpo_exporter::kinds::aws::clients_for(&moto.access("ap-south-1"), &context.aws_calls);
+    let before = counters.snapshot();
     for round in 1..=2u64 {
         let polls = probes.iter_mut().map(|p| p.poll());
         for result in futures::future::join_all(polls).await {
@@ -676,7 +681,63 @@ async fn cloudwatch_series_cost_ceil_n_over_500_calls_per_poll() {
             round,
             "one call per round for three targets"
         );
+        // Counted in the counters the probes were built with, exactly.
+        let counts = context.aws_calls.snapshot();
+        assert_eq!(counts.requests("cloudwatch", "GetMetricData"), round);
+        assert_eq!(counts.cloudwatch_metrics_requested, 3 * round);
+        assert_eq!(counts.requests("sqs", "GetQueueUrl"), 3, "once per queue");
+        assert_eq!(counts.requests("sqs", "GetQueueAttributes"), 3 * round);
     }
+    // ... and nowhere else.
+    assert_eq!(counters.snapshot(), before);
+}
+
+/// Two exporters in one process (two regions' exporters in a test, say)
+/// each count their own AWS calls: the counters are theirs, not a static.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_exporter_counts_its_own_aws_calls() {
+    let moto = start_moto().await;
+    admin(&moto, "ca-central-1")
+        .sqs()
+        .await
+        .create_queue()
+        .queue_name("erp-shared")
+        .send()
+        .await
+        .unwrap();
+    let config = aws_config(&format!(
+        "[[sqs]]\nname = \"outbox\"\ngroup = \"erp\"\nqueue_name = \"erp-shared\"\n{}",
+        aws_keys(&moto, "ca-central-1")
+    ));
+    let (first, second) = (
+        Exporter::start(&config).await,
+        Exporter::start(&config).await,
+    );
+    for exporter in [&first, &second] {
+        exporter.wait_for_probe_success("outbox").await;
+    }
+    for exporter in [&first, &second] {
+        let text = exporter.metrics().await;
+        let requests = |operation: &str| {
+            metric_value(
+                &text,
+                "rpo_aws_api_requests_total",
+                &[("service", "sqs"), ("operation", operation)],
+            )
+            .unwrap_or(0.0)
+        };
+        // Each resolved the queue's URL once, whatever the other did.
+        assert_eq!(requests("GetQueueUrl"), 1.0, "{text}");
+        // One GetQueueAttributes per poll of its own (one may be in flight).
+        let runs = metric_value(&text, "rpo_probe_runs_total", &[("target", "outbox")]).unwrap();
+        let attributes = requests("GetQueueAttributes");
+        assert!(
+            (runs..=runs + 1.0).contains(&attributes),
+            "{attributes} GetQueueAttributes for {runs} polls\n{text}"
+        );
+    }
+    first.stop().await;
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The shipped Grafana dashboards: valid JSON with fixed uids and the
-//! datasource/group/target variables, and (called from the e2e test) every
-//! panel's query answers with data on a live Prometheus scraping the lab.
+//! datasource/group/target variables, queries on catalogued families and
+//! their labels, and (called from the e2e test) every panel's query answers
+//! with data on a live Prometheus scraping the lab.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,11 @@ fn dashboards() -> Vec<(PathBuf, serde_json::Value)> {
             (p, json)
         })
         .collect()
+}
+
+#[test]
+fn dashboard_queries_use_catalogued_metrics_and_labels() {
+    crate::alerts::assert_uses_are_catalogued(&crate::alerts::metric_uses("dashboards", "json"));
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! The README stays true to the code: its metrics tables name exactly the
-//! metrics the code exports, and every TOML example in it validates.
+//! families of the metric catalogue, with their types, labels and kinds,
+//! and every TOML example in it validates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rpo_lab::repo_root as repo;
 use rpo_lab::support::{env_vars_named, fake_secret_for};
+
+use rpo_exporter::metric_def::{MetricDef, Scope};
+use rpo_exporter::metrics::catalogue;
 
 /// Every `rpo_*` token in `text`.
 fn metric_tokens(text: &str) -> BTreeSet<String> {
@@ -25,37 +29,6 @@ fn metric_tokens(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Metric names the code exports: the string literals of src/metrics.rs and
-/// src/kinds/.
-fn exported_by_code() -> BTreeSet<String> {
-    let mut files = vec![repo().join("crates/rpo-exporter/src/metrics.rs")];
-    let mut dirs = vec![repo().join("crates/rpo-exporter/src/kinds")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
-                files.push(path);
-            }
-        }
-    }
-    let mut names = BTreeSet::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for literal in text.split('"').skip(1).step_by(2) {
-            if literal.starts_with("rpo_")
-                && literal
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                names.insert(literal.to_string());
-            }
-        }
-    }
-    names
-}
-
 fn readme_section(heading: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let start = readme
@@ -66,25 +39,141 @@ fn readme_section(heading: &str) -> String {
     body[..end].to_string()
 }
 
+/// One family as a README metrics table documents it.
+#[derive(Debug)]
+struct Documented {
+    metric_type: String,
+    /// Labels written in braces after the name, beyond `group`, `target`, `kind`.
+    labels: Vec<String>,
+    /// The `kinds` column, where the table has one.
+    kinds: Option<BTreeSet<String>>,
+}
+
+/// The rows of the metrics tables: `| `name{labels}`, `name2` | type | [kinds |] meaning |`.
+fn documented_families(section: &str) -> BTreeMap<String, Documented> {
+    let mut documented = BTreeMap::new();
+    let mut has_kinds_column = false;
+    for line in section.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells[0] == "metric" {
+            has_kinds_column = cells.get(2) == Some(&"kinds");
+            continue;
+        }
+        if !cells[0].contains("rpo_") {
+            continue;
+        }
+        for spelled in split_names(cells[0]) {
+            let (name, labels) = match spelled.split_once('{') {
+                Some((name, labels)) => (
+                    name,
+                    labels
+                        .trim_end_matches('}')
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|l| !["group", "target", "kind"].contains(l))
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => (spelled.as_str(), Vec::new()),
+            };
+            let kinds = has_kinds_column
+                .then(|| cells[2].split(',').map(|k| k.trim().to_string()).collect());
+            let row = Documented {
+                metric_type: cells[1].to_string(),
+                labels,
+                kinds,
+            };
+            assert!(
+                documented.insert(name.to_string(), row).is_none(),
+                "{name} is documented twice"
+            );
+        }
+    }
+    documented
+}
+
+/// `` `a{x,y}`, `b` `` into `a{x,y}` and `b`.
+fn split_names(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The labels a README row must show: the family's own, beyond `group`,
+/// `target`, `kind`.
+fn own_labels(family: &MetricDef) -> Vec<String> {
+    family
+        .all_labels()
+        .filter(|l| !["group", "target", "kind"].contains(l))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn readme_metrics_tables_match_the_code() {
-    let code = exported_by_code();
-    assert!(code.len() > 60, "{code:?}");
-    let documented: BTreeSet<String> = metric_tokens(&readme_section("Metrics"))
-        .into_iter()
-        // Prose mentions of a prefix, e.g. "`rpo_aws_*` series".
-        .filter(|n| !n.ends_with('_'))
-        .collect();
-    let undocumented: Vec<&String> = code.difference(&documented).collect();
-    assert!(
-        undocumented.is_empty(),
-        "exported but not in the README's metrics tables: {undocumented:?}"
-    );
-    let unknown: Vec<&String> = documented.difference(&code).collect();
-    assert!(
-        unknown.is_empty(),
-        "in the README's metrics tables but exported nowhere: {unknown:?}"
-    );
+fn readme_metrics_tables_match_the_catalogue() {
+    let section = readme_section("Metrics");
+    let documented = documented_families(&section);
+    let mut problems = Vec::new();
+    for family in catalogue::all() {
+        let Some(row) = documented.get(family.name) else {
+            problems.push(format!(
+                "{}: exported but not in the README's metrics tables",
+                family.name
+            ));
+            continue;
+        };
+        if row.metric_type != family.metric_type.as_str() {
+            problems.push(format!(
+                "{}: the README says {}, the catalogue {}",
+                family.name,
+                row.metric_type,
+                family.metric_type.as_str()
+            ));
+        }
+        if row.labels != own_labels(family) {
+            problems.push(format!(
+                "{}: the README shows labels {:?}, the catalogue has {:?}",
+                family.name,
+                row.labels,
+                own_labels(family)
+            ));
+        }
+        let publishing: BTreeSet<String> = catalogue::kinds_publishing(family)
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        if let Some(kinds) = row.kinds.as_ref().filter(|_| !publishing.is_empty()) {
+            if *kinds != publishing {
+                problems.push(format!(
+                    "{}: the README says kinds {kinds:?}, the code publishes it for {publishing:?}",
+                    family.name
+                ));
+            }
+        }
+        if family.scope == Scope::Exporter && !family.labels.is_empty() && row.labels.is_empty() {
+            problems.push(format!("{}: show its labels", family.name));
+        }
+    }
+    for name in documented.keys() {
+        if catalogue::find(name).is_none() {
+            problems.push(format!(
+                "{name}: in the README's metrics tables but not in the catalogue"
+            ));
+        }
+    }
+    // Prose and meaning cells name real families too (a prefix such as
+    // "`rpo_aws_*` series" ends in `_`).
+    for name in metric_tokens(&section) {
+        if !name.ends_with('_') && catalogue::find(&name).is_none() {
+            problems.push(format!(
+                "{name}: mentioned in ## Metrics but not in the catalogue"
+            ));
+        }
+    }
+    assert!(documented.len() > 90, "{documented:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

@@ -39,6 +39,47 @@ fn fast_rules(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every `rpo_*` family of a live exposition is catalogued, with its help
+/// and type, and each sample carries exactly the catalogued labels.
+fn assert_exposition_matches_the_catalogue(text: &str) {
+    use rpo_exporter::metrics::catalogue;
+    let mut family = None;
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP rpo_") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            let def = catalogue::find(&format!("rpo_{name}"))
+                .unwrap_or_else(|| panic!("rpo_{name} is exported but not catalogued"));
+            assert_eq!(def.help, help, "{line}");
+            family = Some(def);
+        } else if let Some(rest) = line.strip_prefix("# TYPE rpo_") {
+            let def = family.expect("HELP before TYPE");
+            assert_eq!(
+                rest,
+                format!("{} {}", &def.name[4..], def.metric_type.as_str())
+            );
+        } else if line.starts_with("rpo_") {
+            let def = family.expect("a header before samples");
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            let labels: Vec<&str> = series
+                .split_once('{')
+                .map(|(_, l)| l.trim_end_matches('}'))
+                .into_iter()
+                .flat_map(|l| l.split("\",").map(|kv| kv.split_once('=').unwrap().0))
+                .collect();
+            assert_eq!(series.split('{').next(), Some(def.name), "{line}");
+            assert_eq!(labels, def.all_labels().collect::<Vec<_>>(), "{line}");
+            if let Some(kind) = series.split("kind=\"").nth(1) {
+                kinds.insert(kind.split('"').next().unwrap().to_string());
+            }
+        } else if !line.starts_with("# ") {
+            family = None;
+        }
+    }
+    // Every kind ran: the check above saw every kind's detail series.
+    assert!(kinds.len() >= 10, "{kinds:?}");
+}
+
 async fn check_prometheus(url: &str) -> (i32, String) {
     let output = tokio::process::Command::new(BIN)
         .args(["check", "--prometheus", url, "--group", "erp"])
@@ -97,8 +138,10 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
     let (_, out) = wait_until_check(&prom, 0).await;
     assert!(out.contains("VERDICT: GO"), "{out}");
 
-    // Every rpo_* metric the alerts and dashboards use is really exported.
+    // Every rpo_* metric the alerts and dashboards use is really exported,
+    // and what every kind exports for real is what the catalogue says.
     let text = exporter.metrics().await;
+    assert_exposition_matches_the_catalogue(&text);
     let exported: std::collections::BTreeSet<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

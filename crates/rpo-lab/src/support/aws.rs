@@ -9,8 +9,9 @@
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
 
-use rpo_exporter::kinds::aws::{AwsCallCounters, AwsClients};
+use rpo_exporter::kinds::aws::AwsClients;
 use rpo_exporter::probe::unix_seconds;
+use rpo_exporter::self_metrics::AwsCallCounters;
 
 use super::start_blocking;
 use crate::moto::{metric_datum, use_emulator_credentials, MotoServer};

@@ -30,9 +30,11 @@ use super::{
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, is_rds_identifier, AwsAccess};
@@ -42,7 +44,12 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("aurora_global", parse, config::CLOUDWATCH_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws(
+    "aurora_global",
+    parse,
+    config::CLOUDWATCH_DEFAULTS,
+    DETAIL_FAMILIES,
+);
 
 /// An Aurora global database.
 #[derive(Debug, Clone)]
@@ -87,13 +94,44 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for AuroraGlobalTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(AuroraGlobalProbe::new(target, self)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(AuroraGlobalProbe::new(
+            target,
+            self,
+            &context.aws_calls,
+        )?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static RPO_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_aurora_global_rpo_lag_seconds",
+    "The newest AuroraGlobalDBRPOLag of the secondary, in seconds (the minute's maximum).",
+)
+.with_labels(&["secondary"]);
+pub static REPLICATION_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_aurora_global_replication_lag_seconds",
+    "The newest AuroraGlobalDBReplicationLag of the secondary, in seconds (the minute's maximum).",
+)
+.with_labels(&["secondary"]);
+pub static LAG_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_aurora_global_lag_timestamp_seconds",
+    "The time of the oldest lag datapoint used for the secondary (the start of its minute).",
+)
+.with_labels(&["secondary"]);
+pub static SECONDARIES: MetricDef = MetricDef::gauge(
+    "rpo_aurora_global_secondaries",
+    "Secondary clusters of the global database this target measures.",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &RPO_LAG_SECONDS,
+    &REPLICATION_LAG_SECONDS,
+    &LAG_TIMESTAMP_SECONDS,
+    &SECONDARIES,
+];
 
 /// The members of a global cluster as this probe needs them.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,11 +237,12 @@ impl AuroraGlobalProbe {
     pub fn new(
         target: &Target,
         spec: &AuroraGlobalTarget,
+        aws_calls: &Arc<AwsCallCounters>,
     ) -> Result<AuroraGlobalProbe, ProbeError> {
         Ok(AuroraGlobalProbe {
             target: target.clone(),
             spec: spec.clone(),
-            clients: clients_for(&spec.access),
+            clients: clients_for(&spec.access, aws_calls),
         })
     }
 
@@ -246,7 +285,7 @@ impl AuroraGlobalProbe {
         let lookback = lookback(self.target.stale_after);
         let timeout = deadline.saturating_duration_since(Instant::now());
         let fetches = by_region.into_iter().map(|(region, ids)| {
-            let clients = clients_for(&self.spec.access.in_region(&region));
+            let clients = self.clients.in_region(&region);
             let source_region = source_region.clone();
             async move {
                 let queries = ids
@@ -279,18 +318,20 @@ impl AuroraGlobalProbe {
                     })
                 };
                 let (rpo, replication) = (seconds(pair[0]), seconds(pair[1]));
-                for (name, help, dp) in [
-                    ("rpo_aurora_global_rpo_lag_seconds", "The newest AuroraGlobalDBRPOLag of the secondary, in seconds (the minute's maximum).", rpo),
-                    ("rpo_aurora_global_replication_lag_seconds", "The newest AuroraGlobalDBReplicationLag of the secondary, in seconds (the minute's maximum).", replication),
+                for (family, dp) in [
+                    (&RPO_LAG_SECONDS, rpo),
+                    (&REPLICATION_LAG_SECONDS, replication),
                 ] {
                     if let Some(dp) = dp {
-                        details.push(Detail::gauge(name, help, dp.value).with_label("secondary", id.clone()));
+                        details.push(
+                            Detail::new(family, dp.value).with_label("secondary", id.clone()),
+                        );
                     }
                 }
                 match secondary_proof(rpo, replication) {
                     Some(proof) => {
                         details.push(
-                            Detail::gauge("rpo_aurora_global_lag_timestamp_seconds", "The time of the oldest lag datapoint used for the secondary (the start of its minute).", unix_seconds(proof.1))
+                            Detail::new(&LAG_TIMESTAMP_SECONDS, unix_seconds(proof.1))
                                 .with_label("secondary", id.clone()),
                         );
                         proofs.push(proof);
@@ -314,11 +355,7 @@ impl AuroraGlobalProbe {
         measurement.recovery_point = recovery_point;
         measurement.link = view.link();
         measurement.replica_reachable = Some(true);
-        details.push(Detail::gauge(
-            "rpo_aurora_global_secondaries",
-            "Secondary clusters of the global database this target measures.",
-            view.secondaries.len() as f64,
-        ));
+        details.push(Detail::new(&SECONDARIES, view.secondaries.len() as f64));
         measurement.details = details;
         Ok(measurement)
     }

@@ -23,9 +23,11 @@ use futures::future::BoxFuture;
 use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, is_efs_id, AwsAccess};
@@ -35,7 +37,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("efs", parse, config::CLOUDWATCH_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws("efs", parse, config::CLOUDWATCH_DEFAULTS, DETAIL_FAMILIES);
 
 /// EFS replication of one source file system.
 #[derive(Debug, Clone)]
@@ -80,13 +82,34 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for EfsTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(EfsProbe::new(target, self)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(EfsProbe::new(target, self, &context.aws_calls)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static REPLICATION_ENABLED: MetricDef = MetricDef::gauge(
+    "rpo_efs_replication_enabled",
+    "1 when the EFS replication destination's Status is ENABLED.",
+)
+.with_labels(&["destination"]);
+pub static LAST_SYNC_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_efs_last_sync_timestamp_seconds",
+    "LastReplicatedTimestamp of the destination: every change on the source before it is on the destination.",
+).with_labels(&["destination"]);
+pub static TIME_SINCE_LAST_SYNC_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_efs_time_since_last_sync_seconds",
+    "The newest CloudWatch TimeSinceLastSync of the destination (the minute's maximum).",
+)
+.with_labels(&["destination"]);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &REPLICATION_ENABLED,
+    &LAST_SYNC_TIMESTAMP_SECONDS,
+    &TIME_SINCE_LAST_SYNC_SECONDS,
+];
 
 /// One destination of the source file system.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,9 +159,8 @@ pub fn evaluate(
     for (dest, since_sync) in destinations {
         let id = &dest.file_system_id;
         let label = |d: Detail| d.with_label("destination", id.clone());
-        details.push(label(Detail::gauge(
-            "rpo_efs_replication_enabled",
-            "1 when the EFS replication destination's Status is ENABLED.",
+        details.push(label(Detail::new(
+            &REPLICATION_ENABLED,
             if dest.status == "ENABLED" { 1.0 } else { 0.0 },
         )));
         if dest.status != "ENABLED" {
@@ -152,18 +174,13 @@ pub fn evaluate(
             ));
         }
         if let Some(t) = dest.last_replicated {
-            details.push(label(Detail::gauge(
-                "rpo_efs_last_sync_timestamp_seconds",
-                "LastReplicatedTimestamp of the destination: every change on the source before it is on the destination.",
+            details.push(label(Detail::new(
+                &LAST_SYNC_TIMESTAMP_SECONDS,
                 unix_seconds(t),
             )));
         }
         if let Some(dp) = since_sync {
-            details.push(label(Detail::gauge(
-                "rpo_efs_time_since_last_sync_seconds",
-                "The newest CloudWatch TimeSinceLastSync of the destination (the minute's maximum).",
-                dp.value,
-            )));
+            details.push(label(Detail::new(&TIME_SINCE_LAST_SYNC_SECONDS, dp.value)));
         }
         match (dest.last_replicated, since_sync) {
             (Some(t), _) => proofs.push((Some(t), polled_at)),
@@ -203,11 +220,15 @@ pub struct EfsProbe {
 }
 
 impl EfsProbe {
-    pub fn new(target: &Target, spec: &EfsTarget) -> Result<EfsProbe, ProbeError> {
+    pub fn new(
+        target: &Target,
+        spec: &EfsTarget,
+        aws_calls: &Arc<AwsCallCounters>,
+    ) -> Result<EfsProbe, ProbeError> {
         Ok(EfsProbe {
             target: target.clone(),
             spec: spec.clone(),
-            clients: clients_for(&spec.access),
+            clients: clients_for(&spec.access, aws_calls),
         })
     }
 

@@ -24,9 +24,11 @@ use futures::future::BoxFuture;
 use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, is_aws_region, AwsAccess};
@@ -36,7 +38,12 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("elasticache_global", parse, config::CLOUDWATCH_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws(
+    "elasticache_global",
+    parse,
+    config::CLOUDWATCH_DEFAULTS,
+    DETAIL_FAMILIES,
+);
 
 /// An ElastiCache (Redis OSS / Valkey) Global Datastore.
 #[derive(Debug, Clone)]
@@ -81,13 +88,38 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for ElasticacheGlobalTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(ElasticacheGlobalProbe::new(target, self)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(ElasticacheGlobalProbe::new(
+            target,
+            self,
+            &context.aws_calls,
+        )?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static REPLICATION_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_replication_lag_seconds",
+    "The newest CloudWatch GlobalDatastoreReplicationLag of the secondary's node (the minute's maximum).",
+).with_labels(&["node"]);
+pub static REPLICATION_LAG_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_replication_lag_timestamp_seconds",
+    "The time of the newest GlobalDatastoreReplicationLag datapoint (the start of its minute).",
+)
+.with_labels(&["node"]);
+pub static MEMBER_ASSOCIATED: MetricDef = MetricDef::gauge(
+    "rpo_elasticache_global_member_associated",
+    "1 when the secondary member's status in the global datastore is `associated`.",
+)
+.with_labels(&["secondary"]);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &REPLICATION_LAG_SECONDS,
+    &REPLICATION_LAG_TIMESTAMP_SECONDS,
+    &MEMBER_ASSOCIATED,
+];
 
 /// A secondary member of the global datastore.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,11 +190,12 @@ impl ElasticacheGlobalProbe {
     pub fn new(
         target: &Target,
         spec: &ElasticacheGlobalTarget,
+        aws_calls: &Arc<AwsCallCounters>,
     ) -> Result<ElasticacheGlobalProbe, ProbeError> {
         Ok(ElasticacheGlobalProbe {
             target: target.clone(),
             spec: spec.clone(),
-            clients: clients_for(&spec.access),
+            clients: clients_for(&spec.access, aws_calls),
         })
     }
 
@@ -195,7 +228,7 @@ impl ElasticacheGlobalProbe {
             secondaries_of(group, self.spec.secondary_region.as_deref());
         let lookback = lookback(self.target.stale_after);
         let per_secondary = secondaries.iter().map(|secondary| {
-            let clients = clients_for(&self.spec.access.in_region(&secondary.region));
+            let clients = self.clients.in_region(&secondary.region);
             async move {
                 let elasticache = clients.elasticache().await;
                 let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
@@ -253,20 +286,12 @@ impl ElasticacheGlobalProbe {
             for (node, datapoint) in nodes {
                 if let Some(dp) = datapoint {
                     details.push(
-                        Detail::gauge(
-                            "rpo_elasticache_global_replication_lag_seconds",
-                            "The newest CloudWatch GlobalDatastoreReplicationLag of the secondary's node (the minute's maximum).",
-                            dp.value,
-                        )
-                        .with_label("node", node.clone()),
+                        Detail::new(&REPLICATION_LAG_SECONDS, dp.value)
+                            .with_label("node", node.clone()),
                     );
                     details.push(
-                        Detail::gauge(
-                            "rpo_elasticache_global_replication_lag_timestamp_seconds",
-                            "The time of the newest GlobalDatastoreReplicationLag datapoint (the start of its minute).",
-                            unix_seconds(dp.time),
-                        )
-                        .with_label("node", node),
+                        Detail::new(&REPLICATION_LAG_TIMESTAMP_SECONDS, unix_seconds(dp.time))
+                            .with_label("node", node),
                     );
                     proven.push((lag_recovery_point(dp.time, dp.value), dp.time));
                 }
@@ -281,9 +306,8 @@ impl ElasticacheGlobalProbe {
                 proofs.push((rp, evidence.expect("non-empty")));
             }
             details.push(
-                Detail::gauge(
-                    "rpo_elasticache_global_member_associated",
-                    "1 when the secondary member's status in the global datastore is `associated`.",
+                Detail::new(
+                    &MEMBER_ASSOCIATED,
                     if secondary.status == "associated" {
                         1.0
                     } else {

@@ -4,8 +4,9 @@
 //! `s3`, `efs`, `sqs`).
 //!
 //! **Clients.** [`clients_for`] hands out one [`AwsClients`] per
-//! [`AwsAccess`] (region, profile, role, endpoint) and tokio runtime; every
-//! target with that access shares it, and with it one SDK client per service.
+//! [`AwsAccess`] (region, profile, role, endpoint), tokio runtime and set of
+//! call counters; every target with that access shares it, and with it one
+//! SDK client per service.
 //! The SDK config comes from `aws-config`'s standard chain (environment,
 //! shared files with `profile`, SSO, container and instance roles), with
 //! `role_arn` assumed on top through STS. The HTTPS client is hyper on rustls
@@ -39,9 +40,11 @@
 //! `rpo_aws_api_requests_total{service,operation}`; every operation that
 //! fails after the SDK's retries in `rpo_aws_api_errors_total{service,
 //! operation,reason}`; every query sent to `GetMetricData` in
-//! `rpo_cloudwatch_metrics_requested_total`. The counters are exporter-wide
-//! atomics ([`call_counters`]); `metrics::render` reads a snapshot of them,
-//! so data still flows one way (probes never import `metrics`).
+//! `rpo_cloudwatch_metrics_requested_total`. The counters
+//! ([`AwsCallCounters`], in `self_metrics`) belong to whoever built the
+//! probes (the daemon, a `check` run) and reach the clients through
+//! [`crate::probe::ProbeContext`]; the daemon hands the same object to the
+//! renderer, so data still flows one way and no one reads a static here.
 
 pub mod aurora_global;
 pub mod config;
@@ -51,7 +54,7 @@ pub mod rds;
 pub mod s3;
 pub mod sqs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +76,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{oneshot, Notify};
 
 use crate::probe::{FailureReason, ProbeError};
+use crate::self_metrics::AwsCallCounters;
 pub use config::AwsAccess;
 
 /// CloudWatch's period for AWS metrics: one minute.
@@ -86,81 +90,7 @@ pub const MAX_QUERIES_PER_CALL: usize = 500;
 const MAX_DATAPOINTS_PER_CALL: usize = 100_800;
 
 // ---------------------------------------------------------------------------
-// Call counters.
-
-/// Exporter-wide counts of AWS calls, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct AwsCallCounters {
-    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
-    errors: Mutex<BTreeMap<(&'static str, &'static str, FailureReason), u64>>,
-    cloudwatch_metrics_requested: AtomicU64,
-}
-
-/// A copy of the counters at one instant.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AwsCallCounts {
-    /// (service, operation, HTTP requests sent).
-    pub requests: Vec<(String, String, u64)>,
-    /// (service, operation, reason, failed operations).
-    pub errors: Vec<(String, String, FailureReason, u64)>,
-    pub cloudwatch_metrics_requested: u64,
-}
-
-impl AwsCallCounts {
-    /// Requests of one service and operation (0 when none).
-    pub fn requests(&self, service: &str, operation: &str) -> u64 {
-        self.requests
-            .iter()
-            .find(|(s, o, _)| s == service && o == operation)
-            .map_or(0, |(_, _, n)| *n)
-    }
-}
-
-impl AwsCallCounters {
-    pub fn count_request(&self, service: &'static str, operation: &str) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *requests
-            .entry((service, operation.to_string()))
-            .or_default() += 1;
-    }
-
-    pub fn count_error(
-        &self,
-        service: &'static str,
-        operation: &'static str,
-        reason: FailureReason,
-    ) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        *errors.entry((service, operation, reason)).or_default() += 1;
-    }
-
-    pub fn count_metrics_requested(&self, queries: usize) {
-        self.cloudwatch_metrics_requested
-            .fetch_add(queries as u64, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> AwsCallCounts {
-        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        AwsCallCounts {
-            requests: requests
-                .iter()
-                .map(|((s, o), n)| (s.to_string(), o.clone(), *n))
-                .collect(),
-            errors: errors
-                .iter()
-                .map(|((s, o, r), n)| (s.to_string(), o.to_string(), *r, *n))
-                .collect(),
-            cloudwatch_metrics_requested: self.cloudwatch_metrics_requested.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// The exporter-wide counters every [`AwsClients`] from [`clients_for`] counts in.
-pub fn call_counters() -> &'static Arc<AwsCallCounters> {
-    static COUNTERS: OnceLock<Arc<AwsCallCounters>> = OnceLock::new();
-    COUNTERS.get_or_init(|| Arc::new(AwsCallCounters::default()))
-}
+// Call counting.
 
 /// Counts every HTTP request an SDK client sends, retries included.
 #[derive(Debug)]
@@ -189,13 +119,18 @@ impl Intercept for CountingInterceptor {
 // ---------------------------------------------------------------------------
 // Clients.
 
-type RegistryKey = (Option<tokio::runtime::Id>, AwsAccess);
+/// The counters' address: clients are shared only among probes counting in
+/// the same counters. Unambiguous while the entry's clients live, because
+/// they hold the counters.
+type CountersId = usize;
+type RegistryKey = (Option<tokio::runtime::Id>, CountersId, AwsAccess);
 
-/// The shared clients of one access, created on first use.
-pub fn clients_for(access: &AwsAccess) -> Arc<AwsClients> {
+/// The shared clients of one access, created on first use, counting in
+/// `counters` (the probe's [`crate::probe::ProbeContext::aws_calls`]).
+pub fn clients_for(access: &AwsAccess, counters: &Arc<AwsCallCounters>) -> Arc<AwsClients> {
     static REGISTRY: OnceLock<Mutex<HashMap<RegistryKey, Weak<AwsClients>>>> = OnceLock::new();
     let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-    let key = (runtime, access.clone());
+    let key = (runtime, Arc::as_ptr(counters) as CountersId, access.clone());
     let mut registry = REGISTRY
         .get_or_init(Default::default)
         .lock()
@@ -204,7 +139,7 @@ pub fn clients_for(access: &AwsAccess) -> Arc<AwsClients> {
         return clients;
     }
     registry.retain(|_, clients| clients.strong_count() > 0);
-    let clients = Arc::new(AwsClients::new(access.clone(), call_counters().clone()));
+    let clients = Arc::new(AwsClients::new(access.clone(), counters.clone()));
     registry.insert(key, Arc::downgrade(&clients));
     clients
 }
@@ -260,6 +195,12 @@ impl AwsClients {
 
     pub fn counters(&self) -> &AwsCallCounters {
         &self.counters
+    }
+
+    /// The shared clients of this access in another region, counting in the
+    /// same counters (a replica or secondary discovered at poll time).
+    pub fn in_region(&self, region: &str) -> Arc<AwsClients> {
+        clients_for(&self.access.in_region(region), &self.counters)
     }
 
     /// `GetMetricData` calls this access's batcher has sent.

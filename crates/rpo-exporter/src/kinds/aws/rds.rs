@@ -36,9 +36,12 @@ use super::{
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, AwsAccess};
@@ -48,7 +51,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("rds", parse, config::CLOUDWATCH_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws("rds", parse, config::CLOUDWATCH_DEFAULTS, DETAIL_FAMILIES);
 
 /// An RDS source instance and its read replicas.
 #[derive(Debug, Clone)]
@@ -90,13 +93,35 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 }
 
 impl KindSpec for RdsTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(RdsProbe::new(target, self)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(RdsProbe::new(target, self, &context.aws_calls)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static REPLICA_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_rds_replica_lag_seconds",
+    "The newest CloudWatch ReplicaLag of the replica (the minute's maximum).",
+)
+.with_labels(&["replica"]);
+pub static REPLICA_LAG_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_rds_replica_lag_timestamp_seconds",
+    "The time of the newest ReplicaLag datapoint (the start of its minute).",
+)
+.with_labels(&["replica"]);
+pub static REPLICA_AVAILABLE: MetricDef = MetricDef::gauge(
+    "rpo_rds_replica_available",
+    "1 when the RDS replica's status is `available` and its read replication is normal.",
+)
+.with_labels(&["replica"]);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &REPLICA_LAG_SECONDS,
+    &REPLICA_LAG_TIMESTAMP_SECONDS,
+    &REPLICA_AVAILABLE,
+];
 
 /// One replica as the probe knows it: where it is and what it is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,9 +193,8 @@ pub fn evaluate(
         let id = &replica.identifier;
         if let Some(status) = status {
             details.push(
-                Detail::gauge(
-                    "rpo_rds_replica_available",
-                    "1 when the RDS replica's status is `available` and its read replication is normal.",
+                Detail::new(
+                    &REPLICA_AVAILABLE,
                     if status.problem().is_none() { 1.0 } else { 0.0 },
                 )
                 .with_label("replica", id.clone()),
@@ -183,20 +207,11 @@ pub fn evaluate(
             None => missing.push(format!("{id} ({})", replica.region)),
             Some(dp) => {
                 details.push(
-                    Detail::gauge(
-                        "rpo_rds_replica_lag_seconds",
-                        "The newest CloudWatch ReplicaLag of the replica (the minute's maximum).",
-                        dp.value,
-                    )
-                    .with_label("replica", id.clone()),
+                    Detail::new(&REPLICA_LAG_SECONDS, dp.value).with_label("replica", id.clone()),
                 );
                 details.push(
-                    Detail::gauge(
-                        "rpo_rds_replica_lag_timestamp_seconds",
-                        "The time of the newest ReplicaLag datapoint (the start of its minute).",
-                        unix_seconds(dp.time),
-                    )
-                    .with_label("replica", id.clone()),
+                    Detail::new(&REPLICA_LAG_TIMESTAMP_SECONDS, unix_seconds(dp.time))
+                        .with_label("replica", id.clone()),
                 );
                 if dp.value < 0.0 {
                     problems.push(format!(
@@ -246,7 +261,11 @@ pub struct RdsProbe {
 }
 
 impl RdsProbe {
-    pub fn new(target: &Target, spec: &RdsTarget) -> Result<RdsProbe, ProbeError> {
+    pub fn new(
+        target: &Target,
+        spec: &RdsTarget,
+        aws_calls: &Arc<AwsCallCounters>,
+    ) -> Result<RdsProbe, ProbeError> {
         let source_region = region_of(&spec.source_instance, &spec.access.region).to_string();
         let source = ReplicaRef {
             identifier: identifier_of(&spec.source_instance).to_string(),
@@ -260,7 +279,7 @@ impl RdsProbe {
         Ok(RdsProbe {
             target: target.clone(),
             spec: spec.clone(),
-            source_clients: clients_for(&spec.access.in_region(&source_region)),
+            source_clients: clients_for(&spec.access.in_region(&source_region), aws_calls),
             source,
             known_replicas,
         })
@@ -302,7 +321,7 @@ impl RdsProbe {
         let lookback = lookback(self.target.stale_after);
         let timeout = deadline.saturating_duration_since(Instant::now());
         let regions = by_region.into_iter().map(|(region, ids)| {
-            let clients = clients_for(&self.spec.access.in_region(&region));
+            let clients = self.source_clients.in_region(&region);
             async move {
                 let queries = ids
                     .iter()

@@ -41,9 +41,11 @@ use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
-    Measurement, Probe, ProbeError, Side,
+    Measurement, Probe, ProbeContext, ProbeError, Side,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, is_aws_region, is_bucket_name, AwsAccess};
@@ -53,7 +55,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("s3", parse, config::CLOUDWATCH_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws("s3", parse, config::CLOUDWATCH_DEFAULTS, DETAIL_FAMILIES);
 
 /// The S3 canary's default interval and key prefix.
 pub const DEFAULT_S3_CANARY_INTERVAL: Duration = Duration::from_secs(30);
@@ -198,13 +200,64 @@ impl KindSpec for S3Target {
         self.canary.as_ref().map(|canary| canary.interval)
     }
 
-    fn build(&self, target: &Target, instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(S3Probe::new(target, self, instance)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        let instance = context.instance.as_str();
+        Ok(Box::new(S3Probe::new(
+            target,
+            self,
+            instance,
+            &context.aws_calls,
+        )?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static REPLICATION_LATENCY_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_s3_replication_latency_seconds",
+    "The newest CloudWatch ReplicationLatency of the rule (the minute's maximum).",
+)
+.with_labels(&["rule"]);
+pub static REPLICATION_METRICS_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_s3_replication_metrics_timestamp_seconds",
+    "The time of the newest ReplicationLatency datapoint (the start of its minute).",
+)
+.with_labels(&["rule"]);
+pub static PENDING_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_s3_pending_bytes",
+    "The newest BytesPendingReplication of the rule.",
+)
+.with_labels(&["rule"]);
+pub static PENDING_OPERATIONS: MetricDef = MetricDef::gauge(
+    "rpo_s3_pending_operations",
+    "The newest OperationsPendingReplication of the rule.",
+)
+.with_labels(&["rule"]);
+pub static FAILED_OPERATIONS: MetricDef = MetricDef::gauge(
+    "rpo_s3_failed_operations",
+    "Operations that failed to replicate in the newest minute (OperationsFailedReplication, sum).",
+)
+.with_labels(&["rule"]);
+pub static RULE_ENABLED: MetricDef = MetricDef::gauge(
+    "rpo_s3_rule_enabled",
+    "1 when the replication rule is Enabled.",
+)
+.with_labels(&["rule"]);
+pub static CANARY_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_s3_canary_timestamp_seconds",
+    "The newest canary time read on the destination bucket (this exporter's clock when it wrote it).",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &REPLICATION_LATENCY_SECONDS,
+    &REPLICATION_METRICS_TIMESTAMP_SECONDS,
+    &PENDING_BYTES,
+    &PENDING_OPERATIONS,
+    &FAILED_OPERATIONS,
+    &RULE_ENABLED,
+    &CANARY_TIMESTAMP_SECONDS,
+];
 
 /// One rule of the source bucket's replication configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -333,7 +386,12 @@ pub struct S3Probe {
 }
 
 impl S3Probe {
-    pub fn new(target: &Target, spec: &S3Target, instance: &str) -> Result<S3Probe, ProbeError> {
+    pub fn new(
+        target: &Target,
+        spec: &S3Target,
+        instance: &str,
+        aws_calls: &Arc<AwsCallCounters>,
+    ) -> Result<S3Probe, ProbeError> {
         Ok(S3Probe {
             target: target.clone(),
             spec: spec.clone(),
@@ -341,9 +399,9 @@ impl S3Probe {
                 .canary
                 .as_ref()
                 .map(|c| format!("{}{instance}", c.prefix)),
-            source: clients_for(&spec.access),
-            destination: clients_for(&spec.access.in_region(&spec.destination_region)),
-            metrics: clients_for(&spec.access.in_region(&spec.metrics_region)),
+            source: clients_for(&spec.access, aws_calls),
+            destination: clients_for(&spec.access.in_region(&spec.destination_region), aws_calls),
+            metrics: clients_for(&spec.access.in_region(&spec.metrics_region), aws_calls),
         })
     }
 
@@ -468,51 +526,34 @@ impl S3Probe {
             ));
         }
         for (rule, m) in &metrics {
-            let gauge = |name, help, value: f64| {
-                Detail::gauge(name, help, value).with_label("rule", rule.id.clone())
+            let gauge = |family: &'static MetricDef, value: f64| {
+                Detail::new(family, value).with_label("rule", rule.id.clone())
             };
             if let Some(dp) = m.latency {
+                details.push(gauge(&REPLICATION_LATENCY_SECONDS, dp.value));
                 details.push(gauge(
-                    "rpo_s3_replication_latency_seconds",
-                    "The newest CloudWatch ReplicationLatency of the rule (the minute's maximum).",
-                    dp.value,
+                    &REPLICATION_METRICS_TIMESTAMP_SECONDS,
+                    unix_seconds(dp.time),
                 ));
-                details.push(gauge("rpo_s3_replication_metrics_timestamp_seconds", "The time of the newest ReplicationLatency datapoint (the start of its minute).", unix_seconds(dp.time)));
             }
             if let Some(dp) = m.pending_bytes {
-                details.push(gauge(
-                    "rpo_s3_pending_bytes",
-                    "The newest BytesPendingReplication of the rule.",
-                    dp.value,
-                ));
+                details.push(gauge(&PENDING_BYTES, dp.value));
             }
             if let Some(dp) = m.pending_operations {
-                details.push(gauge(
-                    "rpo_s3_pending_operations",
-                    "The newest OperationsPendingReplication of the rule.",
-                    dp.value,
-                ));
+                details.push(gauge(&PENDING_OPERATIONS, dp.value));
             }
             if let Some(dp) = m.failed_operations {
-                details.push(gauge("rpo_s3_failed_operations", "Operations that failed to replicate in the newest minute (OperationsFailedReplication, sum).", dp.value));
+                details.push(gauge(&FAILED_OPERATIONS, dp.value));
             }
         }
         for rule in &selected {
             details.push(
-                Detail::gauge(
-                    "rpo_s3_rule_enabled",
-                    "1 when the replication rule is Enabled.",
-                    if rule.enabled { 1.0 } else { 0.0 },
-                )
-                .with_label("rule", rule.id.clone()),
+                Detail::new(&RULE_ENABLED, if rule.enabled { 1.0 } else { 0.0 })
+                    .with_label("rule", rule.id.clone()),
             );
         }
         if let Some(t) = canary_time {
-            details.push(Detail::gauge(
-                "rpo_s3_canary_timestamp_seconds",
-                "The newest canary time read on the destination bucket (this exporter's clock when it wrote it).",
-                unix_seconds(t),
-            ));
+            details.push(Detail::new(&CANARY_TIMESTAMP_SECONDS, unix_seconds(t)));
         }
         let pending = |f: fn(&RuleMetrics) -> Option<Datapoint>| -> Option<f64> {
             let values: Vec<f64> = metrics

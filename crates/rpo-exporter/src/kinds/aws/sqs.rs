@@ -25,11 +25,14 @@ use futures::future::BoxFuture;
 
 use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
 use crate::config::{ConfigError, Target, TargetKeys};
-use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
+use crate::evidence::queue::{self, queue_details, QueueHistory, QueueObservation};
 use crate::probe::{
-    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeError, Side,
+    unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
+use crate::metric_def::MetricDef;
+use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, AwsAccess};
@@ -38,7 +41,7 @@ use crate::kinds::{KindDef, KindSpec};
 // ---------------------------------------------------------------------------
 // Configuration.
 
-pub static KIND: KindDef = KindDef::aws("sqs", parse, config::SQS_DEFAULTS);
+pub static KIND: KindDef = KindDef::aws("sqs", parse, config::SQS_DEFAULTS, DETAIL_FAMILIES);
 
 /// An SQS integration queue.
 #[derive(Debug, Clone)]
@@ -142,13 +145,37 @@ fn sqs_queue(
 }
 
 impl KindSpec for SqsTarget {
-    fn build(&self, target: &Target, _instance: &str) -> Result<Box<dyn Probe>, ProbeError> {
-        Ok(Box::new(SqsProbe::new(target, self)?))
+    fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
+        Ok(Box::new(SqsProbe::new(target, self, &context.aws_calls)?))
     }
 }
 
 // ---------------------------------------------------------------------------
 // Measuring.
+// The detail series of this kind, declared once (see `metric_def`); its
+// `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
+pub static MESSAGES: MetricDef = MetricDef::gauge(
+    "rpo_sqs_messages",
+    "Messages in the SQS queue by state (GetQueueAttributes, approximate).",
+)
+.with_labels(&["state"]);
+pub static AGE_OF_OLDEST_MESSAGE_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_sqs_age_of_oldest_message_seconds",
+    "The newest CloudWatch ApproximateAgeOfOldestMessage of the queue (the minute's maximum).",
+);
+pub static AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_sqs_age_of_oldest_message_timestamp_seconds",
+    "The time of the newest ApproximateAgeOfOldestMessage datapoint (the start of its minute).",
+);
+pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &MESSAGES,
+    &AGE_OF_OLDEST_MESSAGE_SECONDS,
+    &AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS,
+    &queue::MESSAGES,
+    &queue::OLDEST_MESSAGE_AGE_SECONDS,
+    &queue::LAST_EMPTY_TIMESTAMP_SECONDS,
+    &queue::DEAD_LETTER_MESSAGES,
+];
 
 /// A queue's live counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,7 +236,11 @@ pub struct SqsProbe {
 }
 
 impl SqsProbe {
-    pub fn new(target: &Target, spec: &SqsTarget) -> Result<SqsProbe, ProbeError> {
+    pub fn new(
+        target: &Target,
+        spec: &SqsTarget,
+        aws_calls: &Arc<AwsCallCounters>,
+    ) -> Result<SqsProbe, ProbeError> {
         let url = |q: &SqsQueue| match q {
             SqsQueue::Url(url) => Some(url.clone()),
             SqsQueue::Name(_) => None,
@@ -217,7 +248,7 @@ impl SqsProbe {
         Ok(SqsProbe {
             target: target.clone(),
             spec: spec.clone(),
-            clients: clients_for(&spec.access),
+            clients: clients_for(&spec.access, aws_calls),
             queue_url: url(&spec.queue),
             dead_letter_queue_url: spec.dead_letter_queue.as_ref().and_then(url),
             history: QueueHistory::default(),
@@ -317,31 +348,22 @@ impl SqsProbe {
             ("in_flight", counts.in_flight),
             ("delayed", counts.delayed),
         ] {
-            measurement.details.push(
-                Detail::gauge(
-                    "rpo_sqs_messages",
-                    "Messages in the SQS queue by state (GetQueueAttributes, approximate).",
-                    value as f64,
-                )
-                .with_label("state", state),
-            );
+            measurement
+                .details
+                .push(Detail::new(&MESSAGES, value as f64).with_label("state", state));
         }
         if let Some(age) = age {
-            measurement.details.push(Detail::gauge(
-                "rpo_sqs_age_of_oldest_message_seconds",
-                "The newest CloudWatch ApproximateAgeOfOldestMessage of the queue (the minute's maximum).",
-                age.value,
-            ));
-            measurement.details.push(Detail::gauge(
-                "rpo_sqs_age_of_oldest_message_timestamp_seconds",
-                "The time of the newest ApproximateAgeOfOldestMessage datapoint (the start of its minute).",
+            measurement
+                .details
+                .push(Detail::new(&AGE_OF_OLDEST_MESSAGE_SECONDS, age.value));
+            measurement.details.push(Detail::new(
+                &AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS,
                 unix_seconds(age.time),
             ));
         }
         if let Some(dead) = dead_letters {
-            measurement.details.push(Detail::gauge(
-                "rpo_queue_dead_letter_messages",
-                "Messages in the queue's dead-letter queue: not replayed automatically, they need a person.",
+            measurement.details.push(Detail::new(
+                &queue::DEAD_LETTER_MESSAGES,
                 dead.total() as f64,
             ));
         }
