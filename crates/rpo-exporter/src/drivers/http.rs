@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::read_ca_file;
+use super::ca_certificates;
 use crate::config::{ConfigError, Secret, TargetKeys};
 use crate::probe::{FailureReason, ProbeError};
 
@@ -73,26 +73,13 @@ pub fn build_client(
         .connect_timeout(timeout)
         .user_agent(concat!("rpo-exporter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
-        let pem = read_ca_file(target, path)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "target {target}: tls_ca_file {} is not PEM: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        if certs.is_empty() {
-            return Err(ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "target {target}: tls_ca_file {} holds no certificate",
-                    path.display()
-                ),
-            ));
-        }
-        for cert in certs {
+        for der in ca_certificates(target, path)? {
+            let cert = reqwest::Certificate::from_der(&der).map_err(|e| {
+                ProbeError::new(
+                    FailureReason::Config,
+                    format!("target {target}: tls_ca_file {}: {e}", path.display()),
+                )
+            })?;
             builder = builder.add_root_certificate(cert);
         }
     }

@@ -96,6 +96,28 @@ pub fn read_ca_file(target: &str, path: &Path) -> Result<Vec<u8>, ProbeError> {
     })
 }
 
+/// The certificates of a target's `tls_ca_file` (PEM, one or more),
+/// naming the target and the file on failure.
+pub fn ca_certificates(
+    target: &str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ProbeError> {
+    let pem = read_ca_file(target, path)?;
+    let invalid = |problem: String| {
+        ProbeError::new(
+            FailureReason::Config,
+            format!("target {target}: tls_ca_file {} {problem}", path.display()),
+        )
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(pem.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid("holds no certificate".to_string()));
+    }
+    Ok(certs)
+}
+
 /// The roots a rustls client trusts: the public (webpki) roots plus the
 /// certificates of the target's `tls_ca_file` (e.g. the RDS bundle).
 pub fn root_store(
@@ -107,23 +129,7 @@ pub fn root_store(
     let Some(path) = ca_file else {
         return Ok(roots);
     };
-    let pem = read_ca_file(target, path)?;
-    let mut reader = std::io::BufReader::new(pem.as_slice());
-    let mut added = 0;
-    for cert in rustls_pemfile::certs(&mut reader) {
-        let cert = cert.map_err(|e| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "target {target}: tls_ca_file {} is not PEM: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        if roots.add(cert).is_ok() {
-            added += 1;
-        }
-    }
+    let (added, _) = roots.add_parsable_certificates(ca_certificates(target, path)?);
     if added == 0 {
         return Err(ProbeError::new(
             FailureReason::Config,
@@ -148,6 +154,33 @@ mod tests {
         assert_eq!(backoff.holding().unwrap().message, "refused");
         backoff.succeeded();
         assert!(backoff.holding().is_none());
+    }
+
+    #[test]
+    fn ca_files_are_read_or_refused_with_the_target_and_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let err = ca_certificates("erp-db", &junk).unwrap_err();
+        assert_eq!(err.reason, FailureReason::Config);
+        assert!(
+            err.message.contains("erp-db") && err.message.contains("holds no certificate"),
+            "{}",
+            err.message
+        );
+        let missing = ca_certificates("erp-db", &dir.path().join("absent.pem")).unwrap_err();
+        assert!(
+            missing.message.contains("cannot be read"),
+            "{}",
+            missing.message
+        );
+        // The system bundle (Debian's ca-certificates) parses and adds to the roots.
+        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if bundle.is_file() {
+            assert!(ca_certificates("erp-db", bundle).unwrap().len() > 10);
+            let roots = root_store("erp-db", Some(bundle)).unwrap();
+            assert!(roots.len() > webpki_roots::TLS_SERVER_ROOTS.len());
+        }
     }
 
     #[test]
