@@ -11,6 +11,7 @@
 
 pub mod catalogue;
 mod exposition;
+mod process;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -49,7 +50,7 @@ pub fn render(
     render_groups(&mut out, &verdict);
     render_meta(&mut out);
     render_aws_calls(&mut out, config, aws_calls);
-    out.push_str(&process_metrics());
+    process::render(&mut out);
     out
 }
 
@@ -326,21 +327,6 @@ fn exporter_sample(out: &mut String, family: &MetricDef, values: &[&str], value:
     out.push(' ');
     push_value(out, value);
     out.push('\n');
-}
-
-fn process_metrics() -> String {
-    use prometheus::core::Collector;
-    use prometheus::Encoder;
-    let collector = prometheus::process_collector::ProcessCollector::for_self();
-    let families = collector.collect();
-    let mut buf = Vec::new();
-    if prometheus::TextEncoder::new()
-        .encode(&families, &mut buf)
-        .is_err()
-    {
-        return String::new();
-    }
-    String::from_utf8(buf).unwrap_or_default()
 }
 
 #[cfg(test)]
