@@ -597,17 +597,36 @@ impl TargetKeys<'_> {
     /// [`TargetKeys::secret`] and the other `take_*` helpers.
     pub fn take<T: DeserializeOwned>(&mut self) -> Result<T, ConfigError> {
         let table = std::mem::take(&mut self.table);
+        // Kept to name the full key of an unknown field (serde's error
+        // names the field, not where it sits).
+        let written = table.clone();
         toml::Value::Table(table)
             .try_into()
             .map_err(|err: toml::de::Error| {
-                let mut problem = serde_message(&err);
-                if problem.contains("unknown field") {
-                    problem.push_str(&format!(
-                        "; every target also takes {}, and secrets as `x`, `x_env` or `x_file`",
-                        COMMON_KEYS.join(", ")
-                    ));
+                let problem = serde_message(&err);
+                let unknown = problem
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split_once('`'))
+                    .map(|(field, _)| field.to_string());
+                let expected = problem
+                    .split_once(", expected ")
+                    .map_or(String::new(), |(_, list)| format!("; expected {list}"));
+                match unknown.and_then(|field| path_of(&written, &field)) {
+                    Some(path) if path.contains('.') => invalid(
+                        self.path,
+                        self.key(&path),
+                        format!("unknown key{expected}"),
+                    ),
+                    Some(path) => invalid(
+                        self.path,
+                        self.key(&path),
+                        format!(
+                            "unknown key{expected}, or a key every target takes ({}), or a secret as `x`, `x_env` or `x_file`",
+                            COMMON_KEYS.join(", ")
+                        ),
+                    ),
+                    None => invalid(self.path, self.key.as_str(), problem),
                 }
-                invalid(self.path, self.key.as_str(), problem)
             })
     }
 
@@ -728,6 +747,18 @@ fn parse_duration(path: &Path, key: &str, value: &str) -> Result<Duration, Confi
     Ok(parsed)
 }
 
+/// Where `field` is written in `table` (`heartbeat.intervall`), looking at
+/// the top level first, then in nested tables.
+fn path_of(table: &toml::Table, field: &str) -> Option<String> {
+    if table.contains_key(field) {
+        return Some(field.to_string());
+    }
+    table.iter().find_map(|(name, value)| match value {
+        toml::Value::Table(inner) => path_of(inner, field).map(|p| format!("{name}.{p}")),
+        _ => None,
+    })
+}
+
 /// A serde error of a table deserialized on its own: its message, without
 /// the "TOML parse error" framing (there is no position to show).
 fn serde_message(err: &toml::de::Error) -> String {
@@ -827,6 +858,27 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         let err = error_of(&GOOD.replace("rpo_budget = \"5s\"", "rpo_budgt = \"5s\""));
         assert!(err.contains("rpo_budgt"), "{err}");
         assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_full_path() {
+        let err = error_of(&GOOD.replace("rpo_budget = \"5s\"", "rpo_budgt = \"5s\""));
+        assert!(
+            err.contains("key `postgres[0] (\"erp-db\").rpo_budgt`: unknown key"),
+            "{err}"
+        );
+        assert!(err.contains("a key every target takes"), "{err}");
+        let err = error_of(&GOOD.replace("interval = \"1s\"", "intervall = \"1s\""));
+        assert!(
+            err.contains("key `postgres[0] (\"erp-db\").heartbeat.intervall`: unknown key; expected one of `interval`"),
+            "{err}"
+        );
+        assert!(!err.contains("every target takes"), "{err}");
+        let err = error_of(&format!("{GOOD}\n[[postgress]]\nname = \"x\"\n"));
+        assert!(
+            err.contains("key `postgress`: unknown section") && err.contains("postgres, redis"),
+            "{err}"
+        );
     }
 
     #[test]
