@@ -1,23 +1,36 @@
 //! A local stand-in for an OpenSearch follower (and leader) cluster that
-//! serves the documented cross-cluster-replication answers, for contract
-//! tests and the demo. No OpenSearch can run on the machines this project is
-//! built on, so the `opensearch` kind is contract-tested against these
-//! bodies, not lab-tested against a real cluster.
+//! serves the cross-cluster-replication answers, for contract tests and the
+//! demo. No OpenSearch can run on the machines this project is built on, so
+//! the `opensearch` kind is contract-tested against these bodies, not
+//! lab-tested against a real cluster.
 //!
 //! The bodies follow the OpenSearch documentation (documentation-website,
-//! `_tuning-your-cluster/replication-plugin/api.md` and `getting-started.md`);
-//! where the documentation shows none (FAILED, the verbose shard details,
-//! the 404), they follow the replication plugin's source
-//! (`TransportReplicationStatusAction.kt`, `ShardInfoResponse.kt`) and the
-//! standard OpenSearch error shape.
+//! `_tuning-your-cluster/replication-plugin/api.md` and `getting-started.md`)
+//! and, for what it shows none of, the replication plugin's source
+//! (opensearch-project/cross-cluster-replication): the status of a running
+//! replication is its first shard's state, `syncing_details` and
+//! `bootstrap_details` aggregate the shards that replay and that copy, and
+//! `verbose=true` lists every primary shard
+//! (`TransportReplicationStatusAction.kt`, `ReplicationStatusResponse.kt`,
+//! `ShardInfoResponse.kt`), so an index can be served shard by shard
+//! ([`IndexState::Shards`]).
+//!
+//! Access control as the real thing does it: HTTP basic auth (401), the
+//! Security plugin refusing an action by its name (403 `security_exception`,
+//! [`OpenSearchContract::deny_action`], with the plugins' action names), and
+//! an Amazon OpenSearch Service domain with IAM access that verifies every
+//! request's AWS SigV4 signature ([`OpenSearchContract::require_sigv4`],
+//! checked by [`sigv4`]) and refuses a missing or wrong one with AWS's 403.
 //!
 //! The server listens on 127.0.0.1 on a free port, one thread per
 //! connection, `Connection: close`. Each index has a switchable
-//! [`IndexState`]; the whole server can demand basic auth, or hang (accept
-//! and never answer). It also stores documents, so one server can play the
-//! leader and the follower of a heartbeat: a document written to the
-//! heartbeat's leader index is copied to its follower index while
-//! replication of heartbeats is on. Dropping the server stops it.
+//! [`IndexState`]; the whole server can also hang (accept and never
+//! answer). It stores documents, so one server can play the leader and the
+//! follower of a heartbeat: a document written to the heartbeat's leader
+//! index is copied to its follower index while replication of heartbeats is
+//! on. Dropping the server stops it.
+
+pub mod sigv4;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -25,7 +38,18 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+pub use sigv4::SigV4Key;
+
+/// The replication plugin's action behind `GET _plugins/_replication/<index>/_status`
+/// (`ReplicationStatusAction.kt`).
+pub const STATUS_ACTION: &str = "indices:admin/plugins/replication/index/status_check";
+/// ... behind `GET _plugins/_replication/follower_stats` (`FollowerStatsAction.kt`).
+pub const FOLLOWER_STATS_ACTION: &str = "indices:admin/plugins/replication/follower/stats";
+/// OpenSearch's document read and write actions.
+pub const GET_ACTION: &str = "indices:data/read/get";
+pub const INDEX_ACTION: &str = "indices:data/write/index";
 
 /// What the follower says about one index.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +63,13 @@ pub enum IndexState {
         leader: i64,
         follower: i64,
     },
+    /// One shard, still copying the leader's files.
     Bootstrapping {
         percent: f64,
     },
+    /// Shard by shard (`[index][0]`, `[index][1]`, ...), answered as the
+    /// plugin aggregates them: the status is the first shard's.
+    Shards(Vec<Shard>),
     Paused,
     Failed,
     /// `{"status":"REPLICATION NOT IN PROGRESS"}`; also the answer for an
@@ -51,6 +79,36 @@ pub enum IndexState {
     NotFound,
     /// HTTP 200 with a truncated body.
     Malformed,
+}
+
+/// One primary shard of a follower index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shard {
+    /// Replaying: the leader's and the follower's checkpoints.
+    Syncing { leader: i64, follower: i64 },
+    /// Copying the leader's files (of 1000 bytes).
+    Bootstrapping { percent: f64 },
+}
+
+impl IndexState {
+    /// The shards of an index that is being replicated.
+    fn shards(&self) -> Option<Vec<Shard>> {
+        match self {
+            IndexState::InStep { checkpoint } => Some(vec![Shard::Syncing {
+                leader: *checkpoint,
+                follower: *checkpoint,
+            }]),
+            IndexState::Behind { leader, follower } => Some(vec![Shard::Syncing {
+                leader: *leader,
+                follower: *follower,
+            }]),
+            IndexState::Bootstrapping { percent } => {
+                Some(vec![Shard::Bootstrapping { percent: *percent }])
+            }
+            IndexState::Shards(shards) => Some(shards.clone()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +122,11 @@ struct State {
     /// Leader index -> follower index for heartbeat documents.
     heartbeat_route: Option<(String, String)>,
     replicating_heartbeats: bool,
+    /// Actions the Security plugin refuses.
+    denied_actions: Vec<String>,
+    /// The IAM access of an Amazon OpenSearch Service domain: every request
+    /// must carry a valid SigV4 signature for this key.
+    sigv4: Option<SigV4Key>,
     requests: u64,
 }
 
@@ -148,6 +211,19 @@ impl OpenSearchContract {
         self.with(|s| s.required_auth = Some(header));
     }
 
+    /// The Security plugin refuses `action` (e.g. [`STATUS_ACTION`]) to
+    /// every user from now on, with its 403 naming the action.
+    pub fn deny_action(&self, action: &str) {
+        self.with(|s| s.denied_actions.push(action.to_string()));
+    }
+
+    /// Plays an Amazon OpenSearch Service domain with IAM access: every
+    /// request must be signed with AWS SigV4 for `key`; a missing, expired
+    /// or wrong signature gets AWS's 403.
+    pub fn require_sigv4(&self, key: SigV4Key) {
+        self.with(|s| s.sigv4 = Some(key));
+    }
+
     /// From now on, accept connections and never answer.
     pub fn set_hang(&self, hang: bool) {
         self.with(|s| s.hang = hang);
@@ -187,10 +263,21 @@ impl Drop for OpenSearchContract {
 
 struct Request {
     method: String,
+    /// The path and query as they came over the wire (still encoded).
     path: String,
     query: String,
-    authorization: Option<String>,
-    body: String,
+    /// Header names in lower case, in order.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn read_request(stream: &TcpStream) -> io::Result<Request> {
@@ -206,19 +293,18 @@ fn read_request(stream: &TcpStream) -> io::Result<Request> {
         None => (target, String::new()),
     };
     let mut length = 0usize;
-    let mut authorization = None;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
             break;
         }
         if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim().to_string();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.parse().unwrap_or(0),
-                "authorization" => authorization = Some(value),
-                _ => {}
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
             }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; length];
@@ -227,8 +313,8 @@ fn read_request(stream: &TcpStream) -> io::Result<Request> {
         method,
         path,
         query,
-        authorization,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        headers,
+        body,
     })
 }
 
@@ -237,6 +323,7 @@ fn respond(mut stream: &TcpStream, status: u16, content_type: &str, body: &str) 
         200 => "OK",
         201 => "Created",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Error",
     };
@@ -266,14 +353,37 @@ fn serve(stream: TcpStream, shared: &Mutex<State>) -> io::Result<()> {
 const JSON: &str = "application/json; charset=UTF-8";
 
 fn answer(state: &mut State, request: &Request) -> (u16, &'static str, String) {
+    if let Some(key) = &state.sigv4 {
+        let wire = sigv4::WireRequest {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        if let Err(refusal) = sigv4::verify(key, &wire, SystemTime::now()) {
+            return (403, JSON, refusal);
+        }
+    }
     if let Some(required) = &state.required_auth {
-        if request.authorization.as_deref() != Some(required.as_str()) {
+        if request.header("authorization") != Some(required.as_str()) {
             // What the security plugin answers to bad credentials.
             return (401, "text/plain; charset=UTF-8", "Unauthorized".to_string());
         }
     }
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     let verbose = request.query.split('&').any(|kv| kv == "verbose=true");
+    let action = match (request.method.as_str(), segments.as_slice()) {
+        ("GET", ["_plugins", "_replication", "follower_stats"]) => Some(FOLLOWER_STATS_ACTION),
+        ("GET", ["_plugins", "_replication", _, "_status"]) => Some(STATUS_ACTION),
+        ("PUT" | "POST", [_, "_doc", _]) => Some(INDEX_ACTION),
+        ("GET", [_, "_doc", _]) => Some(GET_ACTION),
+        _ => None,
+    };
+    if let Some(action) = action.filter(|a| state.denied_actions.iter().any(|d| d == a)) {
+        return (403, JSON, security_exception(action));
+    }
+    let body = String::from_utf8_lossy(&request.body).into_owned();
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["_plugins", "_replication", "follower_stats"]) => {
             (200, JSON, follower_stats(state))
@@ -292,15 +402,11 @@ fn answer(state: &mut State, request: &Request) -> (u16, &'static str, String) {
         }
         ("PUT" | "POST", [index, "_doc", id]) => {
             let (index, id) = (index.to_string(), id.to_string());
-            state
-                .docs
-                .insert((index.clone(), id.clone()), request.body.clone());
+            state.docs.insert((index.clone(), id.clone()), body.clone());
             if let Some((leader, follower)) = &state.heartbeat_route {
                 if *leader == index && state.replicating_heartbeats {
                     let follower = follower.clone();
-                    state
-                        .docs
-                        .insert((follower, id.clone()), request.body.clone());
+                    state.docs.insert((follower, id.clone()), body);
                 }
             }
             (
@@ -338,6 +444,23 @@ fn answer(state: &mut State, request: &Request) -> (u16, &'static str, String) {
     }
 }
 
+/// The Security plugin's refusal of an action (PrivilegesEvaluator's
+/// "no permissions for [...]", as OpenSearch renders a security_exception).
+fn security_exception(action: &str) -> String {
+    let reason = format!(
+        "no permissions for [{action}] and User [name=rpo-monitor, backend_roles=[], requestedTenant=null]"
+    );
+    serde_json::json!({
+        "error": {
+            "root_cause": [{ "type": "security_exception", "reason": reason }],
+            "type": "security_exception",
+            "reason": reason,
+        },
+        "status": 403,
+    })
+    .to_string()
+}
+
 fn not_found(index: &str) -> String {
     format!(
         r#"{{"error":{{"root_cause":[{{"type":"index_not_found_exception","reason":"no such index [{index}]","index":"{index}","resource.id":"{index}","resource.type":"index_or_alias","index_uuid":"_na_"}}],"type":"index_not_found_exception","reason":"no such index [{index}]","index":"{index}","resource.id":"{index}","resource.type":"index_or_alias","index_uuid":"_na_"}},"status":404}}"#
@@ -347,58 +470,161 @@ fn not_found(index: &str) -> String {
 /// The status body of one index, pretty-printed like the documentation's.
 fn status_body(index: &str, state: &IndexState, verbose: bool) -> String {
     let head = |status: &str, reason: &str| {
-        format!(
-            "{{\n  \"status\" : \"{status}\",\n  \"reason\" : \"{reason}\",\n  \"leader_alias\" : \"leader-cluster\",\n  \"leader_index\" : \"{index}\",\n  \"follower_index\" : \"{index}\""
-        )
+        serde_json::json!({
+            "status": status,
+            "reason": reason,
+            "leader_alias": "leader-cluster",
+            "leader_index": index,
+            "follower_index": index,
+        })
     };
-    let syncing = |leader: i64, follower: i64| {
-        let shards = if verbose {
-            format!(
-                ",\n  \"shard_replication_details\" : [ {{\n    \"shard_id\" : \"[{index}][0]\",\n    \"syncing_task_details\" : {{\n      \"leader_checkpoint\" : {leader},\n      \"follower_checkpoint\" : {follower},\n      \"seq_no\" : {}\n    }}\n  }} ]",
-                follower + 1
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "{},\n  \"syncing_details\" : {{\n    \"leader_checkpoint\" : {leader},\n    \"follower_checkpoint\" : {follower},\n    \"seq_no\" : {}\n  }}{shards}\n}}",
-            head("SYNCING", "User initiated"),
-            follower + 1
-        )
-    };
-    match state {
-        IndexState::InStep { checkpoint } => syncing(*checkpoint, *checkpoint),
-        IndexState::Behind { leader, follower } => syncing(*leader, *follower),
-        IndexState::Bootstrapping { percent } => format!(
-            "{},\n  \"bootstrap_details\" : {{\n    \"bytes_total\" : 1000,\n    \"bytes_recovered\" : {},\n    \"bytes_percent\" : {percent},\n    \"files_total\" : 10,\n    \"files_recovered\" : 4,\n    \"files_percent\" : 40.0,\n    \"start_time\" : 1700000000000,\n    \"running_time\" : 1200\n  }}\n}}",
-            head("BOOTSTRAPPING", "User initiated"),
-            (percent * 10.0) as i64
-        ),
-        IndexState::Paused => format!("{}\n}}", head("PAUSED", "User initiated")),
-        IndexState::Failed => format!(
-            "{}\n}}",
-            head(
-                "FAILED",
-                "no permissions for [indices:data/read/plugins/replication/file_chunk] and associated roles"
-            )
+    let body = match state {
+        IndexState::Paused => head("PAUSED", "User initiated"),
+        IndexState::Failed => head(
+            "FAILED",
+            "no permissions for [indices:data/read/plugins/replication/file_chunk] and associated roles",
         ),
         IndexState::NotInProgress | IndexState::NotFound => {
-            "{\n  \"status\" : \"REPLICATION NOT IN PROGRESS\"\n}".to_string()
+            serde_json::json!({ "status": "REPLICATION NOT IN PROGRESS" })
         }
-        IndexState::Malformed => "{\n  \"status\" : \"SYNCING\",\n  \"syncing_details\" : {\n    \"leader_checkp".to_string(),
+        IndexState::Malformed => {
+            return "{\n  \"status\" : \"SYNCING\",\n  \"syncing_details\" : {\n    \"leader_checkp".to_string()
+        }
+        replicated => {
+            let shards = replicated.shards().unwrap_or_default();
+            running_status(index, &shards, verbose, head)
+        }
+    };
+    serde_json::to_string_pretty(&body).unwrap_or_default()
+}
+
+/// A running replication's answer, aggregated as
+/// `TransportReplicationStatusAction` does: the status is the first shard's;
+/// `syncing_details` sums the replaying shards' checkpoints (and sequence
+/// numbers), `bootstrap_details` the copying shards' bytes and files with
+/// their percentages averaged, the earliest start and the longest running
+/// time; `shard_replication_details` only when verbose.
+fn running_status(
+    index: &str,
+    shards: &[Shard],
+    verbose: bool,
+    head: impl Fn(&str, &str) -> serde_json::Value,
+) -> serde_json::Value {
+    let first = match shards.first() {
+        Some(Shard::Bootstrapping { .. }) => "BOOTSTRAPPING",
+        _ => "SYNCING",
+    };
+    let mut body = head(first, "User initiated");
+    let restore = |percent: f64| {
+        let recovered = (percent * 10.0).round() as i64;
+        serde_json::json!({
+            "bytes_total": 1000,
+            "bytes_recovered": recovered,
+            "bytes_percent": percent,
+            "files_total": 10,
+            "files_recovered": recovered / 100,
+            "files_percent": (recovered / 100) as f64 * 10.0,
+            "start_time": 1_700_000_000_000_i64,
+            "running_time": 1200,
+        })
+    };
+    let replay = |leader: i64, follower: i64| {
+        serde_json::json!({
+            "leader_checkpoint": leader,
+            "follower_checkpoint": follower,
+            "seq_no": follower + 1,
+        })
+    };
+    let (mut leader_sum, mut follower_sum, mut seq_sum, mut replaying) = (0, 0, 0, 0);
+    let (mut copying, mut percent_mean, mut recovered_sum) = (0, 0.0, 0);
+    let mut details = Vec::new();
+    for (n, shard) in shards.iter().enumerate() {
+        let shard_id = format!("[{index}][{n}]");
+        match *shard {
+            Shard::Syncing { leader, follower } => {
+                leader_sum += leader;
+                follower_sum += follower;
+                seq_sum += follower + 1;
+                replaying += 1;
+                details.push(serde_json::json!({
+                    "shard_id": shard_id,
+                    "syncing_task_details": replay(leader, follower),
+                }));
+            }
+            Shard::Bootstrapping { percent } => {
+                percent_mean = (copying as f64 * percent_mean + percent) / (copying as f64 + 1.0);
+                copying += 1;
+                recovered_sum += (percent * 10.0).round() as i64;
+                details.push(serde_json::json!({
+                    "shard_id": shard_id,
+                    "bootstrap_task_details": restore(percent),
+                }));
+            }
+        }
     }
+    let map = body.as_object_mut().expect("head is an object");
+    if replaying > 0 {
+        map.insert(
+            "syncing_details".into(),
+            serde_json::json!({
+                "leader_checkpoint": leader_sum,
+                "follower_checkpoint": follower_sum,
+                "seq_no": seq_sum,
+            }),
+        );
+    }
+    if copying > 0 {
+        map.insert(
+            "bootstrap_details".into(),
+            serde_json::json!({
+                "bytes_total": 1000 * copying,
+                "bytes_recovered": recovered_sum,
+                "bytes_percent": percent_mean,
+                "files_total": 10 * copying,
+                "files_recovered": recovered_sum / 100,
+                "files_percent": percent_mean,
+                "start_time": 1_700_000_000_000_i64,
+                "running_time": 1200,
+            }),
+        );
+    }
+    if verbose {
+        map.insert("shard_replication_details".into(), details.into());
+    }
+    body
 }
 
 fn follower_stats(state: &State) -> String {
     let mut syncing = Vec::new();
     let (mut bootstrapping, mut paused, mut failed) = (0, 0, 0);
     for (index, s) in &state.indices {
-        match s {
-            IndexState::InStep { checkpoint } => syncing.push((index, *checkpoint, *checkpoint)),
-            IndexState::Behind { leader, follower } => syncing.push((index, *leader, *follower)),
-            IndexState::Bootstrapping { .. } => bootstrapping += 1,
-            IndexState::Paused => paused += 1,
-            IndexState::Failed => failed += 1,
+        match (s, s.shards()) {
+            (IndexState::Paused, _) => paused += 1,
+            (IndexState::Failed, _) => failed += 1,
+            // Shard tasks (and with them index_stats) start once the
+            // whole index is copied; until then the index counts as
+            // bootstrapping (FollowerStatsResponse).
+            (_, Some(shards))
+                if shards
+                    .iter()
+                    .any(|s| matches!(s, Shard::Bootstrapping { .. })) =>
+            {
+                bootstrapping += 1
+            }
+            (_, Some(shards)) => {
+                let (mut leader, mut follower) = (0, 0);
+                for shard in shards {
+                    if let Shard::Syncing {
+                        leader: l,
+                        follower: f,
+                    } = shard
+                    {
+                        leader += l;
+                        follower += f;
+                    }
+                }
+                syncing.push((index, leader, follower));
+            }
             _ => {}
         }
     }
@@ -481,6 +707,23 @@ mod tests {
             assert_eq!(parsed.status, expected, "{state:?}");
         }
         assert!(parse_status(&status_body("ix", &IndexState::Malformed, true)).is_err());
+        // Shard 0 syncing, shard 1 copying: SYNCING as the plugin reports
+        // it, bootstrapping as the probe judges it, per shard when verbose
+        // and from bootstrap_details when not.
+        let partial = IndexState::Shards(vec![
+            Shard::Syncing {
+                leader: 7,
+                follower: 7,
+            },
+            Shard::Bootstrapping { percent: 40.0 },
+        ]);
+        for verbose in [true, false] {
+            let parsed = parse_status(&status_body("ix", &partial, verbose)).unwrap();
+            assert_eq!(parsed.status, ReplicationStatus::Syncing);
+            assert_eq!(parsed.state(), ReplicationStatus::Bootstrapping);
+            assert_eq!(parsed.shards.len(), if verbose { 2 } else { 0 });
+            assert_eq!(parsed.copy_ratio(), Some(0.4));
+        }
         let mut state = State::default();
         state
             .indices

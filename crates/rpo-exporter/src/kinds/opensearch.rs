@@ -4,6 +4,18 @@
 //! configured follower index, or for every followed index found with
 //! `GET _plugins/_replication/follower_stats` when none is configured.
 //!
+//! What the replication plugin answers, read from its source
+//! (opensearch-project/cross-cluster-replication, `action/status/`): for a
+//! running replication the index's `status` is its *first* shard's state
+//! (`TransportReplicationStatusAction.kt`), `syncing_details` sums the
+//! checkpoints of the shards that replay and `bootstrap_details` the copy
+//! of the shards that still restore (`populateAggregatedResponse`), and
+//! only `verbose=true` lists every primary shard
+//! (`shard_replication_details`, rendered by `ShardInfoResponse.kt`). So an
+//! index whose shard 0 syncs while another shard still copies reads
+//! `SYNCING`: this kind judges every shard, and an index is synced only
+//! when every shard is.
+//!
 //! Evidence, best first:
 //! 1. The heartbeat canary (optional): a document this exporter instance
 //!    writes into a replicated index on the leader every
@@ -15,14 +27,16 @@
 //!    follower while answering). Once the follower's checkpoint of every
 //!    shard has reached a sample, every write acknowledged before that
 //!    sample is on the follower. An index in step at the poll instant is
-//!    caught up at that instant, so an idle leader never reads as lag; a
-//!    status other than `SYNCING` proves nothing (the recovery point freezes
-//!    and the exposure grows).
+//!    caught up at that instant, so an idle leader never reads as lag; an
+//!    index not syncing on every shard proves nothing (the recovery point
+//!    freezes and the exposure grows).
 //!
 //! The target's recovery point is the oldest of its indices' recovery
 //! points: if one index proves nothing this poll, the poll proves nothing.
-//! The crate's typed API has no cross-cluster-replication calls, so requests
-//! go through its generic `send()`.
+//!
+//! Requests go out through `reqwest` (the client of `drivers::http`), with
+//! basic auth or, for Amazon OpenSearch Service domains with IAM access,
+//! signed with AWS Signature Version 4 (`aws_sigv4`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -30,27 +44,75 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use opensearch::auth::Credentials;
-use opensearch::cert::{Certificate, CertificateValidation};
-use opensearch::http::headers::HeaderMap;
-use opensearch::http::request::JsonBody;
-use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use opensearch::http::{Method, Url};
-use opensearch::OpenSearch;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::aws::config::{is_aws_region, parse_arn};
+use super::aws::{clients_for, AwsAccess, AwsClients};
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
-use crate::drivers::http as http_client;
+use crate::drivers::http::{self as http_client, AwsSigner};
 use crate::evidence::positions::SourceSamples;
+use crate::metric_def::MetricDef;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
-    Measurement, Probe, ProbeContext, ProbeError, Side,
+    Measurement, Probe, ProbeContext, ProbeError, Side, HEARTBEAT_TIMESTAMP_SECONDS,
 };
 
-use crate::metric_def::MetricDef;
-use crate::probe::HEARTBEAT_TIMESTAMP_SECONDS;
+// ---------------------------------------------------------------------------
+// The permissions the requests need, as the plugins name them.
+
+/// The action behind `GET _plugins/_replication/<index>/_status`
+/// (cross-cluster-replication, `action/status/ReplicationStatusAction.kt`).
+/// Its request (`ShardInfoRequest`) names the follower index, so the
+/// Security plugin checks it as an index permission on that index. The
+/// status action asks the shards itself as the plugin's own user, so no
+/// other permission is needed.
+pub const STATUS_ACTION: &str = "indices:admin/plugins/replication/index/status_check";
+/// The action behind `GET _plugins/_replication/follower_stats`
+/// (`action/stats/FollowerStatsAction.kt`). Named `indices:` although it is
+/// cluster-wide: its request (`FollowerStatsRequest`, a nodes request)
+/// names no index, so the Security plugin resolves it to every index and
+/// the permission must be granted on the index pattern `*`.
+pub const FOLLOWER_STATS_ACTION: &str = "indices:admin/plugins/replication/follower/stats";
+/// `GET <index>/_doc/<id>`: the heartbeat read on the follower.
+pub const GET_ACTION: &str = "indices:data/read/get";
+/// `PUT <index>/_doc/<id>`: the heartbeat write on the leader.
+pub const INDEX_ACTION: &str = "indices:data/write/index";
+
+/// What one request needs, for a 403's message.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    /// The Security plugin's action.
+    action: &'static str,
+    /// Where it must be granted.
+    scope: &'static str,
+    /// The IAM action of Amazon OpenSearch Service for the HTTP verb.
+    iam_action: &'static str,
+}
+
+const STATUS_GRANT: Grant = Grant {
+    action: STATUS_ACTION,
+    scope: "as an index permission on the follower indices",
+    iam_action: "es:ESHttpGet",
+};
+const FOLLOWER_STATS_GRANT: Grant = Grant {
+    action: FOLLOWER_STATS_ACTION,
+    scope: "as an index permission on the index pattern `*` (its request names no index)",
+    iam_action: "es:ESHttpGet",
+};
+const HEARTBEAT_READ_GRANT: Grant = Grant {
+    action: GET_ACTION,
+    scope: "on the heartbeat follower index",
+    iam_action: "es:ESHttpGet",
+};
+const HEARTBEAT_WRITE_GRANT: Grant = Grant {
+    action: INDEX_ACTION,
+    scope: "on the heartbeat leader index",
+    iam_action: "es:ESHttpPut",
+};
+
 // ---------------------------------------------------------------------------
 // Configuration.
 
@@ -69,6 +131,8 @@ pub struct OpensearchTarget {
     pub indices: Vec<String>,
     pub heartbeat: Option<OpensearchHeartbeat>,
     pub tls_ca_file: Option<PathBuf>,
+    /// Sign every request with AWS SigV4 (Amazon OpenSearch Service, IAM access).
+    pub aws_sigv4: Option<OpensearchSigV4>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +144,26 @@ pub struct OpensearchHeartbeat {
     pub follower_index: String,
 }
 
+/// SigV4 signing of an Amazon OpenSearch Service domain's requests, with
+/// credentials from the standard AWS credential chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpensearchSigV4 {
+    /// The follower domain's region.
+    pub region: String,
+    /// The leader domain's region (heartbeat writes); defaults to `region`.
+    pub leader_region: String,
+    /// The signing name: `es` (managed domains).
+    pub service: String,
+    /// A named profile of the shared AWS config/credentials files.
+    pub profile: Option<String>,
+    /// A role assumed (with STS) on top of the credential chain.
+    pub role_arn: Option<String>,
+}
+
+/// The only signing name this kind accepts: managed domains answer as `es`
+/// (the `aoss` of OpenSearch Serverless has no replication API).
+pub const SIGV4_SERVICE: &str = "es";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOpensearch {
@@ -88,6 +172,7 @@ struct RawOpensearch {
     indices: Vec<String>,
     heartbeat: Option<RawHeartbeat>,
     tls_ca_file: Option<PathBuf>,
+    aws_sigv4: Option<RawSigV4>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +181,16 @@ struct RawHeartbeat {
     interval: Option<String>,
     leader_index: String,
     follower_index: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigV4 {
+    region: Option<String>,
+    service: Option<String>,
+    leader_region: Option<String>,
+    profile: Option<String>,
+    role_arn: Option<String>,
 }
 
 fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
@@ -179,6 +274,16 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         }
         _ => {}
     }
+    let aws_sigv4 = match raw.aws_sigv4 {
+        None => None,
+        Some(raw_sigv4) => Some(parse_sigv4(
+            keys,
+            raw_sigv4,
+            &url,
+            leader_url.as_ref(),
+            raw.username.is_some() || password.is_some(),
+        )?),
+    };
     keys.readable_file("tls_ca_file", raw.tls_ca_file.as_deref())?;
     Ok(Arc::new(OpensearchTarget {
         url,
@@ -188,7 +293,131 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         indices,
         heartbeat,
         tls_ca_file: raw.tls_ca_file,
+        aws_sigv4,
     }))
+}
+
+fn parse_sigv4(
+    keys: &TargetKeys<'_>,
+    raw: RawSigV4,
+    url: &Secret,
+    leader_url: Option<&Secret>,
+    basic_auth: bool,
+) -> Result<OpensearchSigV4, ConfigError> {
+    let region_key = |name: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        match value {
+            Some(region) if !is_aws_region(&region) => Err(keys.invalid(
+                &format!("aws_sigv4.{name}"),
+                format!("`{region}` is not an AWS region name like \"eu-central-1\""),
+            )),
+            other => Ok(other),
+        }
+    };
+    let Some(region) = region_key("region", raw.region)? else {
+        return Err(keys.invalid(
+            "aws_sigv4.region",
+            "is required: the follower domain's region, like \"eu-west-1\"",
+        ));
+    };
+    let leader_region = region_key("leader_region", raw.leader_region)?;
+    if leader_region.is_some() && leader_url.is_none() {
+        return Err(keys.invalid(
+            "aws_sigv4.leader_region",
+            "is only used for the heartbeat's leader domain; remove it or add `leader_url` and `heartbeat`",
+        ));
+    }
+    let leader_region = leader_region.unwrap_or_else(|| region.clone());
+    let service = raw.service.unwrap_or_else(|| SIGV4_SERVICE.to_string());
+    match service.as_str() {
+        SIGV4_SERVICE => {}
+        "aoss" => return Err(keys.invalid(
+            "aws_sigv4.service",
+            "OpenSearch Serverless (`aoss`) has no cross-cluster replication API (`_plugins/_replication`); watch a managed domain with `service = \"es\"`",
+        )),
+        other => return Err(keys.invalid(
+            "aws_sigv4.service",
+            format!("`{other}` is not a signing name for OpenSearch Service domains; use \"es\""),
+        )),
+    }
+    if let Some(profile) = raw.profile.as_deref() {
+        if profile.is_empty()
+            || profile.len() > 128
+            || !profile.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(keys.invalid(
+                "aws_sigv4.profile",
+                "must be a profile name of the shared AWS config file (printable, no spaces)",
+            ));
+        }
+    }
+    if let Some(role) = raw.role_arn.as_deref() {
+        if parse_arn(role)
+            .is_none_or(|arn| arn.service != "iam" || !arn.resource.starts_with("role/"))
+        {
+            return Err(keys.invalid(
+                "aws_sigv4.role_arn",
+                format!("`{role}` is not an IAM role ARN like \"arn:aws:iam::123456789012:role/rpo-exporter\""),
+            ));
+        }
+    }
+    // A request carries one Authorization header: the signature's.
+    let url_credentials = |url: &Secret| {
+        reqwest::Url::parse(url.expose())
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    };
+    if basic_auth || url_credentials(url) || leader_url.is_some_and(url_credentials) {
+        return Err(keys.invalid(
+            "aws_sigv4",
+            "signs every request with IAM credentials; remove `username`/`password` and any credentials in the URLs (a request carries one Authorization header)",
+        ));
+    }
+    for (name, url, expected) in [
+        ("url", Some(url), &region),
+        ("leader_url", leader_url, &leader_region),
+    ] {
+        let Some(url) = url else { continue };
+        if let Some((endpoint_region, endpoint_service)) = aws_endpoint(url.expose()) {
+            if endpoint_service == "aoss" {
+                return Err(keys.invalid(
+                    name,
+                    "is an OpenSearch Serverless endpoint (`aoss`), which has no cross-cluster replication API; use the follower domain's endpoint",
+                ));
+            }
+            if endpoint_region != *expected {
+                let key = if name == "url" {
+                    "aws_sigv4.region"
+                } else {
+                    "aws_sigv4.leader_region"
+                };
+                return Err(keys.invalid(
+                    key,
+                    format!("is `{expected}` but `{name}` is a domain endpoint in `{endpoint_region}`; sign for the region the domain is in"),
+                ));
+            }
+        }
+    }
+    Ok(OpensearchSigV4 {
+        region,
+        leader_region,
+        service,
+        profile: raw.profile,
+        role_arn: raw.role_arn,
+    })
+}
+
+/// The region and service of an AWS-hosted endpoint
+/// (`search-<domain>-<id>.<region>.es.amazonaws.com`,
+/// `<id>.<region>.aoss.amazonaws.com`), or `None` for any other host.
+fn aws_endpoint(url: &str) -> Option<(String, String)> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [.., region, service @ ("es" | "aoss"), "amazonaws", "com"] if is_aws_region(region) => {
+            Some((region.to_string(), service.to_string()))
+        }
+        _ => None,
+    }
 }
 
 impl KindSpec for OpensearchTarget {
@@ -197,8 +426,7 @@ impl KindSpec for OpensearchTarget {
     }
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
-        let instance = context.instance.as_str();
-        Ok(Box::new(OpensearchProbe::new(target, self, instance)?))
+        Ok(Box::new(OpensearchProbe::new(target, self, context)?))
     }
 }
 
@@ -226,13 +454,18 @@ fn is_index_name(name: &str) -> bool {
 // `DETAIL_FAMILIES` lists every family it publishes, for `metrics::catalogue`.
 pub static INDEX_SYNCING: MetricDef = MetricDef::gauge(
     "rpo_opensearch_index_syncing",
-    "1 when the follower index's replication status is SYNCING.",
+    "1 when every primary shard of the follower index is SYNCING.",
 )
 .with_labels(&["index"]);
 pub static INDEX_STATUS: MetricDef = MetricDef::gauge(
     "rpo_opensearch_index_status",
-    "The follower index's replication status (syncing, bootstrapping, paused, failed, not_in_progress, other); always 1.",
+    "The follower index's replication state over all its shards (syncing, bootstrapping, paused, failed, stopped, not_in_progress, other); always 1.",
 ).with_labels(&["index", "status"]);
+pub static INDEX_SHARDS: MetricDef = MetricDef::gauge(
+    "rpo_opensearch_index_shards",
+    "Primary shards of the follower index by replication state (syncing, bootstrapping), from the verbose status.",
+)
+.with_labels(&["index", "state"]);
 pub static LEADER_CHECKPOINT: MetricDef = MetricDef::gauge(
     "rpo_opensearch_leader_checkpoint",
     "The leader index's global checkpoint (sequence number, summed over shards) as the follower last read it.",
@@ -249,7 +482,7 @@ pub static INDEX_BACKLOG_OPERATIONS: MetricDef = MetricDef::gauge(
 .with_labels(&["index"]);
 pub static BOOTSTRAP_PROGRESS_RATIO: MetricDef = MetricDef::gauge(
     "rpo_opensearch_bootstrap_progress_ratio",
-    "Share of the initial copy (bytes) done while a follower index bootstraps.",
+    "Share of the bytes copied of the follower index's shards still bootstrapping.",
 )
 .with_labels(&["index"]);
 pub static FOLLOWER_INDICES: MetricDef = MetricDef::gauge(
@@ -260,6 +493,7 @@ pub static FOLLOWER_INDICES: MetricDef = MetricDef::gauge(
 pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &INDEX_SYNCING,
     &INDEX_STATUS,
+    &INDEX_SHARDS,
     &LEADER_CHECKPOINT,
     &FOLLOWER_CHECKPOINT,
     &INDEX_BACKLOG_OPERATIONS,
@@ -275,6 +509,8 @@ pub enum ReplicationStatus {
     Bootstrapping,
     Paused,
     Failed,
+    /// `STOPPED`: the replication's state is stopped (or unset).
+    Stopped,
     NotInProgress,
     Other(String),
 }
@@ -287,6 +523,7 @@ impl ReplicationStatus {
             "BOOTSTRAPPING" | "BOOTSTRAPING" => ReplicationStatus::Bootstrapping,
             "PAUSED" => ReplicationStatus::Paused,
             "FAILED" => ReplicationStatus::Failed,
+            "STOPPED" => ReplicationStatus::Stopped,
             "REPLICATION NOT IN PROGRESS" => ReplicationStatus::NotInProgress,
             other => ReplicationStatus::Other(other.to_string()),
         }
@@ -299,6 +536,7 @@ impl ReplicationStatus {
             ReplicationStatus::Bootstrapping => "bootstrapping",
             ReplicationStatus::Paused => "paused",
             ReplicationStatus::Failed => "failed",
+            ReplicationStatus::Stopped => "stopped",
             ReplicationStatus::NotInProgress => "not_in_progress",
             ReplicationStatus::Other(_) => "other",
         }
@@ -311,20 +549,165 @@ pub struct Checkpoints {
     pub follower: i64,
 }
 
+/// How far the initial copy of one shard (or, summed, of the shards still
+/// copying) has come: `RestoreDetails` in `ShardInfoResponse.kt`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CopyProgress {
+    pub bytes_total: Option<f64>,
+    pub bytes_recovered: Option<f64>,
+    /// `bytes_percent` (0–100).
+    pub bytes_percent: Option<f64>,
+}
+
+impl CopyProgress {
+    fn parse(details: &Value) -> CopyProgress {
+        let number = |key: &str| details.get(key).and_then(Value::as_f64);
+        CopyProgress {
+            bytes_total: number("bytes_total"),
+            bytes_recovered: number("bytes_recovered"),
+            bytes_percent: number("bytes_percent"),
+        }
+    }
+
+    /// The share done, 0 to 1: bytes recovered over bytes total, or the
+    /// percentage where the byte counts are missing.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.bytes_total, self.bytes_recovered) {
+            (Some(total), Some(recovered)) if total > 0.0 => Some((recovered / total).min(1.0)),
+            _ => self.bytes_percent.map(|p| (p / 100.0).clamp(0.0, 1.0)),
+        }
+    }
+
+    /// The progress of several shards together: their bytes summed (the
+    /// percentages averaged where a shard lacks byte counts).
+    fn sum<'a>(shards: impl Iterator<Item = &'a CopyProgress>) -> Option<CopyProgress> {
+        let shards: Vec<&CopyProgress> = shards.collect();
+        if shards.is_empty() {
+            return None;
+        }
+        let bytes = |pick: fn(&CopyProgress) -> Option<f64>| {
+            shards.iter().map(|s| pick(s)).sum::<Option<f64>>()
+        };
+        let percents: Vec<f64> = shards.iter().filter_map(|s| s.bytes_percent).collect();
+        Some(CopyProgress {
+            bytes_total: bytes(|s| s.bytes_total),
+            bytes_recovered: bytes(|s| s.bytes_recovered),
+            bytes_percent: (percents.len() == shards.len())
+                .then(|| percents.iter().sum::<f64>() / percents.len() as f64),
+        })
+    }
+}
+
+/// One primary shard of a follower index in the verbose status. The plugin
+/// renders a shard's state only through the details it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardState {
+    /// `syncing_task_details`: replaying the leader's changes.
+    Syncing(Checkpoints),
+    /// `bootstrap_task_details`: still copying the leader's files.
+    Bootstrapping(CopyProgress),
+}
+
 /// One index's replication status, as the follower reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexStatus {
+    /// The status as reported: for a running replication, the first
+    /// shard's state only. [`IndexStatus::state`] judges every shard.
     pub status: ReplicationStatus,
     /// The status as written, for messages.
     pub status_text: String,
     pub reason: Option<String>,
     pub leader_index: Option<String>,
-    /// `syncing_details`: checkpoints summed over the index's shards.
+    /// `syncing_details`: checkpoints summed over the shards that replay.
     pub checkpoints: Option<Checkpoints>,
-    /// `shard_replication_details` (verbose): checkpoints per shard.
-    pub shards: BTreeMap<String, Checkpoints>,
-    /// `bootstrap_details.bytes_percent`, while bootstrapping.
-    pub bootstrap_percent: Option<f64>,
+    /// `bootstrap_details`: the copy summed over the shards still copying;
+    /// present whenever any shard is.
+    pub bootstrap: Option<CopyProgress>,
+    /// `shard_replication_details` (verbose): every primary shard, by id
+    /// (`[index][0]`).
+    pub shards: BTreeMap<String, ShardState>,
+    /// Shards seen in earlier answers since the index last started syncing
+    /// but missing from this one (a shard that did not answer). Filled by
+    /// [`CheckpointHistory`], not by parsing.
+    pub missing_shards: Vec<String>,
+}
+
+impl IndexStatus {
+    /// The index's state over all its shards: `Syncing` only when the
+    /// status says so, no shard is still copying and no shard seen before
+    /// is missing; `Bootstrapping` while any shard copies.
+    pub fn state(&self) -> ReplicationStatus {
+        match &self.status {
+            ReplicationStatus::Syncing if self.shards_copying() > 0 || self.bootstrap.is_some() => {
+                ReplicationStatus::Bootstrapping
+            }
+            ReplicationStatus::Syncing if !self.missing_shards.is_empty() => {
+                ReplicationStatus::Other("SYNCING without every shard".to_string())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// Shards still copying, per the verbose details.
+    pub fn shards_copying(&self) -> usize {
+        self.shards
+            .values()
+            .filter(|s| matches!(s, ShardState::Bootstrapping(_)))
+            .count()
+    }
+
+    /// Share of the bytes copied of the shards still copying: from their
+    /// own details, else from `bootstrap_details`.
+    pub fn copy_ratio(&self) -> Option<f64> {
+        let from_shards = CopyProgress::sum(self.shards.values().filter_map(|s| match s {
+            ShardState::Bootstrapping(p) => Some(p),
+            ShardState::Syncing(_) => None,
+        }));
+        from_shards.or(self.bootstrap).and_then(|p| p.ratio())
+    }
+
+    /// Why this index is not known to be synced, for the verdict; `None`
+    /// when every shard syncs.
+    pub fn problem(&self, index: &str) -> Option<String> {
+        match self.state() {
+            ReplicationStatus::Syncing => None,
+            ReplicationStatus::Bootstrapping => {
+                let mut why = format!("{index} is bootstrapping (initial copy");
+                if let Some(ratio) = self.copy_ratio() {
+                    why.push_str(&format!(" {:.0}% done", ratio * 100.0));
+                }
+                let copying = self.shards_copying();
+                if copying > 0 && copying < self.shards.len() {
+                    why.push_str(&format!(
+                        ", {copying} of {} shards still copying",
+                        self.shards.len()
+                    ));
+                }
+                why.push(')');
+                if self.status == ReplicationStatus::Syncing {
+                    why.push_str(
+                        "; not caught up although the plugin reports SYNCING (it reports the first shard's state)",
+                    );
+                }
+                Some(why)
+            }
+            ReplicationStatus::NotInProgress => Some(format!(
+                "{index} is not being replicated (REPLICATION NOT IN PROGRESS: stopped, never started, or not a follower index)"
+            )),
+            ReplicationStatus::Other(_) if !self.missing_shards.is_empty() => Some(format!(
+                "{index}: the status answer lacks shard(s) {} reported before (a shard that does not answer proves nothing)",
+                self.missing_shards.join(", ")
+            )),
+            _ => Some(format!(
+                "{index} is {}{}",
+                self.status_text,
+                self.reason
+                    .as_deref()
+                    .map(|r| format!(": {}", http_client::excerpt(r, 160)))
+                    .unwrap_or_default()
+            )),
+        }
+    }
 }
 
 fn checkpoints(details: &Value) -> Option<Checkpoints> {
@@ -334,7 +717,9 @@ fn checkpoints(details: &Value) -> Option<Checkpoints> {
     })
 }
 
-/// Parses a `_plugins/_replication/<index>/_status` body.
+/// Parses a `_plugins/_replication/<index>/_status` body (with or without
+/// `verbose=true`), in the shape `ReplicationStatusResponse.toXContent`
+/// writes it.
 pub fn parse_status(body: &str) -> Result<IndexStatus, String> {
     let value: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
     let status_text = value
@@ -349,24 +734,37 @@ pub fn parse_status(body: &str) -> Result<IndexStatus, String> {
             Some(checkpoints(details).ok_or("`syncing_details` lacks integer checkpoints")?)
         }
     };
+    let bootstrap = match value.get("bootstrap_details") {
+        None | Some(Value::Null) => None,
+        Some(details) => Some(CopyProgress::parse(details)),
+    };
     let mut shards = BTreeMap::new();
-    if let Some(list) = value
-        .get("shard_replication_details")
-        .and_then(Value::as_array)
-    {
-        for shard in list {
-            let Some(details) = shard.get("syncing_task_details") else {
-                continue;
-            };
-            let id = match shard.get("shard_id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => return Err("a shard entry has no `shard_id`".to_string()),
-            };
-            let c =
-                checkpoints(details).ok_or("`syncing_task_details` lacks integer checkpoints")?;
-            shards.insert(id, c);
+    match value.get("shard_replication_details") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for shard in list {
+                let id = match shard.get("shard_id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => return Err("a shard entry has no `shard_id`".to_string()),
+                };
+                let state = if let Some(details) = shard.get("syncing_task_details") {
+                    ShardState::Syncing(
+                        checkpoints(details)
+                            .ok_or("`syncing_task_details` lacks integer checkpoints")?,
+                    )
+                } else if let Some(details) = shard.get("bootstrap_task_details") {
+                    ShardState::Bootstrapping(CopyProgress::parse(details))
+                } else {
+                    // Every shard answer carries one of the two; one that
+                    // carries neither cannot be judged, so the body is not
+                    // what the plugin writes.
+                    return Err(format!("shard {id} has neither `syncing_task_details` nor `bootstrap_task_details`"));
+                };
+                shards.insert(id, state);
+            }
         }
+        Some(_) => return Err("`shard_replication_details` is not a list".to_string()),
     }
     Ok(IndexStatus {
         status: ReplicationStatus::parse(&status_text),
@@ -374,11 +772,9 @@ pub fn parse_status(body: &str) -> Result<IndexStatus, String> {
         reason: text("reason"),
         leader_index: text("leader_index"),
         checkpoints: checkpoints_total,
+        bootstrap,
         shards,
-        bootstrap_percent: value
-            .get("bootstrap_details")
-            .and_then(|d| d.get("bytes_percent"))
-            .and_then(Value::as_f64),
+        missing_shards: Vec::new(),
     })
 }
 
@@ -431,38 +827,54 @@ pub fn parse_heartbeat_doc(body: &str) -> Result<Option<SystemTime>, String> {
 }
 
 /// Leader checkpoints per shard sampled with this exporter's clock, to date
-/// a follower that is behind.
+/// a follower that is behind; and the shards seen, so a shard missing from
+/// a later answer is noticed (the plugin drops a shard that fails to answer
+/// without saying so).
 #[derive(Debug, Default)]
 pub struct CheckpointHistory {
     leader: SourceSamples<BTreeMap<String, i64>>,
+    shards_seen: BTreeSet<String>,
 }
 
 impl CheckpointHistory {
     /// What one status answer, asked at `asked_at`, proves for its index.
-    /// Records the sample it needs.
+    /// Records the sample it needs, and fills `status.missing_shards`.
     pub fn recovery_point(
         &mut self,
         asked_at: SystemTime,
-        status: &IndexStatus,
+        status: &mut IndexStatus,
     ) -> Option<SystemTime> {
         if status.status != ReplicationStatus::Syncing {
+            // Restarted replication copies again (maybe with other
+            // shards): shards seen before mean nothing any more.
+            self.shards_seen.clear();
+            return None;
+        }
+        status.missing_shards = self
+            .shards_seen
+            .iter()
+            .filter(|shard| !status.shards.contains_key(*shard))
+            .cloned()
+            .collect();
+        self.shards_seen.extend(status.shards.keys().cloned());
+        if status.state() != ReplicationStatus::Syncing {
             return None;
         }
         if !status.shards.is_empty() {
             let leader: BTreeMap<String, i64> = status
                 .shards
                 .iter()
-                .map(|(shard, c)| (shard.clone(), c.leader))
+                .filter_map(|(shard, state)| match state {
+                    ShardState::Syncing(c) => Some((shard.clone(), c.leader)),
+                    ShardState::Bootstrapping(_) => None,
+                })
                 .collect();
             // A leader checkpoint going back (a new leader index) forgets
             // older samples: they date nothing any more.
             self.leader.record(asked_at, leader);
             return self.leader.dated(|sample| {
                 sample.iter().all(|(shard, leader)| {
-                    status
-                        .shards
-                        .get(shard)
-                        .is_some_and(|c| c.follower >= *leader)
+                    matches!(status.shards.get(shard), Some(ShardState::Syncing(c)) if c.follower >= *leader)
                 })
             });
         }
@@ -483,37 +895,15 @@ pub struct FollowerEvidence {
     pub backlog_operations: Option<f64>,
 }
 
-/// Pure: combines the indices' recovery points and statuses.
+/// Pure: combines the indices' recovery points and states.
 pub fn combine(
     indices: &[(String, IndexStatus, Option<SystemTime>)],
     stats: Option<&FollowerStats>,
 ) -> FollowerEvidence {
-    let mut problems = Vec::new();
-    for (index, status, _) in indices {
-        let why = match &status.status {
-            ReplicationStatus::Syncing => continue,
-            ReplicationStatus::Bootstrapping => format!(
-                "{index} is bootstrapping (initial copy{})",
-                status
-                    .bootstrap_percent
-                    .map(|p| format!(" {p:.0}% done"))
-                    .unwrap_or_default()
-            ),
-            ReplicationStatus::NotInProgress => format!(
-                "{index} is not being replicated (REPLICATION NOT IN PROGRESS: stopped, never started, or not a follower index)"
-            ),
-            _ => format!(
-                "{index} is {}{}",
-                status.status_text,
-                status
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(": {}", http_client::excerpt(r, 160)))
-                    .unwrap_or_default()
-            ),
-        };
-        problems.push(why);
-    }
+    let mut problems: Vec<String> = indices
+        .iter()
+        .filter_map(|(index, status, _)| status.problem(index))
+        .collect();
     if let Some(stats) = stats {
         let named = problems.len() as u64;
         let counted = stats.paused + stats.failed + stats.bootstrapping;
@@ -546,7 +936,7 @@ pub fn combine(
     };
     let backlogs: Vec<f64> = indices
         .iter()
-        .filter(|(_, s, _)| s.status == ReplicationStatus::Syncing)
+        .filter(|(_, s, _)| s.state() == ReplicationStatus::Syncing)
         .filter_map(|(_, s, _)| s.checkpoints)
         .map(|c| (c.leader - c.follower).max(0) as f64)
         .collect();
@@ -560,99 +950,187 @@ pub fn combine(
 // ---------------------------------------------------------------------------
 // Talking to a cluster.
 
-/// A client for one cluster. Credentials come from the URL (reqwest takes
-/// them out of it before anything can print it) or from `username` + password.
-fn cluster_client(
-    target: &Target,
-    url: &Secret,
-    credentials: Option<(String, Secret)>,
-    ca_file: Option<&std::path::Path>,
-) -> Result<OpenSearch, ProbeError> {
-    let config_error = |what: String| {
-        ProbeError::new(
-            FailureReason::Config,
-            format!("target {}: {what}", target.name),
-        )
-    };
-    let parsed = Url::parse(url.expose()).map_err(|e| config_error(format!("bad URL: {e}")))?;
-    let mut builder =
-        TransportBuilder::new(SingleNodeConnectionPool::new(parsed)).timeout(target.timeout);
-    if let Some((user, password)) = credentials {
-        builder = builder.auth(Credentials::Basic(user, password.expose().to_string()));
-    }
-    if let Some(path) = ca_file {
-        let pem = crate::drivers::read_ca_file(&target.name, path)?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| config_error(format!("tls_ca_file {} is not PEM: {e}", path.display())))?;
-        builder = builder.cert_validation(CertificateValidation::Full(cert));
-    }
-    let transport = builder
-        .build()
-        .map_err(|e| config_error(format!("HTTP client setup failed: {e}")))?;
-    Ok(OpenSearch::new(transport))
+/// One cluster: where it is and how requests to it are authenticated.
+/// Credentials come from the URL (reqwest takes them out of it before
+/// anything can print it), from `username` + password, or from the AWS
+/// credential chain through a SigV4 signature.
+#[derive(Clone)]
+struct Cluster {
+    client: reqwest::Client,
+    /// The base URL, ending in `/` so request paths join below it.
+    base: reqwest::Url,
+    basic_auth: Option<(String, Secret)>,
+    signing: Option<Signing>,
+    /// Scheme, host and port, for messages.
+    shown: String,
 }
 
-/// One request; the body of a 2xx answer, or a failure with a bounded reason.
-async fn request(
-    client: &OpenSearch,
-    method: Method,
-    path: &str,
-    query: Option<&[(&str, &str)]>,
-    body: Option<JsonBody<Value>>,
-    what: &str,
-) -> Result<(u16, String), ProbeError> {
-    let response = client
-        .send(method, path, HeaderMap::new(), query, body, None)
-        .await
-        .map_err(|e| transport_error(&e, what))?;
-    let status = response.status_code().as_u16();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| transport_error(&e, what))?;
-    Ok((status, text))
+/// SigV4 for one cluster: the signer shared by the target's clusters,
+/// made on first use (the SDK config loads asynchronously), and this
+/// cluster's region.
+#[derive(Clone)]
+struct Signing {
+    aws: Arc<AwsClients>,
+    service: String,
+    region: String,
+    signer: Arc<tokio::sync::OnceCell<AwsSigner>>,
 }
 
-fn transport_error(err: &opensearch::Error, what: &str) -> ProbeError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(s) = source {
-        if let Some(http) = s.downcast_ref::<reqwest::Error>() {
-            return http_client::classify(http, what);
-        }
-        source = s.source();
-    }
-    if err.is_timeout() {
-        return ProbeError::new(FailureReason::Timeout, format!("{what}: no answer in time"));
-    }
-    ProbeError::new(FailureReason::Query, format!("{what}: {err}"))
-}
-
-/// Turns a non-2xx answer into a failure a person can act on.
-fn http_failure(status: u16, body: &str, what: &str, privilege: &str) -> ProbeError {
-    // OpenSearch errors look like {"error":{"type":..,"reason":..},"status":404}.
-    let detail = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            match error {
-                Value::String(s) => Some(s.clone()),
-                _ => Some(format!(
-                    "{}: {}",
-                    error.get("type")?.as_str()?,
-                    error.get("reason").and_then(Value::as_str).unwrap_or("")
-                )),
-            }
+impl Signing {
+    async fn signer(&self, what: &str) -> Result<AwsSigner, ProbeError> {
+        let signer = self
+            .signer
+            .get_or_try_init(|| async {
+                match self.aws.sdk_config().await.credentials_provider() {
+                    Some(provider) => Ok(AwsSigner::new(provider, &self.region, &self.service)),
+                    None => Err(ProbeError::new(
+                        FailureReason::Auth,
+                        format!("{what}: no AWS credential chain to sign the request with"),
+                    )),
+                }
+            })
+            .await?;
+        Ok(if signer.region() == self.region {
+            signer.clone()
+        } else {
+            signer.in_region(&self.region)
         })
-        .unwrap_or_else(|| http_client::excerpt(body, 160));
+    }
+}
+
+impl Cluster {
+    fn new(
+        target: &Target,
+        url: &Secret,
+        basic_auth: Option<(String, Secret)>,
+        signing: Option<Signing>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Cluster, ProbeError> {
+        let mut base = reqwest::Url::parse(url.expose()).map_err(|e| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!("target {}: bad URL: {e}", target.name),
+            )
+        })?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Cluster {
+            client: http_client::build_client(&target.name, target.timeout, ca_file)?,
+            base,
+            basic_auth,
+            signing,
+            shown: http_client::origin(url.expose()),
+        })
+    }
+
+    /// One request; the status and body of any answer, or a failure with a
+    /// bounded reason when none came.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<(u16, String), ProbeError> {
+        let url = self.base.join(path).map_err(|e| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!("{what}: cannot build the request URL: {e}"),
+            )
+        })?;
+        let mut builder = self.client.request(method, url);
+        if !query.is_empty() {
+            builder = builder.query(query);
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            builder = builder.basic_auth(user, Some(password.expose()));
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        let mut request = builder
+            .build()
+            .map_err(|e| http_client::classify(&e, what))?;
+        if let Some(signing) = &self.signing {
+            signing.signer(what).await?.sign(&mut request, what).await?;
+        }
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| http_client::classify(&e, what))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| http_client::classify(&e, what))?;
+        Ok((status, text))
+    }
+}
+
+/// Turns a non-2xx answer into a failure a person can act on. A 403 names
+/// the permission the request needs (the one the Security plugin reports
+/// missing, if it says) and where to grant it.
+fn http_failure(status: u16, body: &str, what: &str, grant: Grant, signed: bool) -> ProbeError {
+    let json = serde_json::from_str::<Value>(body).ok();
+    // OpenSearch errors look like {"error":{"type":..,"reason":..},"status":404};
+    // AWS's own refusals like {"message":".."} or {"Message":".."}.
+    let detail = json
+        .as_ref()
+        .and_then(|v| {
+            if let Some(error) = v.get("error") {
+                return match error {
+                    Value::String(s) => Some(s.clone()),
+                    _ => Some(format!(
+                        "{}: {}",
+                        error.get("type")?.as_str()?,
+                        error.get("reason").and_then(Value::as_str).unwrap_or("")
+                    )),
+                };
+            }
+            v.get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.to_string());
+    // The Security plugin's reason goes on with the user and its roles:
+    // noise on a bridge call. A refusal that quotes the Authorization header
+    // back is cut before it, so no credential reaches a message.
+    let detail = detail.split(" and User [").next().unwrap_or(&detail);
+    let detail = match detail.to_ascii_lowercase().find("authorization") {
+        Some(at) => format!("{}…", &detail[..at]),
+        None => detail.to_string(),
+    };
+    let detail = http_client::excerpt(&detail, 240);
     match status {
         401 => ProbeError::new(
             FailureReason::Auth,
             format!("{what}: the cluster refused the credentials (HTTP 401); check username and password"),
         ),
-        403 => ProbeError::new(
-            FailureReason::Auth,
-            format!("{what}: permission denied (HTTP 403: {detail}); the user needs {privilege}"),
-        ),
+        403 => {
+            // The Security plugin names the action it refused; trust it over
+            // what this request is expected to need.
+            let action = detail
+                .split_once("no permissions for [")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(action, _)| action.to_string())
+                .unwrap_or_else(|| grant.action.to_string());
+            let mut message = format!(
+                "{what}: permission denied (HTTP 403: {detail}); grant `{action}` {}",
+                grant.scope
+            );
+            if signed {
+                message.push_str(&format!(
+                    " (mapped to the IAM role as a backend role under fine-grained access control), and allow `{}` to the IAM identity on the domain; a refused signature means the wrong region, service or credentials in `aws_sigv4`",
+                    grant.iam_action
+                ));
+            }
+            ProbeError::new(FailureReason::Auth, message)
+        }
         _ => ProbeError::new(
             FailureReason::Query,
             format!("{what}: HTTP {status} ({detail})"),
@@ -660,114 +1138,133 @@ fn http_failure(status: u16, body: &str, what: &str, privilege: &str) -> ProbeEr
     }
 }
 
-const STATUS_PRIVILEGE: &str =
-    "`cluster:admin/plugins/replication/index/status_check` on the follower indices";
-
 pub struct OpensearchProbe {
-    follower: OpenSearch,
-    follower_shown: String,
+    follower: Cluster,
     /// Configured indices; empty means discover them.
     indices: Vec<String>,
     /// Indices discovered so far: one that stops syncing drops out of
     /// follower_stats but must still be reported.
     discovered: BTreeSet<String>,
     history: BTreeMap<String, CheckpointHistory>,
-    heartbeat: Option<HeartbeatSettings>,
-    leader: Option<OpenSearch>,
-    leader_shown: String,
+    heartbeat: Option<OpensearchHeartbeat>,
+    leader: Option<Cluster>,
     instance: String,
-}
-
-#[derive(Clone)]
-struct HeartbeatSettings {
-    interval: Duration,
-    leader_index: String,
-    follower_index: String,
 }
 
 impl OpensearchProbe {
     pub fn new(
         target: &Target,
         spec: &OpensearchTarget,
-        instance: &str,
+        context: &ProbeContext,
     ) -> Result<OpensearchProbe, ProbeError> {
-        let credentials = spec.username.clone().zip(spec.password.clone());
-        let follower = cluster_client(
+        let basic_auth = spec.username.clone().zip(spec.password.clone());
+        let signing = |region: &str| {
+            spec.aws_sigv4.as_ref().map(|sigv4| Signing {
+                aws: clients_for(
+                    &AwsAccess {
+                        region: sigv4.region.clone(),
+                        profile: sigv4.profile.clone(),
+                        role_arn: sigv4.role_arn.clone(),
+                        endpoint_url: None,
+                    },
+                    &context.aws_calls,
+                ),
+                service: sigv4.service.clone(),
+                region: region.to_string(),
+                signer: Arc::default(),
+            })
+        };
+        let follower_signing = spec
+            .aws_sigv4
+            .as_ref()
+            .and_then(|sigv4| signing(&sigv4.region));
+        let follower = Cluster::new(
             target,
             &spec.url,
-            credentials.clone(),
+            basic_auth.clone(),
+            follower_signing.clone(),
             spec.tls_ca_file.as_deref(),
         )?;
         let leader = match &spec.leader_url {
-            Some(url) => Some(cluster_client(
-                target,
-                url,
-                credentials,
-                spec.tls_ca_file.as_deref(),
-            )?),
+            Some(url) => {
+                // The leader signs with the follower's credentials (one
+                // cache), for the leader domain's region.
+                let leader_signing = match (&follower_signing, &spec.aws_sigv4) {
+                    (Some(follower), Some(sigv4)) => Some(Signing {
+                        region: sigv4.leader_region.clone(),
+                        ..follower.clone()
+                    }),
+                    _ => None,
+                };
+                Some(Cluster::new(
+                    target,
+                    url,
+                    basic_auth,
+                    leader_signing,
+                    spec.tls_ca_file.as_deref(),
+                )?)
+            }
             None => None,
         };
         Ok(OpensearchProbe {
             follower,
-            follower_shown: http_client::origin(spec.url.expose()),
             indices: spec.indices.clone(),
             discovered: BTreeSet::new(),
             history: BTreeMap::new(),
-            heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
-                interval: hb.interval,
-                leader_index: hb.leader_index.clone(),
-                follower_index: hb.follower_index.clone(),
-            }),
+            heartbeat: spec.heartbeat.clone(),
             leader,
-            leader_shown: spec
-                .leader_url
-                .as_ref()
-                .map(|u| http_client::origin(u.expose()))
-                .unwrap_or_default(),
-            instance: instance.to_string(),
+            instance: context.instance.clone(),
         })
     }
 
     async fn follower_stats(&self) -> Result<FollowerStats, ProbeError> {
-        let what = format!("follower cluster {}", self.follower_shown);
-        let (status, body) = request(
-            &self.follower,
-            Method::Get,
-            "_plugins/_replication/follower_stats",
-            None,
-            None,
-            &what,
-        )
-        .await?;
+        let what = format!("follower cluster {}, follower_stats", self.follower.shown);
+        let (status, body) = self
+            .follower
+            .send(
+                Method::GET,
+                "_plugins/_replication/follower_stats",
+                &[],
+                None,
+                &what,
+            )
+            .await?;
         if status != 200 {
             return Err(http_failure(
                 status,
                 &body,
-                &format!("{what}, follower_stats"),
-                "`cluster:admin/plugins/replication/index/stats`",
+                &what,
+                FOLLOWER_STATS_GRANT,
+                self.follower.signing.is_some(),
             ));
         }
         parse_follower_stats(&body).map_err(|e| {
-            ProbeError::new(
-                FailureReason::Parse,
-                format!("{what}: follower_stats answered with {e}"),
-            )
+            ProbeError::new(FailureReason::Parse, format!("{what}: answered with {e}"))
         })
     }
 
     async fn index_status(&self, index: &str) -> Result<IndexStatus, ProbeError> {
-        let what = format!("follower cluster {}, index {index}", self.follower_shown);
-        let (status, body) = request(
-            &self.follower,
-            Method::Get,
-            &format!("_plugins/_replication/{index}/_status"),
-            Some(&[("verbose", "true")]),
-            None,
-            &what,
-        )
-        .await?;
+        let what = format!("follower cluster {}, index {index}", self.follower.shown);
+        let (status, body) = self
+            .follower
+            .send(
+                Method::GET,
+                &format!("_plugins/_replication/{index}/_status"),
+                // Every shard's state and checkpoints (RestReplicationStatusHandler:
+                // `verbose`, default false).
+                &[("verbose", "true")],
+                None,
+                &what,
+            )
+            .await?;
         if status != 200 {
-            return Err(http_failure(status, &body, &what, STATUS_PRIVILEGE));
+            return Err(http_failure(
+                status,
+                &body,
+                &what,
+                STATUS_GRANT,
+                self.follower.signing.is_some(),
+            ));
         }
         parse_status(&body).map_err(|e| {
             ProbeError::new(
@@ -782,21 +1279,22 @@ impl OpensearchProbe {
 
     async fn heartbeat_seen(
         &self,
-        hb: &HeartbeatSettings,
+        hb: &OpensearchHeartbeat,
     ) -> Result<Option<SystemTime>, ProbeError> {
         let what = format!(
             "follower cluster {}, heartbeat index {}",
-            self.follower_shown, hb.follower_index
+            self.follower.shown, hb.follower_index
         );
-        let (status, body) = request(
-            &self.follower,
-            Method::Get,
-            &format!("{}/_doc/{}", hb.follower_index, self.instance),
-            None,
-            None,
-            &what,
-        )
-        .await?;
+        let (status, body) = self
+            .follower
+            .send(
+                Method::GET,
+                &format!("{}/_doc/{}", hb.follower_index, self.instance),
+                &[],
+                None,
+                &what,
+            )
+            .await?;
         match status {
             // Not replicated yet: no heartbeat evidence, not a failure.
             200 | 404 if body.contains("\"found\"") => parse_heartbeat_doc(&body)
@@ -805,7 +1303,8 @@ impl OpensearchProbe {
                 status,
                 &body,
                 &what,
-                "`indices:data/read/get` on the heartbeat follower index",
+                HEARTBEAT_READ_GRANT,
+                self.follower.signing.is_some(),
             )),
         }
     }
@@ -844,12 +1343,12 @@ impl OpensearchProbe {
         }
 
         let mut dated = Vec::new();
-        for (index, status) in statuses {
+        for (index, mut status) in statuses {
             let mut rp = self
                 .history
                 .entry(index.clone())
                 .or_default()
-                .recovery_point(asked_at, &status);
+                .recovery_point(asked_at, &mut status);
             if self
                 .heartbeat
                 .as_ref()
@@ -875,45 +1374,35 @@ fn details(
 ) -> Vec<Detail> {
     let mut details = Vec::new();
     for (index, status, _) in indices {
-        details.push(
-            Detail::new(
-                &INDEX_SYNCING,
-                if status.status == ReplicationStatus::Syncing {
-                    1.0
-                } else {
-                    0.0
-                },
-            )
-            .with_label("index", index.clone()),
-        );
-        details.push(
-            Detail::new(&INDEX_STATUS, 1.0)
-                .with_label("index", index.clone())
-                .with_label("status", status.status.label()),
-        );
-        if let (ReplicationStatus::Syncing, Some(c)) = (&status.status, status.checkpoints) {
-            details.push(
-                Detail::new(&LEADER_CHECKPOINT, c.leader as f64).with_label("index", index.clone()),
-            );
-            details.push(
-                Detail::new(&FOLLOWER_CHECKPOINT, c.follower as f64)
-                    .with_label("index", index.clone()),
-            );
-            details.push(
-                Detail::new(
-                    &INDEX_BACKLOG_OPERATIONS,
-                    (c.leader - c.follower).max(0) as f64,
-                )
-                .with_label("index", index.clone()),
-            );
+        let state = status.state();
+        let per_index = |family: &'static MetricDef, value: f64| {
+            Detail::new(family, value).with_label("index", index.clone())
+        };
+        let syncing = state == ReplicationStatus::Syncing;
+        details.push(per_index(&INDEX_SYNCING, if syncing { 1.0 } else { 0.0 }));
+        details.push(per_index(&INDEX_STATUS, 1.0).with_label("status", state.label()));
+        if !status.shards.is_empty() {
+            let copying = status.shards_copying();
+            for (label, count) in [
+                ("syncing", status.shards.len() - copying),
+                ("bootstrapping", copying),
+            ] {
+                details.push(per_index(&INDEX_SHARDS, count as f64).with_label("state", label));
+            }
         }
-        if let (ReplicationStatus::Bootstrapping, Some(p)) =
-            (&status.status, status.bootstrap_percent)
-        {
-            details.push(
-                Detail::new(&BOOTSTRAP_PROGRESS_RATIO, p / 100.0)
-                    .with_label("index", index.clone()),
-            );
+        // The sums cover the replaying shards only: shown once every shard replays.
+        if let (true, Some(c)) = (syncing, status.checkpoints) {
+            details.push(per_index(&LEADER_CHECKPOINT, c.leader as f64));
+            details.push(per_index(&FOLLOWER_CHECKPOINT, c.follower as f64));
+            details.push(per_index(
+                &INDEX_BACKLOG_OPERATIONS,
+                (c.leader - c.follower).max(0) as f64,
+            ));
+        }
+        if state == ReplicationStatus::Bootstrapping {
+            if let Some(ratio) = status.copy_ratio() {
+                details.push(per_index(&BOOTSTRAP_PROGRESS_RATIO, ratio));
+            }
         }
     }
     if let Some(stats) = stats {
@@ -942,7 +1431,6 @@ impl Probe for OpensearchProbe {
         let leader = self.leader.clone()?;
         Some(Box::new(OpensearchHeartbeatWriter {
             leader,
-            leader_shown: self.leader_shown.clone(),
             index: hb.leader_index,
             interval: hb.interval,
             instance: self.instance.clone(),
@@ -952,8 +1440,7 @@ impl Probe for OpensearchProbe {
 
 /// Writes this exporter's heartbeat document into the leader index.
 struct OpensearchHeartbeatWriter {
-    leader: OpenSearch,
-    leader_shown: String,
+    leader: Cluster,
     index: String,
     interval: Duration,
     instance: String,
@@ -968,19 +1455,20 @@ impl HeartbeatWriter for OpensearchHeartbeatWriter {
         Box::pin(async move {
             let what = format!(
                 "leader cluster {}, heartbeat index {}",
-                self.leader_shown, self.index
+                self.leader.shown, self.index
             );
             let doc = serde_json::json!({ "instance": self.instance, "ts": unix_seconds(at) });
-            let (status, body) = request(
-                &self.leader,
-                Method::Put,
-                &format!("{}/_doc/{}", self.index, self.instance),
-                None,
-                Some(JsonBody::new(doc)),
-                &what,
-            )
-            .await
-            .map_err(|e| e.on(Side::Source))?;
+            let (status, body) = self
+                .leader
+                .send(
+                    Method::PUT,
+                    &format!("{}/_doc/{}", self.index, self.instance),
+                    &[],
+                    Some(&doc),
+                    &what,
+                )
+                .await
+                .map_err(|e| e.on(Side::Source))?;
             if (200..300).contains(&status) {
                 Ok(())
             } else {
@@ -988,7 +1476,8 @@ impl HeartbeatWriter for OpensearchHeartbeatWriter {
                     status,
                     &body,
                     &what,
-                    &format!("`indices:data/write/index` on {}", self.index),
+                    HEARTBEAT_WRITE_GRANT,
+                    self.leader.signing.is_some(),
                 )
                 .on(Side::Source))
             }
@@ -1030,22 +1519,43 @@ mod tests {
     const NOT_IN_PROGRESS: &str = r#"{
   "status" : "REPLICATION NOT IN PROGRESS"
 }"#;
-    // FAILED has the shape of PAUSED (cross-cluster-replication,
-    // TransportReplicationStatusAction.kt: any state but RUNNING answers
-    // status, reason, leader_alias, leader_index, follower_index); the
-    // reason text is the plugin's own for a missing leader permission.
+    // The bodies below are written from the replication plugin's source
+    // (opensearch-project/cross-cluster-replication, action/status/), not
+    // captured from a cluster: none runs here.
+    //
+    // FAILED has the shape of PAUSED (TransportReplicationStatusAction.kt:
+    // any state but RUNNING answers status, reason, leader_alias,
+    // leader_index, follower_index, and no shard details even when
+    // verbose); the reason text is the plugin's own for a missing leader
+    // permission.
     const FAILED: &str = r#"{"status":"FAILED","reason":"no permissions for [indices:data/read/plugins/replication/file_chunk] and associated roles","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01"}"#;
-    // The verbose form (`?verbose=true`) adds shard_replication_details,
-    // rendered per ShardInfoResponse.kt; two shards, one behind.
+    // `?verbose=true` adds shard_replication_details: one entry per primary
+    // shard, `shard_id` (ShardId rendered as "[index][n]") and either
+    // syncing_task_details (ReplayDetails) or bootstrap_task_details
+    // (RestoreDetails) (ShardInfoResponse.kt). syncing_details sums the
+    // replaying shards (populateAggregatedResponse). Two shards, one behind.
     const SYNCING_VERBOSE_BEHIND: &str = r#"{"status":"SYNCING","reason":"User initiated","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01","syncing_details":{"leader_checkpoint":30,"follower_checkpoint":25,"seq_no":27},"shard_replication_details":[{"shard_id":"[follower-01][0]","syncing_task_details":{"leader_checkpoint":15,"follower_checkpoint":15,"seq_no":16}},{"shard_id":"[follower-01][1]","syncing_task_details":{"leader_checkpoint":15,"follower_checkpoint":10,"seq_no":11}}]}"#;
-    const BOOTSTRAPPING: &str = r#"{"status":"BOOTSTRAPPING","reason":"User initiated","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01","bootstrap_details":{"bytes_total":1000,"bytes_recovered":420,"bytes_percent":42.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":1200}}"#;
+    // A running replication whose shard 0 has finished its copy and syncs
+    // while shard 1 still copies: the status is the first shard's
+    // (`status = followerResponse.shardInfoResponse.get(0).status`), the
+    // syncing details sum shard 0 only, and bootstrap_details the copying
+    // shard (bytes summed, percentages averaged).
+    const SYNCING_SHARD_0_BOOTSTRAPPING_SHARD_1: &str = r#"{"status":"SYNCING","reason":"User initiated","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01","syncing_details":{"leader_checkpoint":15,"follower_checkpoint":15,"seq_no":16},"bootstrap_details":{"bytes_total":2000,"bytes_recovered":800,"bytes_percent":40.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":5200},"shard_replication_details":[{"shard_id":"[follower-01][0]","syncing_task_details":{"leader_checkpoint":15,"follower_checkpoint":15,"seq_no":16}},{"shard_id":"[follower-01][1]","bootstrap_task_details":{"bytes_total":2000,"bytes_recovered":800,"bytes_percent":40.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":5200}}]}"#;
+    // The same index asked without verbose: only the aggregates tell.
+    const SYNCING_SHARD_0_BOOTSTRAPPING_SHARD_1_TERSE: &str = r#"{"status":"SYNCING","reason":"User initiated","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01","syncing_details":{"leader_checkpoint":15,"follower_checkpoint":15,"seq_no":16},"bootstrap_details":{"bytes_total":2000,"bytes_recovered":800,"bytes_percent":40.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":5200}}"#;
+    const BOOTSTRAPPING: &str = r#"{"status":"BOOTSTRAPPING","reason":"User initiated","leader_alias":"leader-cluster","leader_index":"leader-01","follower_index":"follower-01","bootstrap_details":{"bytes_total":1000,"bytes_recovered":420,"bytes_percent":42.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":1200},"shard_replication_details":[{"shard_id":"[follower-01][0]","bootstrap_task_details":{"bytes_total":1000,"bytes_recovered":420,"bytes_percent":42.0,"files_total":10,"files_recovered":4,"files_percent":40.0,"start_time":1700000000000,"running_time":1200}}]}"#;
     // From the documentation's "Get follower cluster stats" example.
     const FOLLOWER_STATS: &str = r#"{"num_syncing_indices":2,"num_bootstrapping_indices":0,"num_paused_indices":0,"num_failed_indices":0,"num_shard_tasks":2,"num_index_tasks":2,"operations_written":3,"operations_read":3,"failed_read_requests":0,"throttled_read_requests":0,"failed_write_requests":0,"throttled_write_requests":0,"follower_checkpoint":1,"leader_checkpoint":1,"total_write_time_millis":2290,"index_stats":{"follower-index-1":{"operations_written":2,"operations_read":2,"failed_read_requests":0,"throttled_read_requests":0,"failed_write_requests":0,"throttled_write_requests":0,"follower_checkpoint":1,"leader_checkpoint":1,"total_write_time_millis":1355},"follower-index-2":{"operations_written":1,"operations_read":1,"failed_read_requests":0,"throttled_read_requests":0,"failed_write_requests":0,"throttled_write_requests":0,"follower_checkpoint":0,"leader_checkpoint":0,"total_write_time_millis":935}}}"#;
 
+    fn parsed(body: &str) -> IndexStatus {
+        parse_status(body).unwrap()
+    }
+
     #[test]
     fn parses_the_documented_bodies() {
-        let s = parse_status(SYNCING).unwrap();
+        let s = parsed(SYNCING);
         assert_eq!(s.status, ReplicationStatus::Syncing);
+        assert_eq!(s.state(), ReplicationStatus::Syncing);
         assert_eq!(
             s.checkpoints,
             Some(Checkpoints {
@@ -1054,32 +1564,33 @@ mod tests {
             })
         );
         assert_eq!(s.leader_index.as_deref(), Some("leader-01"));
-        let p = parse_status(PAUSED).unwrap();
+        let p = parsed(PAUSED);
         assert_eq!(p.status, ReplicationStatus::Paused);
         assert_eq!(p.checkpoints, None);
         assert_eq!(
-            parse_status(NOT_IN_PROGRESS).unwrap().status,
+            parsed(NOT_IN_PROGRESS).status,
             ReplicationStatus::NotInProgress
         );
+        assert_eq!(parsed(FAILED).status, ReplicationStatus::Failed);
         assert_eq!(
-            parse_status(FAILED).unwrap().status,
-            ReplicationStatus::Failed
+            ReplicationStatus::parse("STOPPED"),
+            ReplicationStatus::Stopped
         );
-        let b = parse_status(BOOTSTRAPPING).unwrap();
-        assert_eq!(b.status, ReplicationStatus::Bootstrapping);
-        assert_eq!(b.bootstrap_percent, Some(42.0));
+        let b = parsed(BOOTSTRAPPING);
+        assert_eq!(b.state(), ReplicationStatus::Bootstrapping);
+        assert_eq!(b.copy_ratio(), Some(0.42));
         assert_eq!(
             ReplicationStatus::parse("BOOTSTRAPING"),
             ReplicationStatus::Bootstrapping
         );
-        let v = parse_status(SYNCING_VERBOSE_BEHIND).unwrap();
+        let v = parsed(SYNCING_VERBOSE_BEHIND);
         assert_eq!(v.shards.len(), 2);
         assert_eq!(
             v.shards["[follower-01][1]"],
-            Checkpoints {
+            ShardState::Syncing(Checkpoints {
                 leader: 15,
                 follower: 10
-            }
+            })
         );
     }
 
@@ -1089,6 +1600,11 @@ mod tests {
         assert!(parse_status(r#"{"acknowledged":true}"#).is_err());
         assert!(parse_status(
             r#"{"status":"SYNCING","syncing_details":{"leader_checkpoint":"x"}}"#
+        )
+        .is_err());
+        // A shard that carries neither details cannot be judged.
+        assert!(parse_status(
+            r#"{"status":"SYNCING","shard_replication_details":[{"shard_id":"[a][0]"}]}"#
         )
         .is_err());
         assert!(parse_follower_stats("{}").is_err());
@@ -1104,30 +1620,149 @@ mod tests {
     #[test]
     fn in_step_is_caught_up_now_even_when_idle() {
         let mut h = CheckpointHistory::default();
-        let s = parse_status(SYNCING).unwrap();
-        assert_eq!(h.recovery_point(at(10.0), &s), Some(at(10.0)));
+        let mut s = parsed(SYNCING);
+        assert_eq!(h.recovery_point(at(10.0), &mut s), Some(at(10.0)));
         // Nothing written for an hour: still in step, still now.
-        assert_eq!(h.recovery_point(at(3610.0), &s), Some(at(3610.0)));
+        assert_eq!(h.recovery_point(at(3610.0), &mut s), Some(at(3610.0)));
+    }
+
+    /// The false GO of the first-shard status: shard 0 in step, shard 1
+    /// still copying. Not synced, not caught up, and named as such.
+    #[test]
+    fn a_shard_still_bootstrapping_is_not_caught_up_though_the_status_reads_syncing() {
+        let mut partial = parsed(SYNCING_SHARD_0_BOOTSTRAPPING_SHARD_1);
+        assert_eq!(partial.status, ReplicationStatus::Syncing, "as reported");
+        assert_eq!(partial.state(), ReplicationStatus::Bootstrapping);
+        assert_eq!(partial.shards_copying(), 1);
+        assert_eq!(partial.copy_ratio(), Some(0.4));
+        let mut h = CheckpointHistory::default();
+        assert_eq!(h.recovery_point(at(10.0), &mut partial), None);
+        let e = combine(&[("follower-01".into(), partial.clone(), None)], None);
+        assert_eq!(e.recovery_point, None);
+        assert_eq!(e.backlog_operations, None, "the sums cover shard 0 only");
+        assert_eq!(
+            e.link,
+            LinkState::Unhealthy(
+                "follower-01 is bootstrapping (initial copy 40% done, 1 of 2 shards still copying); not caught up although the plugin reports SYNCING (it reports the first shard's state)".into()
+            )
+        );
+        let d = details(&[("follower-01".into(), partial, None)], None, None);
+        let value = |name: &str, label: Option<(&str, &str)>| {
+            d.iter()
+                .find(|d| {
+                    d.family.name == name
+                        && label.is_none_or(|(k, v)| d.labels.contains(&(k, v.to_string())))
+                })
+                .map(|d| d.value)
+        };
+        assert_eq!(value("rpo_opensearch_index_syncing", None), Some(0.0));
+        assert_eq!(
+            value(
+                "rpo_opensearch_index_status",
+                Some(("status", "bootstrapping"))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                "rpo_opensearch_index_shards",
+                Some(("state", "bootstrapping"))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("rpo_opensearch_index_shards", Some(("state", "syncing"))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("rpo_opensearch_bootstrap_progress_ratio", None),
+            Some(0.4)
+        );
+        assert_eq!(value("rpo_opensearch_leader_checkpoint", None), None);
+
+        // Without verbose, bootstrap_details beside SYNCING tells the same.
+        let mut terse = parsed(SYNCING_SHARD_0_BOOTSTRAPPING_SHARD_1_TERSE);
+        assert_eq!(terse.state(), ReplicationStatus::Bootstrapping);
+        assert_eq!(h.recovery_point(at(11.0), &mut terse), None);
+
+        // Shard 1 finishes its copy and is in step: caught up now.
+        let mut done = parsed(SYNCING_VERBOSE_BEHIND);
+        done.shards.insert(
+            "[follower-01][1]".into(),
+            ShardState::Syncing(Checkpoints {
+                leader: 15,
+                follower: 15,
+            }),
+        );
+        assert_eq!(h.recovery_point(at(12.0), &mut done), Some(at(12.0)));
+    }
+
+    #[test]
+    fn a_shard_missing_from_a_later_answer_proves_nothing() {
+        let mut h = CheckpointHistory::default();
+        let mut both = parsed(SYNCING_VERBOSE_BEHIND);
+        for shard in both.shards.values_mut() {
+            *shard = ShardState::Syncing(Checkpoints {
+                leader: 15,
+                follower: 15,
+            });
+        }
+        assert_eq!(h.recovery_point(at(10.0), &mut both), Some(at(10.0)));
+        // Shard 1 does not answer (its node is gone): the plugin drops it
+        // silently, and shard 0 alone is in step.
+        let mut one = both.clone();
+        one.shards.remove("[follower-01][1]");
+        assert_eq!(h.recovery_point(at(11.0), &mut one), None);
+        assert_eq!(one.missing_shards, ["[follower-01][1]"]);
+        let e = combine(&[("follower-01".into(), one, None)], None);
+        assert!(
+            matches!(&e.link, LinkState::Unhealthy(why) if why.contains("follower-01: the status answer lacks shard(s) [follower-01][1] reported before")),
+            "{:?}",
+            e.link
+        );
+        // It answers again: back in step.
+        let mut both_again = both.clone();
+        assert_eq!(h.recovery_point(at(12.0), &mut both_again), Some(at(12.0)));
+        // A replication restarted (bootstrapping again) forgets old shards.
+        let mut boot = parsed(BOOTSTRAPPING);
+        assert_eq!(h.recovery_point(at(13.0), &mut boot), None);
+        assert_eq!(
+            h.recovery_point(at(14.0), &mut one_shard_in_step()),
+            Some(at(14.0))
+        );
+    }
+
+    fn one_shard_in_step() -> IndexStatus {
+        let mut s = parsed(SYNCING_VERBOSE_BEHIND);
+        s.shards.remove("[follower-01][1]");
+        s.shards.insert(
+            "[follower-01][0]".into(),
+            ShardState::Syncing(Checkpoints {
+                leader: 15,
+                follower: 15,
+            }),
+        );
+        s
     }
 
     #[test]
     fn a_follower_behind_is_dated_by_earlier_samples_per_shard() {
         let mut h = CheckpointHistory::default();
         let shard = |l0: i64, f0: i64, l1: i64, f1: i64| {
-            let mut s = parse_status(SYNCING_VERBOSE_BEHIND).unwrap();
+            let mut s = parsed(SYNCING_VERBOSE_BEHIND);
             s.shards.insert(
                 "[follower-01][0]".into(),
-                Checkpoints {
+                ShardState::Syncing(Checkpoints {
                     leader: l0,
                     follower: f0,
-                },
+                }),
             );
             s.shards.insert(
                 "[follower-01][1]".into(),
-                Checkpoints {
+                ShardState::Syncing(Checkpoints {
                     leader: l1,
                     follower: f1,
-                },
+                }),
             );
             s.checkpoints = Some(Checkpoints {
                 leader: l0 + l1,
@@ -1136,22 +1771,22 @@ mod tests {
             s
         };
         assert_eq!(
-            h.recovery_point(at(10.0), &shard(10, 10, 10, 10)),
+            h.recovery_point(at(10.0), &mut shard(10, 10, 10, 10)),
             Some(at(10.0))
         );
         // Writes go on; shard 1 falls behind.
         assert_eq!(
-            h.recovery_point(at(11.0), &shard(20, 20, 20, 12)),
+            h.recovery_point(at(11.0), &mut shard(20, 20, 20, 12)),
             Some(at(10.0))
         );
         assert_eq!(
-            h.recovery_point(at(12.0), &shard(30, 30, 30, 20)),
+            h.recovery_point(at(12.0), &mut shard(30, 30, 30, 20)),
             Some(at(11.0))
         );
         // The sums would say 65 >= 60 (the sample at 12 s) while shard 1
         // still lacks writes from before it: per shard, it is not reached.
         assert_eq!(
-            h.recovery_point(at(13.0), &shard(40, 40, 40, 25)),
+            h.recovery_point(at(13.0), &mut shard(40, 40, 40, 25)),
             Some(at(11.0))
         );
     }
@@ -1159,12 +1794,12 @@ mod tests {
     #[test]
     fn sums_alone_prove_only_being_in_step() {
         let mut h = CheckpointHistory::default();
-        let mut s = parse_status(SYNCING).unwrap();
+        let mut s = parsed(SYNCING);
         s.checkpoints = Some(Checkpoints {
             leader: 30,
             follower: 25,
         });
-        assert_eq!(h.recovery_point(at(10.0), &s), None);
+        assert_eq!(h.recovery_point(at(10.0), &mut s), None);
     }
 
     #[test]
@@ -1172,7 +1807,7 @@ mod tests {
         let mut h = CheckpointHistory::default();
         for body in [PAUSED, FAILED, NOT_IN_PROGRESS, BOOTSTRAPPING] {
             assert_eq!(
-                h.recovery_point(at(10.0), &parse_status(body).unwrap()),
+                h.recovery_point(at(10.0), &mut parsed(body)),
                 None,
                 "{body}"
             );
@@ -1181,8 +1816,8 @@ mod tests {
 
     #[test]
     fn combine_takes_the_oldest_index_and_names_every_problem() {
-        let syncing = parse_status(SYNCING).unwrap();
-        let paused = parse_status(PAUSED).unwrap();
+        let syncing = parsed(SYNCING);
+        let paused = parsed(PAUSED);
         let e = combine(
             &[
                 ("a".into(), syncing.clone(), Some(at(10.0))),
@@ -1205,6 +1840,11 @@ mod tests {
             e.link,
             LinkState::Unhealthy("b is PAUSED: User initiated".into())
         );
+        let e = combine(&[("c".into(), parsed(BOOTSTRAPPING), None)], None);
+        assert_eq!(
+            e.link,
+            LinkState::Unhealthy("c is bootstrapping (initial copy 42% done)".into())
+        );
     }
 
     #[test]
@@ -1217,7 +1857,7 @@ mod tests {
             failed: 0,
         };
         let e = combine(
-            &[("a".into(), parse_status(SYNCING).unwrap(), Some(at(1.0)))],
+            &[("a".into(), parsed(SYNCING), Some(at(1.0)))],
             Some(&stats),
         );
         assert!(
@@ -1243,5 +1883,222 @@ mod tests {
             None
         );
         assert!(parse_heartbeat_doc(r#"{"found":true,"_source":{}}"#).is_err());
+    }
+
+    /// The Security plugin's refusal (PrivilegesEvaluator: "no permissions
+    /// for [<action>] and User [...]") becomes a reason that names the
+    /// action and where to grant it, never a permission that does not exist.
+    #[test]
+    fn a_403_names_the_missing_action_and_where_to_grant_it() {
+        let body = r#"{"error":{"root_cause":[{"type":"security_exception","reason":"no permissions for [indices:admin/plugins/replication/index/status_check] and User [name=rpo-monitor, backend_roles=[], requestedTenant=null]"}],"type":"security_exception","reason":"no permissions for [indices:admin/plugins/replication/index/status_check] and User [name=rpo-monitor, backend_roles=[], requestedTenant=null]"},"status":403}"#;
+        let err = http_failure(
+            403,
+            body,
+            "follower cluster x, index orders",
+            STATUS_GRANT,
+            false,
+        );
+        assert_eq!(err.reason, FailureReason::Auth);
+        assert_eq!(
+            err.message,
+            "follower cluster x, index orders: permission denied (HTTP 403: security_exception: no permissions for [indices:admin/plugins/replication/index/status_check]); grant `indices:admin/plugins/replication/index/status_check` as an index permission on the follower indices"
+        );
+        let body = r#"{"error":{"type":"security_exception","reason":"no permissions for [indices:admin/plugins/replication/follower/stats] and User [name=rpo-monitor, backend_roles=[], requestedTenant=null]"},"status":403}"#;
+        let err = http_failure(403, body, "w", FOLLOWER_STATS_GRANT, false);
+        assert!(
+            err.message.contains("grant `indices:admin/plugins/replication/follower/stats` as an index permission on the index pattern `*`"),
+            "{}",
+            err.message
+        );
+        // Amazon OpenSearch Service refusing the IAM identity or the signature.
+        let body = r#"{"message":"The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."}"#;
+        let err = http_failure(403, body, "w", STATUS_GRANT, true);
+        assert!(
+            err.message
+                .contains("HTTP 403: The request signature we calculated does not match")
+                && err
+                    .message
+                    .contains("allow `es:ESHttpGet` to the IAM identity"),
+            "{}",
+            err.message
+        );
+        let body = r#"{"message":"Authorization header requires 'Credential' parameter. Authorization=Basic bW9uaXRvcjpodW50ZXIy"}"#;
+        let err = http_failure(403, body, "w", STATUS_GRANT, false);
+        assert!(
+            !err.message.contains("bW9uaXRvcjpodW50ZXIy"),
+            "{}",
+            err.message
+        );
+        let body = r#"{"Message":"User: anonymous is not authorized to perform: es:ESHttpGet because no resource-based policy allows the es:ESHttpGet action"}"#;
+        let err = http_failure(403, body, "w", HEARTBEAT_READ_GRANT, false);
+        assert!(
+            err.message
+                .contains("HTTP 403: User: anonymous is not authorized to perform: es:ESHttpGet"),
+            "{}",
+            err.message
+        );
+    }
+
+    /// The role documented for the Security plugin grants exactly the
+    /// actions the requests need, each where the plugin checks it: the
+    /// replication plugin's action names (ReplicationStatusAction.kt,
+    /// FollowerStatsAction.kt) as index permissions.
+    #[test]
+    fn the_documented_role_grants_the_actions_the_requests_need() {
+        let doc = include_str!("../../../../docs/kinds/opensearch.md");
+        let section = doc
+            .split("## Minimal permissions")
+            .nth(1)
+            .expect("docs/kinds/opensearch.md has a Minimal permissions section");
+        let json = section
+            .split("```json")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a JSON role in Minimal permissions");
+        let role: Value = serde_json::from_str(json).expect("the documented role is JSON");
+        let cluster: Vec<&str> = role["cluster_permissions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            cluster.iter().all(|p| !p.contains("replication")),
+            "replication actions are index permissions: {cluster:?}"
+        );
+        let granted = |action: &str| -> Vec<String> {
+            role["index_permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| {
+                    p["allowed_actions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a == action)
+                })
+                .flat_map(|p| p["index_patterns"].as_array().unwrap().clone())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        assert!(!granted(STATUS_ACTION).is_empty(), "{json}");
+        assert_eq!(granted(FOLLOWER_STATS_ACTION), ["*"], "{json}");
+        assert!(!granted(GET_ACTION).is_empty(), "{json}");
+        for permission in role["index_permissions"].as_array().unwrap() {
+            for action in permission["allowed_actions"].as_array().unwrap() {
+                let action = action.as_str().unwrap();
+                assert!(
+                    [STATUS_ACTION, FOLLOWER_STATS_ACTION, GET_ACTION].contains(&action),
+                    "{action} is granted but no request needs it"
+                );
+            }
+        }
+    }
+
+    const CONFIG: &str = r#"
+[[group]]
+name = "erp"
+rpo_budget = "60s"
+
+[[opensearch]]
+name = "erp-search"
+group = "erp"
+url = "https://search-erp-dr-abc123.eu-west-1.es.amazonaws.com"
+indices = ["orders"]
+"#;
+
+    fn load(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::Config::from_toml(text, std::path::Path::new("test.toml"))
+    }
+
+    fn with(extra: &str) -> String {
+        CONFIG.replace(
+            "indices = [\"orders\"]",
+            &format!("indices = [\"orders\"]\n{extra}"),
+        )
+    }
+
+    #[test]
+    fn aws_sigv4_config() {
+        let config = load(&with(r#"aws_sigv4 = { region = "eu-west-1" }"#)).unwrap();
+        let spec = config.targets[0].spec::<OpensearchTarget>().unwrap();
+        assert_eq!(
+            spec.aws_sigv4,
+            Some(OpensearchSigV4 {
+                region: "eu-west-1".into(),
+                leader_region: "eu-west-1".into(),
+                service: "es".into(),
+                profile: None,
+                role_arn: None,
+            })
+        );
+        for (extra, expected) in [
+            (r#"aws_sigv4 = { service = "es" }"#, "aws_sigv4.region"),
+            (
+                r#"aws_sigv4 = { region = "eu-central-1" }"#,
+                "is `eu-central-1` but `url` is a domain endpoint in `eu-west-1`",
+            ),
+            (
+                r#"aws_sigv4 = { region = "eu-west-1", service = "aoss" }"#,
+                "OpenSearch Serverless (`aoss`) has no cross-cluster replication API",
+            ),
+            (
+                r#"aws_sigv4 = { region = "eu-west-1", service = "ec2" }"#,
+                "`ec2` is not a signing name",
+            ),
+            (
+                "username = \"monitor\"\npassword_env = \"HOME\"\naws_sigv4 = { region = \"eu-west-1\" }",
+                "remove `username`/`password`",
+            ),
+            (
+                r#"aws_sigv4 = { region = "eu-west-1", leader_region = "eu-central-1" }"#,
+                "only used for the heartbeat's leader domain",
+            ),
+            (
+                r#"aws_sigv4 = { region = "eu-west-1", role_arn = "arn:aws:s3:::bucket" }"#,
+                "not an IAM role ARN",
+            ),
+            (
+                r#"aws_sigv4 = { region = "eu-west-1", endpoint = "x" }"#,
+                "endpoint",
+            ),
+        ] {
+            let err = load(&with(extra)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+            assert!(err.contains("erp-search"), "{err}");
+        }
+        // The documented IAM example is valid as written.
+        let doc = include_str!("../../../../docs/kinds/opensearch.md");
+        let example = doc
+            .split("```toml")
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("aws_sigv4 = {"))
+            .expect("docs/kinds/opensearch.md shows an aws_sigv4 example");
+        let config = load(&format!(
+            "[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n{example}"
+        ))
+        .unwrap_or_else(|e| panic!("the documented example does not validate: {e}"));
+        let spec = config.targets[0].spec::<OpensearchTarget>().unwrap();
+        assert_eq!(
+            spec.aws_sigv4.as_ref().unwrap().leader_region,
+            "eu-central-1"
+        );
+        // A leader in another region signs for its own.
+        let text = with(
+            "leader_url = \"https://search-erp-xyz.eu-central-1.es.amazonaws.com\"\nheartbeat = { leader_index = \"hb\", follower_index = \"hb\" }\naws_sigv4 = { region = \"eu-west-1\", leader_region = \"eu-central-1\" }",
+        );
+        let config = load(&text).unwrap();
+        let spec = config.targets[0].spec::<OpensearchTarget>().unwrap();
+        assert_eq!(
+            spec.aws_sigv4.as_ref().unwrap().leader_region,
+            "eu-central-1"
+        );
+        let err = load(&text.replace(", leader_region = \"eu-central-1\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("aws_sigv4.leader_region")
+                && err.contains("domain endpoint in `eu-central-1`"),
+            "{err}"
+        );
     }
 }

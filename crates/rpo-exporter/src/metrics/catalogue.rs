@@ -240,6 +240,7 @@ mod tests {
             "standbys",
             "secondaries",
             "indices",
+            "shards",
             "checkpoint",
             "unacknowledged",
             "ready",

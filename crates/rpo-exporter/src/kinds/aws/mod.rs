@@ -208,7 +208,9 @@ impl AwsClients {
         self.get_metric_data_calls.load(Ordering::Relaxed)
     }
 
-    async fn sdk_config(&self) -> &SdkConfig {
+    /// The SDK config of this access (region, credential chain, profile,
+    /// role), loaded once; the `opensearch` kind signs with its credentials.
+    pub async fn sdk_config(&self) -> &SdkConfig {
         self.sdk_config
             .get_or_init(|| load_sdk_config(&self.access))
             .await
