@@ -20,11 +20,13 @@
 //! `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else `initdb` on
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
 //!
-//! The other servers have a module each ([`redis`], [`rabbitmq`], [`moto`],
-//! [`opensearch`], [`monitoring`]; [`full`] starts them all), and
+//! The other servers have a module each ([`redis`], [`rabbitmq`], [`moto`]
+//! with [`aws_proxy`] to lose an AWS region in front of it, [`opensearch`],
+//! [`monitoring`]; [`full`] starts them all), and
 //! [`support`] holds the helpers every test crate shares (the exporter run
 //! in-process, reading `/metrics`, waits, config text).
 
+pub mod aws_proxy;
 pub mod full;
 pub mod monitoring;
 pub mod moto;

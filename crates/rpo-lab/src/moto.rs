@@ -17,6 +17,12 @@
 //! What moto lacks (EFS replication configurations, ElastiCache global
 //! datastores, S3 replication itself) is covered in the tests by recorded
 //! responses and by the test playing the replicator.
+//!
+//! **Metrics where AWS publishes them.** moto accepts any metric in any
+//! region and answers any call from any region; AWS does not. The lab puts
+//! every CloudWatch datapoint only in the region AWS publishes it in
+//! ([`publisher_of`], [`Regions::publishing`]), so a probe that reads a
+//! metric in the wrong region finds nothing and fails its test.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -249,6 +255,209 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// Which side of a replicated pair publishes a CloudWatch metric, as AWS
+/// documents it (see docs/kinds/aws.md for the sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// The source's region (the primary, the source bucket, the queue).
+    Source,
+    /// The replica's region (the read replica, the secondary cluster, the
+    /// destination bucket).
+    Replica,
+}
+
+/// Where AWS publishes `metric` of `namespace`. Panics on a metric the
+/// exporter does not read: the lab seeds only what AWS documents.
+pub fn publisher_of(namespace: &str, metric: &str) -> Publisher {
+    match (namespace, metric) {
+        // An instance's metrics are published in its own region.
+        ("AWS/RDS", "ReplicaLag") => Publisher::Replica,
+        // "This metric is available only in secondary AWS Regions."
+        ("AWS/RDS", "AuroraGlobalDBRPOLag" | "AuroraGlobalDBReplicationLag") => Publisher::Replica,
+        // Reported by the secondary's primary node, in its region.
+        ("AWS/ElastiCache", "GlobalDatastoreReplicationLag") => Publisher::Replica,
+        // "This metric is published in the Region of the destination bucket."
+        (
+            "AWS/S3",
+            "ReplicationLatency" | "BytesPendingReplication" | "OperationsPendingReplication",
+        ) => Publisher::Replica,
+        // "This metric is published in the Region of the source bucket."
+        ("AWS/S3", "OperationsFailedReplication") => Publisher::Source,
+        // Dimensioned by the source file system (FileSystemId); AWS does not
+        // name the region: the source's, as the exporter reads it.
+        ("AWS/EFS", "TimeSinceLastSync") => Publisher::Source,
+        // The queue's own metric, in the queue's region.
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage") => Publisher::Source,
+        _ => panic!("the lab does not know where AWS publishes {namespace} {metric}"),
+    }
+}
+
+/// The two regions of a replicated pair in the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regions {
+    pub source: String,
+    pub replica: String,
+}
+
+impl Regions {
+    pub fn new(source: &str, replica: &str) -> Regions {
+        Regions {
+            source: source.to_string(),
+            replica: replica.to_string(),
+        }
+    }
+
+    /// The one region AWS publishes `metric` in, for this pair.
+    pub fn publishing(&self, namespace: &str, metric: &str) -> &str {
+        match publisher_of(namespace, metric) {
+            Publisher::Source => &self.source,
+            Publisher::Replica => &self.replica,
+        }
+    }
+}
+
+impl MotoServer {
+    /// Clients of the lab itself in `region` (setting up resources and
+    /// datapoints), counting apart from any exporter.
+    pub fn admin(&self, region: &str) -> std::sync::Arc<rpo_exporter::kinds::aws::AwsClients> {
+        std::sync::Arc::new(rpo_exporter::kinds::aws::AwsClients::new(
+            self.access(region),
+            std::sync::Arc::default(),
+        ))
+    }
+
+    /// Creates an Aurora global database `global` with its writer cluster
+    /// `primary` in `regions.source` and a secondary cluster `secondary` in
+    /// `regions.replica` (moto lists the first member as the writer); the
+    /// secondary's ARN.
+    pub async fn create_aurora_global(
+        &self,
+        regions: &Regions,
+        global: &str,
+        primary: &str,
+        secondary: &str,
+    ) -> Result<String, String> {
+        let source = self.admin(&regions.source).rds().await;
+        source
+            .create_global_cluster()
+            .global_cluster_identifier(global)
+            .engine("aurora-postgresql")
+            .send()
+            .await
+            .map_err(|e| format!("CreateGlobalCluster: {e}"))?;
+        source
+            .create_db_cluster()
+            .db_cluster_identifier(primary)
+            .engine("aurora-postgresql")
+            .master_username("admin")
+            .master_user_password("password-password")
+            .global_cluster_identifier(global)
+            .send()
+            .await
+            .map_err(|e| format!("CreateDBCluster (writer): {e}"))?;
+        let created = self
+            .admin(&regions.replica)
+            .rds()
+            .await
+            .create_db_cluster()
+            .db_cluster_identifier(secondary)
+            .engine("aurora-postgresql")
+            .global_cluster_identifier(global)
+            .send()
+            .await
+            .map_err(|e| format!("CreateDBCluster (secondary): {e}"))?;
+        created
+            .db_cluster()
+            .and_then(|c| c.db_cluster_arn())
+            .map(str::to_string)
+            .ok_or_else(|| "the secondary has no ARN".to_string())
+    }
+
+    /// Creates versioned buckets `source` (in `regions.source`) and
+    /// `destination` (in `regions.replica`) and a replication rule
+    /// `rule_id` from one to the other, with replication metrics on (moto
+    /// keeps the rule; it does not replicate).
+    pub async fn create_replicated_buckets(
+        &self,
+        regions: &Regions,
+        source: &str,
+        destination: &str,
+        rule_id: &str,
+    ) -> Result<(), String> {
+        use aws_sdk_s3::types::{
+            BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+            DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination, Metrics,
+            MetricsStatus, ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter,
+            ReplicationRuleStatus, VersioningConfiguration,
+        };
+        let e = |what: &'static str| move |err: String| format!("{what}: {err}");
+        for (region, bucket) in [(&regions.source, source), (&regions.replica, destination)] {
+            let s3 = self.admin(region).s3().await;
+            let mut create = s3.create_bucket().bucket(bucket);
+            // us-east-1 takes no location constraint; every other region needs one.
+            if region != "us-east-1" {
+                create = create.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                        .build(),
+                );
+            }
+            create
+                .send()
+                .await
+                .map_err(|x| e("CreateBucket")(x.to_string()))?;
+            s3.put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|x| e("PutBucketVersioning")(x.to_string()))?;
+        }
+        let metrics = Metrics::builder()
+            .status(MetricsStatus::Enabled)
+            .build()
+            .map_err(|x| e("metrics")(x.to_string()))?;
+        let rule = ReplicationRule::builder()
+            .id(rule_id)
+            .priority(1)
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(ReplicationRuleFilter::builder().prefix("").build())
+            .delete_marker_replication(
+                DeleteMarkerReplication::builder()
+                    .status(DeleteMarkerReplicationStatus::Disabled)
+                    .build(),
+            )
+            .destination(
+                Destination::builder()
+                    .bucket(format!("arn:aws:s3:::{destination}"))
+                    .metrics(metrics)
+                    .build()
+                    .map_err(|x| e("destination")(x.to_string()))?,
+            )
+            .build()
+            .map_err(|x| e("rule")(x.to_string()))?;
+        let configuration = ReplicationConfiguration::builder()
+            .role("arn:aws:iam::123456789012:role/s3-replication")
+            .rules(rule)
+            .build()
+            .map_err(|x| e("replication configuration")(x.to_string()))?;
+        self.admin(&regions.source)
+            .s3()
+            .await
+            .put_bucket_replication()
+            .bucket(source)
+            .replication_configuration(configuration)
+            .send()
+            .await
+            .map_err(|x| e("PutBucketReplication")(x.to_string()))?;
+        Ok(())
+    }
+}
+
 /// The AWS part of the demo: resources on a running moto, kept alive.
 pub struct AwsDemo {
     /// `[[rds]]`, `[[aurora_global]]`, `[[s3]]` and `[[sqs]]` blocks for the
@@ -300,98 +509,29 @@ impl MotoServer {
             .and_then(|i| i.db_instance_arn())
             .unwrap_or_default()
             .to_string();
-        west.rds()
+        let rds_replica = west
+            .rds()
             .await
             .create_db_instance_read_replica()
             .db_instance_identifier("erp-db-dr")
             .source_db_instance_identifier(&source_arn)
             .send()
             .await
-            .map_err(|x| e("RDS replica")(x.to_string()))?;
-        rds.create_global_cluster()
-            .global_cluster_identifier("erp-global")
-            .engine("aurora-postgresql")
-            .send()
+            .map_err(|x| e("RDS replica")(x.to_string()))?
+            .db_instance()
+            .and_then(|i| i.db_instance_arn())
+            .unwrap_or_default()
+            .to_string();
+        let regions = Regions::new("us-east-1", "us-west-2");
+        let aurora_secondary = self
+            .create_aurora_global(&regions, "erp-global", "erp-aurora", "erp-aurora-dr")
             .await
-            .map_err(|x| e("Aurora global cluster")(x.to_string()))?;
-        rds.create_db_cluster()
-            .db_cluster_identifier("erp-aurora")
-            .engine("aurora-postgresql")
-            .master_username("admin")
-            .master_user_password("demo-password")
-            .global_cluster_identifier("erp-global")
-            .send()
+            .map_err(e("Aurora global database"))?;
+        // The rule has replication metrics on, as S3 RTC turns them on.
+        self.create_replicated_buckets(&regions, "erp-files", "erp-files-dr", "to-dr")
             .await
-            .map_err(|x| e("Aurora primary")(x.to_string()))?;
-        west.rds()
-            .await
-            .create_db_cluster()
-            .db_cluster_identifier("erp-aurora-dr")
-            .engine("aurora-postgresql")
-            .global_cluster_identifier("erp-global")
-            .send()
-            .await
-            .map_err(|x| e("Aurora secondary")(x.to_string()))?;
+            .map_err(e("S3 buckets and replication"))?;
         let (s3_east, s3_west) = (east.s3().await, west.s3().await);
-        s3_east
-            .create_bucket()
-            .bucket("erp-files")
-            .send()
-            .await
-            .map_err(|x| e("S3 source")(x.to_string()))?;
-        s3_west
-            .create_bucket()
-            .bucket("erp-files-dr")
-            .create_bucket_configuration(
-                aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|x| e("S3 destination")(x.to_string()))?;
-        for (s3, bucket) in [(&s3_east, "erp-files"), (&s3_west, "erp-files-dr")] {
-            s3.put_bucket_versioning()
-                .bucket(bucket)
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|x| e("S3 versioning")(x.to_string()))?;
-        }
-        let rule = aws_sdk_s3::types::ReplicationRule::builder()
-            .id("to-dr")
-            .priority(1)
-            .status(aws_sdk_s3::types::ReplicationRuleStatus::Enabled)
-            .filter(
-                aws_sdk_s3::types::ReplicationRuleFilter::builder()
-                    .prefix("")
-                    .build(),
-            )
-            .destination(
-                aws_sdk_s3::types::Destination::builder()
-                    .bucket("arn:aws:s3:::erp-files-dr")
-                    .build()
-                    .map_err(|x| e("S3 rule")(x.to_string()))?,
-            )
-            .build()
-            .map_err(|x| e("S3 rule")(x.to_string()))?;
-        s3_east
-            .put_bucket_replication()
-            .bucket("erp-files")
-            .replication_configuration(
-                aws_sdk_s3::types::ReplicationConfiguration::builder()
-                    .role("arn:aws:iam::123456789012:role/s3-replication")
-                    .rules(rule)
-                    .build()
-                    .map_err(|x| e("S3 replication")(x.to_string()))?,
-            )
-            .send()
-            .await
-            .map_err(|x| e("S3 replication")(x.to_string()))?;
         let sqs = east.sqs().await;
         for queue in ["erp-outbox-dlq", "erp-outbox"] {
             sqs.create_queue()
@@ -402,66 +542,80 @@ impl MotoServer {
         }
 
         let mut tasks = Vec::new();
-        // CloudWatch, as AWS would publish it: a datapoint a minute or so.
+        // CloudWatch, as AWS would publish it: a datapoint a minute or so,
+        // each metric only in the region AWS publishes it in.
         let feeder = {
-            let (east, west) = (east.clone(), west.clone());
+            let regions = Regions::new("us-east-1", "us-west-2");
+            let aurora = [
+                ("DBClusterIdentifier", "erp-aurora-dr"),
+                ("SourceRegion", "us-east-1"),
+            ];
+            let series: Vec<DemoSeries> = [
+                (
+                    "AWS/RDS",
+                    "ReplicaLag",
+                    &[("DBInstanceIdentifier", "erp-db-dr")][..],
+                    2.0,
+                ),
+                ("AWS/RDS", "AuroraGlobalDBRPOLag", &aurora[..], 800.0),
+                (
+                    "AWS/RDS",
+                    "AuroraGlobalDBReplicationLag",
+                    &aurora[..],
+                    600.0,
+                ),
+                ("AWS/S3", "ReplicationLatency", &S3_DIMENSIONS[..], 4.0),
+                ("AWS/S3", "BytesPendingReplication", &S3_DIMENSIONS[..], 0.0),
+                (
+                    "AWS/S3",
+                    "OperationsPendingReplication",
+                    &S3_DIMENSIONS[..],
+                    0.0,
+                ),
+                (
+                    "AWS/S3",
+                    "OperationsFailedReplication",
+                    &S3_DIMENSIONS[..],
+                    0.0,
+                ),
+                (
+                    "AWS/SQS",
+                    "ApproximateAgeOfOldestMessage",
+                    &[("QueueName", "erp-outbox")][..],
+                    0.0,
+                ),
+            ]
+            .into_iter()
+            .map(|(namespace, metric, dimensions, value)| DemoSeries {
+                clients: if regions.publishing(namespace, metric) == "us-east-1" {
+                    east.clone()
+                } else {
+                    west.clone()
+                },
+                namespace,
+                metric,
+                dimensions: dimensions.to_vec(),
+                value,
+            })
+            .collect();
             async move {
-                let datum = |metric: &str, dims: &[(&str, &str)], value: f64| {
-                    metric_datum(metric, dims, std::time::SystemTime::now(), value)
-                };
                 loop {
-                    let (cw_east, cw_west) = (east.cloudwatch().await, west.cloudwatch().await);
-                    let _ = cw_west
-                        .put_metric_data()
-                        .namespace("AWS/RDS")
-                        .metric_data(datum(
-                            "ReplicaLag",
-                            &[("DBInstanceIdentifier", "erp-db-dr")],
-                            2.0,
-                        ))
-                        .metric_data(datum(
-                            "AuroraGlobalDBRPOLag",
-                            &[
-                                ("DBClusterIdentifier", "erp-aurora-dr"),
-                                ("SourceRegion", "us-east-1"),
-                            ],
-                            800.0,
-                        ))
-                        .metric_data(datum(
-                            "AuroraGlobalDBReplicationLag",
-                            &[
-                                ("DBClusterIdentifier", "erp-aurora-dr"),
-                                ("SourceRegion", "us-east-1"),
-                            ],
-                            600.0,
-                        ))
-                        .send()
-                        .await;
-                    // S3 replication metrics, in the destination's region.
-                    let s3_dims = [
-                        ("SourceBucket", "erp-files"),
-                        ("DestinationBucket", "erp-files-dr"),
-                        ("RuleId", "to-dr"),
-                    ];
-                    let _ = cw_west
-                        .put_metric_data()
-                        .namespace("AWS/S3")
-                        .metric_data(datum("ReplicationLatency", &s3_dims, 4.0))
-                        .metric_data(datum("BytesPendingReplication", &s3_dims, 0.0))
-                        .metric_data(datum("OperationsPendingReplication", &s3_dims, 0.0))
-                        .metric_data(datum("OperationsFailedReplication", &s3_dims, 0.0))
-                        .send()
-                        .await;
-                    let _ = cw_east
-                        .put_metric_data()
-                        .namespace("AWS/SQS")
-                        .metric_data(datum(
-                            "ApproximateAgeOfOldestMessage",
-                            &[("QueueName", "erp-outbox")],
-                            0.0,
-                        ))
-                        .send()
-                        .await;
+                    for s in &series {
+                        let _ = s
+                            .clients
+                            .cloudwatch()
+                            .await
+                            .put_metric_data()
+                            .namespace(s.namespace)
+                            .metric_data(metric_datum(
+                                s.metric,
+                                &s.dimensions,
+                                std::time::SystemTime::now(),
+                                s.value,
+                            ))
+                            .send()
+                            .await;
+                    }
                     tokio::time::sleep(Duration::from_secs(20)).await;
                 }
             }
@@ -506,15 +660,19 @@ impl MotoServer {
             r#"
 # AWS kinds against the local AWS emulator (moto): CloudWatch evidence is
 # minutes old by nature, so these budgets are minutes, the canary's seconds.
+# The replicas, the secondary and the rules are named, so an exporter
+# started while us-east-1 is unreachable still knows where to look.
 [[rds]]
 name = "erp-rds"
 rpo_budget = "10m"
 source_instance = "erp-db"
+replicas = ["{rds_replica}"]
 {common}
 [[aurora_global]]
 name = "erp-aurora"
 rpo_budget = "10m"
 global_cluster = "erp-global"
+secondary_clusters = ["{aurora_secondary}"]
 {common}
 [[s3]]
 name = "erp-files"
@@ -522,6 +680,7 @@ rpo_budget = "30s"
 source_bucket = "erp-files"
 destination_bucket = "erp-files-dr"
 destination_region = "us-west-2"
+rule_ids = ["to-dr"]
 canary = {{ interval = "2s", prefix = "rpo-canary/" }}
 {common}
 [[sqs]]
@@ -537,6 +696,23 @@ dead_letter_queue_name = "erp-outbox-dlq"
         })
     }
 }
+
+/// One series the demo keeps publishing, with the clients of the one region
+/// AWS publishes it in.
+struct DemoSeries {
+    clients: std::sync::Arc<rpo_exporter::kinds::aws::AwsClients>,
+    namespace: &'static str,
+    metric: &'static str,
+    dimensions: Vec<(&'static str, &'static str)>,
+    value: f64,
+}
+
+/// The demo's S3 rule, as the replication metrics' dimensions name it.
+const S3_DIMENSIONS: [(&str, &str); 3] = [
+    ("SourceBucket", "erp-files"),
+    ("DestinationBucket", "erp-files-dr"),
+    ("RuleId", "to-dr"),
+];
 
 /// One CloudWatch datapoint of `metric` with `dimensions`, at `at`.
 pub fn metric_datum(

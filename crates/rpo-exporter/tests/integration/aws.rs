@@ -34,7 +34,8 @@ async fn rds_replicas_in_two_regions_give_lag_evidence_and_a_verdict() {
     let t_ro = minute_start_ago(Duration::from_secs(60));
     let t_dr = minute_start_ago(Duration::from_secs(120));
     put_datapoint(
-        &east,
+        &moto,
+        &Regions::new("us-east-1", "us-east-1"),
         "AWS/RDS",
         "ReplicaLag",
         &[("DBInstanceIdentifier", "erp-db-ro")],
@@ -43,7 +44,8 @@ async fn rds_replicas_in_two_regions_give_lag_evidence_and_a_verdict() {
     )
     .await;
     put_datapoint(
-        &west,
+        &moto,
+        &Regions::new("us-east-1", "us-west-2"),
         "AWS/RDS",
         "ReplicaLag",
         &[("DBInstanceIdentifier", "erp-db-dr")],
@@ -160,7 +162,8 @@ async fn missing_and_stopped_datapoints_are_never_go() {
     // 5 minutes ago. silent-q and the replica: none at all.
     let now_minute = minute_start_ago(Duration::ZERO);
     put_datapoint(
-        &east,
+        &moto,
+        &Regions::new("us-east-1", "us-east-1"),
         "AWS/SQS",
         "ApproximateAgeOfOldestMessage",
         &[("QueueName", "fresh-q")],
@@ -171,7 +174,8 @@ async fn missing_and_stopped_datapoints_are_never_go() {
     for ago in [7, 6, 5] {
         let t = minute_start_ago(Duration::from_secs(ago * 60));
         put_datapoint(
-            &east,
+            &moto,
+            &Regions::new("us-east-1", "us-east-1"),
             "AWS/SQS",
             "ApproximateAgeOfOldestMessage",
             &[("QueueName", "stopped-q")],
@@ -291,7 +295,8 @@ async fn stale_cloudwatch_evidence_is_no_go() {
     for ago in [8, 7, 6] {
         let t = minute_start_ago(Duration::from_secs(ago * 60));
         put_datapoint(
-            &east,
+            &moto,
+            &Regions::new("us-east-1", "us-east-1"),
             "AWS/RDS",
             "ReplicaLag",
             &[("DBInstanceIdentifier", "old-db-ro")],
@@ -337,40 +342,23 @@ async fn stale_cloudwatch_evidence_is_no_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aurora_global_lag_in_milliseconds_is_read_as_seconds() {
     let moto = start_moto().await;
-    let east = admin(&moto, "us-east-1");
-    let west = admin(&moto, "us-west-2");
-    let rds = east.rds().await;
-    rds.create_global_cluster()
-        .global_cluster_identifier("erp-global")
-        .engine("aurora-postgresql")
-        .send()
-        .await
-        .unwrap();
-    rds.create_db_cluster()
-        .db_cluster_identifier("erp-primary")
-        .engine("aurora-postgresql")
-        .master_username("admin")
-        .master_user_password("password-password")
-        .global_cluster_identifier("erp-global")
-        .send()
-        .await
-        .unwrap();
-    west.rds()
-        .await
-        .create_db_cluster()
-        .db_cluster_identifier("erp-secondary")
-        .engine("aurora-postgresql")
-        .global_cluster_identifier("erp-global")
-        .send()
-        .await
-        .unwrap();
+    let regions = Regions::new("us-east-1", "us-west-2");
+    create_aurora_global(
+        &moto,
+        &regions,
+        "erp-global",
+        "erp-primary",
+        "erp-secondary",
+    )
+    .await;
     let t = minute_start_ago(Duration::from_secs(60));
     let dims = [
         ("DBClusterIdentifier", "erp-secondary"),
         ("SourceRegion", "us-east-1"),
     ];
     put_datapoint(
-        &west,
+        &moto,
+        &regions,
         "AWS/RDS",
         "AuroraGlobalDBRPOLag",
         &dims,
@@ -379,7 +367,8 @@ async fn aurora_global_lag_in_milliseconds_is_read_as_seconds() {
     )
     .await;
     put_datapoint(
-        &west,
+        &moto,
+        &regions,
         "AWS/RDS",
         "AuroraGlobalDBReplicationLag",
         &dims,
@@ -446,7 +435,8 @@ async fn sqs_counts_age_and_dead_letters() {
     send_message(&east, &dlq, "poison").await;
     let t = minute_start_ago(Duration::from_secs(60));
     put_datapoint(
-        &east,
+        &moto,
+        &Regions::new("us-east-1", "us-east-1"),
         "AWS/SQS",
         "ApproximateAgeOfOldestMessage",
         &[("QueueName", "erp-outbox")],
@@ -581,7 +571,8 @@ async fn cloudwatch_series_cost_ceil_n_over_500_calls_per_poll() {
             .collect()
     };
     put_datapoint(
-        &admin(&moto, "eu-north-1"),
+        &moto,
+        &Regions::new("eu-north-1", "eu-north-1"),
         "AWS/RDS",
         "ReplicaLag",
         &[("DBInstanceIdentifier", "db-7")],
@@ -830,5 +821,26 @@ fn the_iam_policy_grants_every_call_the_probes_make() {
             granted.contains(call),
             "{call} is called but not granted by deploy/iam/rpo-exporter-policy.json"
         );
+    }
+}
+
+/// Every TOML example in docs/kinds/aws.md loads (with a group `erp`
+/// around it), so the documented keys are the ones the kinds take.
+#[test]
+fn the_aws_kind_doc_examples_validate() {
+    let doc = std::fs::read_to_string(rpo_lab::repo_root().join("docs/kinds/aws.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 7, "found {} TOML examples", blocks.len());
+    for block in blocks {
+        let text = format!("[[group]]\nname = \"erp\"\nrpo_budget = \"10m\"\n{block}");
+        if let Err(err) =
+            rpo_exporter::config::Config::from_toml(&text, std::path::Path::new("aws.md"))
+        {
+            panic!("docs/kinds/aws.md example does not load: {err}\n{block}");
+        }
     }
 }

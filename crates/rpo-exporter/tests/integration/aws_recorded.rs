@@ -1,118 +1,28 @@
 //! The AWS kinds whose status APIs moto lacks (`efs`: EFS replication
 //! configurations; `elasticache_global`: ElastiCache Global Datastores).
 //!
-//! A small local HTTP server stands in front of moto: the calls moto lacks
-//! get recorded responses in the real shapes AWS documents (timestamps
-//! moved to now), read by the real SDK; every other call (CloudWatch
+//! The lab's region proxy (`rpo_lab::aws_proxy`) stands in front of moto:
+//! the calls moto lacks get recorded responses in the real shapes AWS
+//! documents (timestamps moved to now), per region where each region
+//! answers differently, read by the real SDK; every other call (CloudWatch
 //! `GetMetricData`) is passed through to moto, where the test has put the
-//! datapoints. So the whole probe runs as in production, through
-//! `endpoint_url`.
+//! datapoints in the region AWS publishes them in. So the whole probe runs
+//! as in production, through `endpoint_url`, and the proxy's per-region
+//! counts show which region each call went to. Losing a region (the proxy
+//! leaves its calls unanswered) shows what each kind keeps. What these
+//! recorded answers cannot show is how real AWS answers in a region while
+//! another is down: docs/kinds/aws.md says what that rests on.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use rpo_exporter::probe::unix_seconds;
-use rpo_lab::support::aws::{
-    admin, aws_config, aws_keys_at, minute_start_ago, put_datapoint, start_moto,
-};
-use rpo_lab::support::{assert_metric, metric_value, reasons, Exporter};
+use rpo_lab::aws_proxy::{Recorded, RegionFault, RegionProxy};
+use rpo_lab::support::aws::*;
+use rpo_lab::support::{assert_metric, metric_value, now_unix, reasons, Exporter};
 
-/// A recorded answer: served when the request's path or body contains `marker`.
-struct Recorded {
-    marker: &'static str,
-    content_type: &'static str,
-    body: String,
-}
-
-/// Serves `recorded` and passes everything else to moto.
-async fn start_stub(
-    moto_url: String,
-    recorded: Vec<Recorded>,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let recorded = Arc::new(recorded);
-    let client = reqwest::Client::new();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (recorded, client, moto_url) = (recorded.clone(), client.clone(), moto_url.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let (recorded, client, moto_url) =
-                        (recorded.clone(), client.clone(), moto_url.clone());
-                    async move {
-                        Ok::<_, Infallible>(answer(request, &recorded, &client, &moto_url).await)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-async fn answer(
-    request: Request<Incoming>,
-    recorded: &[Recorded],
-    client: &reqwest::Client,
-    moto_url: &str,
-) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
-    if let Some(r) = recorded
-        .iter()
-        .find(|r| path.contains(r.marker) || text.contains(r.marker))
-    {
-        return Response::builder()
-            .header("content-type", r.content_type)
-            .header("x-amzn-requestid", "recorded")
-            .body(Full::new(Bytes::from(r.body.clone())))
-            .unwrap();
-    }
-    let mut forward = client.request(parts.method.clone(), format!("{moto_url}{path}"));
-    for (name, value) in &parts.headers {
-        if name != "host" {
-            forward = forward.header(name, value);
-        }
-    }
-    let answer = forward.body(body).send().await.unwrap();
-    let mut response = Response::builder().status(answer.status().as_u16());
-    for (name, value) in answer.headers() {
-        if name != "transfer-encoding" && name != "content-length" {
-            response = response.header(name, value);
-        }
-    }
-    response
-        .body(Full::new(answer.bytes().await.unwrap()))
-        .unwrap()
-}
-
-/// The keys of a target whose AWS calls go to the stub at `stub`.
-fn keys(stub: SocketAddr, region: &str) -> String {
-    aws_keys_at(&format!("http://{stub}"), region)
-}
+const EFS_PATH: &str = "/2015-02-01/file-systems/replication-configurations";
+const SOURCE_FS: &str = "fs-0123456789abcdef0";
+const DESTINATION_FS: &str = "fs-0fedcba9876543210";
 
 /// `DescribeReplicationConfigurations` as the EFS API reference shows it:
 /// one source, an ENABLED destination and a PAUSED one.
@@ -122,34 +32,55 @@ fn efs_replications(last_replicated: f64) -> String {
     )
 }
 
+/// The same configuration with the one ENABLED destination, as the source's
+/// region (asked by the source's ID) or the destination's region (asked by
+/// the destination's ID) describes it.
+fn efs_one_destination(last_replicated: f64) -> String {
+    format!(
+        r#"{{"Replications":[{{"SourceFileSystemId":"fs-0123456789abcdef0","SourceFileSystemRegion":"us-east-1","SourceFileSystemArn":"arn:aws:elasticfilesystem:us-east-1:111122223333:file-system/fs-0123456789abcdef0","OriginalSourceFileSystemArn":"arn:aws:elasticfilesystem:us-east-1:111122223333:file-system/fs-0123456789abcdef0","CreationTime":1641491892.0,"Destinations":[{{"Status":"ENABLED","FileSystemId":"fs-0fedcba9876543210","Region":"us-west-2","LastReplicatedTimestamp":{last_replicated}}}]}}]}}"#
+    )
+}
+
+/// The EFS answers of both regions: the source's by its ID in us-east-1,
+/// the destination's by its own ID in us-west-2.
+fn record_efs(proxy: &RegionProxy, source_says: f64, destination_says: f64) {
+    proxy.record(Recorded::json(
+        Some("us-east-1"),
+        &format!("{EFS_PATH}?FileSystemId={SOURCE_FS}"),
+        efs_one_destination(source_says),
+    ));
+    proxy.record(Recorded::json(
+        Some("us-west-2"),
+        &format!("{EFS_PATH}?FileSystemId={DESTINATION_FS}"),
+        efs_one_destination(destination_says),
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn efs_recorded_replication_status_and_time_since_last_sync_on_moto() {
-    let moto = start_moto().await;
-    let east = admin(&moto, "us-east-1");
+    let (moto, proxy) = start_moto_behind_proxy().await;
     let last_replicated = unix_seconds(std::time::SystemTime::now()) - 90.0;
     let t = minute_start_ago(Duration::from_secs(60));
     put_datapoint(
-        &east,
+        &moto,
+        &Regions::new("us-east-1", "us-west-2"),
         "AWS/EFS",
         "TimeSinceLastSync",
         &[
-            ("FileSystemId", "fs-0123456789abcdef0"),
-            ("DestinationFileSystemId", "fs-0fedcba9876543210"),
+            ("FileSystemId", SOURCE_FS),
+            ("DestinationFileSystemId", DESTINATION_FS),
         ],
         t,
         75.0,
     )
     .await;
-    let (stub, task) = start_stub(
-        moto.endpoint_url(),
-        vec![Recorded {
-            marker: "/2015-02-01/file-systems/replication-configurations",
-            content_type: "application/json",
-            body: efs_replications(last_replicated),
-        }],
-    )
-    .await;
-    let k = keys(stub, "us-east-1");
+    // Every region answers with the whole configuration.
+    proxy.record(Recorded::json(
+        None,
+        EFS_PATH,
+        efs_replications(last_replicated),
+    ));
+    let k = aws_keys_at(&proxy.endpoint_url(), "us-east-1");
     let exporter = Exporter::start(&aws_config(&format!(
         r#"
 [[efs]]
@@ -187,6 +118,8 @@ destination_file_system_id = "fs-0aaaabbbbccccdddd"
         Some(75.0),
     );
     assert_metric(&text, "rpo_replication_healthy", &target, Some(1.0));
+    assert_metric(&text, "rpo_source_reachable", &target, Some(1.0));
+    assert_metric(&text, "rpo_replica_reachable", &target, Some(1.0));
     assert_eq!(
         exporter.target_verdict("erp-attachments").await["ready"],
         true
@@ -212,8 +145,78 @@ destination_file_system_id = "fs-0aaaabbbbccccdddd"
         .unwrap()
             >= 2.0
     );
+    // Each destination was asked in its own region, the metric in the source's.
+    assert!(proxy.requests("us-west-2", "elasticfilesystem") > 0);
+    assert!(proxy.requests("eu-west-1", "elasticfilesystem") > 0);
+    assert!(proxy.requests("us-east-1", "monitoring") > 0);
+    assert_eq!(proxy.requests("us-west-2", "monitoring"), 0);
     exporter.stop().await;
-    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efs_is_described_in_the_destination_region_when_the_source_region_is_lost() {
+    let (_moto, proxy) = start_moto_behind_proxy().await;
+    let t1 = (now_unix() - 300.0).floor();
+    record_efs(&proxy, t1, t1);
+    let keys = aws_keys_at(&proxy.endpoint_url(), "us-east-1");
+    let target = |extra: &str| {
+        aws_config(&format!(
+            "[[efs]]\nname = \"erp-attachments\"\ngroup = \"erp\"\nfile_system_id = \"{SOURCE_FS}\"\ndestination_file_system_id = \"{DESTINATION_FS}\"\n{extra}{keys}"
+        ))
+    };
+    // The destination's region is learned from the source's first answer.
+    let exporter = Exporter::start(&target("")).await;
+    exporter.wait_for_probe_success("erp-attachments").await;
+    wait_for_recovery_point(&exporter, "erp-attachments", t1).await;
+    exporter
+        .wait_for_target_ready(
+            "erp-attachments",
+            Duration::from_secs(20),
+            "GO with both regions up",
+        )
+        .await;
+
+    let lost_at = now_unix();
+    proxy.lose("us-east-1", RegionFault::Blackhole);
+    assert_source_region_lost(&exporter, "erp-attachments", t1, lost_at, Some(1.0)).await;
+    // The destination's region goes on answering: a newer sync is read there.
+    let t2 = (now_unix() - 60.0).floor();
+    record_efs(&proxy, t1, t2);
+    wait_for_recovery_point(&exporter, "erp-attachments", t2).await;
+    assert_eq!(
+        target_verdict_in(&exporter, "erp-attachments", "unplanned").await["ready"],
+        true
+    );
+
+    // Started while the source's region is lost: `destination_region`
+    // says where to ask ...
+    let with_region = Exporter::start(&target("destination_region = \"us-west-2\"\n")).await;
+    wait_for_recovery_point(&with_region, "erp-attachments", t2).await;
+    assert_eq!(
+        target_verdict_in(&with_region, "erp-attachments", "unplanned").await["ready"],
+        true
+    );
+    with_region.stop().await;
+    // ... without it nothing can be asked.
+    let blind = Exporter::start(&target("")).await;
+    let verdict = blind
+        .wait_for_target(
+            "erp-attachments",
+            Duration::from_secs(20),
+            "the blind exporter to fail",
+            |v| reasons(v).contains("us-east-1"),
+        )
+        .await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(verdict["recovery_point"].is_null(), "{verdict}");
+    blind.stop().await;
+
+    // The destination's region lost instead.
+    record_efs(&proxy, t2, t2);
+    proxy.restore("us-east-1");
+    proxy.lose("us-west-2", RegionFault::Refuse);
+    assert_replica_region_lost(&exporter, "erp-attachments", t2).await;
+    exporter.stop().await;
 }
 
 /// `DescribeGlobalReplicationGroups` (with member info) as the ElastiCache
@@ -286,12 +289,12 @@ const SECONDARY_GROUP: &str = r#"<DescribeReplicationGroupsResponse xmlns="http:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticache_global_recorded_members_and_lag_on_moto() {
-    let moto = start_moto().await;
-    let west = admin(&moto, "eu-west-1");
+    let (moto, proxy) = start_moto_behind_proxy().await;
     let t = minute_start_ago(Duration::from_secs(60));
-    // Only the secondary's primary node publishes the lag.
+    // Only the secondary's primary node publishes the lag, in its region.
     put_datapoint(
-        &west,
+        &moto,
+        &Regions::new("us-east-1", "eu-west-1"),
         "AWS/ElastiCache",
         "GlobalDatastoreReplicationLag",
         &[("CacheClusterId", "erp-sessions-dr-001")],
@@ -299,25 +302,10 @@ async fn elasticache_global_recorded_members_and_lag_on_moto() {
         0.6,
     )
     .await;
-    let (stub, task) = start_stub(
-        moto.endpoint_url(),
-        vec![
-            Recorded {
-                marker: "Action=DescribeGlobalReplicationGroups",
-                content_type: "text/xml",
-                body: GLOBAL_GROUPS.to_string(),
-            },
-            Recorded {
-                marker: "Action=DescribeReplicationGroups",
-                content_type: "text/xml",
-                body: SECONDARY_GROUP.to_string(),
-            },
-        ],
-    )
-    .await;
+    record_elasticache(&proxy);
     let exporter = Exporter::start(&aws_config(&format!(
         "[[elasticache_global]]\nname = \"erp-sessions\"\ngroup = \"erp\"\nglobal_replication_group = \"ldgnf-erp-sessions\"\n{}",
-        keys(stub, "us-east-1")
+        aws_keys_at(&proxy.endpoint_url(), "us-east-1")
     )))
     .await;
     let text = exporter.wait_for_probe_success("erp-sessions").await;
@@ -357,6 +345,100 @@ async fn elasticache_global_recorded_members_and_lag_on_moto() {
     );
     assert_metric(&text, "rpo_replication_healthy", &target, Some(1.0));
     assert_eq!(exporter.target_verdict("erp-sessions").await["ready"], true);
+    // The secondary's nodes and lag were asked in its region only.
+    assert!(proxy.requests("eu-west-1", "elasticache") > 0);
+    assert!(proxy.requests("eu-west-1", "monitoring") > 0);
+    assert_eq!(proxy.requests("us-east-1", "monitoring"), 0);
     exporter.stop().await;
-    task.abort();
+}
+
+/// The global datastore's members, the same in every member region; the
+/// secondary's own replication group only in its region (asked anywhere
+/// else, moto answers that it does not exist).
+fn record_elasticache(proxy: &RegionProxy) {
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalReplicationGroups",
+        GLOBAL_GROUPS,
+    ));
+    proxy.record(Recorded::xml(
+        Some("eu-west-1"),
+        "Action=DescribeReplicationGroups",
+        SECONDARY_GROUP,
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticache_global_is_described_in_the_secondary_region_when_the_primary_region_is_lost() {
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    let regions = Regions::new("us-east-1", "eu-west-1");
+    let lag = |at: std::time::SystemTime, seconds: f64| {
+        put_datapoint(
+            &moto,
+            &regions,
+            "AWS/ElastiCache",
+            "GlobalDatastoreReplicationLag",
+            &[("CacheClusterId", "erp-sessions-dr-001")],
+            at,
+            seconds,
+        )
+    };
+    let t1 = minute_start_ago(Duration::from_secs(120));
+    lag(t1, 2.0).await;
+    record_elasticache(&proxy);
+    let keys = aws_keys_at(&proxy.endpoint_url(), "us-east-1");
+    let target = |extra: &str| {
+        aws_config(&format!(
+            "[[elasticache_global]]\nname = \"erp-sessions\"\ngroup = \"erp\"\nglobal_replication_group = \"ldgnf-erp-sessions\"\n{extra}{keys}"
+        ))
+    };
+    let exporter = Exporter::start(&target("")).await;
+    exporter.wait_for_probe_success("erp-sessions").await;
+    let rp = unix_seconds(t1) - 2.0;
+    wait_for_recovery_point(&exporter, "erp-sessions", rp).await;
+    exporter
+        .wait_for_target_ready(
+            "erp-sessions",
+            Duration::from_secs(20),
+            "GO with both regions up",
+        )
+        .await;
+
+    let lost_at = now_unix();
+    proxy.lose("us-east-1", RegionFault::Refuse);
+    let before = proxy.requests("eu-west-1", "elasticache");
+    assert_source_region_lost(&exporter, "erp-sessions", rp, lost_at, Some(1.0)).await;
+    let t2 = minute_start_ago(Duration::from_secs(60));
+    lag(t2, 1.0).await;
+    wait_for_recovery_point(&exporter, "erp-sessions", unix_seconds(t2) - 1.0).await;
+    assert_eq!(
+        target_verdict_in(&exporter, "erp-sessions", "unplanned").await["ready"],
+        true
+    );
+    // Both the members and the nodes came from the secondary's region.
+    assert!(proxy.requests("eu-west-1", "elasticache") >= before + 2);
+
+    // Started while the primary's region is lost: `secondary_region` says
+    // where to ask ...
+    let with_region = Exporter::start(&target("secondary_region = \"eu-west-1\"\n")).await;
+    wait_for_recovery_point(&with_region, "erp-sessions", unix_seconds(t2) - 1.0).await;
+    with_region.stop().await;
+    // ... without it, the error says so.
+    let blind = Exporter::start(&target("")).await;
+    let verdict = blind
+        .wait_for_target(
+            "erp-sessions",
+            Duration::from_secs(20),
+            "the blind exporter to say what to configure",
+            |v| reasons(v).contains("secondary_region"),
+        )
+        .await;
+    assert_eq!(verdict["ready"], false);
+    blind.stop().await;
+
+    let rp = unix_seconds(t2) - 1.0;
+    proxy.restore("us-east-1");
+    proxy.lose("eu-west-1", RegionFault::Blackhole);
+    assert_replica_region_lost(&exporter, "erp-sessions", rp).await;
+    exporter.stop().await;
 }

@@ -7,97 +7,29 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
-    DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination, Metrics, MetricsStatus,
-    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
-    VersioningConfiguration,
-};
 use rpo_exporter::probe::unix_seconds;
 use rpo_lab::support::aws::{
-    admin, aws_config, aws_keys, minute_start_ago, put_datapoint, start_moto,
+    admin, aws_config, aws_keys, create_replicated_buckets, minute_start_ago, put_datapoint,
+    put_datapoint_in_region, start_moto, Regions,
 };
 use rpo_lab::support::{assert_metric, metric_value, reasons, Exporter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_canary_and_replication_metrics_with_the_test_as_replicator() {
     let moto = start_moto().await;
-    let east = admin(&moto, "us-east-1");
-    let west = admin(&moto, "us-west-2");
-    let (s3_east, s3_west) = (east.s3().await, west.s3().await);
-    s3_east
-        .create_bucket()
-        .bucket("erp-files")
-        .send()
-        .await
-        .unwrap();
+    let regions = Regions::new("us-east-1", "us-west-2");
+    create_replicated_buckets(&moto, &regions, "erp-files", "erp-files-dr", "to-dr").await;
+    let (s3_east, s3_west) = (
+        admin(&moto, "us-east-1").s3().await,
+        admin(&moto, "us-west-2").s3().await,
+    );
     s3_east
         .create_bucket()
         .bucket("erp-notes")
         .send()
         .await
         .unwrap();
-    s3_west
-        .create_bucket()
-        .bucket("erp-files-dr")
-        .create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::UsWest2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    for (s3, bucket) in [(&s3_east, "erp-files"), (&s3_west, "erp-files-dr")] {
-        s3.put_bucket_versioning()
-            .bucket(bucket)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
-    let rule = ReplicationRule::builder()
-        .id("to-dr")
-        .priority(1)
-        .status(ReplicationRuleStatus::Enabled)
-        .filter(ReplicationRuleFilter::builder().prefix("").build())
-        .delete_marker_replication(
-            DeleteMarkerReplication::builder()
-                .status(DeleteMarkerReplicationStatus::Disabled)
-                .build(),
-        )
-        .destination(
-            Destination::builder()
-                .bucket("arn:aws:s3:::erp-files-dr")
-                .metrics(
-                    Metrics::builder()
-                        .status(MetricsStatus::Enabled)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    s3_east
-        .put_bucket_replication()
-        .bucket("erp-files")
-        .replication_configuration(
-            ReplicationConfiguration::builder()
-                .role("arn:aws:iam::123456789012:role/s3-replication")
-                .rules(rule)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    // The replication metrics, as S3 publishes them in the destination's region.
+    // The replication metrics, each in the region S3 publishes it in.
     let t = minute_start_ago(Duration::from_secs(120));
     let dims = [
         ("SourceBucket", "erp-files"),
@@ -110,7 +42,7 @@ async fn s3_canary_and_replication_metrics_with_the_test_as_replicator() {
         ("OperationsPendingReplication", 3.0),
         ("OperationsFailedReplication", 0.0),
     ] {
-        put_datapoint(&west, "AWS/S3", metric, &dims, t, value).await;
+        put_datapoint(&moto, &regions, "AWS/S3", metric, &dims, t, value).await;
     }
 
     // The replicator: copies the canary one second after it changes.
@@ -254,5 +186,125 @@ destination_region = "us-west-2"
     let notes = exporter.target_verdict("erp-notes").await;
     assert_eq!(notes["ready"], false);
     assert!(reasons(&notes).contains("no replication rule"), "{notes}");
+    exporter.stop().await;
+}
+
+/// S3 publishes `OperationsFailedReplication` in the source bucket's region
+/// and the other replication metrics in the destination's: a failure count
+/// put where S3 would never publish it (the destination's region) must not
+/// be read, the source's must, summed over the last 15 minutes only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_failed_operations_are_read_in_the_source_region_over_15_minutes() {
+    let moto = start_moto().await;
+    let regions = Regions::new("us-east-1", "us-west-2");
+    create_replicated_buckets(&moto, &regions, "erp-files", "erp-files-dr", "to-dr").await;
+    create_replicated_buckets(&moto, &regions, "erp-docs", "erp-docs-dr", "docs-to-dr").await;
+    let files = [
+        ("SourceBucket", "erp-files"),
+        ("DestinationBucket", "erp-files-dr"),
+        ("RuleId", "to-dr"),
+    ];
+    let docs = [
+        ("SourceBucket", "erp-docs"),
+        ("DestinationBucket", "erp-docs-dr"),
+        ("RuleId", "docs-to-dr"),
+    ];
+    let recent = minute_start_ago(Duration::from_secs(120));
+    for dims in [&files, &docs] {
+        put_datapoint(
+            &moto,
+            &regions,
+            "AWS/S3",
+            "ReplicationLatency",
+            dims,
+            recent,
+            20.0,
+        )
+        .await;
+    }
+    // Failures: 3 two minutes ago where S3 publishes them; 100 eighteen
+    // minutes ago (outside the window); 7 where S3 never would.
+    put_datapoint(
+        &moto,
+        &regions,
+        "AWS/S3",
+        "OperationsFailedReplication",
+        &files,
+        recent,
+        3.0,
+    )
+    .await;
+    put_datapoint(
+        &moto,
+        &regions,
+        "AWS/S3",
+        "OperationsFailedReplication",
+        &files,
+        minute_start_ago(Duration::from_secs(18 * 60)),
+        100.0,
+    )
+    .await;
+    put_datapoint_in_region(
+        &moto,
+        "us-west-2",
+        "AWS/S3",
+        "OperationsFailedReplication",
+        &files,
+        recent,
+        7.0,
+    )
+    .await;
+    let keys = aws_keys(&moto, "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        r#"
+[[s3]]
+name = "erp-files"
+group = "erp"
+source_bucket = "erp-files"
+destination_bucket = "erp-files-dr"
+destination_region = "us-west-2"
+{keys}
+[[s3]]
+name = "erp-docs"
+group = "erp"
+source_bucket = "erp-docs"
+destination_bucket = "erp-docs-dr"
+destination_region = "us-west-2"
+metrics_region = "us-west-2"
+{keys}"#
+    )))
+    .await;
+    let text = exporter.wait_for_probe_success("erp-files").await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "rpo_s3_failed_operations",
+            &[("target", "erp-files"), ("rule", "to-dr")]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_metric(
+        &text,
+        "rpo_replication_healthy",
+        &[("target", "erp-files")],
+        Some(0.0),
+    );
+    let verdict = exporter.target_verdict("erp-files").await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(
+        reasons(&verdict).contains("3 operations failed to replicate in the last 15 minutes"),
+        "{verdict}"
+    );
+    // Nothing failed (S3 published nothing): 0, present, and GO. The old
+    // `metrics_region` key, set to the destination's region, still loads.
+    let text = exporter.wait_for_probe_success("erp-docs").await;
+    assert_metric(
+        &text,
+        "rpo_s3_failed_operations",
+        &[("target", "erp-docs"), ("rule", "docs-to-dr")],
+        Some(0.0),
+    );
+    assert_eq!(exporter.target_verdict("erp-docs").await["ready"], true);
     exporter.stop().await;
 }

@@ -6,6 +6,7 @@
 mod alerts;
 mod aws;
 mod aws_recorded;
+mod aws_region_loss;
 mod aws_s3;
 mod board;
 mod cli;

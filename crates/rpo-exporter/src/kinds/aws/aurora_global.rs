@@ -1,13 +1,19 @@
 //! The `aurora_global` kind: an Aurora global database.
 //!
-//! Each poll asks `DescribeGlobalClusters` (in `region`) for the members:
-//! the writer and the secondary clusters (all, or those named in
-//! `secondary_clusters`). For each secondary, in its own region, the shared
-//! CloudWatch batch reads `AuroraGlobalDBRPOLag` (Aurora PostgreSQL) and
-//! `AuroraGlobalDBReplicationLag` (both engines), dimensions
-//! DBClusterIdentifier (the secondary) and SourceRegion (the writer's
-//! region). Both come in milliseconds and are converted to seconds as they
-//! are read.
+//! Each poll asks `DescribeGlobalClusters` for the members (the writer and
+//! the secondary clusters: all, or those named in `secondary_clusters`) in
+//! the writer's region and in every known secondary's region at once: the
+//! global cluster is the same seen from any member region, so when the
+//! writer's region is lost the secondary's still answers. For each
+//! secondary, in its own region (AWS publishes them only there), the shared
+//! CloudWatch batch reads `AuroraGlobalDBRPOLag` and
+//! `AuroraGlobalDBReplicationLag`, dimensions DBClusterIdentifier (the
+//! secondary) and SourceRegion (the writer's region). Both come in
+//! milliseconds and are converted to seconds as they are read. Secondaries
+//! named by ARN (or seen in an earlier answer) are measured even when no
+//! region answers the member call. The writer's region answering is the
+//! source side; each secondary's region answering (members and lags) the
+//! replica side.
 //!
 //! Evidence is provider-reported lag: per secondary, recovery point =
 //! datapoint time − the larger of the two lags present (the conservative
@@ -19,18 +25,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_rds::types::GlobalCluster;
 use futures::future::BoxFuture;
 
 use super::{
-    clients_for, identifier_of, lookback, millis_to_seconds, region_of, AwsClients, Datapoint,
-    MetricQuery, Stat,
+    clients_for, identifier_of, lookback, millis_to_seconds, poll_deadline, region_of, remaining,
+    AwsClients, Datapoint, MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
 use crate::metric_def::MetricDef;
@@ -213,6 +220,10 @@ impl GlobalClusterView {
     }
 }
 
+/// The lags read per secondary, in this order: `AuroraGlobalDBRPOLag` (both
+/// engines on current versions), `AuroraGlobalDBReplicationLag` (both).
+const LAG_METRICS: [&str; 2] = ["AuroraGlobalDBRPOLag", "AuroraGlobalDBReplicationLag"];
+
 /// One secondary's two lags, already in seconds.
 pub fn secondary_proof(
     rpo_lag: Option<Datapoint>,
@@ -231,7 +242,22 @@ pub struct AuroraGlobalProbe {
     target: Target,
     spec: AuroraGlobalTarget,
     clients: Arc<AwsClients>,
+    /// The writer's region as last seen (the configured `region` until a
+    /// `DescribeGlobalClusters` answer names another writer).
+    writer_region: String,
+    /// The secondaries to measure, (region, cluster identifier): those of
+    /// `secondary_clusters` named by ARN, then as last seen. Known ones are
+    /// measured even when no region answers `DescribeGlobalClusters`.
+    secondaries: Vec<(String, String)>,
 }
+
+/// The lags of some secondaries, read in their regions: per region, the
+/// secondaries asked and the answer (two datapoints per secondary).
+type RegionLags = Vec<(
+    String,
+    Vec<String>,
+    Result<Vec<Option<Datapoint>>, ProbeError>,
+)>;
 
 impl AuroraGlobalProbe {
     pub fn new(
@@ -239,76 +265,205 @@ impl AuroraGlobalProbe {
         spec: &AuroraGlobalTarget,
         aws_calls: &Arc<AwsCallCounters>,
     ) -> Result<AuroraGlobalProbe, ProbeError> {
+        let secondaries = spec
+            .secondary_clusters
+            .iter()
+            .filter_map(|c| {
+                config::parse_arn(c)
+                    .map(|arn| (arn.region.to_string(), identifier_of(c).to_string()))
+            })
+            .collect();
         Ok(AuroraGlobalProbe {
             target: target.clone(),
             spec: spec.clone(),
             clients: clients_for(&spec.access, aws_calls),
+            writer_region: spec.access.region.clone(),
+            secondaries,
         })
     }
 
-    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
-        let rds = self.clients.rds().await;
-        let output = self
-            .clients
+    /// `DescribeGlobalClusters` in one region.
+    async fn describe(
+        &self,
+        region: &str,
+        timeout: Duration,
+    ) -> Result<GlobalClusterView, ProbeError> {
+        let clients = self.clients.in_region(region);
+        let rds = clients.rds().await;
+        let output = clients
             .call(
                 "rds",
                 "DescribeGlobalClusters",
-                self.target.timeout / 2,
+                timeout,
                 rds.describe_global_clusters()
                     .global_cluster_identifier(&self.spec.global_cluster)
                     .send(),
             )
             .await?;
-        let cluster = output.global_clusters().first().ok_or_else(|| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "the global cluster {} does not exist",
-                    self.spec.global_cluster
-                ),
-            )
-        })?;
-        let view = GlobalClusterView::from_sdk(cluster, &self.spec.secondary_clusters);
-        let source_region = view
-            .writer_region
-            .clone()
-            .unwrap_or_else(|| self.spec.access.region.clone());
+        let cluster = output
+            .global_clusters()
+            .iter()
+            .find(|c| {
+                c.global_cluster_identifier()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&self.spec.global_cluster))
+            })
+            .ok_or_else(|| {
+                ProbeError::new(
+                    FailureReason::Config,
+                    format!(
+                        "the global cluster {} does not exist (asked in {region})",
+                        self.spec.global_cluster
+                    ),
+                )
+            })?;
+        Ok(GlobalClusterView::from_sdk(
+            cluster,
+            &self.spec.secondary_clusters,
+        ))
+    }
 
+    /// The two lags of each secondary, in each secondary's region at once.
+    async fn lags(
+        &self,
+        secondaries: &[(String, String)],
+        writer_region: &str,
+        deadline: Instant,
+    ) -> RegionLags {
         let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (region, id, _) in &view.secondaries {
+        for (region, id) in secondaries {
             by_region
                 .entry(region.clone())
                 .or_default()
                 .push(id.clone());
         }
         let lookback = lookback(self.target.stale_after);
-        let timeout = deadline.saturating_duration_since(Instant::now());
         let fetches = by_region.into_iter().map(|(region, ids)| {
             let clients = self.clients.in_region(&region);
-            let source_region = source_region.clone();
             async move {
                 let queries = ids
                     .iter()
                     .flat_map(|id| {
-                        ["AuroraGlobalDBRPOLag", "AuroraGlobalDBReplicationLag"].map(|metric| {
+                        LAG_METRICS.map(|metric| {
                             MetricQuery::new("AWS/RDS", metric, Stat::Maximum)
                                 .dimension("DBClusterIdentifier", id.clone())
-                                .dimension("SourceRegion", source_region.clone())
+                                .dimension("SourceRegion", writer_region.to_string())
                         })
                     })
                     .collect();
-                (
-                    ids,
-                    clients.newest_datapoints(queries, lookback, timeout).await,
-                )
+                let answer = clients
+                    .newest_datapoints(queries, lookback, remaining(deadline))
+                    .await;
+                (region, ids, answer)
             }
         });
+        futures::future::join_all(fetches).await
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = poll_deadline(self.target.timeout);
+        let writer_region = self.writer_region.clone();
+        let known = self.secondaries.clone();
+        // The writer's region and every known secondary's region are asked
+        // for the members at once, each bounded by half the time, so a lost
+        // region leaves the others (and the lags) theirs.
+        let mut regions = vec![writer_region.clone()];
+        for (region, _) in &known {
+            if !regions.contains(region) {
+                regions.push(region.clone());
+            }
+        }
+        let describe_timeout = remaining(deadline) / 2;
+        let describes =
+            futures::future::join_all(regions.iter().map(|r| self.describe(r, describe_timeout)));
+        let early_lags = async {
+            if known.is_empty() {
+                None
+            } else {
+                Some(self.lags(&known, &writer_region, deadline).await)
+            }
+        };
+        let (described, early_lags) = futures::join!(describes, early_lags);
+        let described: Vec<(String, Result<GlobalClusterView, ProbeError>)> =
+            regions.into_iter().zip(described).collect();
+
+        // Every region holds the same global view; the first answer is used.
+        let view = described.iter().find_map(|(_, r)| r.as_ref().ok()).cloned();
+        let mut secondaries = known.clone();
+        if let Some(view) = &view {
+            if let Some(writer) = &view.writer_region {
+                self.writer_region = writer.clone();
+            }
+            secondaries = view
+                .secondaries
+                .iter()
+                .map(|(region, id, _)| (region.clone(), id.clone()))
+                .collect();
+            self.secondaries = secondaries.clone();
+        }
+        if secondaries.is_empty() {
+            let mut error = described
+                .into_iter()
+                .find_map(|(_, r)| r.err())
+                .map(|e| e.on(Side::Source))
+                .unwrap_or_else(|| {
+                    ProbeError::new(
+                        FailureReason::Config,
+                        "the global cluster has no secondary cluster to measure",
+                    )
+                });
+            if view.is_none() {
+                error.message.push_str(
+                    "; no secondary is known: name them by ARN in `secondary_clusters` so the recovery region is measured while the writer's region is unreachable",
+                );
+            }
+            return Err(error);
+        }
+        // The lags read at once were for the secondaries and writer known
+        // before this poll; read them again if the answer changed either.
+        let lags = match early_lags {
+            Some(lags) if secondaries == known && self.writer_region == writer_region => lags,
+            _ => {
+                let writer = self.writer_region.clone();
+                self.lags(&secondaries, &writer, deadline).await
+            }
+        };
+
+        let mut failures = Vec::new();
+        let mut source_reachable = None;
+        let mut unreachable_regions: Vec<String> = Vec::new();
+        for (region, result) in described {
+            let side = if region == writer_region {
+                Side::Source
+            } else {
+                Side::Replica
+            };
+            match result {
+                Ok(_) if side == Side::Source => source_reachable = Some(true),
+                Ok(_) => {}
+                Err(err) => {
+                    if side == Side::Source {
+                        source_reachable = Some(false);
+                    } else {
+                        unreachable_regions.push(region);
+                    }
+                    failures.push(err.on(side));
+                }
+            }
+        }
         let mut proofs = Vec::new();
         let mut missing = Vec::new();
         let mut details = Vec::new();
-        for (ids, answer) in futures::future::join_all(fetches).await {
-            let datapoints = answer?;
+        for (region, ids, answer) in lags {
+            let datapoints = match answer {
+                Ok(datapoints) => datapoints,
+                Err(err) => {
+                    if !unreachable_regions.contains(&region) {
+                        unreachable_regions.push(region);
+                    }
+                    failures.push(err.on(Side::Replica));
+                    continue;
+                }
+            };
             for (id, pair) in ids.iter().zip(datapoints.chunks(2)) {
                 // Milliseconds as CloudWatch reports them; seconds from here on.
                 let seconds = |dp: Option<Datapoint>| {
@@ -336,27 +491,56 @@ impl AuroraGlobalProbe {
                         );
                         proofs.push(proof);
                     }
-                    None => missing.push(id.clone()),
+                    None => missing.push(format!("{id} ({region})")),
                 }
             }
         }
-        if !missing.is_empty() {
-            return Err(ProbeError::new(
-                FailureReason::Query,
-                format!(
-                    "CloudWatch has no AuroraGlobalDBRPOLag or AuroraGlobalDBReplicationLag datapoint in the last {} minutes for {}",
-                    lookback.as_secs() / 60,
-                    missing.join(", ")
-                ),
-            ));
+        let replica_reachable = unreachable_regions.is_empty();
+        if replica_reachable && !missing.is_empty() {
+            // The secondary's region answered and has nothing: no proof,
+            // never lag 0.
+            let mut message = format!(
+                "CloudWatch has no AuroraGlobalDBRPOLag or AuroraGlobalDBReplicationLag datapoint in the last {} minutes for {}",
+                lookback(self.target.stale_after).as_secs() / 60,
+                missing.join(", ")
+            );
+            for failure in &failures {
+                message.push_str(&format!("; {failure}"));
+            }
+            return Err(ProbeError::new(FailureReason::Query, message));
         }
-        let (recovery_point, evidence) = combine_replicas(proofs);
+        if !replica_reachable && view.is_none() && source_reachable != Some(true) {
+            // No region answered anything.
+            return Err(failures
+                .into_iter()
+                .next()
+                .expect("an unreachable region left a failure"));
+        }
+        // A secondary whose region did not answer proves nothing, so neither
+        // does the target (its recovery point is the oldest secondary's).
+        let (recovery_point, evidence) = if replica_reachable {
+            combine_replicas(proofs)
+        } else {
+            (None, None)
+        };
         let mut measurement = Measurement::new(evidence.unwrap_or_else(SystemTime::now));
         measurement.recovery_point = recovery_point;
-        measurement.link = view.link();
-        measurement.replica_reachable = Some(true);
-        details.push(Detail::new(&SECONDARIES, view.secondaries.len() as f64));
+        measurement.link = match &view {
+            Some(view) => view.link(),
+            None => LinkState::Unknown(format!(
+                "DescribeGlobalClusters answered in no region ({})",
+                failures
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+        };
+        measurement.source_reachable = source_reachable;
+        measurement.replica_reachable = Some(replica_reachable);
+        details.push(Detail::new(&SECONDARIES, secondaries.len() as f64));
         measurement.details = details;
+        measurement.failures = failures;
         Ok(measurement)
     }
 }

@@ -299,7 +299,7 @@ source_instance = "erp-db"
         };
         let config = load(&s3("canary = { interval = \"10s\" }")).unwrap();
         let spec = config.targets[0].spec::<S3Target>().unwrap();
-        assert_eq!(spec.metrics_region, "eu-west-1");
+        assert_eq!(spec.destination_region, "eu-west-1");
         assert_eq!(
             spec.canary.as_ref().unwrap().prefix,
             DEFAULT_S3_CANARY_PREFIX
@@ -312,6 +312,51 @@ source_instance = "erp-db"
             .unwrap_err()
             .to_string();
         assert!(err.contains("destination_bucket"), "{err}");
+    }
+
+    #[test]
+    fn s3_metrics_region_loads_only_as_the_destination_region_with_a_migration_note() {
+        let s3 = |extra: &str| {
+            format!("[[s3]]\nname = \"files\"\ngroup = \"erp\"\nregion = \"eu-central-1\"\nsource_bucket = \"erp-files\"\ndestination_bucket = \"erp-files-dr\"\ndestination_region = \"eu-west-1\"\n{extra}")
+        };
+        // What the documentation showed (and the default) still loads.
+        assert!(load(&s3("metrics_region = \"eu-west-1\"")).is_ok());
+        // Anything else read all four metrics in one wrong region: an error
+        // that says where each is read now.
+        let err = load(&s3("metrics_region = \"eu-central-1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics_region")
+                && err.contains("OperationsFailedReplication in the source bucket's region")
+                && err.contains("remove `metrics_region`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn efs_destination_region_needs_the_destination_id() {
+        let efs = |extra: &str| {
+            format!("[[efs]]\nname = \"f\"\ngroup = \"erp\"\nregion = \"eu-central-1\"\nfile_system_id = \"fs-0123456789abcdef0\"\n{extra}")
+        };
+        assert!(load(&efs("destination_file_system_id = \"fs-0fedcba9876543210\"\ndestination_region = \"eu-west-1\"")).is_ok());
+        let err = load(&efs("destination_region = \"eu-west-1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("destination_region") && err.contains("destination_file_system_id"),
+            "{err}"
+        );
+        let err = load(&efs("destination_file_system_id = \"fs-0fedcba9876543210\"\ndestination_region = \"Ireland\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Ireland"), "{err}");
+        let err = load(&efs(
+            "destination_file_system_id = \"fs-0123456789abcdef0\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is the source file system"), "{err}");
     }
 
     #[test]

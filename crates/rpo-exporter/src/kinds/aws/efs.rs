@@ -1,9 +1,15 @@
 //! The `efs` kind: EFS replication of one source file system.
 //!
-//! Each poll asks `DescribeReplicationConfigurations` (in `region`, the
-//! source's) for the destinations, and reads CloudWatch `TimeSinceLastSync`
-//! (`AWS/EFS`, dimensions FileSystemId = the source, DestinationFileSystemId)
-//! through the shared batch.
+//! Each poll asks `DescribeReplicationConfigurations` by the source's ID in
+//! the source's region (`region`) and, at once, by each destination's own ID
+//! in the destination's region (`destination_region`, or as the source's
+//! region last listed it): AWS describes a configuration only in the
+//! region of the file system asked about, and both describe the same one.
+//! The destination region's status is the replica's word; the older of the
+//! two `LastReplicatedTimestamp`s is kept. CloudWatch `TimeSinceLastSync`
+//! (`AWS/EFS`, dimensions FileSystemId = the source,
+//! DestinationFileSystemId) is read through the shared batch in the source's
+//! region.
 //!
 //! Evidence: `LastReplicatedTimestamp` of a destination *is* its recovery
 //! point (AWS: every change made on the source before it is on the
@@ -14,23 +20,27 @@
 //! destination's. The link is healthy when every measured destination's
 //! `Status` is `ENABLED`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_efs::operation::describe_replication_configurations::DescribeReplicationConfigurationsOutput;
 use futures::future::BoxFuture;
 
-use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use super::{
+    clients_for, lookback, poll_deadline, remaining, AwsClients, Datapoint, MetricQuery, Stat,
+};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
 use crate::metric_def::MetricDef;
 use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
-use super::config::{self, is_efs_id, AwsAccess};
+use super::config::{self, is_aws_region, is_efs_id, AwsAccess};
 use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
@@ -46,6 +56,10 @@ pub struct EfsTarget {
     pub file_system_id: String,
     /// Only this destination; `None` means every destination.
     pub destination_file_system_id: Option<String>,
+    /// The destination's region, so the destination is asked there even
+    /// when the source's region has never answered (a restart during a
+    /// region loss). `None`: learned from the source's answer.
+    pub destination_region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +67,7 @@ pub struct EfsTarget {
 struct RawEfs {
     file_system_id: String,
     destination_file_system_id: Option<String>,
+    destination_region: Option<String>,
 }
 
 fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
@@ -74,10 +89,37 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
             }
         }
     }
+    if let Some(region) = &raw.destination_region {
+        if !is_aws_region(region) {
+            return Err(keys.invalid(
+                "destination_region",
+                format!("`{region}` is not an AWS region name like \"eu-west-1\""),
+            ));
+        }
+        if raw.destination_file_system_id.is_none() {
+            return Err(keys.invalid(
+                "destination_region",
+                "needs `destination_file_system_id`: the destination is asked in its region by its own file system ID",
+            ));
+        }
+        if *region == access.region {
+            return Err(keys.invalid(
+                "destination_region",
+                "is the source's `region`; name the region the destination file system is in, or remove the key for a same-region destination",
+            ));
+        }
+    }
+    if raw.destination_file_system_id.as_ref() == Some(&raw.file_system_id) {
+        return Err(keys.invalid(
+            "destination_file_system_id",
+            "is the source file system; name the file system replication copies to",
+        ));
+    }
     Ok(Arc::new(EfsTarget {
         access,
         file_system_id: raw.file_system_id.clone(),
         destination_file_system_id: raw.destination_file_system_id.clone(),
+        destination_region: raw.destination_region.clone(),
     }))
 }
 
@@ -122,16 +164,17 @@ pub struct EfsDestination {
 }
 
 /// The destinations of a `DescribeReplicationConfigurations` answer for
-/// `source`, optionally only `only`.
+/// `source` (any source when `None`: the destination region's answer is
+/// asked by the destination's own ID), optionally only `only`.
 pub fn destinations_of(
     output: &DescribeReplicationConfigurationsOutput,
-    source: &str,
+    source: Option<&str>,
     only: Option<&str>,
 ) -> Vec<EfsDestination> {
     output
         .replications()
         .iter()
-        .filter(|r| r.source_file_system_id() == source)
+        .filter(|r| source.is_none_or(|s| r.source_file_system_id() == s))
         .flat_map(|r| r.destinations())
         .filter(|d| only.is_none_or(|id| d.file_system_id() == id))
         .map(|d| EfsDestination {
@@ -217,6 +260,36 @@ pub struct EfsProbe {
     target: Target,
     spec: EfsTarget,
     clients: Arc<AwsClients>,
+    /// The destinations to ask in their own regions, (file system ID,
+    /// region): configured, then as the source's region last listed them.
+    destinations: Vec<(String, String)>,
+}
+
+/// One destination as each region answered for it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DestinationAnswers {
+    /// From `DescribeReplicationConfigurations` in the source's region.
+    pub from_source: Option<EfsDestination>,
+    /// From the same call in the destination's region, by its own ID.
+    pub from_destination: Option<EfsDestination>,
+}
+
+impl DestinationAnswers {
+    /// One destination from both answers: the destination region's status
+    /// (the replica's own word), and the older `LastReplicatedTimestamp`
+    /// (both describe one configuration; the older is the safe one).
+    pub fn merged(&self) -> Option<EfsDestination> {
+        let mut merged = self
+            .from_destination
+            .clone()
+            .or_else(|| self.from_source.clone())?;
+        merged.last_replicated = [&self.from_source, &self.from_destination]
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.last_replicated)
+            .min();
+        Some(merged)
+    }
 }
 
 impl EfsProbe {
@@ -225,55 +298,172 @@ impl EfsProbe {
         spec: &EfsTarget,
         aws_calls: &Arc<AwsCallCounters>,
     ) -> Result<EfsProbe, ProbeError> {
+        let destinations = match (&spec.destination_file_system_id, &spec.destination_region) {
+            (Some(id), Some(region)) => vec![(id.clone(), region.clone())],
+            _ => Vec::new(),
+        };
         Ok(EfsProbe {
             target: target.clone(),
             spec: spec.clone(),
             clients: clients_for(&spec.access, aws_calls),
+            destinations,
         })
     }
 
-    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
-        let polled_at = SystemTime::now();
-        let efs = self.clients.efs().await;
-        let output = self
-            .clients
+    /// `DescribeReplicationConfigurations` of `file_system_id` in `region`.
+    async fn describe(
+        &self,
+        region: &str,
+        file_system_id: &str,
+        timeout: Duration,
+    ) -> Result<DescribeReplicationConfigurationsOutput, ProbeError> {
+        let clients = self.clients.in_region(region);
+        let efs = clients.efs().await;
+        clients
             .call(
                 "efs",
                 "DescribeReplicationConfigurations",
-                self.target.timeout / 2,
+                timeout,
                 efs.describe_replication_configurations()
-                    .file_system_id(&self.spec.file_system_id)
+                    .file_system_id(file_system_id)
                     .send(),
             )
-            .await?;
-        let destinations = destinations_of(
-            &output,
-            &self.spec.file_system_id,
-            self.spec.destination_file_system_id.as_deref(),
-        );
+            .await
+    }
+
+    /// Each destination asked in its own region, at once.
+    async fn ask_destinations(
+        &self,
+        destinations: &[(String, String)],
+        timeout: Duration,
+    ) -> Vec<Result<Option<EfsDestination>, ProbeError>> {
+        futures::future::join_all(destinations.iter().map(|(id, region)| async move {
+            let output = self.describe(region, id, timeout).await?;
+            Ok(destinations_of(&output, None, Some(id)).into_iter().next())
+        }))
+        .await
+    }
+
+    /// `TimeSinceLastSync` of each destination (the source's metric, read in
+    /// the source's region).
+    async fn time_since_last_sync(
+        &self,
+        destinations: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Option<Datapoint>>, ProbeError> {
         let queries = destinations
             .iter()
-            .map(|d| {
+            .map(|id| {
                 MetricQuery::new("AWS/EFS", "TimeSinceLastSync", Stat::Maximum)
                     .dimension("FileSystemId", self.spec.file_system_id.clone())
-                    .dimension("DestinationFileSystemId", d.file_system_id.clone())
+                    .dimension("DestinationFileSystemId", id.clone())
             })
             .collect();
-        let since_sync = self
-            .clients
+        self.clients
             .newest_datapoints(
                 queries,
                 lookback(self.target.stale_after),
-                deadline.saturating_duration_since(Instant::now()),
+                remaining(deadline),
             )
-            .await;
+            .await
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = poll_deadline(self.target.timeout);
+        let polled_at = SystemTime::now();
+        let only = self.spec.destination_file_system_id.clone();
+        let known = self.destinations.clone();
+        let half = remaining(deadline) / 2;
+        // The source's region and each known destination's region at once,
+        // each within half the time, so a lost region leaves the other its
+        // share.
+        let known_ids: Vec<String> = known.iter().map(|(id, _)| id.clone()).collect();
+        let (source, at_destinations, early_since_sync) = futures::join!(
+            self.describe(&self.spec.access.region, &self.spec.file_system_id, half),
+            self.ask_destinations(&known, half),
+            async {
+                if known.is_empty() {
+                    None
+                } else {
+                    Some(self.time_since_last_sync(&known_ids, deadline).await)
+                }
+            }
+        );
         let mut failures = Vec::new();
+        let mut answers: BTreeMap<String, DestinationAnswers> = BTreeMap::new();
+        let source_reachable = match source {
+            Ok(output) => {
+                for dest in
+                    destinations_of(&output, Some(&self.spec.file_system_id), only.as_deref())
+                {
+                    let id = dest.file_system_id.clone();
+                    answers.entry(id).or_default().from_source = Some(dest);
+                }
+                true
+            }
+            Err(err) => {
+                failures.push(err.on(Side::Source));
+                false
+            }
+        };
+        // Destinations the source listed that were not asked in their own
+        // region yet (the first poll): asked now, and from now on first.
+        let learned: Vec<(String, String)> = answers
+            .values()
+            .filter_map(|a| a.from_source.as_ref())
+            .map(|d| (d.file_system_id.clone(), d.region.clone()))
+            .filter(|d| !known.contains(d))
+            .collect();
+        let late = self
+            .ask_destinations(&learned, remaining(deadline) / 2)
+            .await;
+        let mut replica_reachable = true;
+        for ((id, _), answer) in known
+            .iter()
+            .chain(&learned)
+            .zip(at_destinations.into_iter().chain(late))
+        {
+            match answer {
+                Ok(Some(dest)) => {
+                    answers.entry(id.clone()).or_default().from_destination = Some(dest)
+                }
+                // The destination's region no longer lists it: the
+                // configuration was deleted there; the source's word stands.
+                Ok(None) => {}
+                Err(err) => {
+                    replica_reachable = false;
+                    failures.push(err.on(Side::Replica));
+                }
+            }
+        }
+        if !learned.is_empty() {
+            let mut all = known.clone();
+            all.extend(learned);
+            self.destinations = all;
+        }
+        if !source_reachable && answers.is_empty() {
+            // Neither region told anything.
+            return Err(failures.remove(0));
+        }
+
+        let destinations: Vec<EfsDestination> = answers
+            .values()
+            .filter_map(DestinationAnswers::merged)
+            .collect();
+        let ids: Vec<String> = destinations
+            .iter()
+            .map(|d| d.file_system_id.clone())
+            .collect();
+        let since_sync = match early_since_sync {
+            Some(answer) if ids == known_ids => answer,
+            _ => self.time_since_last_sync(&ids, deadline).await,
+        };
         let since_sync = match since_sync {
             Ok(datapoints) => datapoints,
             Err(err) => {
-                // The status API is the primary evidence; the metric only adds detail.
-                failures.push(err);
+                // The status API is the primary evidence; the metric only
+                // adds detail (and a fallback before the first sync).
+                failures.push(err.on(Side::Source));
                 vec![None; destinations.len()]
             }
         };
@@ -282,8 +472,13 @@ impl EfsProbe {
         let (recovery_point, evidence, link, details) = evaluate(&pairs, polled_at)?;
         let mut measurement = Measurement::new(evidence);
         measurement.recovery_point = recovery_point;
-        measurement.link = link;
-        measurement.replica_reachable = Some(true);
+        measurement.link = if replica_reachable {
+            link
+        } else {
+            LinkState::Unknown("the destination's region did not answer".to_string())
+        };
+        measurement.source_reachable = Some(source_reachable);
+        measurement.replica_reachable = Some(replica_reachable);
         measurement.details = details;
         measurement.failures = failures;
         Ok(measurement)
@@ -323,6 +518,27 @@ mod tests {
             (rp, evidence, link),
             (Some(at(40)), at(100), LinkState::Healthy)
         );
+    }
+
+    #[test]
+    fn the_destination_region_speaks_for_the_status_and_the_older_sync_counts() {
+        let answers = DestinationAnswers {
+            from_source: Some(dest("ENABLED", Some(50))),
+            from_destination: Some(dest("ERROR", Some(40))),
+        };
+        let merged = answers.merged().unwrap();
+        assert_eq!(merged.status, "ERROR");
+        assert_eq!(merged.last_replicated, Some(at(40)));
+        // One side only: that side's word.
+        let only_destination = DestinationAnswers {
+            from_source: None,
+            from_destination: Some(dest("ENABLED", Some(45))),
+        };
+        assert_eq!(
+            only_destination.merged().unwrap().last_replicated,
+            Some(at(45))
+        );
+        assert_eq!(DestinationAnswers::default().merged(), None);
     }
 
     #[test]

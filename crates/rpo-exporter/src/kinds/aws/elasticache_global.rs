@@ -1,14 +1,18 @@
 //! The `elasticache_global` kind: an ElastiCache (Redis OSS / Valkey) Global
 //! Datastore.
 //!
-//! Each poll asks `DescribeGlobalReplicationGroups` (with member info, in
-//! `region`) for the global group's status and its members; the secondary
-//! members (all, or the one in `secondary_region`) are measured. For each,
-//! `DescribeReplicationGroups` in its region lists its member clusters
-//! (nodes), and the shared CloudWatch batch reads
+//! Each poll asks `DescribeGlobalReplicationGroups` (with member info) for
+//! the global group's status and its members, in the primary's region and
+//! in every known secondary's region (as last seen, and `secondary_region`)
+//! at once, so the secondary's region answers when the primary's is lost.
+//! The secondary members (all, or the one in `secondary_region`) are
+//! measured: for each, in its own region, `DescribeReplicationGroups` lists
+//! its member clusters (nodes), and the shared CloudWatch batch reads
 //! `GlobalDatastoreReplicationLag` (`AWS/ElastiCache`, dimension
 //! CacheClusterId, seconds) of each: only the secondary's primary node
-//! publishes it, so a secondary is proven by the node(s) that do.
+//! publishes it, so a secondary is proven by the node(s) that do. The
+//! primary's region answering is the source side; each secondary's region
+//! answering the replica side.
 //!
 //! Evidence is provider-reported lag: recovery point = datapoint time − lag,
 //! evidence time = the datapoint's time; the oldest secondary sets the
@@ -16,15 +20,18 @@
 //! every measured secondary member is `associated`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_elasticache::types::GlobalReplicationGroup;
 use futures::future::BoxFuture;
 
-use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use super::{
+    clients_for, lookback, poll_deadline, remaining, AwsClients, Datapoint, MetricQuery, Stat,
+};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
 use crate::metric_def::MetricDef;
@@ -151,6 +158,16 @@ pub fn secondaries_of(
     (group.status().unwrap_or("unknown").to_string(), secondaries)
 }
 
+/// The region of the global group's primary member, when it lists one.
+pub fn primary_region_of(group: &GlobalReplicationGroup) -> Option<String> {
+    group
+        .members()
+        .iter()
+        .find(|m| m.role().is_some_and(|r| r.eq_ignore_ascii_case("primary")))
+        .and_then(|m| m.replication_group_region())
+        .map(str::to_string)
+}
+
 /// The link from the global status and the secondaries' member status.
 pub fn link(global_status: &str, secondaries: &[Secondary]) -> LinkState {
     if global_status != "available" {
@@ -184,7 +201,16 @@ pub struct ElasticacheGlobalProbe {
     target: Target,
     spec: ElasticacheGlobalTarget,
     clients: Arc<AwsClients>,
+    /// The primary member's region as last seen (the configured `region`
+    /// until an answer names another primary).
+    primary_region: String,
+    /// The secondaries as last seen; measured even when no region answers
+    /// `DescribeGlobalReplicationGroups`.
+    secondaries: Vec<Secondary>,
 }
+
+/// The lag of one secondary's nodes, or why its region did not answer.
+type SecondaryLags = Result<Vec<(String, Option<Datapoint>)>, ProbeError>;
 
 impl ElasticacheGlobalProbe {
     pub fn new(
@@ -196,18 +222,25 @@ impl ElasticacheGlobalProbe {
             target: target.clone(),
             spec: spec.clone(),
             clients: clients_for(&spec.access, aws_calls),
+            primary_region: spec.access.region.clone(),
+            secondaries: Vec::new(),
         })
     }
 
-    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
-        let elasticache = self.clients.elasticache().await;
-        let output = self
-            .clients
+    /// `DescribeGlobalReplicationGroups` (with member info) in one region:
+    /// the global status, the secondaries and the primary's region.
+    async fn describe(
+        &self,
+        region: &str,
+        timeout: Duration,
+    ) -> Result<(String, Vec<Secondary>, Option<String>), ProbeError> {
+        let clients = self.clients.in_region(region);
+        let elasticache = clients.elasticache().await;
+        let output = clients
             .call(
                 "elasticache",
                 "DescribeGlobalReplicationGroups",
-                self.target.timeout / 3,
+                timeout,
                 elasticache
                     .describe_global_replication_groups()
                     .global_replication_group_id(&self.spec.global_replication_group)
@@ -215,73 +248,188 @@ impl ElasticacheGlobalProbe {
                     .send(),
             )
             .await?;
-        let group = output.global_replication_groups().first().ok_or_else(|| {
-            ProbeError::new(
-                FailureReason::Config,
-                format!(
-                    "the global datastore {} does not exist",
-                    self.spec.global_replication_group
-                ),
-            )
-        })?;
-        let (global_status, secondaries) =
-            secondaries_of(group, self.spec.secondary_region.as_deref());
-        let lookback = lookback(self.target.stale_after);
-        let per_secondary = secondaries.iter().map(|secondary| {
-            let clients = self.clients.in_region(&secondary.region);
-            async move {
-                let elasticache = clients.elasticache().await;
-                let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
-                let groups = clients
-                    .call(
-                        "elasticache",
-                        "DescribeReplicationGroups",
-                        timeout,
-                        elasticache
-                            .describe_replication_groups()
-                            .replication_group_id(&secondary.replication_group_id)
-                            .send(),
-                    )
-                    .await?;
-                let nodes: Vec<String> = groups
-                    .replication_groups()
-                    .iter()
-                    .flat_map(|g| g.member_clusters().iter().cloned())
-                    .collect();
-                let queries = nodes
-                    .iter()
-                    .map(|node| {
-                        MetricQuery::new(
-                            "AWS/ElastiCache",
-                            "GlobalDatastoreReplicationLag",
-                            Stat::Maximum,
-                        )
-                        .dimension("CacheClusterId", node.clone())
-                    })
-                    .collect();
-                let datapoints = clients
-                    .newest_datapoints(
-                        queries,
-                        lookback,
-                        deadline.saturating_duration_since(Instant::now()),
-                    )
-                    .await?;
-                Ok::<_, ProbeError>(
-                    nodes
-                        .into_iter()
-                        .zip(datapoints)
-                        .collect::<Vec<(String, Option<Datapoint>)>>(),
+        let group = output
+            .global_replication_groups()
+            .iter()
+            .find(|g| g.global_replication_group_id() == Some(&self.spec.global_replication_group))
+            .ok_or_else(|| {
+                ProbeError::new(
+                    FailureReason::Config,
+                    format!(
+                        "the global datastore {} does not exist (asked in {region})",
+                        self.spec.global_replication_group
+                    ),
                 )
+            })?;
+        let (status, secondaries) = secondaries_of(group, self.spec.secondary_region.as_deref());
+        Ok((status, secondaries, primary_region_of(group)))
+    }
+
+    /// One secondary's nodes (`DescribeReplicationGroups`) and their lag,
+    /// both in the secondary's region.
+    async fn lags_of(&self, secondary: &Secondary, deadline: Instant) -> SecondaryLags {
+        let clients = self.clients.in_region(&secondary.region);
+        let elasticache = clients.elasticache().await;
+        let groups = clients
+            .call(
+                "elasticache",
+                "DescribeReplicationGroups",
+                remaining(deadline) / 2,
+                elasticache
+                    .describe_replication_groups()
+                    .replication_group_id(&secondary.replication_group_id)
+                    .send(),
+            )
+            .await?;
+        let nodes: Vec<String> = groups
+            .replication_groups()
+            .iter()
+            .flat_map(|g| g.member_clusters().iter().cloned())
+            .collect();
+        let queries = nodes
+            .iter()
+            .map(|node| {
+                MetricQuery::new(
+                    "AWS/ElastiCache",
+                    "GlobalDatastoreReplicationLag",
+                    Stat::Maximum,
+                )
+                .dimension("CacheClusterId", node.clone())
+            })
+            .collect();
+        let datapoints = clients
+            .newest_datapoints(
+                queries,
+                lookback(self.target.stale_after),
+                remaining(deadline),
+            )
+            .await?;
+        Ok(nodes.into_iter().zip(datapoints).collect())
+    }
+
+    async fn all_lags(&self, secondaries: &[Secondary], deadline: Instant) -> Vec<SecondaryLags> {
+        futures::future::join_all(secondaries.iter().map(|s| self.lags_of(s, deadline))).await
+    }
+
+    async fn measure(&mut self) -> Result<Measurement, ProbeError> {
+        let deadline = poll_deadline(self.target.timeout);
+        let primary_region = self.primary_region.clone();
+        let known = self.secondaries.clone();
+        // The primary's region and every secondary region known (as last
+        // seen, or `secondary_region`) are asked at once, each within half
+        // the time, so a lost region leaves the others theirs.
+        let mut regions = vec![primary_region.clone()];
+        for region in known
+            .iter()
+            .map(|s| s.region.clone())
+            .chain(self.spec.secondary_region.clone())
+        {
+            if !regions.contains(&region) {
+                regions.push(region);
             }
-        });
+        }
+        let describe_timeout = remaining(deadline) / 2;
+        let describes =
+            futures::future::join_all(regions.iter().map(|r| self.describe(r, describe_timeout)));
+        let early = async {
+            if known.is_empty() {
+                None
+            } else {
+                Some(self.all_lags(&known, deadline).await)
+            }
+        };
+        let (described, early) = futures::join!(describes, early);
+        let described: Vec<(String, Result<_, ProbeError>)> =
+            regions.into_iter().zip(described).collect();
+
+        // Every member region answers with the same global view.
+        let view = described.iter().find_map(|(_, r)| r.as_ref().ok()).cloned();
+        let mut secondaries = known.clone();
+        let mut global_status = None;
+        if let Some((status, answered, primary)) = &view {
+            global_status = Some(status.clone());
+            if let Some(primary) = primary {
+                self.primary_region = primary.clone();
+            }
+            secondaries = answered.clone();
+            self.secondaries = secondaries.clone();
+        }
+        if secondaries.is_empty() {
+            let mut error = described
+                .into_iter()
+                .find_map(|(_, r)| r.err())
+                .map(|e| e.on(Side::Source))
+                .unwrap_or_else(|| {
+                    ProbeError::new(
+                        FailureReason::Config,
+                        "the global datastore has no secondary member to measure",
+                    )
+                });
+            if view.is_none() {
+                error.message.push_str(
+                    "; no secondary is known: set `secondary_region` so the recovery region is asked while the primary's region is unreachable",
+                );
+            }
+            return Err(error);
+        }
+        let same_members = |a: &[Secondary], b: &[Secondary]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.region == y.region && x.replication_group_id == y.replication_group_id
+                })
+        };
+        let lags = match early {
+            Some(lags) if same_members(&secondaries, &known) => lags,
+            _ => self.all_lags(&secondaries, deadline).await,
+        };
+
+        let mut failures = Vec::new();
+        let mut source_reachable = None;
+        let mut unreachable: Vec<String> = Vec::new();
+        for (region, result) in described {
+            let side = if region == primary_region {
+                Side::Source
+            } else {
+                Side::Replica
+            };
+            match result {
+                Ok(_) if side == Side::Source => source_reachable = Some(true),
+                Ok(_) => {}
+                Err(err) => {
+                    if side == Side::Source {
+                        source_reachable = Some(false);
+                    } else {
+                        unreachable.push(region);
+                    }
+                    failures.push(err.on(side));
+                }
+            }
+        }
         let mut proofs = Vec::new();
         let mut missing = Vec::new();
         let mut details = Vec::new();
-        for (secondary, nodes) in secondaries
-            .iter()
-            .zip(futures::future::join_all(per_secondary).await)
-        {
-            let nodes = nodes?;
+        for (secondary, nodes) in secondaries.iter().zip(lags) {
+            details.push(
+                Detail::new(
+                    &MEMBER_ASSOCIATED,
+                    if secondary.status == "associated" {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                )
+                .with_label("secondary", secondary.replication_group_id.clone()),
+            );
+            let nodes = match nodes {
+                Ok(nodes) => nodes,
+                Err(err) => {
+                    if !unreachable.contains(&secondary.region) {
+                        unreachable.push(secondary.region.clone());
+                    }
+                    failures.push(err.on(Side::Replica));
+                    continue;
+                }
+            };
             let mut proven = Vec::new();
             for (node, datapoint) in nodes {
                 if let Some(dp) = datapoint {
@@ -305,34 +453,49 @@ impl ElasticacheGlobalProbe {
                 let (rp, evidence) = combine_replicas(proven);
                 proofs.push((rp, evidence.expect("non-empty")));
             }
-            details.push(
-                Detail::new(
-                    &MEMBER_ASSOCIATED,
-                    if secondary.status == "associated" {
-                        1.0
-                    } else {
-                        0.0
-                    },
-                )
-                .with_label("secondary", secondary.replication_group_id.clone()),
+        }
+        let replica_reachable = unreachable.is_empty();
+        if replica_reachable && !missing.is_empty() {
+            let mut message = format!(
+                "CloudWatch has no GlobalDatastoreReplicationLag datapoint in the last {} minutes for the nodes of {}",
+                lookback(self.target.stale_after).as_secs() / 60,
+                missing.join(", ")
             );
+            for failure in &failures {
+                message.push_str(&format!("; {failure}"));
+            }
+            return Err(ProbeError::new(FailureReason::Query, message));
         }
-        if !missing.is_empty() {
-            return Err(ProbeError::new(
-                FailureReason::Query,
-                format!(
-                    "CloudWatch has no GlobalDatastoreReplicationLag datapoint in the last {} minutes for the nodes of {}",
-                    lookback.as_secs() / 60,
-                    missing.join(", ")
-                ),
-            ));
+        if !replica_reachable && view.is_none() && source_reachable != Some(true) {
+            return Err(failures
+                .into_iter()
+                .next()
+                .expect("an unreachable region left a failure"));
         }
-        let (recovery_point, evidence) = combine_replicas(proofs);
+        // A secondary whose region did not answer proves nothing, so neither
+        // does the target.
+        let (recovery_point, evidence) = if replica_reachable {
+            combine_replicas(proofs)
+        } else {
+            (None, None)
+        };
         let mut measurement = Measurement::new(evidence.unwrap_or_else(SystemTime::now));
         measurement.recovery_point = recovery_point;
-        measurement.link = link(&global_status, &secondaries);
-        measurement.replica_reachable = Some(true);
+        measurement.link = match &global_status {
+            Some(status) => link(status, &secondaries),
+            None => LinkState::Unknown(format!(
+                "DescribeGlobalReplicationGroups answered in no region ({})",
+                failures
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+        };
+        measurement.source_reachable = source_reachable;
+        measurement.replica_reachable = Some(replica_reachable);
         measurement.details = details;
+        measurement.failures = failures;
         Ok(measurement)
     }
 }

@@ -383,6 +383,20 @@ impl AwsClients {
         lookback: Duration,
         timeout: Duration,
     ) -> Result<Vec<Option<Datapoint>>, ProbeError> {
+        let series = self.datapoints(queries, lookback, timeout).await?;
+        Ok(series.iter().map(|s| newest(s)).collect())
+    }
+
+    /// Every datapoint of each query in the window (in order, oldest
+    /// first), fetched in this access's shared batch: for a statistic read
+    /// over several minutes (S3's `OperationsFailedReplication`, summed
+    /// over [`s3::FAILED_OPERATIONS_WINDOW`]).
+    pub async fn datapoints(
+        self: &Arc<Self>,
+        queries: Vec<MetricQuery>,
+        lookback: Duration,
+        timeout: Duration,
+    ) -> Result<Vec<Series>, ProbeError> {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
@@ -456,13 +470,12 @@ impl AwsClients {
                 (range, result)
             }
         });
-        let mut results: Vec<Option<Result<Option<Datapoint>, ProbeError>>> =
-            vec![None; plan.unique.len()];
+        let mut results: Vec<Option<Result<Series, ProbeError>>> = vec![None; plan.unique.len()];
         for (range, result) in futures::future::join_all(calls).await {
             match result {
-                Ok(newest) => {
-                    for (i, datapoint) in range.zip(newest) {
-                        results[i] = Some(Ok(datapoint));
+                Ok(series) => {
+                    for (i, points) in range.zip(series) {
+                        results[i] = Some(Ok(points));
                     }
                 }
                 Err(err) => {
@@ -473,29 +486,29 @@ impl AwsClients {
             }
         }
         for (request, indices) in requests.into_iter().zip(plan.members) {
-            let answer: Result<Vec<Option<Datapoint>>, ProbeError> = indices
+            let answer: Result<Vec<Series>, ProbeError> = indices
                 .iter()
-                .map(|&i| results[i].clone().unwrap_or(Ok(None)))
+                .map(|&i| results[i].clone().unwrap_or(Ok(Vec::new())))
                 .collect();
             let _ = request.reply.send(answer);
         }
     }
 
     /// One chunk of the plan: `GetMetricData` (following `NextToken`),
-    /// newest datapoint per query.
+    /// every datapoint per query, oldest first.
     async fn get_metric_data(
         &self,
         client: &aws_sdk_cloudwatch::Client,
         plan: &BatchPlan,
         range: std::ops::Range<usize>,
         timeout: Duration,
-    ) -> Result<Vec<Option<Datapoint>>, ProbeError> {
+    ) -> Result<Vec<Series>, ProbeError> {
         let queries: Vec<MetricDataQuery> = plan.unique[range.clone()]
             .iter()
             .enumerate()
             .map(|(i, q)| q.to_sdk(&format!("q{i}")))
             .collect();
-        let mut newest: Vec<Option<Datapoint>> = vec![None; queries.len()];
+        let mut series: Vec<Series> = vec![Vec::new(); queries.len()];
         let mut next_token: Option<String> = None;
         loop {
             self.get_metric_data_calls.fetch_add(1, Ordering::Relaxed);
@@ -516,34 +529,51 @@ impl AwsClients {
                     .id()
                     .and_then(|id| id.strip_prefix('q'))
                     .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|i| *i < newest.len())
+                    .filter(|i| *i < series.len())
                 else {
                     continue;
                 };
-                let candidate = newest_of(result.timestamps(), result.values());
-                newest[index] = match (newest[index].take(), candidate) {
-                    (Some(a), Some(b)) => Some(if b.time > a.time { b } else { a }),
-                    (a, b) => a.or(b),
-                };
+                series[index].extend(points_of(result.timestamps(), result.values()));
             }
             match output.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-                _ => return Ok(newest),
+                _ => {
+                    for points in &mut series {
+                        points.sort_by_key(|d| d.time);
+                        points.dedup_by_key(|d| d.time);
+                    }
+                    return Ok(series);
+                }
             }
         }
     }
 }
 
-/// The newest (timestamp, value) pair of one `MetricDataResult`.
-fn newest_of(timestamps: &[aws_smithy_types::DateTime], values: &[f64]) -> Option<Datapoint> {
-    timestamps
+/// The (timestamp, value) pairs of one `MetricDataResult` that are numbers.
+fn points_of<'a>(
+    timestamps: &'a [aws_smithy_types::DateTime],
+    values: &'a [f64],
+) -> impl Iterator<Item = Datapoint> + 'a {
+    timestamps.iter().zip(values).filter_map(|(t, v)| {
+        let time = SystemTime::try_from(*t).ok()?;
+        v.is_finite().then_some(Datapoint { time, value: *v })
+    })
+}
+
+/// The newest datapoint of a series.
+pub fn newest(series: &[Datapoint]) -> Option<Datapoint> {
+    series.iter().copied().max_by_key(|d| d.time)
+}
+
+/// The sum of a series' values whose minute starts at or after `since`: for
+/// a count CloudWatch publishes only when something happened, "none in the
+/// window" is 0.
+pub fn sum_since(series: &[Datapoint], since: SystemTime) -> f64 {
+    series
         .iter()
-        .zip(values)
-        .filter_map(|(t, v)| {
-            let time = SystemTime::try_from(*t).ok()?;
-            v.is_finite().then_some(Datapoint { time, value: *v })
-        })
-        .max_by_key(|d| d.time)
+        .filter(|d| d.time >= since)
+        .map(|d| d.value)
+        .sum()
 }
 
 async fn load_sdk_config(access: &AwsAccess) -> SdkConfig {
@@ -739,6 +769,9 @@ pub struct Datapoint {
     pub value: f64,
 }
 
+/// Every datapoint of one series in the window, oldest first.
+pub type Series = Vec<Datapoint>;
+
 /// How far back a target looks: twice its `stale_after` and two periods
 /// more, so a datapoint that is merely stale is still found (and shown
 /// stale, with its age), and one not found would be stale anyway.
@@ -757,7 +790,7 @@ struct BatchRequest {
     queries: Vec<MetricQuery>,
     lookback: Duration,
     timeout: Duration,
-    reply: oneshot::Sender<Result<Vec<Option<Datapoint>>, ProbeError>>,
+    reply: oneshot::Sender<Result<Vec<Series>, ProbeError>>,
 }
 
 /// What one batch sends: the distinct queries, which of them each request
@@ -822,6 +855,19 @@ impl BatchPlan {
             .step_by(self.queries_per_call)
             .map(|from| from..(from + self.queries_per_call).min(self.unique.len()))
     }
+}
+
+/// When a poll's AWS calls must be done: nine tenths into the target's
+/// timeout, so that a call to a region that does not answer ends with the
+/// probe's own error (naming the region and the side) and the other side's
+/// answers are kept, before the poller's outer bound cancels the poll.
+pub fn poll_deadline(timeout: Duration) -> std::time::Instant {
+    std::time::Instant::now() + timeout.mul_f64(0.9)
+}
+
+/// What is left of a poll's time before `deadline`.
+pub fn remaining(deadline: std::time::Instant) -> Duration {
+    deadline.saturating_duration_since(std::time::Instant::now())
 }
 
 fn align_down(t: SystemTime) -> SystemTime {
@@ -909,6 +955,29 @@ mod tests {
         );
         assert!(plan.queries_per_call * 1442 <= MAX_DATAPOINTS_PER_CALL);
         assert!(plan.chunks().count() > 1);
+    }
+
+    #[test]
+    fn a_series_gives_its_newest_point_and_a_windowed_sum() {
+        let series = vec![
+            Datapoint {
+                time: at(0),
+                value: 100.0,
+            },
+            Datapoint {
+                time: at(600),
+                value: 3.0,
+            },
+            Datapoint {
+                time: at(660),
+                value: 2.0,
+            },
+        ];
+        assert_eq!(newest(&series).map(|d| d.value), Some(2.0));
+        assert_eq!(sum_since(&series, at(600)), 5.0);
+        // Nothing published in the window: nothing happened.
+        assert_eq!(sum_since(&series, at(700)), 0.0);
+        assert_eq!(newest(&[]), None);
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The `rds` kind: an RDS source instance and its read replicas (same- or
 //! cross-region).
 //!
-//! Each poll asks the source's region for the source instance
+//! Each poll asks, at once, the source's region for the source instance
 //! (`DescribeDBInstances`: its status and `ReadReplicaDBInstanceIdentifiers`,
-//! which lists cross-region replicas by ARN), then, per replica region, the
+//! which lists cross-region replicas by ARN) and, per replica region, the
 //! replicas' status and their CloudWatch `ReplicaLag` (through the shared
-//! batch). Configured `replicas` skip the discovery; when the source cannot
-//! be reached, the replicas found last time are still measured, so the
-//! recovery region keeps its evidence when the primary region is gone.
+//! batch): an instance's metrics are published in its own region.
+//! Configured `replicas` skip the discovery; when the source cannot be
+//! reached, the replicas configured or found last time are still measured,
+//! so the recovery region keeps its evidence when the primary region is
+//! gone; when a replica's region cannot be reached, the replica side is
+//! unreachable and the source's status is kept.
 //!
 //! Evidence is provider-reported lag: per replica, recovery point = datapoint
 //! time − `ReplicaLag` (the minute's maximum), evidence time = the
@@ -28,11 +31,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use aws_sdk_rds::types::{DbInstance, Filter};
+use aws_sdk_rds::types::DbInstance;
 use futures::future::BoxFuture;
 
 use super::{
-    clients_for, identifier_of, lookback, region_of, AwsClients, Datapoint, MetricQuery, Stat,
+    clients_for, identifier_of, lookback, poll_deadline, region_of, remaining, AwsClients,
+    Datapoint, MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
@@ -285,12 +289,61 @@ impl RdsProbe {
         })
     }
 
+    /// Per region of `replicas`, at once: the replicas' status
+    /// (`DescribeDBInstances`) and their `ReplicaLag`, both in that region.
+    async fn replica_regions(
+        &self,
+        replicas: &[ReplicaRef],
+        deadline: Instant,
+    ) -> Vec<RegionAnswer> {
+        let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for replica in replicas {
+            by_region
+                .entry(replica.region.clone())
+                .or_default()
+                .push(replica.identifier.clone());
+        }
+        let lookback = lookback(self.target.stale_after);
+        let regions = by_region.into_iter().map(|(region, ids)| {
+            let clients = self.source_clients.in_region(&region);
+            async move {
+                let queries = ids
+                    .iter()
+                    .map(|id| {
+                        MetricQuery::new("AWS/RDS", "ReplicaLag", Stat::Maximum)
+                            .dimension("DBInstanceIdentifier", id.clone())
+                    })
+                    .collect();
+                let describe = describe_instances(&clients, &ids, remaining(deadline));
+                let lag = clients.newest_datapoints(queries, lookback, remaining(deadline));
+                let (describe, lag) = futures::join!(describe, lag);
+                RegionAnswer {
+                    region,
+                    ids,
+                    describe,
+                    lag,
+                }
+            }
+        });
+        futures::future::join_all(regions).await
+    }
+
     async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
+        let deadline = poll_deadline(self.target.timeout);
         let now = SystemTime::now();
         let mut failures = Vec::new();
-        // The source: its status, and its replicas unless configured.
-        let source = self.describe_source(deadline).await;
+        let known = self.known_replicas.clone();
+        // The source's region and the replicas' regions at once (the
+        // replicas as configured or last discovered), so a lost primary
+        // region costs its own call's time, never the replicas' evidence.
+        let early = async {
+            if known.is_empty() {
+                None
+            } else {
+                Some(self.replica_regions(&known, deadline).await)
+            }
+        };
+        let (source, early) = futures::join!(self.describe_source(deadline), early);
         let source_reachable = source.is_ok();
         match source {
             Ok(instance) => {
@@ -303,43 +356,32 @@ impl RdsProbe {
                 }
             }
             Err(err) => {
-                if self.spec.replicas.is_empty() && self.known_replicas.is_empty() {
-                    return Err(err.on(Side::Source));
+                if self.known_replicas.is_empty() {
+                    let mut err = err.on(Side::Source);
+                    err.message.push_str("; no replica is known yet: list them (by ARN for another region) in `replicas` so they are measured while the source's region is unreachable");
+                    return Err(err);
                 }
                 failures.push(err.on(Side::Source));
             }
         }
-
-        // Per replica region: status and ReplicaLag, concurrently.
-        let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for replica in &self.known_replicas {
-            by_region
-                .entry(replica.region.clone())
-                .or_default()
-                .push(replica.identifier.clone());
-        }
-        let lookback = lookback(self.target.stale_after);
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let regions = by_region.into_iter().map(|(region, ids)| {
-            let clients = self.source_clients.in_region(&region);
-            async move {
-                let queries = ids
-                    .iter()
-                    .map(|id| {
-                        MetricQuery::new("AWS/RDS", "ReplicaLag", Stat::Maximum)
-                            .dimension("DBInstanceIdentifier", id.clone())
-                    })
-                    .collect();
-                let describe = describe_instances(&clients, &ids, timeout);
-                let lag = clients.newest_datapoints(queries, lookback, timeout);
-                let (describe, lag) = futures::join!(describe, lag);
-                (region, ids, describe, lag)
+        let answers = match early {
+            Some(answers) if self.known_replicas == known => answers,
+            _ => {
+                let replicas = self.known_replicas.clone();
+                self.replica_regions(&replicas, deadline).await
             }
-        });
+        };
+
         let mut replicas = Vec::new();
         let mut replica_reachable = true;
-        for (region, ids, describe, lag) in futures::future::join_all(regions).await {
-            let lag = lag?;
+        let mut regions_answered = 0;
+        for answer in answers {
+            let RegionAnswer {
+                region,
+                ids,
+                describe,
+                lag,
+            } = answer;
             let statuses = match describe {
                 Ok(instances) => Some(instances),
                 Err(err) => {
@@ -348,6 +390,17 @@ impl RdsProbe {
                     None
                 }
             };
+            // A region whose CloudWatch did not answer proves nothing about
+            // its replicas: they are unreachable, not "without datapoint".
+            let lag = match lag {
+                Ok(lag) => lag,
+                Err(err) => {
+                    replica_reachable = false;
+                    failures.push(err.on(Side::Replica));
+                    continue;
+                }
+            };
+            regions_answered += 1;
             for (id, datapoint) in ids.into_iter().zip(lag) {
                 let status = statuses.as_ref().map(|all| {
                     all.iter()
@@ -368,18 +421,37 @@ impl RdsProbe {
                 ));
             }
         }
+        if !source_reachable && regions_answered == 0 {
+            // No region answered anything about the pair.
+            return Err(failures.remove(0));
+        }
         let (recovery_point, evidence_time, link, details) =
-            evaluate(&replicas, lookback.as_secs() / 60)?;
+            if !self.known_replicas.is_empty() && regions_answered == 0 {
+                (
+                    None,
+                    now,
+                    LinkState::Unknown("no replica region answered".to_string()),
+                    Vec::new(),
+                )
+            } else {
+                evaluate(&replicas, lookback(self.target.stale_after).as_secs() / 60)?
+            };
         let mut measurement = Measurement::new(if self.known_replicas.is_empty() {
             now
         } else {
             evidence_time
         });
-        measurement.recovery_point = recovery_point;
+        // The target's recovery point is the oldest replica's: with one
+        // replica's region silent, nothing is proven.
+        measurement.recovery_point = if replica_reachable {
+            recovery_point
+        } else {
+            None
+        };
         measurement.link = if replica_reachable {
             link
         } else {
-            LinkState::Unknown("the replicas' status could not be read".to_string())
+            LinkState::Unknown("the replicas' region did not answer".to_string())
         };
         measurement.source_reachable = Some(source_reachable);
         measurement.replica_reachable = Some(replica_reachable);
@@ -390,8 +462,8 @@ impl RdsProbe {
 
     async fn describe_source(&self, deadline: Instant) -> Result<DbInstance, ProbeError> {
         // Half the time for the source, so a hung primary region leaves the
-        // replicas their share.
-        let timeout = deadline.saturating_duration_since(Instant::now()) / 2;
+        // replicas their share (the replicas are asked at the same time).
+        let timeout = remaining(deadline) / 2;
         let instances = describe_instances(
             &self.source_clients,
             std::slice::from_ref(&self.source.identifier),
@@ -410,6 +482,14 @@ impl RdsProbe {
     }
 }
 
+/// One replica region's answers.
+struct RegionAnswer {
+    region: String,
+    ids: Vec<String>,
+    describe: Result<Vec<DbInstance>, ProbeError>,
+    lag: Result<Vec<Option<Datapoint>>, ProbeError>,
+}
+
 impl Probe for RdsProbe {
     fn poll(&mut self) -> BoxFuture<'_, Result<Measurement, ProbeError>> {
         Box::pin(self.measure())
@@ -423,26 +503,34 @@ fn replica_ref(id_or_arn: &str, default_region: &str) -> ReplicaRef {
     }
 }
 
-/// `DescribeDBInstances` of some instances of one region, in one call.
+/// `DescribeDBInstances` of some instances of one region, one call per
+/// instance, at once. By identifier, not with a filter: IAM authorizes an
+/// identified call against that instance's ARN, so the policy can name the
+/// instances (a filtered call is authorized against every instance).
 async fn describe_instances(
     clients: &AwsClients,
     ids: &[String],
     timeout: std::time::Duration,
 ) -> Result<Vec<DbInstance>, ProbeError> {
     let rds = clients.rds().await;
-    let filter = Filter::builder()
-        .name("db-instance-id")
-        .set_values(Some(ids.to_vec()))
-        .build();
-    let output = clients
-        .call(
+    let calls = ids.iter().map(|id| {
+        clients.call_or_absent(
             "rds",
             "DescribeDBInstances",
             timeout,
-            rds.describe_db_instances().filters(filter).send(),
+            &["DBInstanceNotFound", "DBInstanceNotFoundFault"],
+            rds.describe_db_instances()
+                .db_instance_identifier(id)
+                .send(),
         )
-        .await?;
-    Ok(output.db_instances().to_vec())
+    });
+    let mut instances = Vec::new();
+    for answer in futures::future::join_all(calls).await {
+        if let Some(output) = answer? {
+            instances.extend(output.db_instances().iter().cloned());
+        }
+    }
+    Ok(instances)
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! The `s3` kind: replication from a source bucket to a destination bucket.
 //!
-//! Each poll reads the source bucket's replication rules
+//! Each poll reads, at once, the source bucket's replication rules
 //! (`GetBucketReplication`, in `region`), the CloudWatch replication metrics
-//! of the rules replicating to the destination (`ReplicationLatency`,
-//! `BytesPendingReplication`, `OperationsPendingReplication`,
-//! `OperationsFailedReplication`, dimensions SourceBucket, DestinationBucket,
-//! RuleId, read in `metrics_region`, by default the destination's region)
-//! and, with a canary, the canary object on the destination.
+//! of the rules replicating to the destination, each in the region S3
+//! publishes it in (S3 user guide, "Using S3 Replication metrics"):
+//! `ReplicationLatency`, `BytesPendingReplication` and
+//! `OperationsPendingReplication` in the destination bucket's region,
+//! `OperationsFailedReplication` in the source bucket's (dimensions
+//! SourceBucket, DestinationBucket, RuleId), and, with a canary, the canary
+//! object on the destination. The rules last listed (or `rule_ids`) keep
+//! the destination's metrics read while the source's region is unreachable.
 //!
 //! Evidence:
 //! - **Canary** (`canary = { interval, prefix }`): every `interval` this
@@ -28,7 +31,9 @@
 //! lower bound). Without a canary, a rule with no `ReplicationLatency`
 //! datapoint leaves the target unproven (`query`), never at 0. The link is
 //! healthy when every measured rule is `Enabled` and no operation failed to
-//! replicate in the newest minute.
+//! replicate in the last [`FAILED_OPERATIONS_WINDOW`]: S3 publishes failures
+//! only for minutes in which something replicated, so they are summed over
+//! that window (none published is 0), never read as "the newest datapoint".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,7 +42,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ReplicationConfiguration, ReplicationRuleStatus};
 use futures::future::BoxFuture;
 
-use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use super::{
+    clients_for, lookback, poll_deadline, remaining, sum_since, AwsClients, Datapoint, MetricQuery,
+    Series, Stat,
+};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
@@ -68,8 +76,6 @@ pub struct S3Target {
     pub source_bucket: String,
     pub destination_bucket: String,
     pub destination_region: String,
-    /// Where the replication metrics are read (default: the destination's region).
-    pub metrics_region: String,
     /// Rules to measure; empty means every rule replicating to the destination bucket.
     pub rule_ids: Vec<String>,
     /// Read the CloudWatch replication metrics (they must be enabled on the rule).
@@ -141,7 +147,20 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         &raw.destination_region,
         &access.region,
     )?;
-    let metrics_region = region_of("metrics_region", &raw.metrics_region, &destination_region)?;
+    // `metrics_region` once named the one region all four replication
+    // metrics were read in; S3 publishes them in two (see the module doc).
+    // The value everyone wrote (the destination's region, also the default)
+    // still loads; any other is an error that says what changed.
+    if let Some(metrics_region) = &raw.metrics_region {
+        if *metrics_region != destination_region {
+            return Err(keys.invalid(
+                "metrics_region",
+                format!(
+                    "is no longer used and `{metrics_region}` is not the destination's region: S3 publishes ReplicationLatency, BytesPendingReplication and OperationsPendingReplication in the destination bucket's region (`destination_region`, here `{destination_region}`) and OperationsFailedReplication in the source bucket's region (`region`), and the exporter now reads each there; remove `metrics_region`"
+                ),
+            ));
+        }
+    }
     let rule_ids = raw.rule_ids.clone().unwrap_or_default();
     for (i, rule) in rule_ids.iter().enumerate() {
         if rule.is_empty() || rule.len() > 255 || rule.chars().any(char::is_control) {
@@ -188,7 +207,6 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         source_bucket: raw.source_bucket.clone(),
         destination_bucket: raw.destination_bucket.clone(),
         destination_region,
-        metrics_region,
         rule_ids,
         replication_metrics,
         canary,
@@ -237,7 +255,7 @@ pub static PENDING_OPERATIONS: MetricDef = MetricDef::gauge(
 .with_labels(&["rule"]);
 pub static FAILED_OPERATIONS: MetricDef = MetricDef::gauge(
     "rpo_s3_failed_operations",
-    "Operations that failed to replicate in the newest minute (OperationsFailedReplication, sum).",
+    "Operations that failed to replicate within the last 15 minutes (OperationsFailedReplication summed, read in the source bucket's region; 0 when none were published).",
 )
 .with_labels(&["rule"]);
 pub static RULE_ENABLED: MetricDef = MetricDef::gauge(
@@ -334,31 +352,55 @@ pub fn selected_rules(
     }
 }
 
+/// How far back failed operations are summed: S3 publishes
+/// `OperationsFailedReplication` only for minutes in which something was
+/// replicated, so "the newest datapoint" may be hours old; a failure counts
+/// for this long after the minute it happened in (less CloudWatch's
+/// delivery delay), which is also S3 Replication Time Control's threshold.
+pub const FAILED_OPERATIONS_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// The newest replication metrics of one rule.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleMetrics {
     pub latency: Option<Datapoint>,
     pub pending_bytes: Option<Datapoint>,
     pub pending_operations: Option<Datapoint>,
-    pub failed_operations: Option<Datapoint>,
+    /// Failed operations within [`FAILED_OPERATIONS_WINDOW`], when the
+    /// source's region answered.
+    pub failed_operations: Option<f64>,
 }
 
-const METRICS: [(&str, Stat); 4] = [
-    ("ReplicationLatency", Stat::Maximum),
-    ("BytesPendingReplication", Stat::Maximum),
-    ("OperationsPendingReplication", Stat::Maximum),
-    ("OperationsFailedReplication", Stat::Sum),
+/// Published in the destination bucket's region (S3 user guide, "Using S3
+/// Replication metrics"), read there, in this order.
+const DESTINATION_METRICS: [&str; 3] = [
+    "ReplicationLatency",
+    "BytesPendingReplication",
+    "OperationsPendingReplication",
 ];
+/// Published in the source bucket's region.
+const SOURCE_METRIC: &str = "OperationsFailedReplication";
 
-fn rule_queries(spec: &S3Target, rule: &Rule) -> Vec<MetricQuery> {
-    METRICS
+fn rule_query(spec: &S3Target, rule_id: &str, metric: &'static str, stat: Stat) -> MetricQuery {
+    MetricQuery::new("AWS/S3", metric, stat)
+        .dimension("SourceBucket", spec.source_bucket.clone())
+        .dimension("DestinationBucket", spec.destination_bucket.clone())
+        .dimension("RuleId", rule_id.to_string())
+}
+
+/// The rules' destination-region queries: [`DESTINATION_METRICS`] per rule.
+/// Maxima: the worst of the minute.
+fn destination_queries(spec: &S3Target, rule_ids: &[String]) -> Vec<MetricQuery> {
+    rule_ids
         .iter()
-        .map(|(metric, stat)| {
-            MetricQuery::new("AWS/S3", metric, *stat)
-                .dimension("SourceBucket", spec.source_bucket.clone())
-                .dimension("DestinationBucket", spec.destination_bucket.clone())
-                .dimension("RuleId", rule.id.clone())
-        })
+        .flat_map(|id| DESTINATION_METRICS.map(|m| rule_query(spec, id, m, Stat::Maximum)))
+        .collect()
+}
+
+/// The rules' source-region queries: failed operations per minute, summed.
+fn source_queries(spec: &S3Target, rule_ids: &[String]) -> Vec<MetricQuery> {
+    rule_ids
+        .iter()
+        .map(|id| rule_query(spec, id, SOURCE_METRIC, Stat::Sum))
         .collect()
 }
 
@@ -380,9 +422,23 @@ pub struct S3Probe {
     target: Target,
     spec: S3Target,
     canary_key: Option<String>,
+    /// The source bucket's region: the rules, the canary writes and
+    /// `OperationsFailedReplication`.
     source: Arc<AwsClients>,
+    /// The destination bucket's region: the canary reads and the other
+    /// three replication metrics.
     destination: Arc<AwsClients>,
-    metrics: Arc<AwsClients>,
+    /// The rules measured, as the source's region last listed them (or
+    /// `rule_ids` before it ever answered), so the destination's metrics
+    /// keep being read while the source's region is unreachable.
+    rules: Vec<Rule>,
+}
+
+/// What the replica side's metrics and the source side's failures say, per
+/// rule id asked.
+struct MetricsAnswers {
+    destination: Result<Vec<Option<Datapoint>>, ProbeError>,
+    failed: Result<Vec<Series>, ProbeError>,
 }
 
 impl S3Probe {
@@ -401,24 +457,65 @@ impl S3Probe {
                 .map(|c| format!("{}{instance}", c.prefix)),
             source: clients_for(&spec.access, aws_calls),
             destination: clients_for(&spec.access.in_region(&spec.destination_region), aws_calls),
-            metrics: clients_for(&spec.access.in_region(&spec.metrics_region), aws_calls),
+            rules: Vec::new(),
         })
     }
 
+    /// The rule ids to read metrics for: as last listed, else configured.
+    fn known_rule_ids(&self) -> Vec<String> {
+        if self.rules.is_empty() {
+            self.spec.rule_ids.clone()
+        } else {
+            self.rules.iter().map(|r| r.id.clone()).collect()
+        }
+    }
+
+    /// The replication metrics of `rule_ids`, each in the region that
+    /// publishes it, both regions at once.
+    async fn metrics(&self, rule_ids: &[String], deadline: Instant) -> MetricsAnswers {
+        let lookback = lookback(self.target.stale_after);
+        let destination = self.destination.newest_datapoints(
+            destination_queries(&self.spec, rule_ids),
+            lookback,
+            remaining(deadline),
+        );
+        let failed = self.source.datapoints(
+            source_queries(&self.spec, rule_ids),
+            lookback.max(FAILED_OPERATIONS_WINDOW + super::PERIOD),
+            remaining(deadline),
+        );
+        let (destination, failed) = futures::join!(destination, failed);
+        MetricsAnswers {
+            destination,
+            failed,
+        }
+    }
+
     async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
+        let deadline = poll_deadline(self.target.timeout);
         let now = SystemTime::now();
         let mut failures = Vec::new();
-        let half = self.target.timeout / 2;
+        let half = remaining(deadline) / 2;
+        let known_ids = self.known_rule_ids();
+        let read_metrics = self.spec.replication_metrics;
 
-        // The rules (source side) and the canary (destination) at once.
+        // The rules (source), the canary (destination) and, for the rules
+        // known before this poll, the metrics (both), all at once: a lost
+        // region costs its own calls' time, never the other side's answers.
         let rules = self.replication_rules(half);
         let canary = self.read_canary(deadline);
-        let (rules, canary) = futures::join!(rules, canary);
+        let early = async {
+            if read_metrics && !known_ids.is_empty() {
+                Some(self.metrics(&known_ids, deadline).await)
+            } else {
+                None
+            }
+        };
+        let (rules, canary, early) = futures::join!(rules, canary, early);
         let mut link =
             LinkState::Unknown("the replication configuration could not be read".to_string());
-        let mut selected = Vec::new();
-        let source_reachable = match rules {
+        let mut source_reachable = true;
+        match rules {
             Ok(rules) => {
                 match selected_rules(&rules, &self.spec.destination_bucket, &self.spec.rule_ids) {
                     Ok(rules) => {
@@ -435,56 +532,86 @@ impl S3Probe {
                                 disabled.join(", ")
                             ))
                         };
-                        selected = rules;
+                        self.rules = rules;
                     }
-                    Err(why) => link = LinkState::Unhealthy(why),
+                    Err(why) => {
+                        link = LinkState::Unhealthy(why);
+                        self.rules.clear();
+                    }
                 }
-                true
             }
             Err(err) => {
                 failures.push(err.on(Side::Source));
-                false
+                source_reachable = false;
             }
-        };
-        let (canary_time, replica_reachable) = match canary {
-            Ok(time) => (time, Some(true)),
+        }
+        let mut replica_reachable = true;
+        let canary_time = match canary {
+            Ok(time) => time,
             Err(err) => {
                 failures.push(err.on(Side::Replica));
-                (None, Some(false))
+                replica_reachable = false;
+                None
             }
         };
 
-        // The replication metrics of the measured rules.
-        let mut metrics = Vec::new();
-        if self.spec.replication_metrics && !selected.is_empty() {
-            let queries: Vec<MetricQuery> = selected
-                .iter()
-                .flat_map(|r| rule_queries(&self.spec, r))
-                .collect();
-            let answer = self
-                .metrics
-                .newest_datapoints(
-                    queries,
-                    lookback(self.target.stale_after),
-                    deadline.saturating_duration_since(Instant::now()),
-                )
-                .await;
-            match answer {
+        // The metrics of the rules measured now (read again if the rules
+        // listed differ from those known before).
+        let rule_ids: Vec<String> = if source_reachable {
+            self.rules.iter().map(|r| r.id.clone()).collect()
+        } else {
+            known_ids.clone()
+        };
+        let answers = match early {
+            Some(answers) if rule_ids == known_ids => Some(answers),
+            _ if read_metrics && !rule_ids.is_empty() => {
+                Some(self.metrics(&rule_ids, deadline).await)
+            }
+            _ => None,
+        };
+        let mut metrics: Vec<(String, RuleMetrics)> = Vec::new();
+        let mut destination_metrics_read = false;
+        if let Some(answers) = answers {
+            let window_start = now.checked_sub(FAILED_OPERATIONS_WINDOW).unwrap_or(now);
+            let destination = match answers.destination {
                 Ok(datapoints) => {
-                    for (rule, chunk) in selected.iter().zip(datapoints.chunks(METRICS.len())) {
-                        metrics.push((
-                            rule.clone(),
-                            RuleMetrics {
-                                latency: chunk[0],
-                                pending_bytes: chunk[1],
-                                pending_operations: chunk[2],
-                                failed_operations: chunk[3],
-                            },
-                        ));
-                    }
+                    destination_metrics_read = true;
+                    Some(datapoints)
                 }
-                Err(err) if self.canary_key.is_some() => failures.push(err.on(Side::Replica)),
-                Err(err) => return Err(err),
+                Err(err) => {
+                    failures.push(err.on(Side::Replica));
+                    replica_reachable = false;
+                    None
+                }
+            };
+            let failed = match answers.failed {
+                Ok(series) => Some(series),
+                Err(err) => {
+                    failures.push(err.on(Side::Source));
+                    source_reachable = false;
+                    None
+                }
+            };
+            for (i, id) in rule_ids.iter().enumerate() {
+                let mut m = RuleMetrics::default();
+                if let Some(datapoints) = &destination {
+                    let chunk =
+                        &datapoints[i * DESTINATION_METRICS.len()..][..DESTINATION_METRICS.len()];
+                    (m.latency, m.pending_bytes, m.pending_operations) =
+                        (chunk[0], chunk[1], chunk[2]);
+                }
+                // A count published only when something was replicated:
+                // none in the window is 0 failures, for rules with metrics
+                // on (a rule without them publishes nothing to count).
+                let metrics_on = self
+                    .rules
+                    .iter()
+                    .find(|r| &r.id == id)
+                    .is_none_or(|r| r.metrics_enabled);
+                if let (Some(series), true) = (&failed, metrics_on) {
+                    m.failed_operations = Some(sum_since(&series[i], window_start));
+                }
+                metrics.push((id.clone(), m));
             }
         }
 
@@ -492,42 +619,35 @@ impl S3Probe {
         let mut details = Vec::new();
         // Metrics evidence: every measured rule needs a latency datapoint.
         let mut metrics_proof: Option<(Option<SystemTime>, SystemTime)> = None;
-        if self.spec.replication_metrics && !metrics.is_empty() {
-            let missing: Vec<&str> = metrics
+        let mut missing_latency: Vec<&str> = Vec::new();
+        if destination_metrics_read {
+            missing_latency = metrics
                 .iter()
                 .filter(|(_, m)| m.latency.is_none())
-                .map(|(r, _)| r.id.as_str())
+                .map(|(id, _)| id.as_str())
                 .collect();
-            if missing.is_empty() {
+            if missing_latency.is_empty() && !metrics.is_empty() {
                 metrics_proof = Some(combine_replicas(metrics.iter().map(|(_, m)| {
                     let dp = m.latency.expect("checked above");
                     (lag_recovery_point(dp.time, dp.value), dp.time)
                 })))
                 .and_then(|(rp, evidence)| evidence.map(|e| (rp, e)));
-            } else if self.canary_key.is_none() {
-                return Err(ProbeError::new(
-                    FailureReason::Query,
-                    format!(
-                        "CloudWatch has no ReplicationLatency datapoint in the last {} minutes in {} for rule {}: enable replication metrics on the rule, or add a canary",
-                        lookback(self.target.stale_after).as_secs() / 60,
-                        self.spec.metrics_region,
-                        missing.join(", ")
-                    ),
-                ));
             }
         }
-        let failed_now: f64 = metrics
+        let failed: f64 = metrics
             .iter()
-            .filter_map(|(_, m)| m.failed_operations.map(|d| d.value))
+            .filter_map(|(_, m)| m.failed_operations)
             .sum();
-        if failed_now > 0.0 && link.is_healthy() {
+        if failed > 0.0 && !matches!(link, LinkState::Unhealthy(_)) {
             link = LinkState::Unhealthy(format!(
-                "{failed_now} operations failed to replicate in the newest minute"
+                "{failed} operations failed to replicate in the last {} minutes (OperationsFailedReplication in {})",
+                FAILED_OPERATIONS_WINDOW.as_secs() / 60,
+                self.spec.access.region
             ));
         }
         for (rule, m) in &metrics {
             let gauge = |family: &'static MetricDef, value: f64| {
-                Detail::new(family, value).with_label("rule", rule.id.clone())
+                Detail::new(family, value).with_label("rule", rule.clone())
             };
             if let Some(dp) = m.latency {
                 details.push(gauge(&REPLICATION_LATENCY_SECONDS, dp.value));
@@ -542,15 +662,17 @@ impl S3Probe {
             if let Some(dp) = m.pending_operations {
                 details.push(gauge(&PENDING_OPERATIONS, dp.value));
             }
-            if let Some(dp) = m.failed_operations {
-                details.push(gauge(&FAILED_OPERATIONS, dp.value));
+            if let Some(failed) = m.failed_operations {
+                details.push(gauge(&FAILED_OPERATIONS, failed));
             }
         }
-        for rule in &selected {
-            details.push(
-                Detail::new(&RULE_ENABLED, if rule.enabled { 1.0 } else { 0.0 })
-                    .with_label("rule", rule.id.clone()),
-            );
+        if source_reachable {
+            for rule in &self.rules {
+                details.push(
+                    Detail::new(&RULE_ENABLED, if rule.enabled { 1.0 } else { 0.0 })
+                        .with_label("rule", rule.id.clone()),
+                );
+            }
         }
         if let Some(t) = canary_time {
             details.push(Detail::new(&CANARY_TIMESTAMP_SECONDS, unix_seconds(t)));
@@ -570,29 +692,46 @@ impl S3Probe {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        measurement.evidence_time = match (
-            self.canary_key.is_some() && replica_reachable == Some(true),
-            metrics_proof,
-        ) {
+        let canary_read = self.canary_key.is_some() && replica_reachable;
+        measurement.evidence_time = match (canary_read, metrics_proof) {
             (true, _) => now,
             (false, Some((_, evidence))) => evidence,
+            // The replica side did not answer: the source side's word is
+            // kept (the store takes no evidence time from such a poll).
+            (false, None) if !replica_reachable => now,
             (false, None) => {
-                // Neither proof at all: the canary read failed, or the
-                // metrics are off, missing or have no rule to follow.
+                // The replica side answered and proved nothing: the metrics
+                // are off, missing, or have no rule to follow.
                 if let LinkState::Unhealthy(why) = &link {
                     return Err(ProbeError::new(
                         FailureReason::Query,
                         format!("no evidence: {why}"),
                     ));
                 }
-                return Err(failures.pop().unwrap_or_else(|| {
-                    ProbeError::new(FailureReason::Query, "no evidence: the canary cannot be read and no replication metrics are available")
-                }));
+                if !missing_latency.is_empty() {
+                    return Err(ProbeError::new(
+                        FailureReason::Query,
+                        format!(
+                            "CloudWatch has no ReplicationLatency datapoint in the last {} minutes in {} (the destination's region) for rule {}: enable replication metrics on the rule, or add a canary",
+                            lookback(self.target.stale_after).as_secs() / 60,
+                            self.spec.destination_region,
+                            missing_latency.join(", ")
+                        ),
+                    ));
+                }
+                let mut message = "no evidence: the canary cannot be read and no replication metrics are available".to_string();
+                if rule_ids.is_empty() && !source_reachable {
+                    message = "no evidence: the replication rules are unknown (the source's region has not answered since the exporter started) and no canary is configured; set `rule_ids` so the destination's metrics are read while the source's region is unreachable".to_string();
+                }
+                for failure in &failures {
+                    message.push_str(&format!("; {failure}"));
+                }
+                return Err(ProbeError::new(FailureReason::Query, message));
             }
         };
         measurement.link = link;
         measurement.source_reachable = Some(source_reachable);
-        measurement.replica_reachable = replica_reachable;
+        measurement.replica_reachable = Some(replica_reachable);
         measurement.details = details;
         measurement.failures = failures;
         Ok(measurement)
@@ -744,6 +883,28 @@ mod tests {
         assert!(selected_rules(&rules, "dr", &["c".into()])
             .unwrap_err()
             .contains("no replication rule `c`"));
+    }
+
+    #[test]
+    fn each_replication_metric_is_read_in_the_region_that_publishes_it() {
+        let config = crate::config::Config::from_toml(
+            "[[group]]\nname = \"erp\"\nrpo_budget = \"15m\"\n[[s3]]\nname = \"f\"\ngroup = \"erp\"\nregion = \"eu-central-1\"\nsource_bucket = \"a-src\"\ndestination_bucket = \"a-dst\"\ndestination_region = \"eu-west-1\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let spec = config.targets[0].spec::<S3Target>().unwrap();
+        let ids = vec!["r1".to_string(), "r2".to_string()];
+        let destination: Vec<&str> = destination_queries(spec, &ids)
+            .iter()
+            .map(|q| q.metric)
+            .collect();
+        assert_eq!(destination.len(), 6);
+        assert!(!destination.contains(&"OperationsFailedReplication"));
+        let source = source_queries(spec, &ids);
+        assert!(source
+            .iter()
+            .all(|q| q.metric == "OperationsFailedReplication" && q.stat == Stat::Sum));
+        assert_eq!(source[1].dimensions[2], ("RuleId", "r2".to_string()));
     }
 
     #[test]

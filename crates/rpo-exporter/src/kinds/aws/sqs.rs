@@ -13,7 +13,10 @@
 //!
 //! Visible and delayed messages wait; in-flight messages (received, not yet
 //! deleted) are being processed. The counts are live, so the evidence time is
-//! the poll instant. A dead-letter queue's depth is reported beside
+//! the poll instant. The queue lives in one region: it is the target's source
+//! side. When that region does not answer, the poll reports the source
+//! unreachable and keeps the last answer's time as its evidence time, so the
+//! recovery point stays where it was and the evidence ages honestly. A dead-letter queue's depth is reported beside
 //! (`rpo_queue_dead_letter_messages`): those messages need a person, not a
 //! replay.
 
@@ -23,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
 
-use super::{clients_for, lookback, AwsClients, Datapoint, MetricQuery, Stat};
+use super::{
+    clients_for, lookback, poll_deadline, remaining, AwsClients, Datapoint, MetricQuery, Stat,
+};
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::evidence::queue::{self, queue_details, QueueHistory, QueueObservation};
 use crate::probe::{
@@ -233,6 +238,9 @@ pub struct SqsProbe {
     queue_url: Option<String>,
     dead_letter_queue_url: Option<String>,
     history: QueueHistory,
+    /// When the queue last answered: the evidence a poll keeps while the
+    /// queue's region does not answer.
+    last_answer: Option<SystemTime>,
 }
 
 impl SqsProbe {
@@ -252,11 +260,12 @@ impl SqsProbe {
             queue_url: url(&spec.queue),
             dead_letter_queue_url: spec.dead_letter_queue.as_ref().and_then(url),
             history: QueueHistory::default(),
+            last_answer: None,
         })
     }
 
     async fn measure(&mut self) -> Result<Measurement, ProbeError> {
-        let deadline = Instant::now() + self.target.timeout;
+        let deadline = poll_deadline(self.target.timeout);
         let as_of = SystemTime::now();
         let queue_name = self.spec.queue.name().to_string();
         let age_query =
@@ -268,7 +277,7 @@ impl SqsProbe {
         let age = clients.newest_datapoints(
             age_query,
             lookback(self.target.stale_after),
-            self.target.timeout,
+            remaining(deadline),
         );
         let counts = async {
             let url = resolve(
@@ -281,12 +290,27 @@ impl SqsProbe {
             counts_of(&self.clients, &url, deadline).await
         };
         let (counts, age) = futures::join!(counts, age);
-        let counts = counts?;
+        let counts = match (counts, self.last_answer) {
+            (Ok(counts), _) => counts,
+            (Err(err), None) => return Err(err.on(Side::Source)),
+            // The queue's region did not answer: nothing new is known, and
+            // what was proven stays (the store keeps the recovery point; the
+            // evidence is as old as the last answer and goes stale).
+            (Err(err), Some(last_answer)) => {
+                let mut measurement = Measurement::new(last_answer);
+                measurement.link =
+                    LinkState::Unknown("the queue's region did not answer".to_string());
+                measurement.source_reachable = Some(false);
+                measurement.failures = vec![err.on(Side::Source)];
+                return Ok(measurement);
+            }
+        };
+        self.last_answer = Some(as_of);
         let mut failures = Vec::new();
         let age = match age {
             Ok(mut newest) => newest.pop().flatten(),
             Err(err) => {
-                failures.push(err.on(Side::Replica));
+                failures.push(err.on(Side::Source));
                 None
             }
         };
@@ -335,7 +359,9 @@ impl SqsProbe {
         let mut measurement = Measurement::new(as_of);
         measurement.recovery_point = recovery_point;
         measurement.link = LinkState::Healthy;
-        measurement.replica_reachable = Some(true);
+        // The queue lives in one region, the source side of this target:
+        // there is no replica to reach.
+        measurement.source_reachable = Some(true);
         measurement.backlog_operations = Some(counts.total() as f64);
         measurement.details = queue_details(
             counts.total(),
