@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what rpo-exporter's tests, lab and demo need on a Debian/Ubuntu
-# machine: PostgreSQL (server + psql), Redis, RabbitMQ, Prometheus (promtool),
-# Alertmanager, curl, CA certificates, python3-venv, a C toolchain, Chromium
-# (the board is tested in a real headless browser), openssl (the Redis TLS
-# lab makes its own CA), moto in a venv (the AWS emulator) and Rust.
+# machine: PostgreSQL (server + psql), MariaDB (server + client), Redis,
+# RabbitMQ, Prometheus (promtool), Alertmanager, curl, CA certificates,
+# python3-venv, a C toolchain, Chromium (the board is tested in a real
+# headless browser), openssl (the Redis TLS lab makes its own CA), moto in a
+# venv (the AWS emulator) and Rust.
 #
 # Idempotent: every component is checked by its binary first; apt-get runs
 # (with a single `apt-get update`) only if something is missing.
@@ -17,7 +18,7 @@ check_only=0
 case "${1:-}" in
   --check) check_only=1 ;;
   "") ;;
-  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -47,6 +48,9 @@ find_component() {
       [ -n "$dir" ] || return 1
       echo "$(basename "$(dirname "$dir")") ($dir)" ;;
     psql) cmd_at psql ;;
+    # The lab runs its own mariadbd (made by mariadb-install-db, queried with mariadb).
+    mariadb) command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null \
+      && cmd_at mariadbd ;;
     redis) cmd_at redis-server ;;
     rabbitmq) cmd_at rabbitmq-server ;;
     promtool) cmd_at promtool ;;
@@ -69,6 +73,7 @@ package_of() {
   case "$1" in
     postgres) echo postgresql ;;
     psql) echo postgresql-client ;;
+    mariadb) echo mariadb-server ;;
     redis) echo redis-server ;;
     rabbitmq) echo rabbitmq-server ;;
     promtool) echo prometheus ;;
@@ -82,7 +87,7 @@ package_of() {
   esac
 }
 
-components="postgres psql redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl"
+components="postgres psql mariadb redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl"
 
 missing_components=""
 missing_packages=""
@@ -110,7 +115,8 @@ if [ -n "$missing_packages" ] && [ "$check_only" -eq 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
   # shellcheck disable=SC2086 # word splitting of the package list is intended
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing_packages
-  # Debian's postgresql package creates and may start a system cluster; it is left alone.
+  # Debian's postgresql and mariadb-server packages create and may start a
+  # system instance (ports 5432, 3306); the lab never touches them.
 fi
 
 status=0

@@ -154,7 +154,7 @@ impl Detail {
 }
 
 /// The newest heartbeat visible on the replica: shared by every kind with a
-/// heartbeat canary (`postgres`, `redis`, `opensearch`).
+/// heartbeat canary (`postgres`, `mysql`, `redis`, `opensearch`).
 pub static HEARTBEAT_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
     "rpo_heartbeat_timestamp_seconds",
     "The newest heartbeat of this exporter visible on the replica (this exporter's clock).",

@@ -5,6 +5,7 @@
 //!
 //! - Postgres primary + streaming replica, an ERP writing orders, and an
 //!   integration outbox table processed by a worker (`sql_queue`);
+//! - MariaDB primary + binlog replica with ledger entries written (`mysql`);
 //! - Redis primary + replica with a writer (`redis`), and a Redis server
 //!   with a stream whose consumer group acknowledges entries (`redis_stream`);
 //! - an isolated RabbitMQ node with a queue fed and drained (`rabbitmq`);
@@ -16,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::mariadb::MariadbPair;
 use super::moto::{AwsDemo, MotoServer};
 use super::opensearch::{IndexState, OpenSearchContract};
 use super::rabbitmq::RabbitNode;
@@ -25,6 +27,7 @@ use super::{LabError, LabResult, PostgresPair};
 /// Every component, running, with its activity tasks.
 pub struct FullLab {
     pub postgres: Arc<PostgresPair>,
+    pub mariadb: Arc<MariadbPair>,
     pub redis: Arc<RedisPair>,
     pub stream_server: Arc<RedisServer>,
     pub rabbit: Arc<RabbitNode>,
@@ -52,6 +55,7 @@ impl FullLab {
     /// Starts everything in parallel (RabbitMQ takes ~15 s, the rest ~3 s).
     pub async fn start(instance: &str) -> LabResult<FullLab> {
         let postgres = tokio::task::spawn_blocking(PostgresPair::start);
+        let mariadb = tokio::task::spawn_blocking(MariadbPair::start);
         let redis = tokio::task::spawn_blocking(RedisPair::start);
         let stream_server = tokio::task::spawn_blocking(RedisServer::start);
         let rabbit = tokio::task::spawn_blocking(RabbitNode::start);
@@ -63,6 +67,7 @@ impl FullLab {
         opensearch.set_index("erp-orders", IndexState::InStep { checkpoint: 4711 });
         let aws = aws.await;
         let postgres = Arc::new(postgres.await.map_err(blocking_error)??);
+        let mariadb = Arc::new(mariadb.await.map_err(blocking_error)??);
         let redis = Arc::new(redis.await.map_err(blocking_error)??);
         let stream_server = Arc::new(stream_server.await.map_err(blocking_error)??);
         let rabbit = Arc::new(rabbit.await.map_err(blocking_error)??);
@@ -77,6 +82,7 @@ impl FullLab {
 
         let mut lab = FullLab {
             postgres,
+            mariadb,
             redis,
             stream_server,
             rabbit,
@@ -108,6 +114,26 @@ impl FullLab {
                         )
                         .await;
                 }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+        // Ledger entries written to MariaDB every 200 ms.
+        let url = self.mariadb.primary_url();
+        self.tasks.push(tokio::spawn(async move {
+            use mysql_async::prelude::Queryable;
+            let Ok(mut conn) = mysql_async::Conn::from_url(url).await else {
+                return;
+            };
+            let _ = conn
+                .query_drop("CREATE TABLE IF NOT EXISTS ledger_entries (id BIGINT AUTO_INCREMENT PRIMARY KEY, amount_cents BIGINT NOT NULL, booked_at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
+                .await;
+            for tick in 0u64.. {
+                let _ = conn
+                    .exec_drop(
+                        "INSERT INTO ledger_entries (amount_cents) VALUES (?)",
+                        (tick % 10_000,),
+                    )
+                    .await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }));
@@ -196,6 +222,14 @@ primary_url = "{pg_primary}"
 replica_url = "{pg_replica}"
 heartbeat = {{ interval = "1s", table = "rpo_heartbeat" }}
 
+[[mysql]]
+name = "erp-ledger"
+group = "erp"
+rpo_budget = "5s"
+primary_url = "{mysql_primary}"
+replica_url = "{mysql_replica}"
+heartbeat = {{ interval = "1s", table = "rpo_heartbeat" }}
+
 [[sql_queue]]
 name = "erp-integration-outbox"
 group = "erp"
@@ -238,6 +272,8 @@ indices = ["erp-orders"]
 "#,
             pg_primary = pg.primary_url(),
             pg_replica = pg.replica_url(),
+            mysql_primary = self.mariadb.primary_url(),
+            mysql_replica = self.mariadb.replica_url(),
             redis_primary = self.redis.primary_url(),
             redis_replica = self.redis.replica_url(),
             stream_url = self.stream_server.url(),

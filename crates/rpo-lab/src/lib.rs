@@ -20,14 +20,15 @@
 //! `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else `initdb` on
 //! `PATH`. If none is found, run `scripts/install-deps.sh`.
 //!
-//! The other servers have a module each ([`redis`], [`rabbitmq`], [`moto`]
-//! with [`aws_proxy`] to lose an AWS region in front of it, [`opensearch`],
-//! [`monitoring`]; [`full`] starts them all), and
+//! The other servers have a module each ([`mariadb`], [`redis`],
+//! [`rabbitmq`], [`moto`] with [`aws_proxy`] to lose an AWS region in front
+//! of it, [`opensearch`], [`monitoring`]; [`full`] starts them all), and
 //! [`support`] holds the helpers every test crate shares (the exporter run
 //! in-process, reading `/metrics`, waits, config text).
 
 pub mod aws_proxy;
 pub mod full;
+pub mod mariadb;
 pub mod monitoring;
 pub mod moto;
 pub mod opensearch;
@@ -439,6 +440,59 @@ fn lab_parent_dir(as_postgres: bool) -> PathBuf {
     } else {
         PathBuf::from("/tmp")
     }
+}
+
+/// A test CA (`ca.crt`, `ca.key`) and a server certificate for 127.0.0.1 and
+/// localhost signed by it (`server.crt`, `server.key`) in `dir`, made with
+/// the `openssl` command (the Redis and MariaDB labs' TLS).
+fn make_certificates(dir: &Path) -> LabResult<()> {
+    let openssl = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir).stdin(Stdio::null());
+        run(&format!("openssl {name}"), cmd).map(|_| ())
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rpo-lab CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl("req (CA)", &ca)?;
+    let mut csr = vec!["req", "-new", "-nodes", "-subj", "/CN=localhost"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl("req (server)", &csr)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .map_err(|e| LabError::io("write server.ext", e))?;
+    openssl(
+        "x509 (server)",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    )
 }
 
 /// Name of the physical replication slot the replica streams from.

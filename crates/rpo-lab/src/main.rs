@@ -119,6 +119,11 @@ rpo_budget = "60s"
             "  psql -h 127.0.0.1 -p {} -U postgres -c 'SELECT pg_wal_replay_resume()'",
             lab.postgres.replica_port()
         );
+        println!("Or stop the SQL (applier) thread of the MariaDB replica, and start it again:");
+        println!(
+            "  mariadb --no-defaults -h 127.0.0.1 -P {} -u root -e 'STOP SLAVE SQL_THREAD'     # START SLAVE SQL_THREAD",
+            lab.mariadb.replica_port()
+        );
         println!("\nPress Ctrl-C to stop the exporter and the lab.");
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("stopping...");

@@ -169,63 +169,9 @@ impl Setup {
             options,
         };
         if setup.options.tls {
-            setup.make_certificates()?;
+            super::make_certificates(&setup.root)?;
         }
         Ok(setup)
-    }
-
-    /// A CA and a server certificate for 127.0.0.1 and localhost.
-    fn make_certificates(&self) -> LabResult<()> {
-        let openssl = |name: &str, args: &[&str]| {
-            let mut cmd = Command::new("openssl");
-            cmd.args(args).current_dir(&self.root).stdin(Stdio::null());
-            run(&format!("openssl {name}"), cmd).map(|_| ())
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        let mut ca = vec![
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rpo-lab CA",
-        ];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-        openssl("req (CA)", &ca)?;
-        let mut csr = vec!["req", "-new", "-nodes", "-subj", "/CN=localhost"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl("req (server)", &csr)?;
-        std::fs::write(
-            self.root.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .map_err(|e| LabError::Io {
-            context: "write server.ext".to_string(),
-            source: e,
-        })?;
-        openssl(
-            "x509 (server)",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ],
-        )
     }
 
     /// Arguments for one server on `port`.

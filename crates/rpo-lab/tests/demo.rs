@@ -24,6 +24,7 @@ async fn the_demo_runs_every_kind_and_says_go() {
     assert!(stdout.contains("VERDICT: GO"), "{stdout}");
     for kind in [
         "postgres",
+        "mysql",
         "redis",
         "redis_stream",
         "rabbitmq",

@@ -876,7 +876,9 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         assert!(!err.contains("every target takes"), "{err}");
         let err = error_of(&format!("{GOOD}\n[[postgress]]\nname = \"x\"\n"));
         assert!(
-            err.contains("key `postgress`: unknown section") && err.contains("postgres, redis"),
+            err.contains("key `postgress`: unknown section")
+                && err.contains(" postgres,")
+                && err.contains(" sqs"),
             "{err}"
         );
     }

@@ -1,12 +1,13 @@
 //! Driver plumbing the kinds share, written once: reconnect backoff,
 //! deadlines, TLS CA loading, and error messages that never contain a URL.
 //!
-//! One module per wire protocol more than one kind speaks: [`postgres`]
-//! (`postgres`, `sql_queue`), [`redis`] (`redis`, `redis_stream`) and
-//! [`http`] (`rabbitmq`, `opensearch`). A kind never imports another kind's
-//! module; what two kinds share lives here.
+//! One module per wire protocol: [`postgres`] (`postgres`, `sql_queue`),
+//! [`mysql`] (`mysql`), [`redis`] (`redis`, `redis_stream`) and [`http`]
+//! (`rabbitmq`, `opensearch`). A kind never imports another kind's module;
+//! what two kinds share (or could: a MySQL outbox table) lives here.
 
 pub mod http;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 

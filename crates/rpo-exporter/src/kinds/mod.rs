@@ -8,6 +8,7 @@
 //! its `mod` line).
 
 pub mod aws;
+pub mod mysql;
 pub mod opensearch;
 pub mod postgres;
 pub mod rabbitmq;
@@ -28,6 +29,7 @@ use crate::probe::{Probe, ProbeContext, ProbeError};
 /// Every kind, in the order their targets are listed.
 pub static ALL: &[&KindDef] = &[
     &postgres::KIND,
+    &mysql::KIND,
     &redis::KIND,
     &redis_stream::KIND,
     &rabbitmq::KIND,

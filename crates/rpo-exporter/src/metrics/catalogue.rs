@@ -233,6 +233,7 @@ mod tests {
         const UNITS: &[&str] = &["seconds", "bytes", "ratio", "total", "info"];
         const COUNTS: &[&str] = &[
             "operations",
+            "transactions",
             "messages",
             "entries",
             "consumers",
@@ -262,6 +263,7 @@ mod tests {
             "available",
             "associated",
             "enabled",
+            "running",
         ];
         for family in all() {
             let name = family.name;
@@ -324,7 +326,7 @@ mod tests {
         let names = |kinds: Vec<Kind>| kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>();
         assert_eq!(
             names(kinds_publishing(heartbeat)),
-            ["postgres", "redis", "opensearch"]
+            ["postgres", "mysql", "redis", "opensearch"]
         );
         let queued = find("rpo_queue_messages").unwrap();
         assert_eq!(

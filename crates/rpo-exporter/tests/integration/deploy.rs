@@ -50,6 +50,7 @@ fn kit_has_the_pieces_the_readme_names() {
         "deploy/kubernetes/regions/recovery/config.toml",
         "deploy/systemd/rpo-exporter.service",
         "deploy/sql/postgres-grants.sql",
+        "deploy/sql/mysql-grants.sql",
         "deploy/Dockerfile",
     ] {
         assert!(

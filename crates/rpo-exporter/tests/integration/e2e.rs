@@ -1,4 +1,4 @@
-//! The whole chain on the full lab (every kind: Postgres and Redis pairs, a
+//! The whole chain on the full lab (every kind: Postgres, MariaDB and Redis pairs, a
 //! Redis stream, RabbitMQ, the OpenSearch contract server, moto — the same
 //! lab the demo runs) → the exporter → a real Prometheus scraping it with the
 //! shipped rules → a real Alertmanager → a webhook receiver; and

@@ -14,6 +14,7 @@ mod dashboards;
 mod deploy;
 mod docs;
 mod e2e;
+mod mysql;
 mod opensearch;
 mod postgres;
 mod rabbitmq;

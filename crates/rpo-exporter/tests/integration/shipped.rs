@@ -3,13 +3,14 @@
 //! ARCHITECTURE.md, checked on the built artifact).
 
 /// Strings only the lab (real servers for tests) contains.
-const LAB_MARKERS: [&str; 6] = [
+const LAB_MARKERS: [&str; 7] = [
     "moto_server",
     "moto-venv",
     "pip install",
     "runuser",
     "pg_basebackup",
     "rabbitmq-server",
+    "mariadb-install-db",
 ];
 
 #[test]

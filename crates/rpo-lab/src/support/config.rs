@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rpo_exporter::config::Config;
 
+use crate::mariadb::MariadbPair;
 use crate::redis::RedisPair;
 use crate::PostgresPair;
 
@@ -56,6 +57,26 @@ pub fn postgres_target(name: &str, pair: &PostgresPair, budget: &str, heartbeat:
     };
     target_block(
         "postgres",
+        name,
+        budget,
+        &format!(
+            "primary_url = \"{}\"\nreplica_url = \"{}\"\n{heartbeat}",
+            pair.primary_url(),
+            pair.replica_url()
+        ),
+    )
+}
+
+/// One `[[mysql]]` block for a lab MariaDB pair, with a 500 ms heartbeat
+/// (table `rpo_heartbeat` in the URLs' database `rpo`) if asked.
+pub fn mysql_target(name: &str, pair: &MariadbPair, budget: &str, heartbeat: bool) -> String {
+    let heartbeat = if heartbeat {
+        "heartbeat = { interval = \"500ms\", table = \"rpo_heartbeat\" }"
+    } else {
+        ""
+    };
+    target_block(
+        "mysql",
         name,
         budget,
         &format!(
@@ -173,6 +194,8 @@ pub fn fake_secret_for(var: &str) -> &'static str {
         "not-a-real-secret"
     } else if var.contains("REDIS") {
         "redis://127.0.0.1:1"
+    } else if var.contains("MYSQL") {
+        "mysql://m@127.0.0.1:1/rpo"
     } else if var.contains("RABBIT") || var.contains("OPENSEARCH") || var.contains("HTTP") {
         "http://127.0.0.1:1"
     } else {

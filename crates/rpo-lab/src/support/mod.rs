@@ -9,11 +9,12 @@
 //! - Reading an exposition: [`metric_value`], [`assert_metric`],
 //!   [`failures_counted`], [`heartbeat_written_and_seen`].
 //! - Config text: [`config_with`] around one block per kind
-//!   ([`postgres_target`], [`redis_target`], ...), [`parse_config`],
-//!   [`write_file`], and the stand-in secrets for `*_env` keys.
+//!   ([`postgres_target`], [`mysql_target`], [`redis_target`], ...),
+//!   [`parse_config`], [`write_file`], and the stand-in secrets for `*_env`
+//!   keys.
 //! - The lab's servers started off the async threads ([`start_pair`],
-//!   [`start_redis_pair`], ...) and writers that keep a source busy
-//!   ([`Writer`], [`RedisWriter`]).
+//!   [`start_mariadb_pair`], [`start_redis_pair`], ...) and writers that
+//!   keep a source busy ([`Writer`], [`MysqlWriter`], [`RedisWriter`]).
 //! - [`aws`]: moto with dummy credentials, admin clients, CloudWatch
 //!   datapoints, AWS config text. Not glob-exported: its names are short.
 //! - [`wait_until`]: the one polling wait the others are built on.

@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mariadb::{MariadbOptions, MariadbPair};
 use crate::rabbitmq::RabbitNode;
 use crate::redis::{RedisOptions, RedisPair, RedisServer};
 use crate::PostgresPair;
@@ -34,6 +35,20 @@ pub async fn start_pair() -> Arc<PostgresPair> {
         )
         .await,
     )
+}
+
+/// A MariaDB primary with a binlog replica.
+pub async fn start_mariadb_pair() -> MariadbPair {
+    start_mariadb_pair_with(MariadbOptions::default()).await
+}
+
+/// A MariaDB primary with a binlog replica, set up as `options` say.
+pub async fn start_mariadb_pair_with(options: MariadbOptions) -> MariadbPair {
+    start_blocking(
+        "MariaDB lab pair starts (run scripts/install-deps.sh if mariadbd is missing)",
+        move || MariadbPair::start_with(options),
+    )
+    .await
 }
 
 /// A Redis primary with a replica.
@@ -105,6 +120,33 @@ impl Writer {
             }
         });
         Writer {
+            _task: Repeating(task),
+        }
+    }
+}
+
+/// A writer that inserts a 200-byte row on a MySQL/MariaDB primary every
+/// `every` until dropped (table `test_writes` in the URL's database).
+pub struct MysqlWriter {
+    _task: Repeating,
+}
+
+impl MysqlWriter {
+    pub async fn start(primary_url: &str, every: Duration) -> MysqlWriter {
+        use mysql_async::prelude::Queryable;
+        let mut conn = mysql_async::Conn::from_url(primary_url).await.unwrap();
+        conn.query_drop("CREATE TABLE IF NOT EXISTS test_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, payload TEXT, at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = conn
+                    .query_drop("INSERT INTO test_writes (payload) VALUES (REPEAT('x', 200))")
+                    .await;
+                tokio::time::sleep(every).await;
+            }
+        });
+        MysqlWriter {
             _task: Repeating(task),
         }
     }
