@@ -15,6 +15,7 @@ mod docs;
 mod e2e;
 mod opensearch;
 mod postgres;
+mod promotion;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
