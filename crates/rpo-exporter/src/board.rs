@@ -22,7 +22,7 @@ h1{{font-size:1.3em}} h2{{font-size:1.1em;margin-top:1.5em}}
 td.rp{{white-space:nowrap}}
 table{{border-collapse:collapse;margin-top:.5em}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 th{{background:#f3f3f3}} tr.bad td{{background:#fff0f0}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-small{{color:#666}}
+small{{color:#666}} .note{{color:#444;font-size:.92em;margin-top:.2em}}
 </style></head><body>
 <h1>Failover readiness: <span id="verdict" class="{overall_class}">{overall}</span> <small>({mode} mode, evaluated {at})</small></h1>
 "#,
@@ -48,7 +48,7 @@ small{{color:#666}}
         for t in &group.targets {
             let _ = writeln!(
                 html,
-                r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td class="rp">{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}</td></tr>"#,
+                r#"<tr class="{row}" data-target="{name}"><td>{name}</td><td>{kind}</td><td><span class="{cls}">{word}</span></td><td class="rp">{rp}</td><td class="num">{exposure}</td><td class="num">{budget}</td><td class="num">{age}</td><td>{reasons}{notes}</td></tr>"#,
                 row = if t.ready { "ok" } else { "bad" },
                 name = escape(t.target.as_str()),
                 kind = t.kind,
@@ -68,6 +68,7 @@ small{{color:#666}}
                     .map(human_duration)
                     .unwrap_or_else(|| "none".to_string()),
                 reasons = reasons_html(&t.reasons),
+                notes = notes_html(&t.notes),
             );
         }
         html.push_str("</table>\n");
@@ -96,6 +97,14 @@ fn reasons_html(reasons: &[Reason]) -> String {
         );
     }
     html
+}
+
+/// Promotions and the direction of replication, under the reasons.
+fn notes_html(notes: &[String]) -> String {
+    notes
+        .iter()
+        .map(|note| format!(r#"<div class="note">{}</div>"#, escape(note)))
+        .collect()
 }
 
 fn word(ready: bool) -> &'static str {

@@ -457,8 +457,29 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 let _ = writeln!(out, "    - {reason}");
             }
         }
+        render_notes(&mut out, group);
     }
     out
+}
+
+/// What a person should know besides the reasons: promotions, the loss
+/// they took, the direction replication is measured in.
+fn render_notes(out: &mut String, group: &crate::readiness::GroupJson) {
+    let notes: Vec<String> = group
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.notes
+                .iter()
+                .map(move |note| format!("{}: {note}", t.target))
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(out, "  Notes:");
+        for note in notes {
+            let _ = writeln!(out, "    - {note}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //!   (and, for `/metrics`, the explicit [`self_metrics`]); every `rpo_*`
 //!   family is declared once as a [`metric_def::MetricDef`] and listed in
 //!   `metrics::catalogue`.
-//! - [`check`]: the `check` command.
+//! - [`check`]: the `check` command; [`drill`]: the `drill` command (a
+//!   failover drill in the foreground, and its report).
 //! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
 //!   pairs, RabbitMQ, moto, Prometheus, Alertmanager, the OpenSearch contract
 //!   server), and `lab::full`, all of them at once.
@@ -31,6 +32,7 @@
 pub mod board;
 pub mod check;
 pub mod config;
+pub mod drill;
 pub mod drivers;
 pub mod evidence;
 pub mod http;

@@ -45,6 +45,24 @@ enum Command {
     Check(CheckArgs),
     /// Check the configuration without touching any target: exit 0 or 2.
     Validate,
+    /// Run a failover drill: poll and write heartbeats, show the verdict,
+    /// wait for the group's promotions, write the report: exit 0 when every
+    /// measured loss is within its budget, 1 otherwise or on timeout, 2 on
+    /// bad config or usage.
+    Drill(DrillArgs),
+}
+
+#[derive(Args, Debug)]
+struct DrillArgs {
+    /// Only this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Where to write drill-report.md, .json and .html.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    report: PathBuf,
+    /// How long to wait for the promotions (e.g. 30m).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +128,20 @@ async fn async_main(cli: Cli) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Some(Command::Drill(ref args)) => match load(&cli) {
+            Ok(config) => ExitCode::from(
+                rpo_exporter::drill::run(
+                    config,
+                    rpo_exporter::drill::DrillOptions {
+                        group: args.group.clone(),
+                        report_dir: args.report.clone(),
+                        timeout: args.timeout,
+                    },
+                )
+                .await,
+            ),
             Err(code) => code,
         },
         Some(Command::Check(ref args)) => {

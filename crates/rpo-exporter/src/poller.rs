@@ -157,7 +157,7 @@ pub async fn heartbeat_and_record(
     if let Err(error) = &result {
         tracing::warn!(target = %target.name, reason = %error.reason, %error, "heartbeat write failed");
     }
-    store.record_heartbeat(id, at, result);
+    store.record_heartbeat_on(id, at, writer.destination(), result);
 }
 
 async fn poll_loop(

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
+use crate::evidence::promotion::{ConfiguredSide, PairRoles};
 use crate::metric_def::MetricDef;
 use crate::self_metrics::AwsCallCounters;
 
@@ -42,6 +43,14 @@ pub trait HeartbeatWriter: Send {
     /// was cancelled at its deadline or failed for a reason other than
     /// `auth`/`config` (which a new connection would not mend).
     fn reset(&mut self) {}
+
+    /// Which configured server the last write went to. A pair kind writes
+    /// where its `WriterSide` says (the promoted side after a promotion);
+    /// the store keeps each side's acknowledgements apart to measure the
+    /// loss a promotion took.
+    fn destination(&self) -> ConfiguredSide {
+        ConfiguredSide::Primary
+    }
 }
 
 /// Which end of a replication pair a statement is about.
@@ -82,6 +91,9 @@ pub struct Measurement {
     pub details: Vec<Detail>,
     /// Failures of one side that did not stop the poll from learning the rest.
     pub failures: Vec<ProbeError>,
+    /// A pair kind's view of both configured servers (which accepts writes,
+    /// the heartbeat each holds), to follow promotions; `None` for other kinds.
+    pub roles: Option<PairRoles>,
 }
 
 impl Measurement {
@@ -98,6 +110,7 @@ impl Measurement {
             catchup_seconds: None,
             details: Vec::new(),
             failures: Vec::new(),
+            roles: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
+use crate::evidence::promotion::{ConfiguredSide, Promotion, PromotionWatch, SplitBrain};
 use crate::kinds::Kind;
 use crate::probe::{unix_seconds, LinkState};
 use crate::store::{Snapshot, TargetId, TargetReport};
@@ -62,10 +63,15 @@ pub enum ReasonCode {
     VerdictSeriesMissing,
     /// `check --prometheus`: a `failover_gate="block"` alert is firing.
     GateAlertFiring,
+    /// Both sides of a pair accept writes (every mode).
+    SplitBrain,
+    /// The replica was promoted and nothing replicates from it yet
+    /// (planned mode: the pair has no standby).
+    ReplicaPromoted,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 16] = [
+    pub const ALL: [ReasonCode; 18] = [
         ReasonCode::FirstPollPending,
         ReasonCode::NoEvidenceYet,
         ReasonCode::EvidenceStale,
@@ -82,6 +88,8 @@ impl ReasonCode {
         ReasonCode::PrometheusUnavailable,
         ReasonCode::VerdictSeriesMissing,
         ReasonCode::GateAlertFiring,
+        ReasonCode::SplitBrain,
+        ReasonCode::ReplicaPromoted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +110,8 @@ impl ReasonCode {
             ReasonCode::PrometheusUnavailable => "prometheus_unavailable",
             ReasonCode::VerdictSeriesMissing => "verdict_series_missing",
             ReasonCode::GateAlertFiring => "gate_alert_firing",
+            ReasonCode::SplitBrain => "split_brain",
+            ReasonCode::ReplicaPromoted => "replica_promoted",
         }
     }
 }
@@ -246,6 +256,27 @@ pub struct TargetVerdict {
     pub loss_window: Option<Duration>,
     /// Every reason this target is not ready, most fundamental first.
     pub reasons: Vec<Reason>,
+    /// A pair's roles as followed across promotions (`None` for kinds that
+    /// report no roles): whether the configured replica accepts writes,
+    /// split brain, the latest promotion and the loss it took.
+    pub roles: Option<RolesView>,
+    /// What a person should know besides the reasons ("replica promoted at
+    /// 14:02:11Z: measured loss 6.1s ..."), in words.
+    pub notes: Vec<String>,
+}
+
+/// A pair's roles in a verdict: a copy of what the store followed.
+#[derive(Debug, Clone)]
+pub struct RolesView {
+    /// The configured replica accepts writes (`rpo_promoted`).
+    pub promoted: Option<bool>,
+    pub split_brain: Option<SplitBrain>,
+    /// The latest promotion seen.
+    pub promotion: Option<Promotion>,
+    /// Replication is measured from `replica_url` to `primary_url`.
+    pub reversed: bool,
+    /// A promotion was seen and nothing replicates from the promoted side.
+    pub without_standby: bool,
 }
 
 /// Evaluates the gate for one group, or for all groups when `group` is None.
@@ -349,6 +380,17 @@ pub fn evaluate_target(
         .evidence_time
         .map(|t| now.duration_since(t).unwrap_or_default());
     let measurement = report.measurement.as_ref();
+    let watch = &report.promotion;
+    let without_standby = watch.promoted_without_standby();
+
+    // Both sides taking writes: whatever else is true, failing over (or
+    // back) now loses one side's writes. Every mode.
+    if let Some(split) = &watch.split_brain {
+        reasons.push(Reason::new(
+            ReasonCode::SplitBrain,
+            split_brain_words(split),
+        ));
+    }
 
     if report.runs_total == 0 {
         reasons.push(Reason::new(
@@ -422,6 +464,24 @@ pub fn evaluate_target(
                 ));
             }
             match &m.link {
+                // The promotion says why nothing replicates, better than
+                // the link does ("the replica is not in recovery").
+                _ if without_standby => reasons.push(Reason::new(
+                    ReasonCode::ReplicaPromoted,
+                    format!(
+                        "{}: {}; nothing replicates from it yet",
+                        watch
+                            .latest
+                            .as_ref()
+                            .map(promotion_headline)
+                            .unwrap_or_default(),
+                        watch
+                            .latest
+                            .as_ref()
+                            .map(promotion_loss_words)
+                            .unwrap_or_default()
+                    ),
+                )),
                 LinkState::Healthy => replication_healthy = true,
                 LinkState::Unhealthy(why) => reasons.push(Reason::new(
                     ReasonCode::LinkUnhealthy,
@@ -455,8 +515,16 @@ pub fn evaluate_target(
                 "recovery point unknown (nothing proven since the exporter started)",
             )),
             (Some(_), Some(exposure)) => {
-                let (figure, what, code) = match (mode, loss_window) {
-                    (Mode::Unplanned, Some(window)) => (
+                // Promoted with nothing replicating from it: the loss the
+                // promotion took is known, not just the window.
+                let measured = without_standby
+                    .then(|| watch.latest.as_ref().and_then(Promotion::measured_loss))
+                    .flatten();
+                let (figure, what, code) = match (mode, loss_window, measured) {
+                    (Mode::Unplanned, _, Some(loss)) => {
+                        (loss, "measured loss", ReasonCode::LossWindowOverBudget)
+                    }
+                    (Mode::Unplanned, Some(window), None) => (
                         window,
                         "known loss window",
                         ReasonCode::LossWindowOverBudget,
@@ -477,6 +545,7 @@ pub fn evaluate_target(
         }
     }
 
+    let (roles, notes) = roles_view(watch);
     TargetVerdict {
         target: id,
         kind: target.kind(),
@@ -488,7 +557,117 @@ pub fn evaluate_target(
         replication_healthy,
         loss_window,
         reasons,
+        roles,
+        notes,
     }
+}
+
+/// The verdict's copy of a pair's followed roles, and the notes a person
+/// reads about them.
+fn roles_view(watch: &PromotionWatch) -> (Option<RolesView>, Vec<String>) {
+    if !watch.followed {
+        return (None, Vec::new());
+    }
+    let mut notes = Vec::new();
+    if let Some(p) = &watch.latest {
+        let mut note = format!("{}: {}", promotion_headline(p), promotion_loss_words(p));
+        if let Some(rp) = p.recovery_point_before {
+            note.push_str(&format!(
+                "; last recovery point proven before it {}",
+                clock(rp)
+            ));
+        }
+        if let Some(first) = p.first_heartbeat_accepted {
+            note.push_str(&format!(
+                "; the promoted side accepted its first heartbeat at {}",
+                clock(first)
+            ));
+        }
+        notes.push(note);
+    }
+    if watch.reversed() {
+        notes.push(
+            "replication is measured from replica_url to primary_url (the other way round: roles are detected on every poll)"
+                .to_string(),
+        );
+    }
+    let view = RolesView {
+        promoted: watch.replica_writable,
+        split_brain: watch.split_brain.clone(),
+        promotion: watch.latest.clone(),
+        reversed: watch.reversed(),
+        without_standby: watch.promoted_without_standby(),
+    };
+    (Some(view), notes)
+}
+
+/// "14:02:11Z": a time of day as said on a call (UTC).
+pub fn clock(t: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    text.split_once('T')
+        .map(|(_, time)| time.to_string())
+        .unwrap_or(text)
+}
+
+/// "1.2 MiB": a byte count as people read it.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// "replica promoted at 14:02:11Z".
+pub fn promotion_headline(p: &Promotion) -> String {
+    match p.side {
+        ConfiguredSide::Replica => format!("replica promoted at {}", clock(p.seen_at)),
+        ConfiguredSide::Primary => format!(
+            "primary_url promoted again (a switch back) at {}",
+            clock(p.seen_at)
+        ),
+    }
+}
+
+/// "measured loss 6.1s (predicted 5.9s; 1.2 MiB of the replication stream
+/// never reached it)", or why the loss is not measured.
+pub fn promotion_loss_words(p: &Promotion) -> String {
+    let mut extra = Vec::new();
+    if let Some(predicted) = p.predicted {
+        extra.push(format!("predicted {}", human_duration(predicted)));
+    }
+    if let Some(bytes) = p.lost_bytes.filter(|b| *b > 0) {
+        extra.push(format!(
+            "at least {} of the replication stream never reached it",
+            human_bytes(bytes)
+        ));
+    }
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join("; "))
+    };
+    match &p.loss {
+        Ok(loss) => format!("measured loss {}{extra}", human_duration(*loss)),
+        Err(why) => format!("loss not measured: {}{extra}", why.describe()),
+    }
+}
+
+fn split_brain_words(split: &SplitBrain) -> String {
+    format!(
+        "split brain: primary_url and replica_url both accept writes (since {}, last seen {}); writes to either may be lost: fence the old primary",
+        clock(split.since),
+        clock(split.last_seen)
+    )
 }
 
 /// A duration as people say it on a call: "120ms", "4.2s", "42s", "6m 5s",
@@ -579,6 +758,64 @@ pub struct TargetJson {
     pub reasons: Vec<String>,
     #[serde(default)]
     pub reason_details: Vec<ReasonJson>,
+    /// Pair kinds: the configured replica accepts writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<bool>,
+    /// Pair kinds: both sides accept writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<bool>,
+    /// Pair kinds: `primary_url -> replica_url`, or the other way round
+    /// after a failback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The latest promotion seen, with the loss it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionJson>,
+    /// What a person should know besides the reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A promotion in the verdict's JSON form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromotionJson {
+    /// The configured side promoted: `replica_url` (or `primary_url` for a
+    /// switch back).
+    pub side: String,
+    /// The first poll that saw it accepting writes (it happened at or before).
+    pub promoted_at: String,
+    pub promoted_at_unix: f64,
+    /// The last poll that saw it a replica (it happened after).
+    pub promoted_not_before: Option<String>,
+    pub measured_loss_seconds: Option<f64>,
+    /// Why the loss is not measured, when it is not.
+    pub loss_not_measured: Option<String>,
+    /// The exposure predicted just before the promotion.
+    pub predicted_exposure_seconds: Option<f64>,
+    /// Replication-stream bytes the promoted side never got (a lower bound).
+    pub measured_loss_bytes: Option<f64>,
+    /// The last recovery point proven before the promotion.
+    pub recovery_point_before: Option<String>,
+    /// When the promoted side first accepted a heartbeat write.
+    pub first_heartbeat_accepted_at: Option<String>,
+}
+
+impl PromotionJson {
+    pub fn new(p: &Promotion) -> PromotionJson {
+        let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        PromotionJson {
+            side: p.side.url_key().to_string(),
+            promoted_at: time(p.seen_at),
+            promoted_at_unix: unix_seconds(p.seen_at),
+            promoted_not_before: p.replica_until.map(time),
+            measured_loss_seconds: p.measured_loss().map(|d| d.as_secs_f64()),
+            loss_not_measured: p.loss.err().map(|why| why.describe().to_string()),
+            predicted_exposure_seconds: p.predicted.map(|d| d.as_secs_f64()),
+            measured_loss_bytes: p.lost_bytes.map(|b| b as f64),
+            recovery_point_before: p.recovery_point_before.map(time),
+            first_heartbeat_accepted_at: p.first_heartbeat_accepted.map(time),
+        }
+    }
 }
 
 /// One reason with its code. `group` and `target` name what the reason is
@@ -680,6 +917,21 @@ impl TargetVerdict {
             loss_window_seconds: self.loss_window.map(|d| d.as_secs_f64()),
             reasons: self.reasons.iter().map(|r| r.message.clone()).collect(),
             reason_details: self.reasons.iter().map(ReasonJson::new).collect(),
+            promoted: self.roles.as_ref().and_then(|r| r.promoted),
+            split_brain: self.roles.as_ref().map(|r| r.split_brain.is_some()),
+            direction: self.roles.as_ref().map(|r| {
+                if r.reversed {
+                    "replica_url -> primary_url".to_string()
+                } else {
+                    "primary_url -> replica_url".to_string()
+                }
+            }),
+            promotion: self
+                .roles
+                .as_ref()
+                .and_then(|r| r.promotion.as_ref())
+                .map(PromotionJson::new),
+            notes: self.notes.clone(),
         }
     }
 }
@@ -1060,7 +1312,9 @@ replica_url = "postgres://a@127.0.0.1:2/x"
                 | ReasonCode::ExporterUnavailable
                 | ReasonCode::PrometheusUnavailable
                 | ReasonCode::VerdictSeriesMissing
-                | ReasonCode::GateAlertFiring => {}
+                | ReasonCode::GateAlertFiring
+                | ReasonCode::SplitBrain
+                | ReasonCode::ReplicaPromoted => {}
             }
             assert!(seen.insert(code.as_str()), "{code} listed twice");
             assert_eq!(
@@ -1076,7 +1330,7 @@ replica_url = "postgres://a@127.0.0.1:2/x"
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(seen.len(), 16);
+        assert_eq!(seen.len(), 18);
     }
 
     #[test]
@@ -1149,6 +1403,176 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         assert_eq!(json["groups"][0]["targets"][0]["exposure_seconds"], 42.0);
         assert_eq!(json["groups"][0]["targets"][0]["budget_seconds"], 5.0);
         assert_eq!(json["groups"][0]["targets"][1]["budget_seconds"], 60.0);
+    }
+
+    /// A poll of a pair that saw these roles (heartbeat configured).
+    fn paired(
+        now: f64,
+        rp: Option<f64>,
+        primary: Option<bool>,
+        replica: Option<bool>,
+        replica_heartbeat: Option<f64>,
+    ) -> Measurement {
+        use crate::evidence::promotion::{Direction, PairRoles, SideSeen};
+        let mut m = healthy(now, 0.0);
+        m.recovery_point = rp.map(at);
+        if replica == Some(true) {
+            m.link = LinkState::Unhealthy(
+                "the replica is not in recovery (promoted, or not a standby)".to_string(),
+            );
+        }
+        if primary.is_none() {
+            m.source_reachable = Some(false);
+            m.failures.push(
+                ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Source),
+            );
+        }
+        m.roles = Some(PairRoles {
+            primary: SideSeen {
+                writable: primary,
+                ..SideSeen::default()
+            },
+            replica: SideSeen {
+                writable: replica,
+                heartbeat: replica_heartbeat.map(at),
+                ..SideSeen::default()
+            },
+            direction: Direction::Forward,
+            heartbeat_configured: true,
+        });
+        m
+    }
+
+    fn heartbeats_on_primary(mut report: TargetReport, from: u64, to: u64) -> TargetReport {
+        use crate::evidence::promotion::ConfiguredSide;
+        for t in from..=to {
+            report = report.after_heartbeat_on(at(t as f64), ConfiguredSide::Primary, Ok(()));
+        }
+        report
+    }
+
+    #[test]
+    fn split_brain_is_no_go_in_every_mode_and_says_so() {
+        let steady = heartbeats_on_primary(
+            polled(paired(
+                100.0,
+                Some(100.0),
+                Some(true),
+                Some(false),
+                Some(100.0),
+            )),
+            100,
+            100,
+        );
+        let both = steady.after_poll(
+            at(101.0),
+            at(101.0),
+            Ok(paired(101.0, None, Some(true), Some(true), Some(100.0))),
+        );
+        let s = snapshot([both, polled(healthy(101.0, 101.0))]);
+        for mode in [Mode::Planned, Mode::Unplanned] {
+            let v = evaluate(&config(), &s, mode, at(101.5), None);
+            assert!(!v.ready, "{mode}");
+            let db = v.target("erp-db").unwrap();
+            assert_eq!(db.reasons[0].code, ReasonCode::SplitBrain, "{mode}");
+            assert!(
+                db.reasons[0]
+                    .message
+                    .starts_with("split brain: primary_url and replica_url both accept writes"),
+                "{mode}: {}",
+                db.reasons[0].message
+            );
+            assert_eq!(v.groups[0].reasons[0].code, ReasonCode::SplitBrain);
+            let json = db.to_json();
+            assert_eq!(json.split_brain, Some(true));
+            assert_eq!(json.promoted, Some(true));
+        }
+    }
+
+    #[test]
+    fn a_promotion_is_shown_in_words_and_its_measured_loss_gates_unplanned_mode() {
+        // Replica proven at 100, then lost; the primary acknowledges
+        // heartbeats until 106 and is lost too; the replica is promoted.
+        let steady = heartbeats_on_primary(
+            polled(paired(
+                100.0,
+                Some(100.0),
+                Some(true),
+                Some(false),
+                Some(100.0),
+            )),
+            100,
+            106,
+        );
+        let promoted = steady.after_poll(
+            at(108.0),
+            at(108.0),
+            Ok(paired(108.0, None, None, Some(true), Some(100.0))),
+        );
+        let s = snapshot([promoted, polled(healthy(108.0, 108.0))]);
+
+        let unplanned = evaluate(&config(), &s, Mode::Unplanned, at(108.5), None);
+        let db = unplanned.target("erp-db").unwrap();
+        assert_eq!(
+            db.reasons,
+            [Reason::new(
+                ReasonCode::LossWindowOverBudget,
+                "measured loss 6s exceeds budget 5s"
+            )]
+        );
+        assert!(
+            db.notes[0].starts_with("replica promoted at ")
+                && db.notes[0].contains(": measured loss 6s (predicted 0ms)"),
+            "{:?}",
+            db.notes
+        );
+        let json = db.to_json();
+        let promotion = json.promotion.unwrap();
+        assert_eq!(promotion.measured_loss_seconds, Some(6.0));
+        assert_eq!(promotion.predicted_exposure_seconds, Some(0.0));
+        assert_eq!(promotion.side, "replica_url");
+        assert_eq!(
+            json.direction.as_deref(),
+            Some("primary_url -> replica_url")
+        );
+
+        let planned = evaluate(&config(), &s, Mode::Planned, at(108.5), None);
+        let db = planned.target("erp-db").unwrap();
+        assert_eq!(
+            codes(&db.reasons),
+            [
+                ReasonCode::SourceUnreachable,
+                ReasonCode::ReplicaPromoted,
+                ReasonCode::ExposureOverBudget
+            ]
+        );
+        assert!(
+            db.reasons[1]
+                .message
+                .ends_with(": measured loss 6s (predicted 0ms); nothing replicates from it yet"),
+            "{}",
+            db.reasons[1].message
+        );
+    }
+
+    #[test]
+    fn a_kind_without_roles_shows_no_promotion() {
+        let s = snapshot([polled(healthy(100.0, 100.0)), polled(healthy(100.0, 100.0))]);
+        let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
+        let db = v.target("erp-db").unwrap();
+        assert!(db.roles.is_none() && db.notes.is_empty());
+        let json = serde_json::to_value(db.to_json()).unwrap();
+        for absent in ["promoted", "split_brain", "promotion", "notes", "direction"] {
+            assert!(json.get(absent).is_none(), "{absent} in {json}");
+        }
+    }
+
+    #[test]
+    fn promotion_words() {
+        assert_eq!(clock(at(0.0)), "22:13:20Z");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Target;
+use crate::evidence::promotion::{ConfiguredSide, PollFacts, PromotionWatch};
 use crate::probe::{FailureReason, Measurement, ProbeError};
 
 /// A target's identity: its name, which configuration validation keeps
@@ -101,6 +102,9 @@ pub struct TargetReport {
     pub runs_total: u64,
     pub failures_total: [u64; FailureReason::ALL.len()],
     pub heartbeat: HeartbeatStatus,
+    /// A pair's roles followed across promotions (split brain, the loss a
+    /// promotion took); untouched for kinds that report no roles.
+    pub promotion: PromotionWatch,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,6 +167,43 @@ impl TargetReport {
         next.exposure = next
             .recovery_point
             .map(|rp| finished.duration_since(rp).unwrap_or_default());
+        next.follow_roles(finished);
+        next
+    }
+
+    /// Updates the promotion watch from the poll just recorded (its roles,
+    /// and what it proved, for the prediction the next promotion keeps).
+    fn follow_roles(&mut self, finished: SystemTime) {
+        let Some(m) = &self.measurement else {
+            return;
+        };
+        let loss_window_if_source_lost = match (m.source_reachable, self.last_source_contact) {
+            (Some(false), Some(contact)) => self
+                .recovery_point
+                .map(|rp| contact.duration_since(rp).unwrap_or_default()),
+            _ => None,
+        };
+        let facts = PollFacts {
+            at: m.evidence_time.min(finished),
+            recovery_point: self.recovery_point,
+            exposure: self.exposure,
+            loss_window_if_source_lost,
+        };
+        self.promotion.after_poll(m.roles.as_ref(), facts);
+    }
+
+    /// The report after one heartbeat write attempt on `side` (a pair
+    /// writes on the side that accepts writes: the promoted one after a
+    /// promotion).
+    pub fn after_heartbeat_on(
+        &self,
+        at: SystemTime,
+        side: ConfiguredSide,
+        result: Result<(), ProbeError>,
+    ) -> TargetReport {
+        let accepted = result.is_ok();
+        let mut next = self.after_heartbeat(at, result);
+        next.promotion.after_heartbeat(side, at, accepted);
         next
     }
 
@@ -305,7 +346,18 @@ impl Store {
         at: SystemTime,
         result: Result<(), ProbeError>,
     ) {
-        self.update(target, |report| report.after_heartbeat(at, result));
+        self.record_heartbeat_on(target, at, ConfiguredSide::Primary, result);
+    }
+
+    /// A heartbeat write attempt on one configured side of a pair.
+    pub fn record_heartbeat_on(
+        &self,
+        target: &TargetId,
+        at: SystemTime,
+        side: ConfiguredSide,
+        result: Result<(), ProbeError>,
+    ) {
+        self.update(target, |report| report.after_heartbeat_on(at, side, result));
     }
 
     /// Replaces one target's report. A target the store does not track (a

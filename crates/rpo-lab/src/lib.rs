@@ -630,18 +630,24 @@ impl PostgresPair {
     }
 
     fn base_backup(&self) -> LabResult<()> {
-        let rdir = self.dir_of(Role::Replica);
+        self.base_backup_of(Role::Primary, Role::Replica, SLOT_NAME)
+    }
+
+    /// Makes `into` a streaming replica of `from` (`pg_basebackup -R` into
+    /// its data directory, a slot named `slot` on `from`).
+    fn base_backup_of(&self, from: Role, into: Role, slot: &str) -> LabResult<()> {
+        let dir = self.dir_of(into);
         let mut cmd = self.tools.server_cmd("pg_basebackup", &self.root);
         cmd.args([
             "-h",
             "127.0.0.1",
             "-p",
-            &self.primary_port.to_string(),
+            &self.port_of(from).to_string(),
             "-U",
             "postgres",
             "-D",
         ])
-        .arg(&rdir)
+        .arg(&dir)
         .args([
             "-R",
             "-X",
@@ -650,16 +656,16 @@ impl PostgresPair {
             "fast",
             "-C",
             "-S",
-            SLOT_NAME,
+            slot,
             "--no-sync",
         ]);
         run("pg_basebackup", cmd)?;
-        // Later lines win over the primary's settings copied by the backup.
+        // Later lines win over the source's settings copied by the backup.
         append_file(
-            &rdir.join("postgresql.conf"),
+            &dir.join("postgresql.conf"),
             &format!(
-                "\n# rpo-exporter lab replica\nport = {}\nunix_socket_directories = {}\n",
-                self.replica_port,
+                "\n# rpo-exporter lab {into}\nport = {}\nunix_socket_directories = {}\n",
+                self.port_of(into),
                 conf_quote(&self.root.to_string_lossy())
             ),
         )
@@ -726,9 +732,20 @@ impl PostgresPair {
     /// after [`start_replica`](Self::start_replica) or
     /// [`start_primary`](Self::start_primary).
     pub fn wait_for_streaming(&self, timeout: Duration) -> LabResult<()> {
+        self.wait_for_streaming_on(Role::Replica, timeout)
+    }
+
+    /// Waits until the server on the primary's port streams from the one on
+    /// the replica's port, after
+    /// [`rebuild_primary_as_replica`](Self::rebuild_primary_as_replica).
+    pub fn wait_for_primary_streaming(&self, timeout: Duration) -> LabResult<()> {
+        self.wait_for_streaming_on(Role::Primary, timeout)
+    }
+
+    fn wait_for_streaming_on(&self, role: Role, timeout: Duration) -> LabResult<()> {
         let started = Instant::now();
         loop {
-            let status = self.replica_sql("SELECT status FROM pg_stat_wal_receiver");
+            let status = self.sql(role, "SELECT status FROM pg_stat_wal_receiver");
             if matches!(&status, Ok(s) if s == "streaming") {
                 return Ok(());
             }
@@ -738,9 +755,9 @@ impl PostgresPair {
                     Ok(s) => format!("status {s}"),
                     Err(e) => format!("error: {e}"),
                 };
-                let log = self.log_of(Role::Replica);
+                let log = self.log_of(role);
                 return Err(LabError::Timeout {
-                    what: format!("the replica to stream from the primary (last seen: {seen})"),
+                    what: format!("the {role} to stream from its source (last seen: {seen})"),
                     waited: started.elapsed(),
                     log_tail: log_tail(&log, 20),
                     log,
@@ -822,6 +839,43 @@ impl PostgresPair {
     /// within about a second (`wal_retrieve_retry_interval = 1s`).
     pub fn start_primary(&self) -> LabResult<()> {
         self.pg_ctl_start(Role::Primary)
+    }
+
+    /// Stops the primary at once (`pg_ctl stop -m immediate`): what losing
+    /// its region looks like. WAL not yet sent to the replica is lost to it.
+    pub fn stop_primary_immediately(&self) -> LabResult<()> {
+        self.pg_ctl_stop(Role::Primary, "immediate")
+    }
+
+    /// Promotes the replica (`SELECT pg_promote()`, which waits until the
+    /// promotion is done): it replays what it received, leaves recovery and
+    /// accepts writes on a new timeline.
+    pub fn promote_replica(&self) -> LabResult<()> {
+        let done = self.replica_sql("SELECT pg_promote(true, 60)")?;
+        if done == "t" {
+            Ok(())
+        } else {
+            Err(LabError::Command {
+                command: "pg_promote (replica)".to_string(),
+                stderr: format!("returned {done:?}"),
+            })
+        }
+    }
+
+    /// Failback: rebuilds the server on the primary's port as a streaming
+    /// replica of the (promoted) server on the replica's port: stops it if
+    /// it runs, replaces its data directory with a `pg_basebackup` of the
+    /// promoted side, starts it and waits until it streams.
+    pub fn rebuild_primary_as_replica(&self) -> LabResult<()> {
+        if self.dir_of(Role::Primary).join("postmaster.pid").exists() {
+            self.pg_ctl_stop(Role::Primary, "immediate")?;
+        }
+        let dir = self.dir_of(Role::Primary);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| LabError::io(format!("remove {}", dir.display()), e))?;
+        self.base_backup_of(Role::Replica, Role::Primary, "rpo_lab_failback")?;
+        self.pg_ctl_start(Role::Primary)?;
+        self.wait_for_primary_streaming(Duration::from_secs(30))
     }
 
     /// PID of the replica's postmaster (first line of

@@ -5,8 +5,16 @@
 //!
 //! `rpo-lab --once` prints the verdict and exits with check's exit code
 //! (0 GO, 1 NO-GO), which is how the test suite smoke-tests the demo.
+//!
+//! `rpo-lab --drill` runs a failover drill on the lab instead: it starts
+//! `rpo-exporter drill` (in-process) on group `erp`, then switches the
+//! Postgres and Redis pairs over as a planned drill would (the Postgres
+//! primary shut down cleanly and its replica promoted; Redis `FAILOVER`),
+//! prints the drill report's summary, writes the report into `--report DIR`
+//! and exits with the drill's exit code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +39,14 @@ struct Args {
     /// of 127.0.0.1.
     #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9798")]
     listen: SocketAddr,
+    /// Run a failover drill: promote the lab's Postgres and Redis replicas
+    /// (planned switchovers), print the drill report's summary and exit
+    /// with the drill's exit code (0 every loss within budget).
+    #[arg(long, conflicts_with = "once")]
+    drill: bool,
+    /// With --drill: where to write drill-report.md, .json and .html.
+    #[arg(long, value_name = "DIR", default_value = "rpo-lab-drill")]
+    report: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -43,10 +59,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(demo(args.listen, args.once))
+    runtime.block_on(demo(args))
 }
 
-async fn demo(listen: SocketAddr, once: bool) -> ExitCode {
+async fn demo(args: Args) -> ExitCode {
+    let (listen, once) = (args.listen, args.once);
     eprintln!("starting the lab: Postgres and Redis pairs, a Redis stream, RabbitMQ, the OpenSearch contract server, the AWS emulator (about 20 s)...");
     let lab = match FullLab::start("demo").await {
         Ok(lab) => lab,
@@ -87,8 +104,14 @@ rpo_budget = "60s"
             .await
             .expect("bind a free port"),
     };
-    let exporter = Exporter::serve(config, listener);
+    let exporter = Exporter::serve(config.clone(), listener);
     let addr = exporter.addr;
+    if args.drill {
+        let code = drill(&lab, &config, args.report).await;
+        exporter.stop().await;
+        drop(lab);
+        return ExitCode::from(code);
+    }
 
     // Let a few polls and heartbeats happen, then ask it like an SRE would.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -137,6 +160,73 @@ rpo_budget = "60s"
     }
 }
 
+/// A planned failover drill on the lab: the drill runs while both pairs
+/// are switched over; returns its exit code.
+async fn drill(lab: &FullLab, config: &Config, report_dir: PathBuf) -> u8 {
+    use rpo_exporter::drill::{self, DrillOptions};
+    println!(
+        "\n$ rpo-exporter drill --group erp --report {}\n",
+        report_dir.display()
+    );
+    let options = DrillOptions {
+        group: Some("erp".to_string()),
+        report_dir: report_dir.clone(),
+        timeout: Duration::from_secs(120),
+    };
+    let run = tokio::spawn({
+        let config = config.clone();
+        let options = options.clone();
+        async move { drill::drill(config, &options, |line| println!("{line}")).await }
+    });
+    // The drill sees the pairs healthy first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("\n(lab) planned switchover of erp-db: the primary shuts down cleanly, the replica is promoted");
+    let postgres = lab.postgres.clone();
+    let switched = tokio::task::spawn_blocking(move || {
+        postgres.stop_primary()?;
+        postgres.promote_replica()
+    })
+    .await;
+    match switched {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("rpo-lab: the Postgres switchover failed: {e}"),
+        Err(e) => eprintln!("rpo-lab: the Postgres switchover stopped: {e}"),
+    }
+    println!("(lab) planned switchover of erp-sessions: FAILOVER on the Redis primary");
+    let redis = lab.redis.clone();
+    match tokio::task::spawn_blocking(move || redis.switch_over()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("rpo-lab: the Redis switchover failed: {e}"),
+        Err(e) => eprintln!("rpo-lab: the Redis switchover stopped: {e}"),
+    }
+    let report = match run.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(problem)) => {
+            eprintln!("rpo-lab: {problem}");
+            return drill::EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("rpo-lab: the drill stopped: {e}");
+            return drill::EXIT_FAIL;
+        }
+    };
+    println!("\nDrill report summary:\n");
+    print!("{}", report.summary_text());
+    match report.write(&report_dir) {
+        Ok(paths) => {
+            println!("\nReport:");
+            for path in paths {
+                println!("  {}", path.display());
+            }
+            report.exit_code
+        }
+        Err(problem) => {
+            eprintln!("rpo-lab: {problem}");
+            drill::EXIT_FAIL
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
@@ -148,6 +238,8 @@ mod tests {
         Args::command().debug_assert();
         let defaults = Args::try_parse_from(["rpo-lab"]).unwrap();
         assert!(!defaults.once);
+        assert!(!defaults.drill);
+        assert!(Args::try_parse_from(["rpo-lab", "--once", "--drill"]).is_err());
         assert_eq!(defaults.listen.to_string(), "127.0.0.1:9798");
         let args = Args::try_parse_from(["rpo-lab", "--once", "--listen", "127.0.0.1:0"]).unwrap();
         assert!(args.once);

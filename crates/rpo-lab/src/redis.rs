@@ -529,6 +529,65 @@ impl RedisPair {
         self.setup.start(&mut self.primary)
     }
 
+    /// Promotes the replica (`REPLICAOF NO ONE`): it keeps its data and
+    /// accepts writes.
+    pub fn promote_replica(&self) -> LabResult<()> {
+        self.replica_command(&["REPLICAOF", "NO", "ONE"])
+            .map(|_| ())
+    }
+
+    /// Failback: makes the server on the primary's port a replica of the
+    /// one on the replica's port (`REPLICAOF`); wait with
+    /// [`wait_for_primary_link_up`](Self::wait_for_primary_link_up).
+    pub fn replicate_primary_from_replica(&self) -> LabResult<()> {
+        let port = self.replica.port.to_string();
+        self.primary_command(&["REPLICAOF", "127.0.0.1", &port])
+            .map(|_| ())
+    }
+
+    /// A planned switchover (`FAILOVER` on the primary, Redis 6.2+): the
+    /// primary pauses writes, waits for the replica to catch up, then the
+    /// two swap roles. Waits (up to 10 s) until the replica reports
+    /// `role:master`.
+    pub fn switch_over(&self) -> LabResult<()> {
+        self.primary_command(&["FAILOVER", "TIMEOUT", "5000"])?;
+        let started = Instant::now();
+        loop {
+            if matches!(self.replica_info(), Ok(text) if text.contains("role:master")) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(LabError::Timeout {
+                    what: "the replica to become the primary after FAILOVER".to_string(),
+                    waited: started.elapsed(),
+                    log_tail: log_tail(&self.primary.log, 20),
+                    log: self.primary.log.clone(),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the server on the primary's port reports
+    /// `master_link_status:up` (it replicates from the replica's port).
+    pub fn wait_for_primary_link_up(&self, timeout: Duration) -> LabResult<()> {
+        let started = Instant::now();
+        loop {
+            if matches!(self.primary_info(), Ok(text) if text.contains("master_link_status:up")) {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: "the old primary to replicate from the promoted replica".to_string(),
+                    waited: started.elapsed(),
+                    log_tail: log_tail(&self.primary.log, 20),
+                    log: self.primary.log.clone(),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pair's directory (logs, TLS material).
     pub fn data_dir(&self) -> &Path {
         &self.setup.root

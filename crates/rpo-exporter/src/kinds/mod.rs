@@ -112,6 +112,14 @@ pub trait KindSpec: fmt::Debug + Send + Sync + Any {
     /// `context.aws_calls`. Fails only on local problems (a CA file that
     /// cannot be read); nothing is contacted here.
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError>;
+
+    /// Whether the probe reports which side of the pair accepts writes
+    /// (`Measurement::roles`), so promotions, split brain and the loss a
+    /// promotion took are followed (see `evidence::promotion`), and a drill
+    /// can wait for the target's promotion.
+    fn reports_roles(&self) -> bool {
+        false
+    }
 }
 
 /// A kind, as a cheap handle on its [`KindDef`]; compares by name.

@@ -32,6 +32,7 @@ use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
+use crate::evidence::promotion::{ConfiguredSide, Direction, PairRoles, SideSeen, WriterSide};
 use crate::probe::{
     from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
     ProbeContext, ProbeError, Side,
@@ -128,6 +129,10 @@ impl KindSpec for PostgresTarget {
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
         Ok(Box::new(PostgresProbe::new(target, self, instance)?))
+    }
+
+    fn reports_roles(&self) -> bool {
+        true
     }
 }
 
@@ -369,6 +374,11 @@ pub struct PostgresProbe {
     replica: Connection,
     heartbeat: Option<HeartbeatSettings>,
     history: PositionHistory,
+    /// Which way replication is measured: roles are detected on every
+    /// poll, not assumed from the config keys (see `evidence::promotion`).
+    direction: Direction,
+    /// Where the heartbeat writer writes: the side accepting writes.
+    writer: WriterSide,
 }
 
 #[derive(Clone)]
@@ -405,11 +415,16 @@ impl PostgresProbe {
                 instance: instance.to_string(),
             }),
             history: PositionHistory::default(),
+            direction: Direction::Forward,
+            writer: WriterSide::default(),
         })
     }
 
-    async fn observe_primary(&mut self) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
-        let client = self.primary.client().await?;
+    /// What the side measured as the source says.
+    async fn observe_primary(
+        connection: &mut Connection,
+    ) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
+        let client = connection.client().await?;
         let observed_at = SystemTime::now();
         let row = client
             .query_one(PRIMARY_SQL, &[])
@@ -460,11 +475,14 @@ impl PostgresProbe {
         Ok((observation, details))
     }
 
+    /// What the side measured as the replica says, and the newest
+    /// heartbeat of this exporter it holds (read whatever its role, so a
+    /// promotion's loss can be measured).
     async fn observe_replica(
-        &mut self,
+        connection: &mut Connection,
+        heartbeat: Option<HeartbeatSettings>,
     ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
-        let heartbeat = self.heartbeat.clone();
-        let client = self.replica.client().await?;
+        let client = connection.client().await?;
         let observed_at = SystemTime::now();
         let row = client
             .query_one(REPLICA_SQL, &[])
@@ -512,34 +530,65 @@ impl PostgresProbe {
         let half = self.timeout / 2;
         let mut measurement = Measurement::new(SystemTime::now());
         let mut details = Vec::new();
+        let direction = self.direction;
+        let heartbeat = self.heartbeat.clone();
+        let mut roles = PairRoles {
+            direction,
+            heartbeat_configured: heartbeat.is_some(),
+            ..PairRoles::default()
+        };
 
         // The primary first: the caught-up test needs its position read
         // before the replica's.
-        let primary = match within(started + half, self.observe_primary()).await {
+        let (source, replica_side) = match direction {
+            Direction::Forward => (&mut self.primary, &mut self.replica),
+            Direction::Reverse => (&mut self.replica, &mut self.primary),
+        };
+        let primary = match within(started + half, Self::observe_primary(source)).await {
             Ok((observation, primary_details)) => {
                 measurement.source_reachable = Some(true);
                 details.extend(primary_details);
                 if let (false, Some(lsn)) = (observation.in_recovery, observation.current_lsn) {
                     self.history.record_primary(observation.observed_at, lsn);
                 }
+                *roles.side_mut(direction.source()) = SideSeen {
+                    writable: Some(!observation.in_recovery),
+                    write_position: observation.current_lsn,
+                    ..SideSeen::default()
+                };
                 Some(observation)
             }
             Err(err) => {
-                self.primary.reset();
+                source.reset();
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
                 None
             }
         };
 
-        match within(started + self.timeout, self.observe_replica()).await {
+        match within(
+            started + self.timeout,
+            Self::observe_replica(&mut *replica_side, heartbeat),
+        )
+        .await
+        {
             Ok((replica, heartbeat_seen)) => {
                 measurement.replica_reachable = Some(true);
                 measurement.evidence_time = replica.observed_at;
+                *roles.side_mut(direction.replica()) = SideSeen {
+                    writable: Some(!replica.in_recovery),
+                    heartbeat: heartbeat_seen,
+                    write_position: None,
+                    replayed_position: replica.replay_lsn,
+                };
                 if let Some(lsn) = replica.replay_lsn {
                     self.history.record_replay(replica.observed_at, lsn);
                 }
                 let evidence = self.history.evidence(primary.as_ref(), &replica);
+                // A heartbeat read on a server that accepts writes proves
+                // nothing about replication (after a promotion this exporter
+                // writes it there itself).
+                let heartbeat_seen = heartbeat_seen.filter(|_| replica.in_recovery);
                 measurement.recovery_point = match (evidence.recovery_point, heartbeat_seen) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
@@ -550,14 +599,33 @@ impl PostgresProbe {
                 details.extend(replica_details(&replica, &evidence, heartbeat_seen));
             }
             Err(err) => {
-                self.replica.reset();
+                replica_side.reset();
                 measurement.replica_reachable = Some(false);
                 measurement.link = LinkState::Unknown("the replica cannot be reached".to_string());
                 measurement.failures.push(err.on(Side::Replica));
             }
         }
         measurement.details = details;
+        self.follow_roles(&roles);
+        measurement.roles = Some(roles);
         measurement
+    }
+
+    /// After a poll: heartbeats go where writes are accepted, and the next
+    /// poll measures the direction replication now runs in. Positions
+    /// sampled on the old source date nothing on the new one.
+    fn follow_roles(&mut self, roles: &PairRoles) {
+        self.writer.follow(roles);
+        let next = self.direction.after(roles);
+        if next != self.direction {
+            tracing::info!(
+                source = next.source().url_key(),
+                replica = next.replica().url_key(),
+                "replication now runs the other way; measuring that direction"
+            );
+            self.direction = next;
+            self.history = PositionHistory::default();
+        }
     }
 }
 
@@ -613,17 +681,26 @@ impl Probe for PostgresProbe {
             user: self.primary.user().to_string(),
             settings,
             table_ready: false,
+            other: self.replica.twin(),
+            side: ConfiguredSide::Primary,
+            writer: self.writer.clone(),
         }))
     }
 }
 
-/// Writes this exporter's heartbeat row on the primary over its own
-/// connection, so a slow poll never delays a heartbeat.
+/// Writes this exporter's heartbeat row over its own connection, so a slow
+/// poll never delays a heartbeat: on the primary, or, after a promotion,
+/// on the side the probe saw accepting writes.
 struct PostgresHeartbeatWriter {
+    /// The connection to `side`.
     connection: Connection,
     user: String,
     settings: HeartbeatSettings,
     table_ready: bool,
+    /// The connection to the other configured side, kept for a switch.
+    other: Connection,
+    side: ConfiguredSide,
+    writer: WriterSide,
 }
 
 impl PostgresHeartbeatWriter {
@@ -644,11 +721,21 @@ impl PostgresHeartbeatWriter {
     }
 
     async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        let wanted = self.writer.get();
+        if wanted != self.side {
+            std::mem::swap(&mut self.connection, &mut self.other);
+            self.side = wanted;
+            self.table_ready = false;
+        }
         let create_sql = self.create_sql();
         let grants = self.grants_help();
         let table = self.settings.table.clone();
         let create = self.settings.create_table;
-        let client = self.connection.client().await?;
+        let client = self
+            .connection
+            .client()
+            .await
+            .map_err(|e| e.on(Side::Source))?;
         if !self.table_ready {
             let exists: bool = client
                 .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -709,6 +796,10 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
 
     fn reset(&mut self) {
         self.connection.reset();
+    }
+
+    fn destination(&self) -> ConfiguredSide {
+        self.side
     }
 }
 

@@ -41,6 +41,7 @@ use crate::drivers::redis::{
 };
 use crate::drivers::within;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
+use crate::evidence::promotion::{ConfiguredSide, Direction, PairRoles, SideSeen, WriterSide};
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
     Measurement, Probe, ProbeContext, ProbeError, Side,
@@ -226,6 +227,10 @@ impl KindSpec for RedisTarget {
         let instance = context.instance.as_str();
         Ok(Box::new(RedisProbe::new(target, self, instance)?))
     }
+
+    fn reports_roles(&self) -> bool {
+        true
+    }
 }
 
 /// A heartbeat key prefix: printable, no spaces, short.
@@ -253,6 +258,9 @@ pub struct ReplicationInfo {
     pub replid: String,
     /// `master_repl_offset`.
     pub repl_offset: u64,
+    /// `second_repl_offset`: on a promoted replica, the offset just past the
+    /// last one it took from its old primary (`None` when -1 or absent).
+    pub second_repl_offset: Option<u64>,
     /// `connected_slaves`.
     pub connected_replicas: u64,
     /// The `slaveN:` lines: replicas connected to this server.
@@ -376,6 +384,7 @@ pub fn parse_info_replication(text: &str) -> Result<ReplicationInfo, String> {
         role,
         replid: get("master_replid")?.to_string(),
         repl_offset: number("master_repl_offset")?,
+        second_repl_offset: optional("second_repl_offset")?,
         connected_replicas: number("connected_slaves").unwrap_or(replicas.len() as u64),
         replicas,
         link,
@@ -660,15 +669,89 @@ pub struct RedisProbe {
     timeout: Duration,
     primary: Connection,
     replica: Connection,
-    /// The primary's client, for the heartbeat writer's own connection.
+    /// The clients, for the heartbeat writer's own connections.
     primary_client: redis::Client,
-    replica_host: String,
-    replica_port: u16,
-    /// `replica_listed_as`, or the IP-literal replica host: never resolved.
-    fixed_identity: Option<ReplicaIdentity>,
-    resolved: Option<(Instant, ReplicaIdentity)>,
+    replica_client: redis::Client,
+    /// How the source lists the configured replica (and, measured the other
+    /// way after a failback, the configured primary).
+    replica_listed: ListedAs,
+    primary_listed: ListedAs,
     heartbeat: Option<HeartbeatSettings>,
     history: OffsetHistory,
+    /// Which way replication is measured: roles are detected on every
+    /// poll, not assumed from the config keys (see `evidence::promotion`).
+    direction: Direction,
+    /// Where the heartbeat writer writes: the side accepting writes.
+    writer: WriterSide,
+}
+
+/// How a source lists one configured server in its `slaveN` lines.
+struct ListedAs {
+    host: String,
+    port: u16,
+    /// `replica_listed_as`, or an IP-literal host: never resolved.
+    fixed: Option<ReplicaIdentity>,
+    resolved: Option<(Instant, ReplicaIdentity)>,
+}
+
+impl ListedAs {
+    fn new(client: &redis::Client, listed_as: Option<&(String, u16)>) -> Option<ListedAs> {
+        let (host, port) = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => return None,
+        };
+        let fixed = match listed_as {
+            Some((ip, port)) => Some(ReplicaIdentity {
+                addresses: vec![ip.clone()],
+                port: *port,
+            }),
+            None => host.parse::<IpAddr>().ok().map(|ip| ReplicaIdentity {
+                addresses: vec![ip.to_string()],
+                port,
+            }),
+        };
+        Some(ListedAs {
+            host,
+            port,
+            fixed,
+            resolved: None,
+        })
+    }
+
+    /// A host name is resolved at most every [`RESOLVE_EVERY`], keeping the
+    /// last answer on failure.
+    async fn identity(&mut self, deadline: Instant) -> ReplicaIdentity {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let fresh = self
+            .resolved
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < RESOLVE_EVERY);
+        if !fresh {
+            let lookup = tokio::net::lookup_host((self.host.clone(), self.port));
+            let budget = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(addrs)) = tokio::time::timeout(budget, lookup).await {
+                let mut addresses: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                addresses.dedup();
+                self.resolved = Some((
+                    Instant::now(),
+                    ReplicaIdentity {
+                        addresses,
+                        port: self.port,
+                    },
+                ));
+            }
+        }
+        self.resolved
+            .as_ref()
+            .map(|(_, identity)| identity.clone())
+            .unwrap_or(ReplicaIdentity {
+                addresses: Vec::new(),
+                port: self.port,
+            })
+    }
 }
 
 #[derive(Clone)]
@@ -698,86 +781,41 @@ impl RedisProbe {
         };
         let primary_client = client(&spec.primary_url, "primary")?;
         let replica_client = client(&spec.replica_url, "replica")?;
-        let (replica_host, replica_port) = match replica_client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
-            _ => {
-                return Err(ProbeError::new(
-                    FailureReason::Config,
-                    format!(
-                        "target {}: the replica URL has no host and port",
-                        target.name
-                    ),
-                ))
-            }
+        let no_address = |what: &str| {
+            ProbeError::new(
+                FailureReason::Config,
+                format!(
+                    "target {}: the {what} URL has no host and port",
+                    target.name
+                ),
+            )
         };
-        let fixed_identity = match &spec.replica_listed_as {
-            Some((ip, port)) => Some(ReplicaIdentity {
-                addresses: vec![ip.clone()],
-                port: *port,
-            }),
-            None => replica_host
-                .parse::<IpAddr>()
-                .ok()
-                .map(|ip| ReplicaIdentity {
-                    addresses: vec![ip.to_string()],
-                    port: replica_port,
-                }),
-        };
+        let replica_listed = ListedAs::new(&replica_client, spec.replica_listed_as.as_ref())
+            .ok_or_else(|| no_address("replica"))?;
+        let primary_listed =
+            ListedAs::new(&primary_client, None).ok_or_else(|| no_address("primary"))?;
         Ok(RedisProbe {
             timeout: target.timeout,
             primary: Connection::new(primary_client.clone(), Some(Side::Source)),
-            replica: Connection::new(replica_client, Some(Side::Replica)),
+            replica: Connection::new(replica_client.clone(), Some(Side::Replica)),
             primary_client,
-            replica_host,
-            replica_port,
-            fixed_identity,
-            resolved: None,
+            replica_client,
+            replica_listed,
+            primary_listed,
             heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
                 interval: hb.interval,
                 prefix: hb.key.clone(),
                 key: format!("{}:{instance}", hb.key),
             }),
             history: OffsetHistory::default(),
+            direction: Direction::Forward,
+            writer: WriterSide::default(),
         })
     }
 
-    /// How the primary should list this replica; a host name is resolved at
-    /// most every [`RESOLVE_EVERY`], keeping the last answer on failure.
-    async fn identity(&mut self, deadline: Instant) -> ReplicaIdentity {
-        if let Some(fixed) = &self.fixed_identity {
-            return fixed.clone();
-        }
-        let fresh = self
-            .resolved
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < RESOLVE_EVERY);
-        if !fresh {
-            let lookup = tokio::net::lookup_host((self.replica_host.clone(), self.replica_port));
-            let budget = deadline.saturating_duration_since(Instant::now());
-            if let Ok(Ok(addrs)) = tokio::time::timeout(budget, lookup).await {
-                let mut addresses: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
-                addresses.dedup();
-                self.resolved = Some((
-                    Instant::now(),
-                    ReplicaIdentity {
-                        addresses,
-                        port: self.replica_port,
-                    },
-                ));
-            }
-        }
-        self.resolved
-            .as_ref()
-            .map(|(_, identity)| identity.clone())
-            .unwrap_or(ReplicaIdentity {
-                addresses: Vec::new(),
-                port: self.replica_port,
-            })
-    }
-
-    async fn observe_primary(&mut self) -> Result<Observation, ProbeError> {
-        let mut connection = self.primary.get().await?;
+    /// `INFO replication` of the side measured as the source.
+    async fn observe_primary(connection: &mut Connection) -> Result<Observation, ProbeError> {
+        let mut connection = connection.get().await?;
         let observed_at = SystemTime::now();
         let text: String = redis::cmd("INFO")
             .arg("replication")
@@ -793,10 +831,10 @@ impl RedisProbe {
     /// The replica's `INFO replication` and, with a heartbeat, the heartbeat
     /// it holds (or why that value is unusable), in one round trip.
     async fn observe_replica(
-        &mut self,
+        connection: &mut Connection,
+        key: Option<String>,
     ) -> Result<(Observation, Result<Option<SystemTime>, ProbeError>), ProbeError> {
-        let key = self.heartbeat.as_ref().map(|hb| hb.key.clone());
-        let mut connection = self.replica.get().await?;
+        let mut connection = connection.get().await?;
         let observed_at = SystemTime::now();
         let mut pipe = redis::pipe();
         pipe.cmd("INFO").arg("replication");
@@ -835,12 +873,37 @@ impl RedisProbe {
         let half = self.timeout / 2;
         let mut measurement = Measurement::new(SystemTime::now());
         let mut details = Vec::new();
+        let direction = self.direction;
+        let key = self.heartbeat.as_ref().map(|hb| hb.key.clone());
+        let mut roles = PairRoles {
+            direction,
+            heartbeat_configured: key.is_some(),
+            ..PairRoles::default()
+        };
+        let (source, replica_side, replica_listed) = match direction {
+            Direction::Forward => (
+                &mut self.primary,
+                &mut self.replica,
+                &mut self.replica_listed,
+            ),
+            Direction::Reverse => (
+                &mut self.replica,
+                &mut self.primary,
+                &mut self.primary_listed,
+            ),
+        };
 
         // The primary first: the caught-up test needs its offset read
         // before the replica's.
-        let primary = match within(started + half, self.observe_primary()).await {
+        let primary = match within(started + half, Self::observe_primary(source)).await {
             Ok(observation) => {
                 measurement.source_reachable = Some(true);
+                let writable = observation.info.role == Role::Primary;
+                *roles.side_mut(direction.source()) = SideSeen {
+                    writable: Some(writable),
+                    write_position: writable.then_some(observation.info.repl_offset),
+                    ..SideSeen::default()
+                };
                 if observation.info.role == Role::Primary {
                     self.history.record_primary(
                         observation.observed_at,
@@ -851,33 +914,52 @@ impl RedisProbe {
                 Some(observation)
             }
             Err(err) => {
-                self.primary.reset();
+                source.reset();
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
                 None
             }
         };
 
-        let (replica, heartbeat_seen) =
-            match within(started + self.timeout, self.observe_replica()).await {
-                Ok((observation, heartbeat)) => {
-                    measurement.replica_reachable = Some(true);
-                    measurement.evidence_time = observation.observed_at;
-                    let seen = heartbeat.unwrap_or_else(|err| {
-                        measurement.failures.push(err);
-                        None
-                    });
-                    (Some(observation), seen)
-                }
-                Err(err) => {
-                    self.replica.reset();
-                    measurement.replica_reachable = Some(false);
-                    measurement.failures.push(err.on(Side::Replica));
-                    (None, None)
-                }
-            };
+        let (replica, heartbeat_seen) = match within(
+            started + self.timeout,
+            Self::observe_replica(&mut *replica_side, key),
+        )
+        .await
+        {
+            Ok((observation, heartbeat)) => {
+                measurement.replica_reachable = Some(true);
+                measurement.evidence_time = observation.observed_at;
+                let seen = heartbeat.unwrap_or_else(|err| {
+                    measurement.failures.push(err);
+                    None
+                });
+                let info = &observation.info;
+                *roles.side_mut(direction.replica()) = SideSeen {
+                    writable: Some(info.role == Role::Primary),
+                    heartbeat: seen,
+                    write_position: None,
+                    replayed_position: match &info.link {
+                        Some(link) => Some(link.processed_offset),
+                        // Promoted: where the old primary's stream ended.
+                        None => info.second_repl_offset.map(|o| o.saturating_sub(1)),
+                    },
+                };
+                // A heartbeat read on a server that accepts writes proves
+                // nothing about replication (after a promotion this exporter
+                // writes it there itself).
+                let seen = seen.filter(|_| info.role == Role::Replica);
+                (Some(observation), seen)
+            }
+            Err(err) => {
+                replica_side.reset();
+                measurement.replica_reachable = Some(false);
+                measurement.failures.push(err.on(Side::Replica));
+                (None, None)
+            }
+        };
 
-        let identity = self.identity(started + self.timeout).await;
+        let identity = replica_listed.identity(started + self.timeout).await;
         if let Some(offset) =
             self.history
                 .proven_offset(primary.as_ref(), replica.as_ref(), &identity)
@@ -911,7 +993,26 @@ impl RedisProbe {
             details.push(Detail::new(&OFFSET_LAG_BYTES, lag));
         }
         measurement.details = details;
+        self.follow_roles(&roles);
+        measurement.roles = Some(roles);
         measurement
+    }
+
+    /// After a poll: heartbeats go where writes are accepted, and the next
+    /// poll measures the direction replication now runs in. Offsets sampled
+    /// on the old source date nothing on the new one.
+    fn follow_roles(&mut self, roles: &PairRoles) {
+        self.writer.follow(roles);
+        let next = self.direction.after(roles);
+        if next != self.direction {
+            tracing::info!(
+                source = next.source().url_key(),
+                replica = next.replica().url_key(),
+                "replication now runs the other way; measuring that direction"
+            );
+            self.direction = next;
+            self.history = OffsetHistory::default();
+        }
     }
 }
 
@@ -1012,20 +1113,34 @@ impl Probe for RedisProbe {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(RedisHeartbeatWriter {
             connection: Connection::new(self.primary_client.clone(), Some(Side::Source)),
+            other: Connection::new(self.replica_client.clone(), Some(Side::Source)),
+            side: ConfiguredSide::Primary,
+            writer: self.writer.clone(),
             settings,
         }))
     }
 }
 
-/// Writes this exporter's heartbeat key on the primary over its own
-/// connection, so a slow poll never delays a heartbeat.
+/// Writes this exporter's heartbeat key over its own connection, so a slow
+/// poll never delays a heartbeat: on the primary, or, after a promotion, on
+/// the side the probe saw accepting writes.
 struct RedisHeartbeatWriter {
+    /// The connection to `side`.
     connection: Connection,
+    /// The connection to the other configured side, kept for a switch.
+    other: Connection,
+    side: ConfiguredSide,
+    writer: WriterSide,
     settings: HeartbeatSettings,
 }
 
 impl RedisHeartbeatWriter {
     async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        let wanted = self.writer.get();
+        if wanted != self.side {
+            std::mem::swap(&mut self.connection, &mut self.other);
+            self.side = wanted;
+        }
         let mut connection = self.connection.get().await?;
         let value = format!("{:.3}", unix_seconds(at));
         let result: Result<(), RedisError> = redis::cmd("SET")
@@ -1065,6 +1180,10 @@ impl HeartbeatWriter for RedisHeartbeatWriter {
 
     fn reset(&mut self) {
         self.connection.reset();
+    }
+
+    fn destination(&self) -> ConfiguredSide {
+        self.side
     }
 }
 
@@ -1251,6 +1370,19 @@ repl_backlog_histlen:50
             addresses: vec!["127.0.0.1".to_string()],
             port: 38754,
         }
+    }
+
+    #[test]
+    fn a_promoted_replica_says_where_the_old_stream_ended() {
+        let info = parse_info_replication(PROMOTED).unwrap();
+        assert_eq!(info.role, Role::Primary);
+        assert!(info.link.is_none());
+        assert_eq!(info.second_repl_offset, Some(51));
+        // A primary that never was a replica has none.
+        assert_eq!(
+            parse_info_replication(PRIMARY).unwrap().second_repl_offset,
+            None
+        );
     }
 
     #[test]

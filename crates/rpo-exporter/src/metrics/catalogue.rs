@@ -70,6 +70,33 @@ pub static HEARTBEAT_WRITE_FAILURES_TOTAL: MetricDef = MetricDef::counter(
     "Heartbeat writes on the source that failed.",
 );
 
+// Pair kinds (`postgres`, `redis`): promotions followed (SPEC section 11).
+
+pub static PROMOTED: MetricDef = MetricDef::gauge(
+    "rpo_promoted",
+    "1 once the configured replica accepts writes (it was promoted); 0 while it is a replica.",
+);
+pub static SPLIT_BRAIN: MetricDef = MetricDef::gauge(
+    "rpo_split_brain",
+    "1 when both sides of the pair accept writes (kept while a side cannot be reached: it may still take writes).",
+);
+pub static MEASURED_LOSS_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_measured_loss_seconds",
+    "The loss the latest promotion took: the newest heartbeat the old primary acknowledged minus the newest one the promoted side held (this exporter's clock).",
+);
+pub static PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_predicted_exposure_at_promotion_seconds",
+    "The exposure predicted by the last poll before the latest promotion (the known loss window when the source was already lost).",
+);
+pub static PROMOTION_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_promotion_timestamp_seconds",
+    "When the latest promotion was first seen (it happened at or before this instant).",
+);
+pub static MEASURED_LOSS_BYTES: MetricDef = MetricDef::gauge(
+    "rpo_measured_loss_bytes",
+    "Replication-stream bytes the old primary had and the promoted side never got (Postgres WAL, Redis offset); a lower bound.",
+);
+
 // Every probe (one per target).
 
 pub static PROBE_SUCCESS: MetricDef = MetricDef::gauge(
@@ -161,6 +188,12 @@ pub static CORE: &[&MetricDef] = &[
     &PROBE_RUNS_TOTAL,
     &PROBE_FAILURES_TOTAL,
     &HEARTBEAT_WRITE_FAILURES_TOTAL,
+    &PROMOTED,
+    &SPLIT_BRAIN,
+    &MEASURED_LOSS_SECONDS,
+    &PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS,
+    &PROMOTION_TIMESTAMP_SECONDS,
+    &MEASURED_LOSS_BYTES,
     &FAILOVER_READY,
     &GROUP_EXPOSURE_SECONDS,
     &GROUP_RECOVERY_POINT_SKEW_SECONDS,
@@ -264,6 +297,9 @@ mod tests {
             "associated",
             "enabled",
             "running",
+            // Fixed by SPEC section 11: `rpo_promoted`, `rpo_split_brain`.
+            "promoted",
+            "brain",
         ];
         for family in all() {
             let name = family.name;

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::config::{Config, Target};
+use crate::evidence::promotion::{Promotion, PromotionWatch};
 use crate::metric_def::MetricDef;
 use crate::probe::{unix_seconds, FailureReason};
 use crate::readiness::{evaluate, Mode, TargetVerdict, Verdict};
@@ -46,6 +47,7 @@ pub fn render(
     let never_polled = TargetReport::default();
     let rows = target_rows(config, snapshot, &verdict, &never_polled);
     render_targets(&mut out, &rows);
+    render_promotions(&mut out, &rows);
     render_details(&mut out, &rows);
     render_groups(&mut out, &verdict);
     render_meta(&mut out);
@@ -198,6 +200,40 @@ fn render_targets(out: &mut String, rows: &[TargetRow]) {
         row.target
             .heartbeat_interval()
             .map(|_| row.report.heartbeat.failures_total as f64)
+    });
+}
+
+/// Pair kinds: the roles followed across promotions (see
+/// `evidence::promotion`); no sample for a kind that reports no roles.
+fn render_promotions(out: &mut String, rows: &[TargetRow]) {
+    use catalogue::*;
+    fn watch<'a>(row: &TargetRow<'a>) -> Option<&'a PromotionWatch> {
+        Some(&row.report.promotion).filter(|w| w.followed)
+    }
+    fn latest<'a>(row: &TargetRow<'a>) -> Option<&'a Promotion> {
+        watch(row).and_then(|w| w.latest.as_ref())
+    }
+    per_target(out, rows, &PROMOTED, |row| {
+        watch(row).and_then(|w| w.replica_writable).map(bool_value)
+    });
+    per_target(out, rows, &SPLIT_BRAIN, |row| {
+        watch(row).map(|w| bool_value(w.split_brain.is_some()))
+    });
+    per_target(out, rows, &MEASURED_LOSS_SECONDS, |row| {
+        latest(row)
+            .and_then(|p| p.measured_loss())
+            .map(|d| d.as_secs_f64())
+    });
+    per_target(out, rows, &PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS, |row| {
+        latest(row)
+            .and_then(|p| p.predicted)
+            .map(|d| d.as_secs_f64())
+    });
+    per_target(out, rows, &PROMOTION_TIMESTAMP_SECONDS, |row| {
+        latest(row).map(|p| unix_seconds(p.seen_at))
+    });
+    per_target(out, rows, &MEASURED_LOSS_BYTES, |row| {
+        latest(row).and_then(|p| p.lost_bytes).map(|b| b as f64)
     });
 }
 

@@ -26,7 +26,7 @@ fn chromium_args(profile: &Path) -> Vec<String> {
 }
 
 /// The DOM after the page loaded, as Chromium rendered it.
-async fn rendered_dom(url: &str) -> String {
+pub(crate) async fn rendered_dom(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = tokio::time::timeout(
         Duration::from_secs(60),
@@ -42,7 +42,7 @@ async fn rendered_dom(url: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn screenshot(url: &str, name: &str) -> PathBuf {
+pub(crate) async fn screenshot(url: &str, name: &str) -> PathBuf {
     let profile = tempfile::tempdir().unwrap();
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_file(&path);

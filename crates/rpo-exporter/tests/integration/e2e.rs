@@ -21,7 +21,7 @@ use rpo_lab::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
 
 /// The shipped rule files with `for:` shortened, in `dir`.
-fn fast_rules(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn fast_rules(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in files_in(&rpo_lab::repo_root().join("alerts"), "yml") {
         let text: String = std::fs::read_to_string(&path)
@@ -93,7 +93,11 @@ async fn check_prometheus(url: &str) -> (i32, String) {
 }
 
 /// Notifications received for `alertname` with `status` ("firing"/"resolved").
-fn notified(webhook: &WebhookReceiver, alertname: &str, status: &str) -> Vec<serde_json::Value> {
+pub(crate) fn notified(
+    webhook: &WebhookReceiver,
+    alertname: &str,
+    status: &str,
+) -> Vec<serde_json::Value> {
     webhook
         .received()
         .iter()

@@ -17,6 +17,7 @@ mod e2e;
 mod mysql;
 mod opensearch;
 mod postgres;
+mod promotion;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
