@@ -395,6 +395,7 @@ impl PromotionWatch {
             self.other_replica_at = None;
             self.writer_position = None;
         } else {
+            self.complete_unmeasured_loss(roles);
             if seen.writable == Some(false) {
                 self.other_replica_at = Some(facts.at);
             }
@@ -404,6 +405,27 @@ impl PromotionWatch {
         }
         self.predicted = facts.loss_window_if_source_lost.or(facts.exposure);
         self.recovery_point = facts.recovery_point;
+    }
+
+    /// A promotion first seen by a poll that could not read the promoted
+    /// side's heartbeat (a slow or failed read) is measured by a later poll
+    /// that can, as long as that heartbeat was written before the promotion
+    /// was seen: this exporter writes there only afterwards, so an older
+    /// heartbeat is still the newest one replicated from the old primary.
+    fn complete_unmeasured_loss(&mut self, roles: &PairRoles) {
+        let Some(p) = &mut self.latest else {
+            return;
+        };
+        if p.loss != Err(Unmeasured::NoHeartbeatOnPromotedSide) || p.side != self.writer {
+            return;
+        }
+        let Some(held) = roles.side(p.side).heartbeat.filter(|h| *h < p.seen_at) else {
+            return;
+        };
+        p.promoted_heartbeat = Some(held);
+        if let Some(old) = p.old_primary_heartbeat {
+            p.loss = Ok(old.duration_since(held).unwrap_or_default());
+        }
     }
 
     /// A promotion was seen and nothing is measured replicating from the
@@ -588,6 +610,46 @@ mod tests {
         );
         w.after_poll(Some(&fenced), facts(14.0, 10.0));
         assert!(w.split_brain.is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_unread_at_promotion_is_measured_by_the_next_poll_if_it_predates_it() {
+        let promote = |w: &mut PromotionWatch| {
+            steady(w, 10.0);
+            for t in 11..=16 {
+                w.after_heartbeat(ConfiguredSide::Primary, at(t as f64), true);
+            }
+            // The first poll to see the promotion cannot read its heartbeat.
+            let promoted = roles(side(None, None), side(Some(true), None), Direction::Forward);
+            w.after_poll(Some(&promoted), facts(20.0, 10.0));
+            assert_eq!(
+                w.latest.as_ref().unwrap().loss,
+                Err(Unmeasured::NoHeartbeatOnPromotedSide)
+            );
+        };
+        // The next poll reads the heartbeat replicated before the promotion.
+        let mut w = PromotionWatch::default();
+        promote(&mut w);
+        let later = roles(
+            side(None, None),
+            side(Some(true), Some(10.0)),
+            Direction::Forward,
+        );
+        w.after_poll(Some(&later), facts(21.0, 10.0));
+        let p = w.latest.clone().unwrap();
+        assert_eq!(p.measured_loss(), Some(Duration::from_secs(6)));
+        assert_eq!(p.promoted_heartbeat, Some(at(10.0)));
+        // A heartbeat written after the promotion was seen proves nothing
+        // about what replicated: the loss stays unmeasured.
+        let mut w = PromotionWatch::default();
+        promote(&mut w);
+        let ours = roles(
+            side(None, None),
+            side(Some(true), Some(20.5)),
+            Direction::Forward,
+        );
+        w.after_poll(Some(&ours), facts(21.0, 10.0));
+        assert_eq!(w.latest.unwrap().measured_loss(), None);
     }
 
     #[test]
