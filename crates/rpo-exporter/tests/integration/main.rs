@@ -20,3 +20,4 @@ mod redis;
 mod redis_stream;
 mod shipped;
 mod sql_queue;
+mod two_exporters;
