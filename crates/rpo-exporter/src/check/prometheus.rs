@@ -627,7 +627,14 @@ pub fn decide(
                 ReasonCode::ExporterDown,
                 group,
                 format!(
-                    "{name} is down: Prometheus cannot scrape it (up == 0), so its verdict is unknown"
+                    "{name} is down: Prometheus cannot scrape it (up == 0), so its verdict is unknown{}",
+                    match (mode, gate.regions.is_empty()) {
+                        // The bridge call's next step when a region is lost.
+                        (Mode::Unplanned, true) => {
+                            "; if its region is lost, ask the surviving region's exporters with --region"
+                        }
+                        _ => "",
+                    }
                 ),
             ));
             listed.push(exporter.json("unknown"));
@@ -1041,6 +1048,13 @@ mod tests {
         // Not scoped, the same alert blocks, naming the exporter.
         let answer = decided(&o, Mode::Unplanned, &PrometheusGate::default());
         assert_eq!(codes(&answer), ["exporter_down", "gate_alert_firing"]);
+        assert!(
+            answer.reasons[0].message.ends_with(
+                "; if its region is lost, ask the surviving region's exporters with --region"
+            ),
+            "{}",
+            messages(&answer)
+        );
         assert_eq!(
             answer.reasons[1].message,
             "RPOExporterDown is firing (exporter primary in eu-west-1 at p:9798): rpo-exporter p:9798 is down"
