@@ -13,7 +13,7 @@ pub fn render(verdict: &Verdict, telemetry_path: &str) -> String {
         html,
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>rpo-exporter: {overall}</title>
+<title>rpo-exporter {instance}{region_title}: {overall}</title>
 <style>
 body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}}
 h1{{font-size:1.3em}} h2{{font-size:1.1em;margin-top:1.5em}}
@@ -24,8 +24,17 @@ table{{border-collapse:collapse;margin-top:.5em}} td,th{{border:1px solid #ccc;p
 th{{background:#f3f3f3}} tr.bad td{{background:#fff0f0}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
 small{{color:#666}} .note{{color:#444;font-size:.92em;margin-top:.2em}}
 </style></head><body>
-<h1>Failover readiness: <span id="verdict" class="{overall_class}">{overall}</span> <small>({mode} mode, evaluated {at})</small></h1>
+<h1>Failover readiness: <span id="verdict" class="{overall_class}">{overall}</span> <small>({mode} mode, evaluated {at}, <span id="exporter" data-instance="{instance}" data-region="{region}">exporter {exporter}</span>)</small></h1>
 "#,
+        instance = escape(&verdict.exporter.instance),
+        region = escape(verdict.exporter.region.as_deref().unwrap_or("")),
+        region_title = verdict
+            .exporter
+            .region
+            .as_deref()
+            .map(|r| format!(" ({})", escape(r)))
+            .unwrap_or_default(),
+        exporter = escape(&verdict.exporter.to_string()),
         overall = word(verdict.ready),
         overall_class = class(verdict.ready),
         mode = verdict.mode,
@@ -150,5 +159,47 @@ mod tests {
              <span class=\"reason\" data-code=\"recovery_point_unknown\" title=\"recovery_point_unknown\">recovery point unknown</span>"
         );
         assert_eq!(reasons_html(&[]), "");
+    }
+
+    #[test]
+    fn the_header_names_the_exporter_and_its_region() {
+        let config = |exporter: &str| {
+            crate::config::Config::from_toml(
+                &format!(
+                    "[exporter]\n{exporter}\n[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n"
+                ),
+                std::path::Path::new("t.toml"),
+            )
+            .unwrap()
+        };
+        let html = |config: &crate::config::Config| {
+            let snapshot = crate::store::Store::new([]).snapshot();
+            let verdict = crate::readiness::evaluate(
+                config,
+                &snapshot,
+                crate::readiness::Mode::Planned,
+                std::time::SystemTime::now(),
+                None,
+            );
+            render(&verdict, "/metrics")
+        };
+        let dr = html(&config("instance = \"dr\"\nregion = \"eu-central-1\""));
+        assert!(
+            dr.contains("<title>rpo-exporter dr (eu-central-1): NO-GO</title>"),
+            "{dr}"
+        );
+        assert!(
+            dr.contains(r#"<span id="exporter" data-instance="dr" data-region="eu-central-1">exporter dr in eu-central-1</span>"#),
+            "{dr}"
+        );
+        let unset = html(&config("instance = \"dr\""));
+        assert!(
+            unset.contains("<title>rpo-exporter dr: NO-GO</title>"),
+            "{unset}"
+        );
+        assert!(
+            unset.contains(r#"data-region="">exporter dr (no region)</span>"#),
+            "{unset}"
+        );
     }
 }

@@ -15,6 +15,9 @@ use crate::readiness::{
 };
 use crate::store::{Store, TargetId};
 
+mod prometheus;
+pub use prometheus::{check_prometheus, PrometheusGate, DEFAULT_MAX_SAMPLE_AGE};
+
 /// The pause between the two samples of `check`'s first round.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -47,6 +50,46 @@ pub struct CheckOptions {
 pub enum CheckError {
     #[error("unknown group `{group}`; configured groups: {known}")]
     UnknownGroup { group: String, known: String },
+    /// `--region` names a region no exporter known to Prometheus runs in.
+    #[error("unknown region `{region}`; the exporters Prometheus knows run in: {known}")]
+    UnknownRegion { region: String, known: String },
+    #[error("{flag} `{url}` is not a base URL: {problem}")]
+    BadUrl {
+        flag: &'static str,
+        url: String,
+        problem: String,
+    },
+}
+
+/// Checks the base URL given to `flag` (`--from`, `--prometheus`): an
+/// `http://` or `https://` URL with a host, like `http://prometheus:9090`.
+/// A URL without its scheme is a usage error, not an unreachable server.
+pub fn parse_base_url(flag: &'static str, url: &str) -> Result<reqwest::Url, CheckError> {
+    let bad = |problem: &str| CheckError::BadUrl {
+        flag,
+        // Never echo a password given in the URL.
+        url: match reqwest::Url::parse(url) {
+            Ok(parsed) => shown_url(&parsed),
+            Err(_) if url.contains('@') => "<the given URL>".to_string(),
+            Err(_) => url.to_string(),
+        },
+        problem: problem.to_string(),
+    };
+    let example = "write it with its scheme, like http://prometheus:9090";
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&format!("{e}; {example}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(bad(&format!("not an http(s) URL; {example}")));
+    }
+    Ok(parsed)
+}
+
+/// A URL as messages show it: without a password.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.as_str().trim_end_matches('/').to_string()
 }
 
 /// Polls the configured targets (once, or until GO within `wait`) and
@@ -212,127 +255,6 @@ pub async fn check_remote(
     }
 }
 
-/// The gate as the alerting view sees it: NO-GO while any alert labelled
-/// `failover_gate="block"` for the group (or for no group: the exporter
-/// itself down or absent) is firing in Prometheus, when Prometheus has no
-/// `rpo_failover_ready` series for the group (nobody measures it), or when
-/// Prometheus cannot be reached.
-pub async fn check_prometheus(
-    base_url: &str,
-    options: &CheckOptions,
-    timeout: Duration,
-) -> VerdictJson {
-    let deadline = options.wait.map(|w| Instant::now() + w);
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("HTTP client builds");
-    let base = base_url.trim_end_matches('/');
-    loop {
-        let verdict = match prometheus_reasons(&client, base, options.group.as_deref()).await {
-            Ok(reasons) if reasons.is_empty() => verdict_from_reasons(options.mode, Vec::new()),
-            Ok(reasons) => verdict_from_reasons(options.mode, reasons),
-            Err(reason) => verdict_from_reasons(
-                options.mode,
-                vec![Reason::new(
-                    ReasonCode::PrometheusUnavailable,
-                    format!("Prometheus at {base_url} {reason}"),
-                )],
-            ),
-        };
-        match deadline {
-            Some(deadline)
-                if !verdict.ready && Instant::now() + Duration::from_secs(1) < deadline =>
-            {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            _ => return verdict,
-        }
-    }
-}
-
-/// Why the alerting view blocks the gate; `Err` says why Prometheus could
-/// not be asked.
-async fn prometheus_reasons(
-    client: &reqwest::Client,
-    base: &str,
-    group: Option<&str>,
-) -> Result<Vec<Reason>, String> {
-    let get = |path: String| async move {
-        let response = client
-            .get(path)
-            .send()
-            .await
-            .map_err(|e| format!("cannot be reached: {}", without_url(&e)))?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|_| format!("answered HTTP {status} without JSON"))?;
-        if body["status"] != "success" {
-            return Err(format!(
-                "answered HTTP {status}: {}",
-                body["error"].as_str().unwrap_or("not a success")
-            ));
-        }
-        Ok(body)
-    };
-    let mut reasons = Vec::new();
-    let selector = match group {
-        Some(g) => format!("rpo_failover_ready{{group=\"{g}\"}}"),
-        None => "rpo_failover_ready".to_string(),
-    };
-    let present = get(format!(
-        "{base}/api/v1/query?query=count({})",
-        percent_encode(&selector)
-    ))
-    .await?;
-    if present["data"]["result"]
-        .as_array()
-        .is_none_or(|r| r.is_empty())
-    {
-        reasons.push(Reason::new(
-            ReasonCode::VerdictSeriesMissing,
-            format!(
-                "Prometheus has no {selector} series: no exporter measures {}",
-                group
-                    .map(|g| format!("group {g}"))
-                    .unwrap_or_else(|| "any group".to_string())
-            ),
-        ));
-    }
-    let alerts = get(format!("{base}/api/v1/alerts")).await?;
-    for alert in alerts["data"]["alerts"].as_array().into_iter().flatten() {
-        let labels = &alert["labels"];
-        let blocks = alert["state"] == "firing" && labels["failover_gate"] == "block";
-        let ours = match (group, labels["group"].as_str()) {
-            (Some(g), Some(alert_group)) => g == alert_group,
-            _ => true,
-        };
-        if blocks && ours {
-            let name = labels["alertname"].as_str().unwrap_or("alert");
-            let summary = alert["annotations"]["summary"].as_str().unwrap_or("");
-            reasons.push(Reason::new(
-                ReasonCode::GateAlertFiring,
-                format!("{name} is firing: {summary}"),
-            ));
-        }
-    }
-    reasons.sort_by(|a, b| a.message.cmp(&b.message));
-    Ok(reasons)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A transport error without the URL (it may carry credentials): its kind
 /// and the chain of causes.
 fn without_url(error: &reqwest::Error) -> String {
@@ -370,6 +292,8 @@ fn verdict_from_reasons(mode: Mode, reasons: Vec<Reason>) -> VerdictJson {
         mode: mode.to_string(),
         evaluated_at: humantime::format_rfc3339_millis(now).to_string(),
         evaluated_at_unix: crate::probe::unix_seconds(now),
+        exporter: None,
+        exporters: Vec::new(),
         reasons: reasons.iter().map(|r| r.message.clone()).collect(),
         reason_details: reasons.iter().map(ReasonJson::new).collect(),
         groups: Vec::new(),
@@ -379,13 +303,37 @@ fn verdict_from_reasons(mode: Mode, reasons: Vec<Reason>) -> VerdictJson {
 /// The table a person reads: one block per group, one row per target.
 pub fn render_table(verdict: &VerdictJson) -> String {
     let mut out = String::new();
+    let by = verdict
+        .exporter
+        .as_ref()
+        .map(|e| format!(", {e}"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "VERDICT: {}  ({} mode, evaluated {})",
+        "VERDICT: {}  ({} mode, evaluated {}{by})",
         verdict.verdict,
         verdict.mode,
         verdict.evaluated_at.replace('T', " ")
     );
+    if !verdict.exporters.is_empty() {
+        let mut rows = vec![[
+            "EXPORTER".to_string(),
+            "REGION".to_string(),
+            "SCRAPED AT".to_string(),
+            "VERDICT".to_string(),
+        ]];
+        for e in &verdict.exporters {
+            rows.push([
+                e.instance.clone().unwrap_or_else(|| "unknown".to_string()),
+                e.region.clone().unwrap_or_else(|| "-".to_string()),
+                e.scrape_instance.clone().unwrap_or_default(),
+                e.verdict.clone().unwrap_or_default(),
+            ]);
+        }
+        let _ = writeln!(out);
+        write_columns(&mut out, &rows);
+        let _ = writeln!(out);
+    }
     if verdict.groups.is_empty() {
         for reason in &verdict.reasons {
             let _ = writeln!(out, "  - {reason}");
@@ -437,20 +385,7 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 t.reasons.join("; "),
             ]);
         }
-        let widths: Vec<usize> = (0..8)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        for row in rows {
-            let mut line = String::from("  ");
-            for (c, cell) in row.iter().enumerate() {
-                if c == 7 {
-                    line.push_str(cell);
-                } else {
-                    let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
+        write_columns(&mut out, &rows);
         if !group.reasons.is_empty() {
             let _ = writeln!(out, "  Reasons:");
             for reason in &group.reasons {
@@ -482,6 +417,25 @@ fn render_notes(out: &mut String, group: &crate::readiness::GroupJson) {
     }
 }
 
+/// Rows as aligned columns, indented two spaces; the last column is not
+/// padded.
+fn write_columns<const N: usize>(out: &mut String, rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            if c == N - 1 {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,11 +458,39 @@ mod tests {
                 code: "exporter_unavailable".to_string(),
                 group: None,
                 target: None,
+                exporter: None,
                 message: "exporter at http://x cannot be reached: timed out".to_string(),
             }]
         );
         assert!(render_table(&verdict)
             .contains("\n  - exporter at http://x cannot be reached: timed out\n"));
+
+        // The table header names the exporter that computed the verdict, and
+        // `check --prometheus` lists the exporters it read.
+        let mut named = verdict_from_reasons(Mode::Planned, Vec::new());
+        named.exporter = Some(crate::readiness::ExporterJson {
+            instance: Some("dr".to_string()),
+            region: Some("eu-central-1".to_string()),
+            scrape_instance: None,
+            verdict: None,
+        });
+        assert!(render_table(&named)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(", exporter dr in eu-central-1)"));
+        named.exporter = None;
+        named.exporters = vec![crate::readiness::ExporterJson {
+            instance: Some("dr".to_string()),
+            region: None,
+            scrape_instance: Some("10.0.3.4:9798".to_string()),
+            verdict: Some("GO".to_string()),
+        }];
+        let table = render_table(&named);
+        assert!(
+            table.contains("\n  EXPORTER  REGION  SCRAPED AT     VERDICT\n  dr        -       10.0.3.4:9798  GO\n"),
+            "{table}"
+        );
 
         let go = verdict_from_reasons(Mode::Unplanned, Vec::new());
         assert!(go.ready);

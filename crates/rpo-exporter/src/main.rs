@@ -82,10 +82,24 @@ struct CheckArgs {
     /// Ask a running exporter (its base URL) instead of polling.
     #[arg(long, value_name = "URL", conflicts_with = "config")]
     from: Option<String>,
-    /// Read the gate from Prometheus (its base URL): NO-GO while any
-    /// failover_gate="block" alert for the group is firing.
+    /// Read the gate from Prometheus (its base URL): NO-GO when any
+    /// exporter's verdict for the group is 0, missing or stale, or while any
+    /// failover_gate="block" alert for the group is pending or firing.
     #[arg(long, value_name = "URL", conflicts_with_all = ["config", "from"])]
     prometheus: Option<String>,
+    /// With --prometheus: only the exporters in this region (repeat, or
+    /// comma-separate). In an unplanned failover, the surviving region.
+    #[arg(
+        long,
+        value_name = "REGION",
+        requires = "prometheus",
+        value_delimiter = ','
+    )]
+    region: Vec<String>,
+    /// With --prometheus: a verdict sample older than this is stale (NO-GO).
+    /// Set it to 2-3 times your scrape_interval.
+    #[arg(long = "max-sample-age", value_name = "DURATION", requires = "prometheus", value_parser = parse_duration)]
+    max_sample_age: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -152,9 +166,30 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             let output: Output = args.output.parse().expect("clap checked the value");
             let verdict = if let Some(url) = &args.from {
+                if let Err(problem) = check::parse_base_url("--from", url) {
+                    eprintln!("rpo-exporter check: {problem}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
                 check::check_remote(url, &options, Duration::from_secs(10)).await
             } else if let Some(url) = &args.prometheus {
-                check::check_prometheus(url, &options, Duration::from_secs(10)).await
+                let gate = check::PrometheusGate {
+                    regions: args.region.clone(),
+                    max_sample_age: args.max_sample_age.unwrap_or(check::DEFAULT_MAX_SAMPLE_AGE),
+                };
+                let answer = match check::parse_base_url("--prometheus", url) {
+                    Ok(base) => {
+                        check::check_prometheus(&base, &options, &gate, Duration::from_secs(10))
+                            .await
+                    }
+                    Err(problem) => Err(problem),
+                };
+                match answer {
+                    Ok(verdict) => verdict,
+                    Err(problem) => {
+                        eprintln!("rpo-exporter check: {problem}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                }
             } else {
                 let config = match load(&cli) {
                     Ok(config) => config,

@@ -68,10 +68,18 @@ pub enum ReasonCode {
     /// The replica was promoted and nothing replicates from it yet
     /// (planned mode: the pair has no standby).
     ReplicaPromoted,
+    /// `check --prometheus`: a `failover_gate="block"` alert is pending (inside its `for:`).
+    GateAlertPending,
+    /// `check --prometheus`: Prometheus' last scrape of an exporter failed (`up` is 0).
+    ExporterDown,
+    /// `check --prometheus`: an exporter's newest verdict sample is older than the bound.
+    VerdictStale,
+    /// `check --prometheus`: an exporter's own verdict for the group is NO-GO.
+    ExporterNoGo,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 22] = [
         ReasonCode::FirstPollPending,
         ReasonCode::NoEvidenceYet,
         ReasonCode::EvidenceStale,
@@ -90,6 +98,10 @@ impl ReasonCode {
         ReasonCode::GateAlertFiring,
         ReasonCode::SplitBrain,
         ReasonCode::ReplicaPromoted,
+        ReasonCode::GateAlertPending,
+        ReasonCode::ExporterDown,
+        ReasonCode::VerdictStale,
+        ReasonCode::ExporterNoGo,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +124,10 @@ impl ReasonCode {
             ReasonCode::GateAlertFiring => "gate_alert_firing",
             ReasonCode::SplitBrain => "split_brain",
             ReasonCode::ReplicaPromoted => "replica_promoted",
+            ReasonCode::GateAlertPending => "gate_alert_pending",
+            ReasonCode::ExporterDown => "exporter_down",
+            ReasonCode::VerdictStale => "verdict_stale",
+            ReasonCode::ExporterNoGo => "exporter_no_go",
         }
     }
 }
@@ -199,8 +215,36 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Which exporter computed a verdict: `[exporter] instance` and `region`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExporterIdentity {
+    pub instance: String,
+    pub region: Option<String>,
+}
+
+impl ExporterIdentity {
+    pub fn of(config: &Config) -> ExporterIdentity {
+        ExporterIdentity {
+            instance: config.instance.clone(),
+            region: config.region.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ExporterIdentity {
+    /// "dr-1 in eu-central-1", or "dr-1 (no region)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.region {
+            Some(region) => write!(f, "{} in {region}", self.instance),
+            None => write!(f, "{} (no region)", self.instance),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Verdict {
+    /// The exporter (or `check` run) that computed it.
+    pub exporter: ExporterIdentity,
     pub mode: Mode,
     pub evaluated_at: SystemTime,
     pub ready: bool,
@@ -359,6 +403,7 @@ pub fn evaluate(
         })
         .collect();
     Verdict {
+        exporter: ExporterIdentity::of(config),
         mode,
         evaluated_at: now,
         ready: !groups.is_empty() && groups.iter().all(|g| g.ready),
@@ -722,10 +767,65 @@ pub struct VerdictJson {
     pub mode: String,
     pub evaluated_at: String,
     pub evaluated_at_unix: f64,
+    /// The exporter (or `check --config` run) that computed this verdict;
+    /// absent from `check --prometheus`, which reads several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterJson>,
+    /// `check --prometheus`: every exporter Prometheus knows for the
+    /// group(s), with what Prometheus has of its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exporters: Vec<ExporterJson>,
     pub reasons: Vec<String>,
     #[serde(default)]
     pub reason_details: Vec<ReasonJson>,
     pub groups: Vec<GroupJson>,
+}
+
+/// One exporter, as `/failover-readiness` names itself or as
+/// `check --prometheus` found it in Prometheus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExporterJson {
+    /// `[exporter] instance`; `None` only from `check --prometheus`, for an
+    /// exporter whose `rpo_exporter_info` Prometheus has never scraped.
+    pub instance: Option<String>,
+    /// `[exporter] region`; `None` when not set (or, from `check
+    /// --prometheus`, not known for sure: it changed within the last day).
+    pub region: Option<String>,
+    /// `check --prometheus`: the scrape target, Prometheus' `instance` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_instance: Option<String>,
+    /// `check --prometheus`: `GO`, `NO-GO` or `unknown` (down, stale or
+    /// missing), as far as Prometheus shows this exporter's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+}
+
+impl ExporterJson {
+    pub fn new(identity: &ExporterIdentity) -> ExporterJson {
+        ExporterJson {
+            instance: Some(identity.instance.clone()),
+            region: identity.region.clone(),
+            scrape_instance: None,
+            verdict: None,
+        }
+    }
+}
+
+impl fmt::Display for ExporterJson {
+    /// "exporter dr-1 in eu-central-1 at 10.0.3.4:9798": what a person
+    /// needs to find it, whatever is known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.instance, &self.region) {
+            (Some(instance), Some(region)) => write!(f, "exporter {instance} in {region}")?,
+            // Not set, or (from Prometheus) not known for sure.
+            (Some(instance), None) => write!(f, "exporter {instance} (no region)")?,
+            (None, _) => f.write_str("exporter (unidentified)")?,
+        }
+        if let Some(scraped) = &self.scrape_instance {
+            write!(f, " at {scraped}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -829,6 +929,9 @@ pub struct ReasonJson {
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// `check --prometheus`: the exporter the reason is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterJson>,
     pub message: String,
 }
 
@@ -839,6 +942,7 @@ impl ReasonJson {
             code: reason.code.as_str().to_string(),
             group: None,
             target: None,
+            exporter: None,
             message: reason.message.clone(),
         }
     }
@@ -862,6 +966,8 @@ impl Verdict {
             mode: self.mode.to_string(),
             evaluated_at: humantime::format_rfc3339_millis(self.evaluated_at).to_string(),
             evaluated_at_unix: unix_seconds(self.evaluated_at),
+            exporter: Some(ExporterJson::new(&self.exporter)),
+            exporters: Vec::new(),
             reasons: groups
                 .iter()
                 .flat_map(|g| g.reasons.iter().cloned())
@@ -892,6 +998,7 @@ impl GroupVerdict {
                     code: r.code.as_str().to_string(),
                     group: Some(self.group.clone()),
                     target: r.target.as_ref().map(TargetId::to_string),
+                    exporter: None,
                     message: r.message.clone(),
                 })
                 .collect(),
@@ -1314,7 +1421,11 @@ replica_url = "postgres://a@127.0.0.1:2/x"
                 | ReasonCode::VerdictSeriesMissing
                 | ReasonCode::GateAlertFiring
                 | ReasonCode::SplitBrain
-                | ReasonCode::ReplicaPromoted => {}
+                | ReasonCode::ReplicaPromoted
+                | ReasonCode::GateAlertPending
+                | ReasonCode::ExporterDown
+                | ReasonCode::VerdictStale
+                | ReasonCode::ExporterNoGo => {}
             }
             assert!(seen.insert(code.as_str()), "{code} listed twice");
             assert_eq!(
@@ -1330,7 +1441,7 @@ replica_url = "postgres://a@127.0.0.1:2/x"
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(seen.len(), 18);
+        assert_eq!(seen.len(), 22);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Config {
     /// Names this exporter's heartbeat rows/keys (one per instance, so two
     /// exporters never read each other's clock).
     pub instance: String,
+    /// Where this exporter runs (`[exporter] region`, free text such as
+    /// `eu-west-1`), so that one Prometheus scraping two exporters, and the
+    /// people reading it, can tell them apart. `None` when not set.
+    pub region: Option<String>,
     pub web: WebConfig,
     pub groups: Vec<Group>,
     pub targets: Vec<Target>,
@@ -158,6 +162,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawExporter {
     instance: Option<String>,
+    region: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -282,6 +287,18 @@ impl ConfigFile<'_> {
             }
             None => default_instance_name(),
         };
+        let region = match exporter.region {
+            Some(region) if !is_region_name(&region) => {
+                return Err(self.invalid(
+                    "exporter.region",
+                    format!(
+                        "`{}` is not a region name: use 1 to 63 letters, digits, '-', '_' or '.', like \"eu-west-1\"",
+                        region.escape_debug()
+                    ),
+                ));
+            }
+            region => region,
+        };
 
         let listen_address = match &web.listen_address {
             Some(addr) => addr.parse::<SocketAddr>().map_err(|_| {
@@ -385,6 +402,7 @@ impl ConfigFile<'_> {
         Ok(Config {
             source: self.path.to_owned(),
             instance,
+            region,
             web: WebConfig {
                 listen_address,
                 telemetry_path,
@@ -774,6 +792,16 @@ fn is_label_safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
+/// A region as people write it (`eu-west-1`, `westeurope`, `dc-2`): short,
+/// because it is a label value and a column on a bridge-call screen.
+fn is_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// A table name we are willing to splice into SQL: `table` or `schema.table`
 /// of plain lower-case identifiers.
 pub fn is_sql_table_name(name: &str) -> bool {
@@ -944,6 +972,27 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
         let err =
             error_of(&GOOD.replace("table = \"rpo_heartbeat\"", "table = \"x; drop table y\""));
         assert!(err.contains("heartbeat.table"), "{err}");
+    }
+
+    #[test]
+    fn exporter_region_is_optional_short_and_label_safe() {
+        assert_eq!(load(GOOD).unwrap().region, None);
+        let with = |region: &str| {
+            load(&format!(
+                "[exporter]\ninstance = \"dr\"\nregion = \"{region}\"\n{GOOD}"
+            ))
+        };
+        let config = with("eu-central-1").unwrap();
+        assert_eq!(config.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(config.instance, "dr");
+        for bad in ["", "eu west 1", "eu-west-1\\\"", &"x".repeat(64)] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("test.toml"), "{err}");
+            assert!(err.contains("key `exporter.region`"), "{err}");
+            assert!(err.contains("like \"eu-west-1\""), "{err}");
+        }
+        let err = error_of(&format!("[exporter]\nregoin = \"x\"\n{GOOD}"));
+        assert!(err.contains("regoin"), "{err}");
     }
 
     #[test]

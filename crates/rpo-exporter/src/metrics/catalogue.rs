@@ -124,6 +124,11 @@ pub static FAILOVER_READY: MetricDef = MetricDef::gauge(
     "1 when the group passes the planned failover gate (GO).",
 )
 .per_group();
+pub static FAILOVER_READY_UNPLANNED: MetricDef = MetricDef::gauge(
+    "rpo_failover_ready_unplanned",
+    "1 when the group passes the unplanned failover gate (GO with the source region gone).",
+)
+.per_group();
 pub static GROUP_EXPOSURE_SECONDS: MetricDef = MetricDef::gauge(
     "rpo_group_exposure_seconds",
     "The largest exposure among the group's targets.",
@@ -148,6 +153,16 @@ pub static EXPORTER_BUILD_INFO: MetricDef = MetricDef::gauge(
 )
 .exporter_wide()
 .with_labels(&["version", "revision"]);
+/// Who this exporter is: when one Prometheus scrapes an exporter per region,
+/// rules, dashboards and `check --prometheus` join on the scrape's
+/// `job`/`instance` and read the region from here. `exporter_instance`,
+/// not `instance`: Prometheus owns `instance` (the scrape target).
+pub static EXPORTER_INFO: MetricDef = MetricDef::gauge(
+    "rpo_exporter_info",
+    "Always 1: this exporter's configured instance name and region (empty when not set).",
+)
+.exporter_wide()
+.with_labels(&["exporter_instance", "region"]);
 pub static AWS_API_REQUESTS_TOTAL: MetricDef = MetricDef::counter(
     "rpo_aws_api_requests_total",
     "HTTP requests sent to AWS APIs (retries included: what AWS bills), by service and operation.",
@@ -195,10 +210,12 @@ pub static CORE: &[&MetricDef] = &[
     &PROMOTION_TIMESTAMP_SECONDS,
     &MEASURED_LOSS_BYTES,
     &FAILOVER_READY,
+    &FAILOVER_READY_UNPLANNED,
     &GROUP_EXPOSURE_SECONDS,
     &GROUP_RECOVERY_POINT_SKEW_SECONDS,
     &GROUP_BUDGET_SECONDS,
     &EXPORTER_BUILD_INFO,
+    &EXPORTER_INFO,
     &AWS_API_REQUESTS_TOTAL,
     &AWS_API_ERRORS_TOTAL,
     &CLOUDWATCH_METRICS_REQUESTED_TOTAL,
@@ -300,6 +317,9 @@ mod tests {
             // Fixed by SPEC section 11: `rpo_promoted`, `rpo_split_brain`.
             "promoted",
             "brain",
+            // rpo_failover_ready_unplanned: the 0/1 verdict of the
+            // unplanned gate (the name is fixed by SPEC section 9).
+            "unplanned",
         ];
         for family in all() {
             let name = family.name;

@@ -42,6 +42,11 @@ pub fn render(
     now: SystemTime,
 ) -> String {
     let verdict = evaluate(config, snapshot, Mode::Planned, now, None);
+    // Both gates are published, so the alerting view (and `check
+    // --prometheus --mode unplanned`) reads the same verdict as
+    // `/failover-readiness?mode=unplanned`. One more pass of the pure
+    // verdict: a fraction of rendering the per-target series.
+    let unplanned = evaluate(config, snapshot, Mode::Unplanned, now, None);
     // About 3.3 KB per Postgres target; one allocation instead of doublings.
     let mut out = String::with_capacity(4096 + config.targets.len() * 4096);
     let never_polled = TargetReport::default();
@@ -49,8 +54,8 @@ pub fn render(
     render_targets(&mut out, &rows);
     render_promotions(&mut out, &rows);
     render_details(&mut out, &rows);
-    render_groups(&mut out, &verdict);
-    render_meta(&mut out);
+    render_groups(&mut out, &verdict, &unplanned);
+    render_meta(&mut out, config);
     render_aws_calls(&mut out, config, aws_calls);
     process::render(&mut out);
     out
@@ -282,7 +287,9 @@ fn render_details(out: &mut String, rows: &[TargetRow]) {
     }
 }
 
-fn render_groups(out: &mut String, verdict: &Verdict) {
+/// The per-group families; `unplanned` is the same snapshot's verdict in
+/// unplanned mode (same groups, same order).
+fn render_groups(out: &mut String, verdict: &Verdict, unplanned: &Verdict) {
     use catalogue::*;
     let labels: Vec<String> = verdict
         .groups
@@ -299,6 +306,14 @@ fn render_groups(out: &mut String, verdict: &Verdict) {
     };
     let groups = &verdict.groups;
     per_group(out, &FAILOVER_READY, &|i| Some(bool_value(groups[i].ready)));
+    debug_assert!(unplanned
+        .groups
+        .iter()
+        .map(|g| &g.group)
+        .eq(groups.iter().map(|g| &g.group)));
+    per_group(out, &FAILOVER_READY_UNPLANNED, &|i| {
+        unplanned.groups.get(i).map(|g| bool_value(g.ready))
+    });
     per_group(out, &GROUP_EXPOSURE_SECONDS, &|i| {
         groups[i].exposure.map(|e| e.as_secs_f64())
     });
@@ -345,10 +360,17 @@ fn render_aws_calls(out: &mut String, config: &Config, aws_calls: &AwsCallCounte
     );
 }
 
-fn render_meta(out: &mut String) {
-    use catalogue::EXPORTER_BUILD_INFO;
+fn render_meta(out: &mut String, config: &Config) {
+    use catalogue::{EXPORTER_BUILD_INFO, EXPORTER_INFO};
     header(out, &EXPORTER_BUILD_INFO);
     exporter_sample(out, &EXPORTER_BUILD_INFO, &[VERSION, REVISION], 1.0);
+    header(out, &EXPORTER_INFO);
+    exporter_sample(
+        out,
+        &EXPORTER_INFO,
+        &[&config.instance, config.region.as_deref().unwrap_or("")],
+        1.0,
+    );
 }
 
 /// One sample of an exporter-wide family: `values` in the family's label order.
@@ -380,6 +402,7 @@ mod tests {
     const GOLDEN_CONFIG: &str = r#"
 [exporter]
 instance = "golden"
+region = "eu-west-1"
 
 [[group]]
 name = "erp"
@@ -460,7 +483,9 @@ region = "eu-west-1"
 
     /// The exposition is byte-identical to the one rendered before the
     /// catalogue existed (`testdata/render-golden.txt`, captured from the
-    /// string-literal renderer), apart from the `process_*` series.
+    /// string-literal renderer), apart from the `process_*` series and the
+    /// families added since (`rpo_failover_ready_unplanned`,
+    /// `rpo_exporter_info`, whose lines were written by hand).
     #[test]
     fn rendering_from_the_catalogue_matches_the_golden_exposition() {
         let text: String = golden_render()

@@ -23,3 +23,4 @@ mod redis;
 mod redis_stream;
 mod shipped;
 mod sql_queue;
+mod two_exporters;
