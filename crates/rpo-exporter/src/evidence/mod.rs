@@ -1,8 +1,12 @@
 //! The evidence rules, each written once and shared by the kinds that use
-//! it (see SPEC section 2): dating a replica's position by the source
-//! positions sampled on earlier polls ([`positions`]), the queue rule
-//! ([`queue`]), and provider-reported lag ([`provider_lag`]).
+//! it (see SPEC sections 2 and 10): dating a replica's position by the
+//! source positions sampled on earlier polls ([`positions`]), the queue rule
+//! ([`queue`]), provider-reported lag ([`provider_lag`]), this exporter's
+//! clocks and the conversion of a server's timestamps ([`clock`]), and the
+//! dating of this exporter's own heartbeat ([`heartbeat`]).
 
+pub mod clock;
+pub mod heartbeat;
 pub mod positions;
 pub mod provider_lag;
 pub mod queue;

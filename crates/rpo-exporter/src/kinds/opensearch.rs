@@ -43,6 +43,8 @@ use serde_json::Value;
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::http as http_client;
+use crate::evidence::clock::Stamp;
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::SourceSamples;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
@@ -198,7 +200,8 @@ impl KindSpec for OpensearchTarget {
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
-        Ok(Box::new(OpensearchProbe::new(target, self, instance)?))
+        let log = context.heartbeat_log(&target.name);
+        Ok(Box::new(OpensearchProbe::new(target, self, instance, log)?))
     }
 }
 
@@ -440,11 +443,7 @@ pub struct CheckpointHistory {
 impl CheckpointHistory {
     /// What one status answer, asked at `asked_at`, proves for its index.
     /// Records the sample it needs.
-    pub fn recovery_point(
-        &mut self,
-        asked_at: SystemTime,
-        status: &IndexStatus,
-    ) -> Option<SystemTime> {
+    pub fn recovery_point(&mut self, asked_at: Stamp, status: &IndexStatus) -> Option<SystemTime> {
         if status.status != ReplicationStatus::Syncing {
             return None;
         }
@@ -457,7 +456,7 @@ impl CheckpointHistory {
             // A leader checkpoint going back (a new leader index) forgets
             // older samples: they date nothing any more.
             self.leader.record(asked_at, leader);
-            return self.leader.dated(|sample| {
+            return self.leader.dated(asked_at, |sample| {
                 sample.iter().all(|(shard, leader)| {
                     status
                         .shards
@@ -469,7 +468,7 @@ impl CheckpointHistory {
         // Only the sums: equal sums mean every shard is in step (a follower
         // never passes its leader); unequal sums cannot be dated.
         match status.checkpoints {
-            Some(c) if c.follower >= c.leader => Some(asked_at),
+            Some(c) if c.follower >= c.leader => Some(asked_at.wall),
             _ => None,
         }
     }
@@ -676,6 +675,8 @@ pub struct OpensearchProbe {
     leader: Option<OpenSearch>,
     leader_shown: String,
     instance: String,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
 }
 
 #[derive(Clone)]
@@ -690,6 +691,7 @@ impl OpensearchProbe {
         target: &Target,
         spec: &OpensearchTarget,
         instance: &str,
+        heartbeat_log: HeartbeatLog,
     ) -> Result<OpensearchProbe, ProbeError> {
         let credentials = spec.username.clone().zip(spec.password.clone());
         let follower = cluster_client(
@@ -725,6 +727,7 @@ impl OpensearchProbe {
                 .map(|u| http_client::origin(u.expose()))
                 .unwrap_or_default(),
             instance: instance.to_string(),
+            heartbeat_log,
         })
     }
 
@@ -811,7 +814,7 @@ impl OpensearchProbe {
     }
 
     async fn poll_once(&mut self) -> Result<Measurement, ProbeError> {
-        let asked_at = SystemTime::now();
+        let asked_at = Stamp::now();
         let mut names: BTreeSet<String> = self.indices.iter().cloned().collect();
         let mut stats = None;
         if self.indices.is_empty() {
@@ -833,7 +836,7 @@ impl OpensearchProbe {
             statuses.push((index.clone(), answer.map_err(|e| e.on(Side::Replica))?));
         }
 
-        let mut measurement = Measurement::new(asked_at);
+        let mut measurement = Measurement::new(asked_at.wall);
         measurement.replica_reachable = Some(true);
         let mut heartbeat_seen = None;
         if let Some(hb) = self.heartbeat.clone() {
@@ -855,7 +858,9 @@ impl OpensearchProbe {
                 .as_ref()
                 .is_some_and(|hb| hb.follower_index == index)
             {
-                rp = rp.max(heartbeat_seen);
+                let heartbeat = heartbeat_seen
+                    .and_then(|seen| self.heartbeat_log.date(seen, asked_at).proven());
+                rp = rp.max(heartbeat);
             }
             dated.push((index, status, rp));
         }
@@ -946,6 +951,7 @@ impl Probe for OpensearchProbe {
             index: hb.leader_index,
             interval: hb.interval,
             instance: self.instance.clone(),
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
@@ -957,6 +963,8 @@ struct OpensearchHeartbeatWriter {
     index: String,
     interval: Duration,
     instance: String,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl HeartbeatWriter for OpensearchHeartbeatWriter {
@@ -965,6 +973,7 @@ impl HeartbeatWriter for OpensearchHeartbeatWriter {
     }
 
     fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
+        self.log.record(at);
         Box::pin(async move {
             let what = format!(
                 "leader cluster {}, heartbeat index {}",
@@ -1105,9 +1114,15 @@ mod tests {
     fn in_step_is_caught_up_now_even_when_idle() {
         let mut h = CheckpointHistory::default();
         let s = parse_status(SYNCING).unwrap();
-        assert_eq!(h.recovery_point(at(10.0), &s), Some(at(10.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(10.0)), &s),
+            Some(at(10.0))
+        );
         // Nothing written for an hour: still in step, still now.
-        assert_eq!(h.recovery_point(at(3610.0), &s), Some(at(3610.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(3610.0)), &s),
+            Some(at(3610.0))
+        );
     }
 
     #[test]
@@ -1136,22 +1151,22 @@ mod tests {
             s
         };
         assert_eq!(
-            h.recovery_point(at(10.0), &shard(10, 10, 10, 10)),
+            h.recovery_point(Stamp::unstepped(at(10.0)), &shard(10, 10, 10, 10)),
             Some(at(10.0))
         );
         // Writes go on; shard 1 falls behind.
         assert_eq!(
-            h.recovery_point(at(11.0), &shard(20, 20, 20, 12)),
+            h.recovery_point(Stamp::unstepped(at(11.0)), &shard(20, 20, 20, 12)),
             Some(at(10.0))
         );
         assert_eq!(
-            h.recovery_point(at(12.0), &shard(30, 30, 30, 20)),
+            h.recovery_point(Stamp::unstepped(at(12.0)), &shard(30, 30, 30, 20)),
             Some(at(11.0))
         );
         // The sums would say 65 >= 60 (the sample at 12 s) while shard 1
         // still lacks writes from before it: per shard, it is not reached.
         assert_eq!(
-            h.recovery_point(at(13.0), &shard(40, 40, 40, 25)),
+            h.recovery_point(Stamp::unstepped(at(13.0)), &shard(40, 40, 40, 25)),
             Some(at(11.0))
         );
     }
@@ -1164,7 +1179,7 @@ mod tests {
             leader: 30,
             follower: 25,
         });
-        assert_eq!(h.recovery_point(at(10.0), &s), None);
+        assert_eq!(h.recovery_point(Stamp::unstepped(at(10.0)), &s), None);
     }
 
     #[test]
@@ -1172,7 +1187,7 @@ mod tests {
         let mut h = CheckpointHistory::default();
         for body in [PAUSED, FAILED, NOT_IN_PROGRESS, BOOTSTRAPPING] {
             assert_eq!(
-                h.recovery_point(at(10.0), &parse_status(body).unwrap()),
+                h.recovery_point(Stamp::unstepped(at(10.0)), &parse_status(body).unwrap()),
                 None,
                 "{body}"
             );

@@ -12,8 +12,13 @@
 //!    written just before we asked, the recovery point is that instant — so
 //!    an idle primary never reads as lag. Only while the WAL receiver is
 //!    streaming: a broken link freezes the recovery point instead of reading
-//!    as zero lag. `pg_last_xact_replay_timestamp()` (the primary's clock) is
-//!    a lower bound used as a fallback.
+//!    as zero lag. `pg_last_xact_replay_timestamp()` is a lower bound used
+//!    as a fallback — it is the primary's clock, so it counts only after
+//!    conversion by the primary's measured clock offset (see
+//!    [`crate::evidence::clock`]) and never past the replica observation.
+//!
+//! Every poll reads `clock_timestamp()` on each side between two readings of
+//! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
 //! Connections are kept between polls and re-established after a failure,
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
@@ -31,6 +36,8 @@ use super::{KindDef, KindSpec};
 use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
+use crate::evidence::clock::{convert, ClockOffset, Offset, Stamp, CLOCK_OFFSET_SECONDS};
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::probe::{
     from_unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState, Measurement, Probe,
@@ -127,7 +134,8 @@ impl KindSpec for PostgresTarget {
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
-        Ok(Box::new(PostgresProbe::new(target, self, instance)?))
+        let log = context.heartbeat_log(&target.name);
+        Ok(Box::new(PostgresProbe::new(target, self, instance, log)?))
     }
 }
 
@@ -194,6 +202,7 @@ pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS,
     &LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS,
     &HEARTBEAT_TIMESTAMP_SECONDS,
+    &CLOCK_OFFSET_SECONDS,
 ];
 
 /// A WAL position in bytes, parsed from Postgres' `X/Y` text form.
@@ -211,7 +220,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrimaryObservation {
     /// This exporter's clock just before the question was sent.
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub in_recovery: bool,
     pub current_lsn: Option<u64>,
     pub streaming_standbys: i64,
@@ -220,7 +229,7 @@ pub struct PrimaryObservation {
 /// What the replica said at one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaObservation {
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub in_recovery: bool,
     pub receive_lsn: Option<u64>,
     pub replay_lsn: Option<u64>,
@@ -262,26 +271,30 @@ pub struct PositionHistory {
 }
 
 impl PositionHistory {
-    pub fn record_primary(&mut self, at: SystemTime, lsn: u64) {
+    pub fn record_primary(&mut self, at: Stamp, lsn: u64) {
         self.primary.record(at, lsn);
     }
 
-    pub fn record_replay(&mut self, at: SystemTime, lsn: u64) {
+    pub fn record_replay(&mut self, at: Stamp, lsn: u64) {
         self.replay.record(at, lsn);
     }
 
     /// The latest sampled instant at which the primary's position was at or
-    /// below `replay_lsn`: every write before it is on the replica.
-    pub fn dated(&self, replay_lsn: u64) -> Option<SystemTime> {
-        self.primary.dated(|lsn| *lsn <= replay_lsn)
+    /// below `replay_lsn`: every write before it is on the replica. In the
+    /// wall clock of `evidence`.
+    pub fn dated(&self, evidence: Stamp, replay_lsn: u64) -> Option<SystemTime> {
+        self.primary.dated(evidence, |lsn| *lsn <= replay_lsn)
     }
 
     /// Combines one poll's observations into evidence. Record this poll's
-    /// samples first.
+    /// samples first. `primary_clock` is the primary's measured clock
+    /// offset, which converts the replayed commit time; without it that
+    /// time proves nothing.
     pub fn evidence(
         &self,
         primary: Option<&PrimaryObservation>,
         replica: &ReplicaObservation,
+        primary_clock: Option<Offset>,
     ) -> EngineEvidence {
         let link = if !replica.in_recovery {
             LinkState::Unhealthy(
@@ -313,11 +326,16 @@ impl PositionHistory {
 
         let recovery_point = if replica.in_recovery {
             let dated = if link.is_healthy() {
-                replica.replay_lsn.and_then(|lsn| self.dated(lsn))
+                replica
+                    .replay_lsn
+                    .and_then(|lsn| self.dated(replica.observed_at, lsn))
             } else {
                 None
             };
-            match (dated, replica.last_xact_replay) {
+            let committed = replica
+                .last_xact_replay
+                .and_then(|t| convert(t, primary_clock, replica.observed_at));
+            match (dated, committed) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             }
@@ -348,7 +366,8 @@ impl PositionHistory {
 
 const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
-     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8";
+     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8, \
+     extract(epoch from clock_timestamp())::float8";
 
 const SLOTS_SQL: &str = "SELECT slot_name::text, active, \
      CASE WHEN restart_lsn IS NULL OR pg_is_in_recovery() THEN NULL \
@@ -361,7 +380,8 @@ const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
      extract(epoch from pg_last_xact_replay_timestamp())::float8, \
      CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
      (SELECT status::text FROM pg_stat_wal_receiver LIMIT 1), \
-     (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1)";
+     (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1), \
+     extract(epoch from clock_timestamp())::float8";
 
 pub struct PostgresProbe {
     timeout: Duration,
@@ -369,6 +389,11 @@ pub struct PostgresProbe {
     replica: Connection,
     heartbeat: Option<HeartbeatSettings>,
     history: PositionHistory,
+    /// The servers' clock offsets (`clock_timestamp()` on each side).
+    primary_clock: ClockOffset,
+    replica_clock: ClockOffset,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
 }
 
 #[derive(Clone)]
@@ -384,6 +409,7 @@ impl PostgresProbe {
         target: &Target,
         spec: &PostgresTarget,
         instance: &str,
+        heartbeat_log: HeartbeatLog,
     ) -> Result<PostgresProbe, ProbeError> {
         let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
         Ok(PostgresProbe {
@@ -405,16 +431,22 @@ impl PostgresProbe {
                 instance: instance.to_string(),
             }),
             history: PositionHistory::default(),
+            primary_clock: ClockOffset::default(),
+            replica_clock: ClockOffset::default(),
+            heartbeat_log,
         })
     }
 
     async fn observe_primary(&mut self) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
         let client = self.primary.client().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let row = client
             .query_one(PRIMARY_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Source))?;
+        if let Some(server) = row.get::<_, Option<f64>>(3).and_then(from_unix_seconds) {
+            self.primary_clock.record(observed_at, server, Stamp::now());
+        }
         let current_text: Option<String> = row.get(1);
         let current_lsn = match &current_text {
             Some(text) => Some(parse_lsn(text).ok_or_else(|| {
@@ -465,11 +497,14 @@ impl PostgresProbe {
     ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
         let heartbeat = self.heartbeat.clone();
         let client = self.replica.client().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let row = client
             .query_one(REPLICA_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
+        if let Some(server) = row.get::<_, Option<f64>>(7).and_then(from_unix_seconds) {
+            self.replica_clock.record(observed_at, server, Stamp::now());
+        }
         let lsn = |i: usize| -> Result<Option<u64>, ProbeError> {
             match row.get::<_, Option<String>>(i) {
                 None => Ok(None),
@@ -510,7 +545,7 @@ impl PostgresProbe {
     async fn poll_once(&mut self) -> Measurement {
         let started = Instant::now();
         let half = self.timeout / 2;
-        let mut measurement = Measurement::new(SystemTime::now());
+        let mut measurement = Measurement::new(Stamp::now().wall);
         let mut details = Vec::new();
 
         // The primary first: the caught-up test needs its position read
@@ -519,6 +554,9 @@ impl PostgresProbe {
             Ok((observation, primary_details)) => {
                 measurement.source_reachable = Some(true);
                 details.extend(primary_details);
+                if let Some(offset) = self.primary_clock.estimate() {
+                    details.push(offset.detail(Side::Source, observation.observed_at));
+                }
                 if let (false, Some(lsn)) = (observation.in_recovery, observation.current_lsn) {
                     self.history.record_primary(observation.observed_at, lsn);
                 }
@@ -535,12 +573,21 @@ impl PostgresProbe {
         match within(started + self.timeout, self.observe_replica()).await {
             Ok((replica, heartbeat_seen)) => {
                 measurement.replica_reachable = Some(true);
-                measurement.evidence_time = replica.observed_at;
+                measurement.evidence_time = replica.observed_at.wall;
                 if let Some(lsn) = replica.replay_lsn {
                     self.history.record_replay(replica.observed_at, lsn);
                 }
-                let evidence = self.history.evidence(primary.as_ref(), &replica);
-                measurement.recovery_point = match (evidence.recovery_point, heartbeat_seen) {
+                if let Some(offset) = self.replica_clock.estimate() {
+                    details.push(offset.detail(Side::Replica, replica.observed_at));
+                }
+                let evidence = self.history.evidence(
+                    primary.as_ref(),
+                    &replica,
+                    self.primary_clock.estimate(),
+                );
+                let heartbeat = heartbeat_seen
+                    .and_then(|seen| self.heartbeat_log.date(seen, replica.observed_at).proven());
+                measurement.recovery_point = match (evidence.recovery_point, heartbeat) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
@@ -613,6 +660,7 @@ impl Probe for PostgresProbe {
             user: self.primary.user().to_string(),
             settings,
             table_ready: false,
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
@@ -624,6 +672,8 @@ struct PostgresHeartbeatWriter {
     user: String,
     settings: HeartbeatSettings,
     table_ready: bool,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl PostgresHeartbeatWriter {
@@ -644,6 +694,7 @@ impl PostgresHeartbeatWriter {
     }
 
     async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        self.log.record(at);
         let create_sql = self.create_sql();
         let grants = self.grants_help();
         let table = self.settings.table.clone();
@@ -717,12 +768,31 @@ mod tests {
     use super::*;
 
     fn at(secs: f64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_secs_f64(secs)
+        crate::probe::from_unix_seconds(1_700_000_000.0 + secs).unwrap()
+    }
+
+    /// A reading of our clocks at `secs`, no step.
+    fn st(secs: f64) -> Stamp {
+        Stamp::unstepped(at(secs))
+    }
+
+    /// A converted commit time: `secs` less the 1 ms reading slack.
+    fn assert_converted(actual: Option<SystemTime>, secs: f64) {
+        let actual = crate::probe::unix_seconds(actual.expect("a recovery point"));
+        let expected = crate::probe::unix_seconds(at(secs)) - 0.001;
+        assert!((actual - expected).abs() < 1e-5, "{actual} != {expected}");
+    }
+
+    /// The primary's clock offset measured as `ahead` seconds (exactly).
+    fn primary_clock(ahead: f64) -> Option<Offset> {
+        let mut clock = ClockOffset::default();
+        clock.record(st(0.0), at(ahead), st(0.0));
+        clock.estimate()
     }
 
     fn primary(t: f64, lsn: u64) -> PrimaryObservation {
         PrimaryObservation {
-            observed_at: at(t),
+            observed_at: st(t),
             in_recovery: false,
             current_lsn: Some(lsn),
             streaming_standbys: 1,
@@ -736,7 +806,7 @@ mod tests {
         status: Option<&str>,
     ) -> ReplicaObservation {
         ReplicaObservation {
-            observed_at: at(t),
+            observed_at: st(t),
             in_recovery: true,
             receive_lsn: Some(replay),
             replay_lsn: Some(replay),
@@ -765,6 +835,7 @@ mod tests {
         let e = h.evidence(
             Some(&p),
             &replica(1000.01, 5000, Some(538.0), Some("streaming")),
+            primary_clock(0.0),
         );
         assert_eq!(e.recovery_point, Some(at(1000.0)));
         assert_eq!(e.link, LinkState::Healthy);
@@ -775,14 +846,18 @@ mod tests {
     #[test]
     fn behind_replica_is_dated_by_the_primary_samples() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 1000);
-        h.record_primary(at(11.0), 2000);
-        h.record_primary(at(12.0), 3000);
-        h.record_replay(at(10.0), 1000);
-        h.record_replay(at(12.0), 1500);
+        h.record_primary(st(10.0), 1000);
+        h.record_primary(st(11.0), 2000);
+        h.record_primary(st(12.0), 3000);
+        h.record_replay(st(10.0), 1000);
+        h.record_replay(st(12.0), 1500);
         let p = primary(12.0, 3000);
         // Replayed up to 2500: everything before the sample at 11 s is there.
-        let e = h.evidence(Some(&p), &replica(12.0, 2500, Some(9.0), Some("streaming")));
+        let e = h.evidence(
+            Some(&p),
+            &replica(12.0, 2500, Some(9.0), Some("streaming")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, Some(at(11.0)));
         assert_eq!(e.replay_lag_bytes, Some(500.0));
         let rate = h.replay.per_second().unwrap();
@@ -793,12 +868,16 @@ mod tests {
     #[test]
     fn paused_replay_has_infinite_catchup_and_falls_back_to_last_commit() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(20.0), 9000);
-        h.record_replay(at(10.0), 1000);
-        h.record_replay(at(20.0), 1000);
+        h.record_primary(st(20.0), 9000);
+        h.record_replay(st(10.0), 1000);
+        h.record_replay(st(20.0), 1000);
         let p = primary(20.0, 9000);
-        let e = h.evidence(Some(&p), &replica(20.0, 1000, Some(9.5), Some("streaming")));
-        assert_eq!(e.recovery_point, Some(at(9.5)));
+        let e = h.evidence(
+            Some(&p),
+            &replica(20.0, 1000, Some(9.5), Some("streaming")),
+            primary_clock(0.0),
+        );
+        assert_converted(e.recovery_point, 9.5);
         assert_eq!(e.catchup_seconds, Some(f64::INFINITY));
     }
 
@@ -809,10 +888,18 @@ mod tests {
         let mut h = PositionHistory::default();
         let p = primary(100.0, 5000);
         h.record_primary(p.observed_at, 5000);
-        let e = h.evidence(Some(&p), &replica(100.0, 5000, Some(40.0), None));
-        assert_eq!(e.recovery_point, Some(at(40.0)));
+        let e = h.evidence(
+            Some(&p),
+            &replica(100.0, 5000, Some(40.0), None),
+            primary_clock(0.0),
+        );
+        assert_converted(e.recovery_point, 40.0);
         assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("no WAL receiver")));
-        let e = h.evidence(Some(&p), &replica(100.0, 5000, None, Some("waiting")));
+        let e = h.evidence(
+            Some(&p),
+            &replica(100.0, 5000, None, Some("waiting")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, None);
         assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("waiting")));
     }
@@ -820,8 +907,12 @@ mod tests {
     #[test]
     fn primary_unreachable_dates_by_the_last_samples_only() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
-        let e = h.evidence(None, &replica(60.0, 5000, None, Some("streaming")));
+        h.record_primary(st(10.0), 5000);
+        let e = h.evidence(
+            None,
+            &replica(60.0, 5000, None, Some("streaming")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, Some(at(10.0)));
         assert_eq!(e.replay_lag_bytes, None);
     }
@@ -829,21 +920,73 @@ mod tests {
     #[test]
     fn promoted_replica_proves_nothing() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
+        h.record_primary(st(10.0), 5000);
         let mut r = replica(10.0, 5000, Some(9.0), None);
         r.in_recovery = false;
-        let e = h.evidence(Some(&primary(10.0, 5000)), &r);
+        let e = h.evidence(Some(&primary(10.0, 5000)), &r, primary_clock(0.0));
         assert_eq!(e.recovery_point, None);
         assert!(!e.link.is_healthy());
     }
 
     #[test]
+    fn a_primary_clock_ahead_never_hides_paused_replay() {
+        // Replay paused since 10 s under writes; the primary's clock runs
+        // 60 s ahead, so the last replayed commit (9.5 s on ours) reads 69.5.
+        let mut h = PositionHistory::default();
+        h.record_primary(st(10.0), 1000);
+        h.record_primary(st(20.0), 9000);
+        let r = replica(20.0, 1000, Some(69.5), Some("streaming"));
+        let e = h.evidence(Some(&primary(20.0, 9000)), &r, primary_clock(60.0));
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        // And 60 s behind: the commit converts to 9.5, the samples still win.
+        let r = replica(20.0, 1000, Some(-50.5), Some("streaming"));
+        let e = h.evidence(Some(&primary(20.0, 9000)), &r, primary_clock(-60.0));
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        // With the link broken, the converted commit time is the only proof.
+        let e = h.evidence(
+            Some(&primary(20.0, 9000)),
+            &replica(20.0, 1000, Some(69.5), None),
+            primary_clock(60.0),
+        );
+        assert_converted(e.recovery_point, 9.5);
+    }
+
+    #[test]
+    fn an_unconverted_commit_time_proves_nothing_and_never_passes_the_evidence() {
+        let h = PositionHistory::default();
+        let r = replica(20.0, 1000, Some(69.5), None);
+        // The primary's clock was never read: its commit time is not used.
+        let e = h.evidence(None, &r, None);
+        assert_eq!(e.recovery_point, None);
+        // A commit time that converts past the replica observation (the
+        // primary's clock moved unmeasured) is not proof either.
+        let e = h.evidence(None, &r, primary_clock(0.0));
+        assert_eq!(e.recovery_point, None);
+    }
+
+    #[test]
+    fn samples_date_the_replica_in_the_wall_clock_of_the_observation() {
+        // Sampled at 10 s; our wall clock then stepped back an hour; the
+        // replica, still at that position, is observed 5 s later.
+        let mut h = PositionHistory::default();
+        h.record_primary(st(10.0), 1000);
+        let observed = Stamp {
+            wall: at(15.0 - 3600.0),
+            steady: at(15.0),
+        };
+        let mut r = replica(15.0, 1000, None, Some("streaming"));
+        r.observed_at = observed;
+        let e = h.evidence(None, &r, None);
+        assert_eq!(e.recovery_point, Some(at(10.0 - 3600.0)));
+    }
+
+    #[test]
     fn new_timeline_clears_history() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
-        h.record_primary(at(11.0), 100);
+        h.record_primary(st(10.0), 5000);
+        h.record_primary(st(11.0), 100);
         assert_eq!(h.primary.len(), 1);
-        assert_eq!(h.dated(99), None);
-        assert_eq!(h.dated(100), Some(at(11.0)));
+        assert_eq!(h.dated(st(11.0), 99), None);
+        assert_eq!(h.dated(st(11.0), 100), Some(at(11.0)));
     }
 }

@@ -9,6 +9,7 @@ mod aws_recorded;
 mod aws_s3;
 mod board;
 mod cli;
+mod clocks;
 mod dashboards;
 mod deploy;
 mod docs;
