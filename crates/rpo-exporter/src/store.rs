@@ -116,13 +116,14 @@ pub struct TargetReport {
     pub failures_total: [u64; FailureReason::ALL.len()],
     pub heartbeat: HeartbeatStatus,
     /// The kept instants on the steady timeline, which the wall-clock
-    /// fields above are re-expressed from at every poll.
-    steady: SteadyInstants,
+    /// fields above are re-expressed from at every poll (only
+    /// [`TargetReport::after_poll`] sets them).
+    pub(crate) steady: SteadyInstants,
 }
 
 /// What a report keeps between polls, on the steady timeline.
 #[derive(Debug, Clone, Copy, Default)]
-struct SteadyInstants {
+pub(crate) struct SteadyInstants {
     recovery_point: Option<SystemTime>,
     evidence: Option<SystemTime>,
     last_source_contact: Option<SystemTime>,
