@@ -124,6 +124,11 @@ pub struct TargetReport {
 /// What a report keeps between polls, on the steady timeline.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SteadyInstants {
+    /// The reading whose wall clock the report is published in: kept until
+    /// the wall clock steps, so an unchanged instant is published unchanged
+    /// (re-reading the two clocks at every poll would move it by a few
+    /// microseconds each time).
+    frame: Option<Stamp>,
     recovery_point: Option<SystemTime>,
     evidence: Option<SystemTime>,
     last_source_contact: Option<SystemTime>,
@@ -162,6 +167,16 @@ impl TargetReport {
         // The poll's wall times (evidence, recovery point) are in the clock
         // of `finished` unless the wall clock stepped during the poll.
         let stepped = finished.stepped_since(&started);
+        // The wall clock the report is kept in: the previous poll's unless
+        // it stepped since, so an unchanged instant is published unchanged
+        // (re-reading both clocks at every poll would move it by
+        // microseconds each time).
+        let frame = match self.steady.frame {
+            Some(frame) if !finished.stepped_since(&frame) => frame,
+            _ => finished,
+        };
+        next.steady.frame = Some(frame);
+        let steady = |wall: SystemTime| frame.steady_of(wall);
         match result {
             Ok(measurement) => {
                 next.last_poll_error = None;
@@ -174,7 +189,7 @@ impl TargetReport {
                     if let Some(rp) = measurement.recovery_point {
                         if rp <= measurement.evidence_time {
                             next.steady.recovery_point =
-                                max_time(self.steady.recovery_point, Some(finished.steady_of(rp)));
+                                max_time(self.steady.recovery_point, Some(steady(rp)));
                         } else {
                             tracing::warn!(
                                 recovery_point = crate::probe::unix_seconds(rp),
@@ -186,12 +201,12 @@ impl TargetReport {
                     if measurement.replica_reachable != Some(false) {
                         next.steady.evidence = max_time(
                             self.steady.evidence,
-                            Some(finished.steady_of(measurement.evidence_time)),
+                            Some(steady(measurement.evidence_time)),
                         );
                     }
                 }
                 if measurement.source_reachable == Some(true) {
-                    next.steady.last_source_contact = Some(finished.steady);
+                    next.steady.last_source_contact = Some(steady(finished.wall));
                 }
                 let mut counted = [false; FailureReason::ALL.len()];
                 for failure in &measurement.failures {
@@ -203,7 +218,7 @@ impl TargetReport {
                 }
                 next.last_poll_succeeded = measurement.failures.is_empty();
                 if next.last_poll_succeeded {
-                    next.steady.last_success = Some(finished.steady);
+                    next.steady.last_success = Some(steady(finished.wall));
                 } else {
                     next.last_error = measurement.failures.first().cloned();
                 }
@@ -218,8 +233,8 @@ impl TargetReport {
                 next.measurement = None;
             }
         }
-        // Every kept instant in this poll's wall clock.
-        let wall = |steady: Option<SystemTime>| steady.map(|t| finished.wall_of(t));
+        // Every kept instant in the report's wall clock.
+        let wall = |steady: Option<SystemTime>| steady.map(|t| frame.wall_of(t));
         next.recovery_point = wall(next.steady.recovery_point);
         next.evidence_time = wall(next.steady.evidence);
         next.last_source_contact = wall(next.steady.last_source_contact);
@@ -227,7 +242,7 @@ impl TargetReport {
         next.exposure = next
             .steady
             .recovery_point
-            .map(|rp| finished.steady.duration_since(rp).unwrap_or_default());
+            .map(|rp| steady(finished.wall).duration_since(rp).unwrap_or_default());
         next
     }
 
@@ -498,6 +513,21 @@ mod tests {
         assert_eq!(r.exposure, Some(Duration::from_secs(4)));
         // The evidence itself still counts: the replica answered.
         assert_eq!(r.evidence_time, Some(at(12)));
+    }
+
+    #[test]
+    fn an_unchanged_recovery_point_is_published_unchanged() {
+        let t10 = clock(10, 0);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(at(10)))));
+        // The next poll reads the two clocks a few microseconds apart.
+        let jitter = Duration::from_micros(3);
+        let t12 = Stamp {
+            wall: at(12) + jitter,
+            steady: at(12),
+        };
+        let r = r.after_poll(t12, t12, Ok(measured_at(t12, None)));
+        assert_eq!(r.recovery_point, Some(at(10)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(2) + jitter));
     }
 
     #[test]
