@@ -3,8 +3,9 @@
 # machine: PostgreSQL (server + psql), MariaDB (server + client), Redis,
 # RabbitMQ, Prometheus (promtool), Alertmanager, curl, CA certificates,
 # python3-venv, a C toolchain, Chromium (the board is tested in a real
-# headless browser), openssl (the Redis TLS lab makes its own CA), moto in a
-# venv (the AWS emulator) and Rust.
+# headless browser), openssl (the Redis TLS lab makes its own CA), libfaketime
+# (the clock tests run Postgres servers and the exporter itself with a faked
+# clock), moto in a venv (the AWS emulator) and Rust.
 #
 # Idempotent: every component is checked by its binary first; apt-get runs
 # (with a single `apt-get update`) only if something is missing.
@@ -64,6 +65,10 @@ find_component() {
     cc) cmd_at cc ;;
     chromium) cmd_at chromium ;;
     openssl) cmd_at openssl ;;
+    libfaketime)
+      # The same places rpo_lab::faketime looks in.
+      dir=$( (ls -d /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 2>/dev/null || true) | head -n 1)
+      [ -n "$dir" ] && echo "($(dirname "$dir"))" ;;
     *) return 1 ;;
   esac
 }
@@ -84,10 +89,11 @@ package_of() {
     cc) echo build-essential ;;
     chromium) echo chromium ;;
     openssl) echo openssl ;;
+    libfaketime) echo libfaketime ;;
   esac
 }
 
-components="postgres psql mariadb redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl"
+components="postgres psql mariadb redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl libfaketime"
 
 missing_components=""
 missing_packages=""

@@ -7,7 +7,7 @@
 //! [`Poller`] cancels in-flight polls.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 use crate::config::{Config, Target};
 use futures::FutureExt;
 
+use crate::evidence::clock::Stamp;
 use crate::kinds;
 use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError};
 use crate::store::{Store, TargetId};
@@ -74,8 +75,7 @@ pub async fn poll_and_record(
     probe: &mut dyn Probe,
     store: &Store,
 ) -> PollOutcome {
-    let started = SystemTime::now();
-    let clock = Instant::now();
+    let started = Stamp::now();
     let deadline = poll_deadline(target);
     // A panicking probe is a bug, but it must not end the target's polling
     // silently: it is recorded as a failure (and the caller rebuilds it).
@@ -98,10 +98,16 @@ pub async fn poll_and_record(
             (Err(ProbeError::timeout(deadline)), false)
         }
     };
-    let finished = started + clock.elapsed();
+    // Both clocks again: the store re-expresses what it keeps in this
+    // reading's wall clock and notices a step during the poll.
+    let finished = Stamp::now();
+    let took = finished
+        .steady
+        .duration_since(started.steady)
+        .unwrap_or_default();
     match &result {
         Ok(m) if m.failures.is_empty() => {
-            tracing::debug!(target = %target.name, duration_ms = clock.elapsed().as_millis() as u64, "poll succeeded")
+            tracing::debug!(target = %target.name, duration_ms = took.as_millis() as u64, "poll succeeded")
         }
         Ok(m) => {
             for failure in &m.failures {
@@ -199,7 +205,7 @@ async fn failing_loop(id: TargetId, target: Target, error: ProbeError, store: Ar
     let mut ticker = tokio::time::interval(target.poll_interval);
     loop {
         ticker.tick().await;
-        let now = SystemTime::now();
+        let now = Stamp::now();
         store.record_poll(&id, now, now, Err(error.clone()));
     }
 }

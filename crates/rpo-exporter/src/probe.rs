@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
+use crate::evidence::heartbeat::{HeartbeatLog, HeartbeatLogs};
 use crate::evidence::promotion::{ConfiguredSide, PairRoles};
 use crate::metric_def::MetricDef;
 use crate::self_metrics::AwsCallCounters;
@@ -181,15 +182,25 @@ pub struct ProbeContext {
     pub instance: String,
     /// Where the AWS kinds count their calls (`rpo_aws_api_*`).
     pub aws_calls: Arc<AwsCallCounters>,
+    /// The heartbeat writes of each target, shared by its writer and its
+    /// probe (see [`crate::evidence::heartbeat`]).
+    pub heartbeat_logs: Arc<HeartbeatLogs>,
 }
 
 impl ProbeContext {
-    /// A context with counters of its own.
+    /// A context with counters and heartbeat logs of its own.
     pub fn new(instance: impl Into<String>) -> ProbeContext {
         ProbeContext {
             instance: instance.into(),
             aws_calls: Arc::default(),
+            heartbeat_logs: Arc::default(),
         }
+    }
+
+    /// The heartbeat log of `target`: the same one for every probe built
+    /// for it with this context.
+    pub fn heartbeat_log(&self, target: &str) -> HeartbeatLog {
+        self.heartbeat_logs.for_target(target)
     }
 }
 

@@ -10,6 +10,16 @@
 //! This is where the "no reset" rule lives: the recovery point only moves
 //! forward, and a poll that proves nothing keeps the last proven one, so the
 //! exposure keeps growing while a side cannot be reached.
+//!
+//! "Forward" is measured on this exporter's steady timeline (see
+//! [`crate::evidence::clock`]), never on its wall clock: every kept instant
+//! (recovery point, evidence, last contact, last success) is held as a
+//! steady time and re-expressed in the wall clock of each poll, so a step
+//! of the wall clock neither pins the exposure at 0 (a recovery point dated
+//! before a backward step would otherwise stay "in the future") nor adds
+//! the step to it. A recovery point later than the instant its evidence was
+//! taken is not proof, and neither is anything a poll measured while the
+//! wall clock stepped under it (its wall times mix two clocks).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -19,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Target;
+use crate::evidence::clock::Stamp;
 use crate::evidence::promotion::{ConfiguredSide, PollFacts, PromotionWatch};
 use crate::probe::{FailureReason, Measurement, ProbeError};
 
@@ -73,12 +84,15 @@ impl fmt::Debug for TargetId {
     }
 }
 
-/// Everything known about one target.
+/// Everything known about one target. Its instants are in the wall clock
+/// of the last poll attempt.
 #[derive(Debug, Clone, Default)]
 pub struct TargetReport {
-    /// The newest recovery point ever proven (never moves back).
+    /// The newest recovery point ever proven (never moves back on the
+    /// steady timeline).
     pub recovery_point: Option<SystemTime>,
-    /// End of the last poll attempt minus the recovery point.
+    /// End of the last poll attempt minus the recovery point, on the
+    /// steady timeline.
     pub exposure: Option<Duration>,
     /// When the last poll attempt started, and how long it took.
     pub last_attempt: Option<SystemTime>,
@@ -105,6 +119,24 @@ pub struct TargetReport {
     /// A pair's roles followed across promotions (split brain, the loss a
     /// promotion took); untouched for kinds that report no roles.
     pub promotion: PromotionWatch,
+    /// The kept instants on the steady timeline, which the wall-clock
+    /// fields above are re-expressed from at every poll (only
+    /// [`TargetReport::after_poll`] sets them).
+    pub(crate) steady: SteadyInstants,
+}
+
+/// What a report keeps between polls, on the steady timeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SteadyInstants {
+    /// The reading whose wall clock the report is published in: kept until
+    /// the wall clock steps, so an unchanged instant is published unchanged
+    /// (re-reading the two clocks at every poll would move it by a few
+    /// microseconds each time).
+    frame: Option<Stamp>,
+    recovery_point: Option<SystemTime>,
+    evidence: Option<SystemTime>,
+    last_source_contact: Option<SystemTime>,
+    last_success: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -117,27 +149,68 @@ pub struct HeartbeatStatus {
 
 impl TargetReport {
     /// The report after one poll attempt that ran from `started` to
-    /// `finished`. Pure, so the retention rules are unit-tested.
+    /// `finished` (readings of this exporter's clocks; a plain wall time
+    /// reads as [`Stamp::unstepped`]). Pure, so the retention rules are
+    /// unit-tested without sleeping.
     pub fn after_poll(
         &self,
-        started: SystemTime,
-        finished: SystemTime,
+        started: impl Into<Stamp>,
+        finished: impl Into<Stamp>,
         result: Result<Measurement, ProbeError>,
     ) -> TargetReport {
+        let (started, finished): (Stamp, Stamp) = (started.into(), finished.into());
         let mut next = self.clone();
         next.runs_total += 1;
-        next.last_attempt = Some(started);
-        next.last_duration = Some(finished.duration_since(started).unwrap_or_default());
+        next.last_attempt = Some(started.wall);
+        next.last_duration = Some(
+            finished
+                .steady
+                .duration_since(started.steady)
+                .unwrap_or_default(),
+        );
+        // The poll's wall times (evidence, recovery point) are in the clock
+        // of `finished` unless the wall clock stepped during the poll.
+        let stepped = finished.stepped_since(&started);
+        // The wall clock the report is kept in: the previous poll's unless
+        // it stepped since, so an unchanged instant is published unchanged
+        // (re-reading both clocks at every poll would move it by
+        // microseconds each time).
+        let frame = match self.steady.frame {
+            Some(frame) if !finished.stepped_since(&frame) => frame,
+            _ => finished,
+        };
+        next.steady.frame = Some(frame);
+        let steady = |wall: SystemTime| frame.steady_of(wall);
         match result {
             Ok(measurement) => {
                 next.last_poll_error = None;
-                next.recovery_point = max_time(self.recovery_point, measurement.recovery_point);
-                if measurement.replica_reachable != Some(false) {
-                    next.evidence_time =
-                        max_time(self.evidence_time, Some(measurement.evidence_time));
+                if stepped {
+                    tracing::warn!(
+                        step_seconds = finished.wall_step_since(&started),
+                        "the wall clock stepped during the poll; what it measured is not used"
+                    );
+                } else {
+                    if let Some(rp) = measurement.recovery_point {
+                        if rp <= measurement.evidence_time {
+                            next.steady.recovery_point =
+                                max_time(self.steady.recovery_point, Some(steady(rp)));
+                        } else {
+                            tracing::warn!(
+                                recovery_point = crate::probe::unix_seconds(rp),
+                                evidence = crate::probe::unix_seconds(measurement.evidence_time),
+                                "a recovery point later than its evidence is not proof"
+                            );
+                        }
+                    }
+                    if measurement.replica_reachable != Some(false) {
+                        next.steady.evidence = max_time(
+                            self.steady.evidence,
+                            Some(steady(measurement.evidence_time)),
+                        );
+                    }
                 }
                 if measurement.source_reachable == Some(true) {
-                    next.last_source_contact = Some(finished);
+                    next.steady.last_source_contact = Some(steady(finished.wall));
                 }
                 let mut counted = [false; FailureReason::ALL.len()];
                 for failure in &measurement.failures {
@@ -149,7 +222,7 @@ impl TargetReport {
                 }
                 next.last_poll_succeeded = measurement.failures.is_empty();
                 if next.last_poll_succeeded {
-                    next.last_success = Some(finished);
+                    next.steady.last_success = Some(steady(finished.wall));
                 } else {
                     next.last_error = measurement.failures.first().cloned();
                 }
@@ -164,10 +237,17 @@ impl TargetReport {
                 next.measurement = None;
             }
         }
+        // Every kept instant in the report's wall clock.
+        let wall = |steady: Option<SystemTime>| steady.map(|t| frame.wall_of(t));
+        next.recovery_point = wall(next.steady.recovery_point);
+        next.evidence_time = wall(next.steady.evidence);
+        next.last_source_contact = wall(next.steady.last_source_contact);
+        next.last_success = wall(next.steady.last_success);
         next.exposure = next
+            .steady
             .recovery_point
-            .map(|rp| finished.duration_since(rp).unwrap_or_default());
-        next.follow_roles(finished);
+            .map(|rp| steady(finished.wall).duration_since(rp).unwrap_or_default());
+        next.follow_roles(finished.wall);
         next
     }
 
@@ -328,13 +408,15 @@ impl Store {
             .clone()
     }
 
+    /// Records one poll attempt (see [`TargetReport::after_poll`]).
     pub fn record_poll(
         &self,
         target: &TargetId,
-        started: SystemTime,
-        finished: SystemTime,
+        started: impl Into<Stamp>,
+        finished: impl Into<Stamp>,
         result: Result<Measurement, ProbeError>,
     ) {
+        let (started, finished) = (started.into(), finished.into());
         self.update(target, |report| {
             report.after_poll(started, finished, result)
         });
@@ -411,6 +493,111 @@ mod tests {
         assert!(r.measurement.is_none());
         assert_eq!(r.failures(FailureReason::Timeout), 1);
         assert_eq!(r.runs_total, 3);
+    }
+
+    /// A reading of our clocks: steady `secs`, wall clock `step` seconds off.
+    fn clock(secs: u64, step: i64) -> Stamp {
+        let steady = at(secs);
+        let wall = if step >= 0 {
+            steady + Duration::from_secs(step as u64)
+        } else {
+            steady - Duration::from_secs(step.unsigned_abs())
+        };
+        Stamp { wall, steady }
+    }
+
+    /// A healthy poll at `poll` whose recovery point is `rp` in the same
+    /// wall clock.
+    fn measured_at(poll: Stamp, rp: Option<SystemTime>) -> Measurement {
+        let mut m = Measurement::new(poll.wall);
+        m.recovery_point = rp;
+        m.link = LinkState::Healthy;
+        m.replica_reachable = Some(true);
+        m.source_reachable = Some(true);
+        m
+    }
+
+    #[test]
+    fn a_backward_step_of_our_clock_never_pins_the_exposure_at_zero() {
+        // Proven up to "now" while the wall clock ran 10 s ahead.
+        let t10 = clock(10, 10);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(t10.wall))));
+        assert_eq!(r.exposure, Some(Duration::ZERO));
+        // Replay paused; NTP steps the clock back. Polls prove nothing newer.
+        let t14 = clock(14, 0);
+        let r = r.after_poll(t14, t14, Ok(measured_at(t14, None)));
+        // 4 s of steady time since the proof, not 4 - 10 (pinned at 0).
+        assert_eq!(r.exposure, Some(Duration::from_secs(4)));
+        assert_eq!(r.recovery_point, Some(at(10)));
+        assert_eq!(r.evidence_time, Some(at(14)));
+        assert_eq!(r.last_source_contact, Some(at(14)));
+        // An older proof in the new clock does not move it back either.
+        let r = r.after_poll(t14, t14, Ok(measured_at(t14, Some(at(3)))));
+        assert_eq!(r.exposure, Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_forward_step_of_our_clock_does_not_add_to_the_exposure() {
+        let t10 = clock(10, 0);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(t10.wall))));
+        let t16 = clock(16, 3600);
+        let r = r.after_poll(t16, t16, Ok(measured_at(t16, None)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(6)));
+        // Published in the current wall clock: 6 s before it.
+        assert_eq!(r.recovery_point, Some(at(10 + 3600)));
+        assert_eq!(r.last_success, Some(at(16 + 3600)));
+        // A failed poll after the step keeps the proof, exposure grows.
+        let err = ProbeError::new(FailureReason::Timeout, "no answer").on(Side::Replica);
+        let t20 = clock(20, 3600);
+        let r = r.after_poll(t20, t20, Err(err));
+        assert_eq!(r.exposure, Some(Duration::from_secs(10)));
+        assert_eq!(r.last_success, Some(at(16 + 3600)));
+    }
+
+    #[test]
+    fn a_recovery_point_later_than_its_evidence_is_not_proof() {
+        let t10 = clock(10, 0);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(at(8)))));
+        // A heartbeat of another exporter whose clock runs an hour ahead.
+        let t12 = clock(12, 0);
+        let r = r.after_poll(t12, t12, Ok(measured_at(t12, Some(at(3612)))));
+        assert_eq!(r.recovery_point, Some(at(8)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(4)));
+        // The evidence itself still counts: the replica answered.
+        assert_eq!(r.evidence_time, Some(at(12)));
+    }
+
+    #[test]
+    fn an_unchanged_recovery_point_is_published_unchanged() {
+        let t10 = clock(10, 0);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(at(10)))));
+        // The next poll reads the two clocks a few microseconds apart.
+        let jitter = Duration::from_micros(3);
+        let t12 = Stamp {
+            wall: at(12) + jitter,
+            steady: at(12),
+        };
+        let r = r.after_poll(t12, t12, Ok(measured_at(t12, None)));
+        assert_eq!(r.recovery_point, Some(at(10)));
+        assert_eq!(r.exposure, Some(Duration::from_secs(2) + jitter));
+    }
+
+    #[test]
+    fn a_poll_the_wall_clock_stepped_under_proves_nothing() {
+        let t10 = clock(10, 0);
+        let r = TargetReport::default().after_poll(t10, t10, Ok(measured_at(t10, Some(at(10)))));
+        // The clock stepped back 30 s during the poll: its wall times (taken
+        // in the old clock) would read 30 s newer than they are.
+        let (started, finished) = (clock(20, 0), clock(21, -30));
+        let r = r.after_poll(started, finished, Ok(measured_at(started, Some(at(20)))));
+        assert_eq!(r.exposure, Some(Duration::from_secs(11)));
+        assert_eq!(r.runs_total, 2);
+        assert_eq!(r.last_duration, Some(Duration::from_secs(1)));
+        // The next poll, all in the new clock, proves again.
+        let t22 = clock(22, -30);
+        let r = r.after_poll(t22, t22, Ok(measured_at(t22, Some(t22.wall))));
+        assert_eq!(r.exposure, Some(Duration::ZERO));
+        assert_eq!(r.recovery_point, Some(at(22) - Duration::from_secs(30)));
     }
 
     #[test]

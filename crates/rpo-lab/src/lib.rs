@@ -27,6 +27,7 @@
 //! in-process, reading `/metrics`, waits, config text).
 
 pub mod aws_proxy;
+pub mod faketime;
 pub mod full;
 pub mod mariadb;
 pub mod monitoring;
@@ -540,6 +541,19 @@ pub struct PostgresPair {
     root: PathBuf,
     primary_port: u16,
     replica_port: u16,
+    options: PostgresOptions,
+}
+
+/// How a lab pair is set up beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// Run the primary with its clock this far from the real one
+    /// (libfaketime's `FAKETIME` syntax: `"+60s"`, `"-60s"`); its
+    /// `now()`, `clock_timestamp()` and commit times follow it. Kept
+    /// across [`PostgresPair::start_primary`].
+    pub primary_clock: Option<String>,
+    /// The same for the replica.
+    pub replica_clock: Option<String>,
 }
 
 impl PostgresPair {
@@ -549,14 +563,19 @@ impl PostgresPair {
     /// (taken since [`free_port`] picked it), the whole start is retried
     /// once with new ports and a new directory.
     pub fn start() -> LabResult<PostgresPair> {
+        PostgresPair::start_with(PostgresOptions::default())
+    }
+
+    /// [`PostgresPair::start`] with `options` (servers with a fake clock).
+    pub fn start_with(options: PostgresOptions) -> LabResult<PostgresPair> {
         let tools = Tools::detect()?;
-        match Self::start_once(&tools) {
-            Err(e) if e.is_port_conflict() => Self::start_once(&tools),
+        match Self::start_once(&tools, &options) {
+            Err(e) if e.is_port_conflict() => Self::start_once(&tools, &options),
             other => other,
         }
     }
 
-    fn start_once(tools: &Tools) -> LabResult<PostgresPair> {
+    fn start_once(tools: &Tools, options: &PostgresOptions) -> LabResult<PostgresPair> {
         let parent = lab_parent_dir(tools.as_postgres);
         let dir = tempfile::Builder::new()
             .prefix("rpo-lab-")
@@ -577,6 +596,7 @@ impl PostgresPair {
             root,
             primary_port: free_port(),
             replica_port: free_port(),
+            options: options.clone(),
         };
         pair.init_primary()?;
         pair.pg_ctl_start(Role::Primary)?;
@@ -689,6 +709,14 @@ impl PostgresPair {
     fn pg_ctl_start(&self, role: Role) -> LabResult<()> {
         let log = self.log_of(role);
         let mut cmd = self.tools.server_cmd("pg_ctl", &self.root);
+        let clock = match role {
+            Role::Primary => &self.options.primary_clock,
+            Role::Replica => &self.options.replica_clock,
+        };
+        if let Some(offset) = clock {
+            // pg_ctl's children (the postmaster and its backends) inherit it.
+            cmd.envs(faketime::server_env(offset)?);
+        }
         cmd.arg("-D")
             .arg(self.dir_of(role))
             .arg("-l")

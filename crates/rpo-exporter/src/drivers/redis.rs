@@ -5,6 +5,7 @@
 //! the URL or the password.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -14,6 +15,7 @@ use redis::{
 
 use super::Backoff;
 use crate::config::{ConfigError, Secret, TargetKeys};
+use crate::evidence::clock::{ClockOffset, Stamp};
 use crate::probe::{FailureReason, ProbeError, Side};
 
 /// Checks a Redis URL without ever echoing it; returns whether it uses TLS.
@@ -204,6 +206,24 @@ impl Connection {
     }
 }
 
+/// Reads the server's clock (`TIME`) between two readings of ours and
+/// records the sample in `clock` (see [`crate::evidence::clock`]).
+pub async fn read_clock(
+    connection: &mut MultiplexedConnection,
+    clock: &mut ClockOffset,
+) -> Result<(), RedisError> {
+    let before = Stamp::now();
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(connection).await?;
+    let after = Stamp::now();
+    clock.record(before, time_reply(seconds, micros), after);
+    Ok(())
+}
+
+/// The instant of a `TIME` reply: Unix seconds and microseconds.
+pub fn time_reply(seconds: u64, micros: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros)
+}
+
 /// The server's own error (code, text) behind a driver error, also when it
 /// came back inside a pipeline (where the driver hides the code).
 pub fn server_error(err: &RedisError) -> Option<(String, String)> {
@@ -271,6 +291,15 @@ mod tests {
         assert_eq!(classify(&refused, true).reason, FailureReason::Connect);
         let parse: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
         assert_eq!(classify(&parse, false).reason, FailureReason::Parse);
+    }
+
+    #[test]
+    fn time_replies_are_unix_seconds_and_microseconds() {
+        // `TIME` on redis-server 7.0: ["1700000000", "123456"].
+        assert_eq!(
+            crate::probe::unix_seconds(time_reply(1_700_000_000, 123_456)),
+            1_700_000_000.123456
+        );
     }
 
     #[test]

@@ -11,10 +11,15 @@
 //! link freezes the recovery point instead of reading as zero lag.
 //!
 //! Only this exporter's clock dates anything here; no server timestamp
-//! enters.
+//! enters. Samples are kept as [`Stamp`]s and a dated sample is expressed in
+//! the wall clock of the evidence that dates it, so a step of this
+//! exporter's wall clock between the sample and the evidence changes
+//! nothing (see [`super::clock`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
+
+use super::clock::Stamp;
 
 /// How far back source samples are kept: a replica further behind than this
 /// is dated no better than the oldest sample (its exposure reads at least
@@ -50,7 +55,7 @@ impl Position for std::collections::BTreeMap<String, i64> {
 /// The source's positions sampled on this exporter's clock.
 #[derive(Debug, Clone)]
 pub struct SourceSamples<P> {
-    samples: VecDeque<(SystemTime, P)>,
+    samples: VecDeque<(Stamp, P)>,
 }
 
 impl<P> Default for SourceSamples<P> {
@@ -63,7 +68,7 @@ impl<P> Default for SourceSamples<P> {
 
 impl<P: Position> SourceSamples<P> {
     /// Records the source's position as sampled at `at`.
-    pub fn record(&mut self, at: SystemTime, position: P) {
+    pub fn record(&mut self, at: Stamp, position: P) {
         if self
             .samples
             .back()
@@ -74,23 +79,23 @@ impl<P: Position> SourceSamples<P> {
         self.samples.push_back((at, position));
         while self.samples.len() > MAX_LEN
             || (self.samples.len() > 1
-                && self
-                    .samples
-                    .front()
-                    .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > MAX_AGE))
+                && self.samples.front().is_some_and(|(t, _)| {
+                    at.steady.duration_since(t.steady).unwrap_or_default() > MAX_AGE
+                }))
         {
             self.samples.pop_front();
         }
     }
 
     /// The latest sampled instant whose position the replica holds
-    /// (`holds(sample)`): every write before it is on the replica.
-    pub fn dated(&self, holds: impl Fn(&P) -> bool) -> Option<SystemTime> {
+    /// (`holds(sample)`): every write before it is on the replica. Expressed
+    /// in the wall clock of `evidence`, the observation that dates it.
+    pub fn dated(&self, evidence: Stamp, holds: impl Fn(&P) -> bool) -> Option<SystemTime> {
         self.samples
             .iter()
             .rev()
             .find(|(_, position)| holds(position))
-            .map(|(t, _)| *t)
+            .map(|(t, _)| evidence.wall_of(t.steady))
     }
 
     /// How many samples are kept.
@@ -109,14 +114,15 @@ impl<P: Position> SourceSamples<P> {
 }
 
 /// A replica's applied positions over the recent window, for its apply rate
-/// and so the catch-up estimate.
+/// and so the catch-up estimate. Timed on the steady timeline.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyRate {
     samples: VecDeque<(SystemTime, u64)>,
 }
 
 impl ApplyRate {
-    pub fn record(&mut self, at: SystemTime, applied: u64) {
+    pub fn record(&mut self, at: Stamp, applied: u64) {
+        let at = at.steady;
         if self.samples.back().is_some_and(|(_, last)| applied < *last) {
             self.samples.clear();
         }
@@ -161,8 +167,12 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn at(secs: u64) -> SystemTime {
+    fn wall(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn at(secs: u64) -> Stamp {
+        Stamp::unstepped(wall(secs))
     }
 
     #[test]
@@ -171,9 +181,23 @@ mod tests {
         source.record(at(0), 100u64);
         source.record(at(5), 200);
         source.record(at(10), 300);
-        assert_eq!(source.dated(|p| *p <= 250), Some(at(5)));
-        assert_eq!(source.dated(|p| *p <= 300), Some(at(10)));
-        assert_eq!(source.dated(|p| *p <= 50), None);
+        let now = at(10);
+        assert_eq!(source.dated(now, |p| *p <= 250), Some(wall(5)));
+        assert_eq!(source.dated(now, |p| *p <= 300), Some(wall(10)));
+        assert_eq!(source.dated(now, |p| *p <= 50), None);
+    }
+
+    #[test]
+    fn a_dated_sample_is_expressed_in_the_wall_clock_of_its_evidence() {
+        let mut source = SourceSamples::default();
+        source.record(at(0), 100u64);
+        // Our wall clock stepped an hour forward since the sample, 7 s ago
+        // on the steady clock: the sample is 7 s before the evidence.
+        let evidence = Stamp {
+            wall: wall(3607),
+            steady: wall(7),
+        };
+        assert_eq!(source.dated(evidence, |p| *p <= 100), Some(wall(3600)));
     }
 
     #[test]
@@ -181,11 +205,11 @@ mod tests {
         let mut source = SourceSamples::default();
         source.record(at(0), 500u64);
         source.record(at(5), 10);
-        assert_eq!(source.dated(|p| *p <= 600), Some(at(5)));
+        assert_eq!(source.dated(at(5), |p| *p <= 600), Some(wall(5)));
         let mut shards = SourceSamples::default();
         shards.record(at(0), BTreeMap::from([("0".to_string(), 9i64)]));
         shards.record(at(5), BTreeMap::from([("0".to_string(), 3i64)]));
-        assert_eq!(shards.dated(|_| true), Some(at(5)));
+        assert_eq!(shards.dated(at(5), |_| true), Some(wall(5)));
         assert_eq!(shards.samples.len(), 1);
     }
 

@@ -41,6 +41,7 @@ use crate::drivers::mysql::{
     check_url, classify, codes, connect_opts, rows_by_name, server_code, Connection, Flavor,
 };
 use crate::drivers::within;
+use crate::evidence::clock::Stamp;
 use crate::evidence::positions::{ApplyRate, Position, SourceSamples};
 use crate::metric_def::MetricDef;
 use crate::probe::{
@@ -667,7 +668,7 @@ fn shorten(text: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrimaryObservation {
     /// This exporter's clock just before the question was sent.
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub position: SourcePosition,
     /// `SHOW BINARY LOGS`, when the grants allow it.
     pub binlog_sizes: Option<BinlogSizes>,
@@ -676,7 +677,7 @@ pub struct PrimaryObservation {
 /// What the replica said at one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaObservation {
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     /// One row per replication channel (usually one; none when the server
     /// is not a replica).
     pub statuses: Vec<ReplicaStatus>,
@@ -729,7 +730,7 @@ impl PositionHistory {
 
     /// Counts the bytes the replica executed since the last poll, for the
     /// apply rate; forgets the rate when they cannot be measured.
-    pub fn record_executed(&mut self, at: SystemTime, executed: &BinlogCoordinates) {
+    pub fn record_executed(&mut self, at: Stamp, executed: &BinlogCoordinates) {
         if let Some(last) = &self.last_executed {
             match distance_bytes(last, executed, self.sizes.as_ref()) {
                 Some(bytes) if executed.compare(last) != Some(Ordering::Less) => {
@@ -799,7 +800,9 @@ impl PositionHistory {
         // Positions prove anything only while both threads run and the
         // I/O thread is connected.
         let recovery_point = match (&executed, link.is_healthy()) {
-            (Some(executed), true) => self.primary.dated(|sample| executed.holds(sample)),
+            (Some(executed), true) => self
+                .primary
+                .dated(replica.observed_at, |sample| executed.holds(sample)),
             _ => None,
         };
 
@@ -980,7 +983,7 @@ impl MysqlProbe {
         let user = self.primary.user().to_string();
         let (conn, flavor) = self.primary.conn().await?;
         let failed = |e: &mysql_async::Error| statement_error(e, side, flavor, &user);
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         // Everything below is read after `observed_at`, so it holds at
         // least every write made before it.
         let (server_id, mariadb_gtid): (Option<u32>, Option<String>) = match flavor {
@@ -1068,7 +1071,7 @@ impl MysqlProbe {
         let user = self.replica.user().to_string();
         let (conn, flavor) = self.replica.conn().await?;
         let failed = |e: &mysql_async::Error| statement_error(e, side, flavor, &user);
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let rows = show(conn, &mut self.replica_status_sql, REPLICA_STATUS_SQL)
             .await
             .map_err(|e| failed(&e))?;
@@ -1157,7 +1160,7 @@ impl MysqlProbe {
         match within(started + self.timeout, self.observe_replica()).await {
             Ok((replica, heartbeat_seen)) => {
                 measurement.replica_reachable = Some(true);
-                measurement.evidence_time = replica.observed_at;
+                measurement.evidence_time = replica.observed_at.wall;
                 // This poll's executed position counts for the apply rate
                 // before the evidence estimates the catch-up with it.
                 if let Ok(Some(status)) = PositionHistory::stream(primary.as_ref(), &replica) {
@@ -1528,7 +1531,7 @@ Source_SSL_Verify_Server_Cert: No
 
     fn primary(t: f64, file: &str, position: u64, gtid: Option<&str>) -> PrimaryObservation {
         PrimaryObservation {
-            observed_at: at(t),
+            observed_at: Stamp::unstepped(at(t)),
             position: SourcePosition {
                 server_id: 1,
                 binlog: coords(file, position),
@@ -1545,7 +1548,7 @@ Source_SSL_Verify_Server_Cert: No
             .as_deref()
             .map(|g| GtidState::parse(Flavor::MariaDb, g).unwrap());
         ReplicaObservation {
-            observed_at: at(t),
+            observed_at: Stamp::unstepped(at(t)),
             statuses: vec![status],
             executed_gtid: slave_pos.map(|g| GtidState::parse(Flavor::MariaDb, g).unwrap()),
         }
@@ -1713,7 +1716,7 @@ Source_SSL_Verify_Server_Cert: No
     fn mysql_gtid_sets_date_the_replica_by_containment() {
         let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
         let sample = |t: f64, position: u64, set: &str| PrimaryObservation {
-            observed_at: at(t),
+            observed_at: Stamp::unstepped(at(t)),
             position: SourcePosition {
                 server_id: 1,
                 binlog: coords("source-bin.000002", position),
@@ -1734,7 +1737,7 @@ Source_SSL_Verify_Server_Cert: No
         let executed =
             GtidState::parse(Flavor::MySql, status.executed_gtid.as_deref().unwrap()).unwrap();
         let r = ReplicaObservation {
-            observed_at: at(12.0),
+            observed_at: Stamp::unstepped(at(12.0)),
             statuses: vec![status],
             executed_gtid: Some(executed),
         };
@@ -1853,12 +1856,12 @@ Source_SSL_Verify_Server_Cert: No
             binlog: coords("mysql-bin.000009", position),
             gtid: None,
         };
-        samples.record(at(0.0), p(1, 500));
-        samples.record(at(1.0), p(1, 600));
+        samples.record(Stamp::unstepped(at(0.0)), p(1, 500));
+        samples.record(Stamp::unstepped(at(1.0)), p(1, 600));
         assert_eq!(samples.len(), 2);
-        samples.record(at(2.0), p(2, 700));
+        samples.record(Stamp::unstepped(at(2.0)), p(2, 700));
         assert_eq!(samples.len(), 1, "another server");
-        samples.record(at(3.0), p(2, 100));
+        samples.record(Stamp::unstepped(at(3.0)), p(2, 100));
         assert_eq!(samples.len(), 1, "RESET MASTER");
     }
 
@@ -1868,8 +1871,8 @@ Source_SSL_Verify_Server_Cert: No
             sizes: Some(BinlogSizes::from([("mysql-bin.000001".to_string(), 2000)])),
             ..PositionHistory::default()
         };
-        h.record_executed(at(0.0), &coords("mysql-bin.000001", 1000));
-        h.record_executed(at(2.0), &coords("mysql-bin.000002", 1000));
+        h.record_executed(Stamp::unstepped(at(0.0)), &coords("mysql-bin.000001", 1000));
+        h.record_executed(Stamp::unstepped(at(2.0)), &coords("mysql-bin.000002", 1000));
         // 1000 bytes to the end of the first file, 1000 into the next.
         assert_eq!(h.apply.per_second(), Some(1000.0));
     }

@@ -53,6 +53,8 @@ use super::aws::{clients_for, AwsAccess, AwsClients};
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::http::{self as http_client, AwsSigner};
+use crate::evidence::clock::Stamp;
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::SourceSamples;
 use crate::metric_def::MetricDef;
 use crate::probe::{
@@ -841,7 +843,7 @@ impl CheckpointHistory {
     /// Records the sample it needs, and fills `status.missing_shards`.
     pub fn recovery_point(
         &mut self,
-        asked_at: SystemTime,
+        asked_at: Stamp,
         status: &mut IndexStatus,
     ) -> Option<SystemTime> {
         if status.status != ReplicationStatus::Syncing {
@@ -872,7 +874,7 @@ impl CheckpointHistory {
             // A leader checkpoint going back (a new leader index) forgets
             // older samples: they date nothing any more.
             self.leader.record(asked_at, leader);
-            return self.leader.dated(|sample| {
+            return self.leader.dated(asked_at, |sample| {
                 sample.iter().all(|(shard, leader)| {
                     matches!(status.shards.get(shard), Some(ShardState::Syncing(c)) if c.follower >= *leader)
                 })
@@ -881,7 +883,7 @@ impl CheckpointHistory {
         // Only the sums: equal sums mean every shard is in step (a follower
         // never passes its leader); unequal sums cannot be dated.
         match status.checkpoints {
-            Some(c) if c.follower >= c.leader => Some(asked_at),
+            Some(c) if c.follower >= c.leader => Some(asked_at.wall),
             _ => None,
         }
     }
@@ -1149,6 +1151,8 @@ pub struct OpensearchProbe {
     heartbeat: Option<OpensearchHeartbeat>,
     leader: Option<Cluster>,
     instance: String,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
 }
 
 impl OpensearchProbe {
@@ -1214,6 +1218,7 @@ impl OpensearchProbe {
             heartbeat: spec.heartbeat.clone(),
             leader,
             instance: context.instance.clone(),
+            heartbeat_log: context.heartbeat_log(&target.name),
         })
     }
 
@@ -1310,7 +1315,7 @@ impl OpensearchProbe {
     }
 
     async fn poll_once(&mut self) -> Result<Measurement, ProbeError> {
-        let asked_at = SystemTime::now();
+        let asked_at = Stamp::now();
         let mut names: BTreeSet<String> = self.indices.iter().cloned().collect();
         let mut stats = None;
         if self.indices.is_empty() {
@@ -1332,7 +1337,7 @@ impl OpensearchProbe {
             statuses.push((index.clone(), answer.map_err(|e| e.on(Side::Replica))?));
         }
 
-        let mut measurement = Measurement::new(asked_at);
+        let mut measurement = Measurement::new(asked_at.wall);
         measurement.replica_reachable = Some(true);
         let mut heartbeat_seen = None;
         if let Some(hb) = self.heartbeat.clone() {
@@ -1354,7 +1359,9 @@ impl OpensearchProbe {
                 .as_ref()
                 .is_some_and(|hb| hb.follower_index == index)
             {
-                rp = rp.max(heartbeat_seen);
+                let heartbeat = heartbeat_seen
+                    .and_then(|seen| self.heartbeat_log.date(seen, asked_at).proven());
+                rp = rp.max(heartbeat);
             }
             dated.push((index, status, rp));
         }
@@ -1434,6 +1441,7 @@ impl Probe for OpensearchProbe {
             index: hb.leader_index,
             interval: hb.interval,
             instance: self.instance.clone(),
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
@@ -1444,6 +1452,8 @@ struct OpensearchHeartbeatWriter {
     index: String,
     interval: Duration,
     instance: String,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl HeartbeatWriter for OpensearchHeartbeatWriter {
@@ -1452,6 +1462,7 @@ impl HeartbeatWriter for OpensearchHeartbeatWriter {
     }
 
     fn write(&mut self, at: SystemTime) -> BoxFuture<'_, Result<(), ProbeError>> {
+        self.log.record(at);
         Box::pin(async move {
             let what = format!(
                 "leader cluster {}, heartbeat index {}",
@@ -1621,9 +1632,15 @@ mod tests {
     fn in_step_is_caught_up_now_even_when_idle() {
         let mut h = CheckpointHistory::default();
         let mut s = parsed(SYNCING);
-        assert_eq!(h.recovery_point(at(10.0), &mut s), Some(at(10.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(10.0)), &mut s),
+            Some(at(10.0))
+        );
         // Nothing written for an hour: still in step, still now.
-        assert_eq!(h.recovery_point(at(3610.0), &mut s), Some(at(3610.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(3610.0)), &mut s),
+            Some(at(3610.0))
+        );
     }
 
     /// The false GO of the first-shard status: shard 0 in step, shard 1
@@ -1636,7 +1653,10 @@ mod tests {
         assert_eq!(partial.shards_copying(), 1);
         assert_eq!(partial.copy_ratio(), Some(0.4));
         let mut h = CheckpointHistory::default();
-        assert_eq!(h.recovery_point(at(10.0), &mut partial), None);
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(10.0)), &mut partial),
+            None
+        );
         let e = combine(&[("follower-01".into(), partial.clone(), None)], None);
         assert_eq!(e.recovery_point, None);
         assert_eq!(e.backlog_operations, None, "the sums cover shard 0 only");
@@ -1683,7 +1703,10 @@ mod tests {
         // Without verbose, bootstrap_details beside SYNCING tells the same.
         let mut terse = parsed(SYNCING_SHARD_0_BOOTSTRAPPING_SHARD_1_TERSE);
         assert_eq!(terse.state(), ReplicationStatus::Bootstrapping);
-        assert_eq!(h.recovery_point(at(11.0), &mut terse), None);
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(11.0)), &mut terse),
+            None
+        );
 
         // Shard 1 finishes its copy and is in step: caught up now.
         let mut done = parsed(SYNCING_VERBOSE_BEHIND);
@@ -1694,7 +1717,10 @@ mod tests {
                 follower: 15,
             }),
         );
-        assert_eq!(h.recovery_point(at(12.0), &mut done), Some(at(12.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(12.0)), &mut done),
+            Some(at(12.0))
+        );
     }
 
     #[test]
@@ -1707,12 +1733,15 @@ mod tests {
                 follower: 15,
             });
         }
-        assert_eq!(h.recovery_point(at(10.0), &mut both), Some(at(10.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(10.0)), &mut both),
+            Some(at(10.0))
+        );
         // Shard 1 does not answer (its node is gone): the plugin drops it
         // silently, and shard 0 alone is in step.
         let mut one = both.clone();
         one.shards.remove("[follower-01][1]");
-        assert_eq!(h.recovery_point(at(11.0), &mut one), None);
+        assert_eq!(h.recovery_point(Stamp::unstepped(at(11.0)), &mut one), None);
         assert_eq!(one.missing_shards, ["[follower-01][1]"]);
         let e = combine(&[("follower-01".into(), one, None)], None);
         assert!(
@@ -1722,12 +1751,18 @@ mod tests {
         );
         // It answers again: back in step.
         let mut both_again = both.clone();
-        assert_eq!(h.recovery_point(at(12.0), &mut both_again), Some(at(12.0)));
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(12.0)), &mut both_again),
+            Some(at(12.0))
+        );
         // A replication restarted (bootstrapping again) forgets old shards.
         let mut boot = parsed(BOOTSTRAPPING);
-        assert_eq!(h.recovery_point(at(13.0), &mut boot), None);
         assert_eq!(
-            h.recovery_point(at(14.0), &mut one_shard_in_step()),
+            h.recovery_point(Stamp::unstepped(at(13.0)), &mut boot),
+            None
+        );
+        assert_eq!(
+            h.recovery_point(Stamp::unstepped(at(14.0)), &mut one_shard_in_step()),
             Some(at(14.0))
         );
     }
@@ -1771,22 +1806,22 @@ mod tests {
             s
         };
         assert_eq!(
-            h.recovery_point(at(10.0), &mut shard(10, 10, 10, 10)),
+            h.recovery_point(Stamp::unstepped(at(10.0)), &mut shard(10, 10, 10, 10)),
             Some(at(10.0))
         );
         // Writes go on; shard 1 falls behind.
         assert_eq!(
-            h.recovery_point(at(11.0), &mut shard(20, 20, 20, 12)),
+            h.recovery_point(Stamp::unstepped(at(11.0)), &mut shard(20, 20, 20, 12)),
             Some(at(10.0))
         );
         assert_eq!(
-            h.recovery_point(at(12.0), &mut shard(30, 30, 30, 20)),
+            h.recovery_point(Stamp::unstepped(at(12.0)), &mut shard(30, 30, 30, 20)),
             Some(at(11.0))
         );
         // The sums would say 65 >= 60 (the sample at 12 s) while shard 1
         // still lacks writes from before it: per shard, it is not reached.
         assert_eq!(
-            h.recovery_point(at(13.0), &mut shard(40, 40, 40, 25)),
+            h.recovery_point(Stamp::unstepped(at(13.0)), &mut shard(40, 40, 40, 25)),
             Some(at(11.0))
         );
     }
@@ -1799,7 +1834,7 @@ mod tests {
             leader: 30,
             follower: 25,
         });
-        assert_eq!(h.recovery_point(at(10.0), &mut s), None);
+        assert_eq!(h.recovery_point(Stamp::unstepped(at(10.0)), &mut s), None);
     }
 
     #[test]
@@ -1807,7 +1842,7 @@ mod tests {
         let mut h = CheckpointHistory::default();
         for body in [PAUSED, FAILED, NOT_IN_PROGRESS, BOOTSTRAPPING] {
             assert_eq!(
-                h.recovery_point(at(10.0), &mut parsed(body)),
+                h.recovery_point(Stamp::unstepped(at(10.0)), &mut parsed(body)),
                 None,
                 "{body}"
             );

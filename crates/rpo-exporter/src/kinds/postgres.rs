@@ -12,8 +12,13 @@
 //!    written just before we asked, the recovery point is that instant — so
 //!    an idle primary never reads as lag. Only while the WAL receiver is
 //!    streaming: a broken link freezes the recovery point instead of reading
-//!    as zero lag. `pg_last_xact_replay_timestamp()` (the primary's clock) is
-//!    a lower bound used as a fallback.
+//!    as zero lag. `pg_last_xact_replay_timestamp()` is a lower bound used
+//!    as a fallback — it is the primary's clock, so it counts only after
+//!    conversion by the primary's measured clock offset (see
+//!    [`crate::evidence::clock`]) and never past the replica observation.
+//!
+//! Every poll reads `clock_timestamp()` on each side between two readings of
+//! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
 //! Connections are kept between polls and re-established after a failure,
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
@@ -31,6 +36,8 @@ use super::{KindDef, KindSpec};
 use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
+use crate::evidence::clock::{convert, ClockOffset, Offset, Stamp, CLOCK_OFFSET_SECONDS};
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::evidence::promotion::{ConfiguredSide, Direction, PairRoles, SideSeen, WriterSide};
 use crate::probe::{
@@ -128,7 +135,8 @@ impl KindSpec for PostgresTarget {
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
-        Ok(Box::new(PostgresProbe::new(target, self, instance)?))
+        let log = context.heartbeat_log(&target.name);
+        Ok(Box::new(PostgresProbe::new(target, self, instance, log)?))
     }
 
     fn reports_roles(&self) -> bool {
@@ -199,6 +207,7 @@ pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &WAL_RECEIVER_LAST_MESSAGE_TIMESTAMP_SECONDS,
     &LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS,
     &HEARTBEAT_TIMESTAMP_SECONDS,
+    &CLOCK_OFFSET_SECONDS,
 ];
 
 /// A WAL position in bytes, parsed from Postgres' `X/Y` text form.
@@ -216,7 +225,7 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrimaryObservation {
     /// This exporter's clock just before the question was sent.
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub in_recovery: bool,
     pub current_lsn: Option<u64>,
     pub streaming_standbys: i64,
@@ -225,7 +234,7 @@ pub struct PrimaryObservation {
 /// What the replica said at one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaObservation {
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub in_recovery: bool,
     pub receive_lsn: Option<u64>,
     pub replay_lsn: Option<u64>,
@@ -267,26 +276,30 @@ pub struct PositionHistory {
 }
 
 impl PositionHistory {
-    pub fn record_primary(&mut self, at: SystemTime, lsn: u64) {
+    pub fn record_primary(&mut self, at: Stamp, lsn: u64) {
         self.primary.record(at, lsn);
     }
 
-    pub fn record_replay(&mut self, at: SystemTime, lsn: u64) {
+    pub fn record_replay(&mut self, at: Stamp, lsn: u64) {
         self.replay.record(at, lsn);
     }
 
     /// The latest sampled instant at which the primary's position was at or
-    /// below `replay_lsn`: every write before it is on the replica.
-    pub fn dated(&self, replay_lsn: u64) -> Option<SystemTime> {
-        self.primary.dated(|lsn| *lsn <= replay_lsn)
+    /// below `replay_lsn`: every write before it is on the replica. In the
+    /// wall clock of `evidence`.
+    pub fn dated(&self, evidence: Stamp, replay_lsn: u64) -> Option<SystemTime> {
+        self.primary.dated(evidence, |lsn| *lsn <= replay_lsn)
     }
 
     /// Combines one poll's observations into evidence. Record this poll's
-    /// samples first.
+    /// samples first. `primary_clock` is the primary's measured clock
+    /// offset, which converts the replayed commit time; without it that
+    /// time proves nothing.
     pub fn evidence(
         &self,
         primary: Option<&PrimaryObservation>,
         replica: &ReplicaObservation,
+        primary_clock: Option<Offset>,
     ) -> EngineEvidence {
         let link = if !replica.in_recovery {
             LinkState::Unhealthy(
@@ -318,11 +331,16 @@ impl PositionHistory {
 
         let recovery_point = if replica.in_recovery {
             let dated = if link.is_healthy() {
-                replica.replay_lsn.and_then(|lsn| self.dated(lsn))
+                replica
+                    .replay_lsn
+                    .and_then(|lsn| self.dated(replica.observed_at, lsn))
             } else {
                 None
             };
-            match (dated, replica.last_xact_replay) {
+            let committed = replica
+                .last_xact_replay
+                .and_then(|t| convert(t, primary_clock, replica.observed_at));
+            match (dated, committed) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             }
@@ -353,7 +371,8 @@ impl PositionHistory {
 
 const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
-     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8";
+     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8, \
+     extract(epoch from clock_timestamp())::float8";
 
 const SLOTS_SQL: &str = "SELECT slot_name::text, active, \
      CASE WHEN restart_lsn IS NULL OR pg_is_in_recovery() THEN NULL \
@@ -366,7 +385,8 @@ const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
      extract(epoch from pg_last_xact_replay_timestamp())::float8, \
      CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
      (SELECT status::text FROM pg_stat_wal_receiver LIMIT 1), \
-     (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1)";
+     (SELECT extract(epoch from last_msg_receipt_time)::float8 FROM pg_stat_wal_receiver LIMIT 1), \
+     extract(epoch from clock_timestamp())::float8";
 
 pub struct PostgresProbe {
     timeout: Duration,
@@ -379,6 +399,11 @@ pub struct PostgresProbe {
     direction: Direction,
     /// Where the heartbeat writer writes: the side accepting writes.
     writer: WriterSide,
+    /// The servers' clock offsets (`clock_timestamp()` on each side).
+    primary_clock: ClockOffset,
+    replica_clock: ClockOffset,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
 }
 
 #[derive(Clone)]
@@ -394,6 +419,7 @@ impl PostgresProbe {
         target: &Target,
         spec: &PostgresTarget,
         instance: &str,
+        heartbeat_log: HeartbeatLog,
     ) -> Result<PostgresProbe, ProbeError> {
         let tls = tls_connector(&target.name, spec.tls_ca_file.as_deref())?;
         Ok(PostgresProbe {
@@ -417,19 +443,27 @@ impl PostgresProbe {
             history: PositionHistory::default(),
             direction: Direction::Forward,
             writer: WriterSide::default(),
+            primary_clock: ClockOffset::default(),
+            replica_clock: ClockOffset::default(),
+            heartbeat_log,
         })
     }
 
-    /// What the side measured as the source says.
+    /// What the side measured as the source says; `clock` is that
+    /// server's clock offset, sampled on the way.
     async fn observe_primary(
         connection: &mut Connection,
+        clock: &mut ClockOffset,
     ) -> Result<(PrimaryObservation, Vec<Detail>), ProbeError> {
         let client = connection.client().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let row = client
             .query_one(PRIMARY_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Source))?;
+        if let Some(server) = row.get::<_, Option<f64>>(3).and_then(from_unix_seconds) {
+            clock.record(observed_at, server, Stamp::now());
+        }
         let current_text: Option<String> = row.get(1);
         let current_lsn = match &current_text {
             Some(text) => Some(parse_lsn(text).ok_or_else(|| {
@@ -480,14 +514,18 @@ impl PostgresProbe {
     /// promotion's loss can be measured).
     async fn observe_replica(
         connection: &mut Connection,
+        clock: &mut ClockOffset,
         heartbeat: Option<HeartbeatSettings>,
     ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
         let client = connection.client().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let row = client
             .query_one(REPLICA_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
+        if let Some(server) = row.get::<_, Option<f64>>(7).and_then(from_unix_seconds) {
+            clock.record(observed_at, server, Stamp::now());
+        }
         let lsn = |i: usize| -> Result<Option<u64>, ProbeError> {
             match row.get::<_, Option<String>>(i) {
                 None => Ok(None),
@@ -528,7 +566,7 @@ impl PostgresProbe {
     async fn poll_once(&mut self) -> Measurement {
         let started = Instant::now();
         let half = self.timeout / 2;
-        let mut measurement = Measurement::new(SystemTime::now());
+        let mut measurement = Measurement::new(Stamp::now().wall);
         let mut details = Vec::new();
         let direction = self.direction;
         let heartbeat = self.heartbeat.clone();
@@ -540,14 +578,34 @@ impl PostgresProbe {
 
         // The primary first: the caught-up test needs its position read
         // before the replica's.
-        let (source, replica_side) = match direction {
-            Direction::Forward => (&mut self.primary, &mut self.replica),
-            Direction::Reverse => (&mut self.replica, &mut self.primary),
+        // Each server's clock offset goes with the server, whichever way
+        // replication runs.
+        let (source, replica_side, source_clock, replica_clock) = match direction {
+            Direction::Forward => (
+                &mut self.primary,
+                &mut self.replica,
+                &mut self.primary_clock,
+                &mut self.replica_clock,
+            ),
+            Direction::Reverse => (
+                &mut self.replica,
+                &mut self.primary,
+                &mut self.replica_clock,
+                &mut self.primary_clock,
+            ),
         };
-        let primary = match within(started + half, Self::observe_primary(source)).await {
+        let primary = match within(
+            started + half,
+            Self::observe_primary(source, &mut *source_clock),
+        )
+        .await
+        {
             Ok((observation, primary_details)) => {
                 measurement.source_reachable = Some(true);
                 details.extend(primary_details);
+                if let Some(offset) = source_clock.estimate() {
+                    details.push(offset.detail(Side::Source, observation.observed_at));
+                }
                 if let (false, Some(lsn)) = (observation.in_recovery, observation.current_lsn) {
                     self.history.record_primary(observation.observed_at, lsn);
                 }
@@ -568,28 +626,37 @@ impl PostgresProbe {
 
         match within(
             started + self.timeout,
-            Self::observe_replica(&mut *replica_side, heartbeat),
+            Self::observe_replica(&mut *replica_side, &mut *replica_clock, heartbeat),
         )
         .await
         {
             Ok((replica, heartbeat_seen)) => {
                 measurement.replica_reachable = Some(true);
-                measurement.evidence_time = replica.observed_at;
-                *roles.side_mut(direction.replica()) = SideSeen {
-                    writable: Some(!replica.in_recovery),
-                    heartbeat: heartbeat_seen,
-                    write_position: None,
-                    replayed_position: replica.replay_lsn,
-                };
+                measurement.evidence_time = replica.observed_at.wall;
                 if let Some(lsn) = replica.replay_lsn {
                     self.history.record_replay(replica.observed_at, lsn);
                 }
-                let evidence = self.history.evidence(primary.as_ref(), &replica);
+                if let Some(offset) = replica_clock.estimate() {
+                    details.push(offset.detail(Side::Replica, replica.observed_at));
+                }
+                let evidence =
+                    self.history
+                        .evidence(primary.as_ref(), &replica, source_clock.estimate());
+                // Only heartbeats this process wrote (or an earlier run, not
+                // later than the evidence) are dated; see evidence::heartbeat.
+                let heartbeat_dated = heartbeat_seen
+                    .and_then(|seen| self.heartbeat_log.date(seen, replica.observed_at).proven());
+                *roles.side_mut(direction.replica()) = SideSeen {
+                    writable: Some(!replica.in_recovery),
+                    heartbeat: heartbeat_dated,
+                    write_position: None,
+                    replayed_position: replica.replay_lsn,
+                };
                 // A heartbeat read on a server that accepts writes proves
                 // nothing about replication (after a promotion this exporter
                 // writes it there itself).
-                let heartbeat_seen = heartbeat_seen.filter(|_| replica.in_recovery);
-                measurement.recovery_point = match (evidence.recovery_point, heartbeat_seen) {
+                let heartbeat = heartbeat_dated.filter(|_| replica.in_recovery);
+                measurement.recovery_point = match (evidence.recovery_point, heartbeat) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
@@ -684,6 +751,7 @@ impl Probe for PostgresProbe {
             other: self.replica.twin(),
             side: ConfiguredSide::Primary,
             writer: self.writer.clone(),
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
@@ -701,6 +769,8 @@ struct PostgresHeartbeatWriter {
     other: Connection,
     side: ConfiguredSide,
     writer: WriterSide,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl PostgresHeartbeatWriter {
@@ -727,6 +797,7 @@ impl PostgresHeartbeatWriter {
             self.side = wanted;
             self.table_ready = false;
         }
+        self.log.record(at);
         let create_sql = self.create_sql();
         let grants = self.grants_help();
         let table = self.settings.table.clone();
@@ -808,12 +879,31 @@ mod tests {
     use super::*;
 
     fn at(secs: f64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_secs_f64(secs)
+        crate::probe::from_unix_seconds(1_700_000_000.0 + secs).unwrap()
+    }
+
+    /// A reading of our clocks at `secs`, no step.
+    fn st(secs: f64) -> Stamp {
+        Stamp::unstepped(at(secs))
+    }
+
+    /// A converted commit time: `secs` less the 1 ms reading slack.
+    fn assert_converted(actual: Option<SystemTime>, secs: f64) {
+        let actual = crate::probe::unix_seconds(actual.expect("a recovery point"));
+        let expected = crate::probe::unix_seconds(at(secs)) - 0.001;
+        assert!((actual - expected).abs() < 1e-5, "{actual} != {expected}");
+    }
+
+    /// The primary's clock offset measured as `ahead` seconds (exactly).
+    fn primary_clock(ahead: f64) -> Option<Offset> {
+        let mut clock = ClockOffset::default();
+        clock.record(st(0.0), at(ahead), st(0.0));
+        clock.estimate()
     }
 
     fn primary(t: f64, lsn: u64) -> PrimaryObservation {
         PrimaryObservation {
-            observed_at: at(t),
+            observed_at: st(t),
             in_recovery: false,
             current_lsn: Some(lsn),
             streaming_standbys: 1,
@@ -827,7 +917,7 @@ mod tests {
         status: Option<&str>,
     ) -> ReplicaObservation {
         ReplicaObservation {
-            observed_at: at(t),
+            observed_at: st(t),
             in_recovery: true,
             receive_lsn: Some(replay),
             replay_lsn: Some(replay),
@@ -856,6 +946,7 @@ mod tests {
         let e = h.evidence(
             Some(&p),
             &replica(1000.01, 5000, Some(538.0), Some("streaming")),
+            primary_clock(0.0),
         );
         assert_eq!(e.recovery_point, Some(at(1000.0)));
         assert_eq!(e.link, LinkState::Healthy);
@@ -866,14 +957,18 @@ mod tests {
     #[test]
     fn behind_replica_is_dated_by_the_primary_samples() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 1000);
-        h.record_primary(at(11.0), 2000);
-        h.record_primary(at(12.0), 3000);
-        h.record_replay(at(10.0), 1000);
-        h.record_replay(at(12.0), 1500);
+        h.record_primary(st(10.0), 1000);
+        h.record_primary(st(11.0), 2000);
+        h.record_primary(st(12.0), 3000);
+        h.record_replay(st(10.0), 1000);
+        h.record_replay(st(12.0), 1500);
         let p = primary(12.0, 3000);
         // Replayed up to 2500: everything before the sample at 11 s is there.
-        let e = h.evidence(Some(&p), &replica(12.0, 2500, Some(9.0), Some("streaming")));
+        let e = h.evidence(
+            Some(&p),
+            &replica(12.0, 2500, Some(9.0), Some("streaming")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, Some(at(11.0)));
         assert_eq!(e.replay_lag_bytes, Some(500.0));
         let rate = h.replay.per_second().unwrap();
@@ -884,12 +979,16 @@ mod tests {
     #[test]
     fn paused_replay_has_infinite_catchup_and_falls_back_to_last_commit() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(20.0), 9000);
-        h.record_replay(at(10.0), 1000);
-        h.record_replay(at(20.0), 1000);
+        h.record_primary(st(20.0), 9000);
+        h.record_replay(st(10.0), 1000);
+        h.record_replay(st(20.0), 1000);
         let p = primary(20.0, 9000);
-        let e = h.evidence(Some(&p), &replica(20.0, 1000, Some(9.5), Some("streaming")));
-        assert_eq!(e.recovery_point, Some(at(9.5)));
+        let e = h.evidence(
+            Some(&p),
+            &replica(20.0, 1000, Some(9.5), Some("streaming")),
+            primary_clock(0.0),
+        );
+        assert_converted(e.recovery_point, 9.5);
         assert_eq!(e.catchup_seconds, Some(f64::INFINITY));
     }
 
@@ -900,10 +999,18 @@ mod tests {
         let mut h = PositionHistory::default();
         let p = primary(100.0, 5000);
         h.record_primary(p.observed_at, 5000);
-        let e = h.evidence(Some(&p), &replica(100.0, 5000, Some(40.0), None));
-        assert_eq!(e.recovery_point, Some(at(40.0)));
+        let e = h.evidence(
+            Some(&p),
+            &replica(100.0, 5000, Some(40.0), None),
+            primary_clock(0.0),
+        );
+        assert_converted(e.recovery_point, 40.0);
         assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("no WAL receiver")));
-        let e = h.evidence(Some(&p), &replica(100.0, 5000, None, Some("waiting")));
+        let e = h.evidence(
+            Some(&p),
+            &replica(100.0, 5000, None, Some("waiting")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, None);
         assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("waiting")));
     }
@@ -911,8 +1018,12 @@ mod tests {
     #[test]
     fn primary_unreachable_dates_by_the_last_samples_only() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
-        let e = h.evidence(None, &replica(60.0, 5000, None, Some("streaming")));
+        h.record_primary(st(10.0), 5000);
+        let e = h.evidence(
+            None,
+            &replica(60.0, 5000, None, Some("streaming")),
+            primary_clock(0.0),
+        );
         assert_eq!(e.recovery_point, Some(at(10.0)));
         assert_eq!(e.replay_lag_bytes, None);
     }
@@ -920,21 +1031,73 @@ mod tests {
     #[test]
     fn promoted_replica_proves_nothing() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
+        h.record_primary(st(10.0), 5000);
         let mut r = replica(10.0, 5000, Some(9.0), None);
         r.in_recovery = false;
-        let e = h.evidence(Some(&primary(10.0, 5000)), &r);
+        let e = h.evidence(Some(&primary(10.0, 5000)), &r, primary_clock(0.0));
         assert_eq!(e.recovery_point, None);
         assert!(!e.link.is_healthy());
     }
 
     #[test]
+    fn a_primary_clock_ahead_never_hides_paused_replay() {
+        // Replay paused since 10 s under writes; the primary's clock runs
+        // 60 s ahead, so the last replayed commit (9.5 s on ours) reads 69.5.
+        let mut h = PositionHistory::default();
+        h.record_primary(st(10.0), 1000);
+        h.record_primary(st(20.0), 9000);
+        let r = replica(20.0, 1000, Some(69.5), Some("streaming"));
+        let e = h.evidence(Some(&primary(20.0, 9000)), &r, primary_clock(60.0));
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        // And 60 s behind: the commit converts to 9.5, the samples still win.
+        let r = replica(20.0, 1000, Some(-50.5), Some("streaming"));
+        let e = h.evidence(Some(&primary(20.0, 9000)), &r, primary_clock(-60.0));
+        assert_eq!(e.recovery_point, Some(at(10.0)));
+        // With the link broken, the converted commit time is the only proof.
+        let e = h.evidence(
+            Some(&primary(20.0, 9000)),
+            &replica(20.0, 1000, Some(69.5), None),
+            primary_clock(60.0),
+        );
+        assert_converted(e.recovery_point, 9.5);
+    }
+
+    #[test]
+    fn an_unconverted_commit_time_proves_nothing_and_never_passes_the_evidence() {
+        let h = PositionHistory::default();
+        let r = replica(20.0, 1000, Some(69.5), None);
+        // The primary's clock was never read: its commit time is not used.
+        let e = h.evidence(None, &r, None);
+        assert_eq!(e.recovery_point, None);
+        // A commit time that converts past the replica observation (the
+        // primary's clock moved unmeasured) is not proof either.
+        let e = h.evidence(None, &r, primary_clock(0.0));
+        assert_eq!(e.recovery_point, None);
+    }
+
+    #[test]
+    fn samples_date_the_replica_in_the_wall_clock_of_the_observation() {
+        // Sampled at 10 s; our wall clock then stepped back an hour; the
+        // replica, still at that position, is observed 5 s later.
+        let mut h = PositionHistory::default();
+        h.record_primary(st(10.0), 1000);
+        let observed = Stamp {
+            wall: at(15.0 - 3600.0),
+            steady: at(15.0),
+        };
+        let mut r = replica(15.0, 1000, None, Some("streaming"));
+        r.observed_at = observed;
+        let e = h.evidence(None, &r, None);
+        assert_eq!(e.recovery_point, Some(at(10.0 - 3600.0)));
+    }
+
+    #[test]
     fn new_timeline_clears_history() {
         let mut h = PositionHistory::default();
-        h.record_primary(at(10.0), 5000);
-        h.record_primary(at(11.0), 100);
+        h.record_primary(st(10.0), 5000);
+        h.record_primary(st(11.0), 100);
         assert_eq!(h.primary.len(), 1);
-        assert_eq!(h.dated(99), None);
-        assert_eq!(h.dated(100), Some(at(11.0)));
+        assert_eq!(h.dated(st(11.0), 99), None);
+        assert_eq!(h.dated(st(11.0), 100), Some(at(11.0)));
     }
 }

@@ -20,6 +20,11 @@
 //!    `master_link_status:up` and no full resync runs: a broken link freezes
 //!    the recovery point instead of reading as zero lag.
 //!
+//! Neither dates anything with a server's clock. Every poll still reads each
+//! side's clock with `TIME` between two readings of this exporter's, for
+//! `rpo_clock_offset_seconds{side}` (a user without the `TIME` grant just
+//! has no offset series).
+//!
 //! Connections are kept between polls and re-established after a failure,
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
 //! hung primary never hides what the replica shows, and vice versa. The
@@ -31,15 +36,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, RedisError};
 use serde::Deserialize;
 
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::redis::{
-    check_tls_ca_file, check_url, classify, read_ca_file, redis_client, server_error, Connection,
+    check_tls_ca_file, check_url, classify, read_ca_file, read_clock, redis_client, server_error,
+    Connection,
 };
 use crate::drivers::within;
+use crate::evidence::clock::{ClockOffset, Stamp, CLOCK_OFFSET_SECONDS};
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::{ApplyRate, SourceSamples};
 use crate::evidence::promotion::{ConfiguredSide, Direction, PairRoles, SideSeen, WriterSide};
 use crate::probe::{
@@ -114,6 +123,7 @@ pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &MASTER_LAST_IO_TIMESTAMP_SECONDS,
     &OFFSET_LAG_BYTES,
     &HEARTBEAT_TIMESTAMP_SECONDS,
+    &CLOCK_OFFSET_SECONDS,
 ];
 
 /// How long a heartbeat key lives without being rewritten: long enough to
@@ -225,7 +235,8 @@ impl KindSpec for RedisTarget {
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
-        Ok(Box::new(RedisProbe::new(target, self, instance)?))
+        let log = context.heartbeat_log(&target.name);
+        Ok(Box::new(RedisProbe::new(target, self, instance, log)?))
     }
 
     fn reports_roles(&self) -> bool {
@@ -426,7 +437,7 @@ fn parse_replica_line(value: &str) -> Result<ListedReplica, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     /// This exporter's clock just before the question was sent.
-    pub observed_at: SystemTime,
+    pub observed_at: Stamp,
     pub info: ReplicationInfo,
 }
 
@@ -493,7 +504,7 @@ pub struct OffsetHistory {
 }
 
 impl OffsetHistory {
-    pub fn record_primary(&mut self, at: SystemTime, replid: &str, offset: u64) {
+    pub fn record_primary(&mut self, at: Stamp, replid: &str, offset: u64) {
         // A new replication id (restart, failover) means older samples no
         // longer date anything (a smaller offset is caught by the samples).
         if self.replid.as_deref() != Some(replid) {
@@ -504,14 +515,15 @@ impl OffsetHistory {
         self.primary.record(at, offset);
     }
 
-    pub fn record_applied(&mut self, at: SystemTime, offset: u64) {
+    pub fn record_applied(&mut self, at: Stamp, offset: u64) {
         self.applied.record(at, offset);
     }
 
     /// The latest sampled instant at which the primary's offset was at or
-    /// below `offset`: every write before it is on the replica.
-    pub fn dated(&self, offset: u64) -> Option<SystemTime> {
-        self.primary.dated(|o| *o <= offset)
+    /// below `offset`: every write before it is on the replica. In the wall
+    /// clock of `evidence`.
+    pub fn dated(&self, evidence: Stamp, offset: u64) -> Option<SystemTime> {
+        self.primary.dated(evidence, |o| *o <= offset)
     }
 
     /// Bytes applied per second on the replica over the recent window.
@@ -566,9 +578,9 @@ impl OffsetHistory {
         };
 
         let recovery_point = match replica {
-            Some(_) if link.is_healthy() => self
+            Some(r) if link.is_healthy() => self
                 .proven_offset(primary, replica, identity)
-                .and_then(|offset| self.dated(offset)),
+                .and_then(|offset| self.dated(r.observed_at, offset)),
             _ => None,
         };
 
@@ -683,6 +695,31 @@ pub struct RedisProbe {
     direction: Direction,
     /// Where the heartbeat writer writes: the side accepting writes.
     writer: WriterSide,
+    /// The servers' clocks (`TIME` on each side), for the offset series.
+    primary_clock: ServerClock,
+    replica_clock: ServerClock,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
+}
+
+/// One server's clock offset, and whether failing to read it was logged.
+#[derive(Default)]
+struct ServerClock {
+    offset: ClockOffset,
+    unreadable_logged: bool,
+}
+
+impl ServerClock {
+    /// Reads the server's clock for its offset; a server that refuses `TIME`
+    /// (an ACL without it) only loses the offset series, logged once.
+    async fn read(&mut self, side: Side, connection: &mut MultiplexedConnection) {
+        if let Err(e) = read_clock(connection, &mut self.offset).await {
+            if !self.unreadable_logged {
+                self.unreadable_logged = true;
+                tracing::warn!(side = side.as_str(), error = %with_acl_hint(classify(&e, false)), "cannot read the server's clock (TIME); rpo_clock_offset_seconds is not published for it");
+            }
+        }
+    }
 }
 
 /// How a source lists one configured server in its `slaveN` lines.
@@ -768,6 +805,7 @@ impl RedisProbe {
         target: &Target,
         spec: &RedisTarget,
         instance: &str,
+        heartbeat_log: HeartbeatLog,
     ) -> Result<RedisProbe, ProbeError> {
         let ca = read_ca_file(&target.name, spec.tls_ca_file.as_deref())?;
         let client = |url: &Secret, what: &str| {
@@ -810,18 +848,25 @@ impl RedisProbe {
             history: OffsetHistory::default(),
             direction: Direction::Forward,
             writer: WriterSide::default(),
+            primary_clock: ServerClock::default(),
+            replica_clock: ServerClock::default(),
+            heartbeat_log,
         })
     }
 
     /// `INFO replication` of the side measured as the source.
-    async fn observe_primary(connection: &mut Connection) -> Result<Observation, ProbeError> {
+    async fn observe_primary(
+        connection: &mut Connection,
+        clock: &mut ServerClock,
+    ) -> Result<Observation, ProbeError> {
         let mut connection = connection.get().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let text: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut connection)
             .await
             .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Source))?;
+        clock.read(Side::Source, &mut connection).await;
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}")).on(Side::Source)
         })?;
@@ -832,10 +877,11 @@ impl RedisProbe {
     /// it holds (or why that value is unusable), in one round trip.
     async fn observe_replica(
         connection: &mut Connection,
+        clock: &mut ServerClock,
         key: Option<String>,
     ) -> Result<(Observation, Result<Option<SystemTime>, ProbeError>), ProbeError> {
         let mut connection = connection.get().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let mut pipe = redis::pipe();
         pipe.cmd("INFO").arg("replication");
         if let Some(key) = &key {
@@ -853,6 +899,7 @@ impl RedisProbe {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
                 .on(Side::Replica)
         })?;
+        clock.read(Side::Replica, &mut connection).await;
         let heartbeat = match (heartbeat, key) {
             (Some(value), Some(key)) => match value.trim().parse::<f64>().ok().and_then(from_unix_seconds) {
                 Some(t) => Ok(Some(t)),
@@ -871,7 +918,7 @@ impl RedisProbe {
     async fn poll_once(&mut self) -> Measurement {
         let started = Instant::now();
         let half = self.timeout / 2;
-        let mut measurement = Measurement::new(SystemTime::now());
+        let mut measurement = Measurement::new(Stamp::now().wall);
         let mut details = Vec::new();
         let direction = self.direction;
         let key = self.heartbeat.as_ref().map(|hb| hb.key.clone());
@@ -880,22 +927,34 @@ impl RedisProbe {
             heartbeat_configured: key.is_some(),
             ..PairRoles::default()
         };
-        let (source, replica_side, replica_listed) = match direction {
+        // Each server's clock goes with the server, whichever way
+        // replication runs.
+        let heartbeat_log = &self.heartbeat_log;
+        let (source, replica_side, replica_listed, source_clock, replica_clock) = match direction {
             Direction::Forward => (
                 &mut self.primary,
                 &mut self.replica,
                 &mut self.replica_listed,
+                &mut self.primary_clock,
+                &mut self.replica_clock,
             ),
             Direction::Reverse => (
                 &mut self.replica,
                 &mut self.primary,
                 &mut self.primary_listed,
+                &mut self.replica_clock,
+                &mut self.primary_clock,
             ),
         };
 
         // The primary first: the caught-up test needs its offset read
         // before the replica's.
-        let primary = match within(started + half, Self::observe_primary(source)).await {
+        let primary = match within(
+            started + half,
+            Self::observe_primary(source, &mut *source_clock),
+        )
+        .await
+        {
             Ok(observation) => {
                 measurement.source_reachable = Some(true);
                 let writable = observation.info.role == Role::Primary;
@@ -923,21 +982,25 @@ impl RedisProbe {
 
         let (replica, heartbeat_seen) = match within(
             started + self.timeout,
-            Self::observe_replica(&mut *replica_side, key),
+            Self::observe_replica(&mut *replica_side, &mut *replica_clock, key),
         )
         .await
         {
             Ok((observation, heartbeat)) => {
                 measurement.replica_reachable = Some(true);
-                measurement.evidence_time = observation.observed_at;
+                measurement.evidence_time = observation.observed_at.wall;
                 let seen = heartbeat.unwrap_or_else(|err| {
                     measurement.failures.push(err);
                     None
                 });
                 let info = &observation.info;
+                // Only heartbeats this process wrote (or an earlier run, not
+                // later than the evidence) are dated; see evidence::heartbeat.
+                let dated =
+                    seen.and_then(|s| heartbeat_log.date(s, observation.observed_at).proven());
                 *roles.side_mut(direction.replica()) = SideSeen {
                     writable: Some(info.role == Role::Primary),
-                    heartbeat: seen,
+                    heartbeat: dated,
                     write_position: None,
                     replayed_position: match &info.link {
                         Some(link) => Some(link.processed_offset),
@@ -968,14 +1031,18 @@ impl RedisProbe {
                 .as_ref()
                 .or(primary.as_ref())
                 .map(|o| o.observed_at)
-                .unwrap_or_else(SystemTime::now);
+                .unwrap_or_else(Stamp::now);
             self.history.record_applied(at, offset);
         }
         let evidence = self
             .history
             .evidence(primary.as_ref(), replica.as_ref(), &identity);
         measurement.link = evidence.link.clone();
-        measurement.recovery_point = match (&replica, evidence.recovery_point, heartbeat_seen) {
+        let heartbeat = match (&replica, heartbeat_seen) {
+            (Some(r), Some(seen)) => self.heartbeat_log.date(seen, r.observed_at).proven(),
+            _ => None,
+        };
+        measurement.recovery_point = match (&replica, evidence.recovery_point, heartbeat) {
             (None, _, _) => None,
             (Some(_), Some(a), Some(b)) => Some(a.max(b)),
             (Some(_), a, b) => a.or(b),
@@ -985,9 +1052,15 @@ impl RedisProbe {
 
         if let Some(p) = &primary {
             details.extend(primary_details(p, &evidence));
+            if let Some(offset) = source_clock.offset.estimate() {
+                details.push(offset.detail(Side::Source, p.observed_at));
+            }
         }
         if let Some(r) = &replica {
             details.extend(replica_details(r, heartbeat_seen));
+            if let Some(offset) = replica_clock.offset.estimate() {
+                details.push(offset.detail(Side::Replica, r.observed_at));
+            }
         }
         if let Some(lag) = evidence.offset_lag_bytes {
             details.push(Detail::new(&OFFSET_LAG_BYTES, lag));
@@ -1059,7 +1132,7 @@ fn primary_details(primary: &Observation, evidence: &OffsetEvidence) -> Vec<Deta
     if let Some(age) = evidence.listed.as_ref().and_then(|l| l.ack_age_seconds) {
         details.push(Detail::new(
             &REPLICA_LAST_ACK_TIMESTAMP_SECONDS,
-            seconds_before(primary.observed_at, age),
+            seconds_before(primary.observed_at.wall, age),
         ));
     }
     details
@@ -1083,13 +1156,13 @@ fn replica_details(replica: &Observation, heartbeat_seen: Option<SystemTime>) ->
         if let Some(s) = link.down_seconds.filter(|_| !link.up) {
             details.push(Detail::new(
                 &MASTER_LINK_DOWN_SINCE_TIMESTAMP_SECONDS,
-                seconds_before(replica.observed_at, s),
+                seconds_before(replica.observed_at.wall, s),
             ));
         }
         if let Some(s) = link.last_io_seconds_ago {
             details.push(Detail::new(
                 &MASTER_LAST_IO_TIMESTAMP_SECONDS,
-                seconds_before(replica.observed_at, s),
+                seconds_before(replica.observed_at.wall, s),
             ));
         }
     }
@@ -1117,6 +1190,7 @@ impl Probe for RedisProbe {
             side: ConfiguredSide::Primary,
             writer: self.writer.clone(),
             settings,
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
@@ -1132,6 +1206,8 @@ struct RedisHeartbeatWriter {
     side: ConfiguredSide,
     writer: WriterSide,
     settings: HeartbeatSettings,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl RedisHeartbeatWriter {
@@ -1141,6 +1217,7 @@ impl RedisHeartbeatWriter {
             std::mem::swap(&mut self.connection, &mut self.other);
             self.side = wanted;
         }
+        self.log.record(at);
         let mut connection = self.connection.get().await?;
         let value = format!("{:.3}", unix_seconds(at));
         let result: Result<(), RedisError> = redis::cmd("SET")
@@ -1347,7 +1424,7 @@ repl_backlog_histlen:50
 
     fn observed(t: f64, text: &str) -> Observation {
         Observation {
-            observed_at: at(t),
+            observed_at: Stamp::unstepped(at(t)),
             info: parse_info_replication(text).unwrap(),
         }
     }
@@ -1481,13 +1558,13 @@ repl_backlog_histlen:50
         // Nothing written for a long time: both sides at offset 50, so the
         // recovery point is the instant the primary was asked.
         let mut h = OffsetHistory::default();
-        h.record_primary(at(1000.0), REPLID, 50);
+        h.record_primary(Stamp::unstepped(at(1000.0)), REPLID, 50);
         let p = observed(1000.0, PRIMARY);
         let r = observed(1000.01, REPLICA);
         let offset = h
             .proven_offset(Some(&p), Some(&r), &this_replica())
             .unwrap();
-        h.record_applied(at(1000.01), offset);
+        h.record_applied(Stamp::unstepped(at(1000.01)), offset);
         let e = h.evidence(Some(&p), Some(&r), &this_replica());
         assert_eq!(e.recovery_point, Some(at(1000.0)));
         assert_eq!(e.link, LinkState::Healthy);
@@ -1498,9 +1575,9 @@ repl_backlog_histlen:50
     #[test]
     fn ack_delay_is_dated_by_history_and_the_replica_own_offset_is_fresher() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(10.0), REPLID, 1000);
-        h.record_primary(at(10.5), REPLID, 2000);
-        h.record_primary(at(11.0), REPLID, 3000);
+        h.record_primary(Stamp::unstepped(at(10.0)), REPLID, 1000);
+        h.record_primary(Stamp::unstepped(at(10.5)), REPLID, 2000);
+        h.record_primary(Stamp::unstepped(at(11.0)), REPLID, 3000);
         // The primary saw an ack of 1500 (acks come once a second); the
         // replica, asked a moment later, has processed 2500.
         let p = with_offsets(11.0, PRIMARY, 3000, 1500);
@@ -1517,12 +1594,12 @@ repl_backlog_histlen:50
     #[test]
     fn stopped_replica_proves_nothing_while_lag_grows() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(0.0), REPLID, 162);
-        h.record_applied(at(0.0), 162);
-        h.record_primary(at(2.0), REPLID, 1444);
+        h.record_primary(Stamp::unstepped(at(0.0)), REPLID, 162);
+        h.record_applied(Stamp::unstepped(at(0.0)), 162);
+        h.record_primary(Stamp::unstepped(at(2.0)), REPLID, 1444);
         let p = observed(2.0, PRIMARY_REPLICA_STOPPED);
         h.record_applied(
-            at(2.0),
+            Stamp::unstepped(at(2.0)),
             h.proven_offset(Some(&p), None, &this_replica()).unwrap(),
         );
         let e = h.evidence(Some(&p), None, &this_replica());
@@ -1551,7 +1628,7 @@ repl_backlog_histlen:50
     fn broken_link_never_reads_as_zero() {
         // Same offset on both sides, but the link is down: no proof of now.
         let mut h = OffsetHistory::default();
-        h.record_primary(at(100.0), REPLID, 1444);
+        h.record_primary(Stamp::unstepped(at(100.0)), REPLID, 1444);
         let r = observed(100.0, REPLICA_PRIMARY_GONE);
         let e = h.evidence(None, Some(&r), &this_replica());
         assert_eq!(e.recovery_point, None);
@@ -1564,7 +1641,7 @@ repl_backlog_histlen:50
     #[test]
     fn primary_unreachable_dates_by_the_last_samples_only() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(10.0), REPLID, 50);
+        h.record_primary(Stamp::unstepped(at(10.0)), REPLID, 50);
         let r = observed(60.0, REPLICA);
         let e = h.evidence(None, Some(&r), &this_replica());
         assert_eq!(e.recovery_point, Some(at(10.0)));
@@ -1575,7 +1652,11 @@ repl_backlog_histlen:50
     #[test]
     fn full_resync_is_unhealthy_and_proves_nothing() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(1.0), "1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab", 0);
+        h.record_primary(
+            Stamp::unstepped(at(1.0)),
+            "1f06ff6d9c27e9a851f3e15cecb9ff16e5237fab",
+            0,
+        );
         let p = observed(1.0, PRIMARY_WAIT_BGSAVE);
         let r = observed(1.0, REPLICA_SYNCING);
         let e = h.evidence(Some(&p), Some(&r), &this_replica());
@@ -1597,7 +1678,7 @@ repl_backlog_histlen:50
     #[test]
     fn promoted_replica_and_replica_as_primary_are_named() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(1.0), REPLID, 50);
+        h.record_primary(Stamp::unstepped(at(1.0)), REPLID, 50);
         let e = h.evidence(
             Some(&observed(1.0, PRIMARY)),
             Some(&observed(1.0, PROMOTED)),
@@ -1623,7 +1704,7 @@ repl_backlog_histlen:50
     #[test]
     fn a_replica_of_another_stream_is_unhealthy() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(1.0), REPLID, 50);
+        h.record_primary(Stamp::unstepped(at(1.0)), REPLID, 50);
         let mut r = observed(1.0, REPLICA);
         r.info.replid = "0123".to_string();
         let mut p = observed(1.0, PRIMARY);
@@ -1638,21 +1719,21 @@ repl_backlog_histlen:50
     #[test]
     fn new_replication_id_clears_history() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(10.0), REPLID, 5000);
-        h.record_primary(at(11.0), "new", 6000);
+        h.record_primary(Stamp::unstepped(at(10.0)), REPLID, 5000);
+        h.record_primary(Stamp::unstepped(at(11.0)), "new", 6000);
         assert_eq!(h.primary.len(), 1);
-        assert_eq!(h.dated(5500), None);
-        h.record_primary(at(12.0), "new", 100);
-        assert_eq!(h.dated(100), Some(at(12.0)));
+        assert_eq!(h.dated(Stamp::unstepped(at(12.0)), 5500), None);
+        h.record_primary(Stamp::unstepped(at(12.0)), "new", 100);
+        assert_eq!(h.dated(Stamp::unstepped(at(12.0)), 100), Some(at(12.0)));
     }
 
     #[test]
     fn apply_rate_gives_catch_up() {
         let mut h = OffsetHistory::default();
-        h.record_primary(at(0.0), REPLID, 0);
-        h.record_primary(at(2.0), REPLID, 4000);
-        h.record_applied(at(0.0), 0);
-        h.record_applied(at(2.0), 2000);
+        h.record_primary(Stamp::unstepped(at(0.0)), REPLID, 0);
+        h.record_primary(Stamp::unstepped(at(2.0)), REPLID, 4000);
+        h.record_applied(Stamp::unstepped(at(0.0)), 0);
+        h.record_applied(Stamp::unstepped(at(2.0)), 2000);
         let p = with_offsets(2.0, PRIMARY, 4000, 2000);
         let e = h.evidence(Some(&p), None, &this_replica());
         assert_eq!(e.offset_lag_bytes, Some(2000.0));

@@ -7,10 +7,12 @@
 //! `XACK`ed: `XPENDING` summary) and the first entry after the group's
 //! `last-delivered-id` (not yet delivered: `XRANGE`). It is the poll instant
 //! when there is neither, and the exposure is its age. An entry's time comes
-//! from its id, which is milliseconds of the *Redis server's* clock: a
-//! server clock ahead of ours makes the exposure read short by the skew (the
-//! recovery point is never allowed past the poll instant), one behind makes
-//! it read long.
+//! from its id, which is milliseconds of the *Redis server's* clock: it is
+//! converted to this exporter's clock by the server's offset, measured with
+//! `TIME` on every poll (see [`crate::evidence::clock`]), and never allowed
+//! past the poll instant. Without a measured offset (the user may not run
+//! `TIME`) an entry's time proves nothing: the poll reports that failure and
+//! the recovery point stays where it was.
 //!
 //! One endpoint, so there is no source/replica split: a failure to learn
 //! anything fails the poll. The connection code is `crate::drivers::redis`.
@@ -26,11 +28,14 @@ use serde::Deserialize;
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::redis::{
-    check_tls_ca_file, check_url, classify, read_ca_file, redis_client, server_error, Connection,
+    check_tls_ca_file, check_url, classify, read_ca_file, read_clock, redis_client, server_error,
+    Connection,
 };
 use crate::drivers::within;
+use crate::evidence::clock::{convert, ClockOffset, Offset, Stamp, CLOCK_OFFSET_SECONDS};
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
+    Side,
 };
 
 use crate::metric_def::MetricDef;
@@ -128,6 +133,7 @@ pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &LAG_ENTRIES,
     &OLDEST_PENDING_ENTRY_TIMESTAMP_SECONDS,
     &OLDEST_UNDELIVERED_ENTRY_TIMESTAMP_SECONDS,
+    &CLOCK_OFFSET_SECONDS,
 ];
 
 /// When a server does not report a group's lag (before Redis 7, or after
@@ -298,29 +304,36 @@ pub fn parse_range_ids(value: &Value) -> Result<Vec<EntryId>, String> {
 /// What one poll proves about the group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueEvidence {
-    pub recovery_point: SystemTime,
+    /// `None` when entries wait but the server's clock offset is unknown.
+    pub recovery_point: Option<SystemTime>,
     pub link: LinkState,
     /// Pending plus lag, when the lag is known.
     pub backlog_operations: Option<f64>,
 }
 
 /// Combines one poll's answers. `first_undelivered` is the first entry after
-/// the group's last-delivered id; `lag` is the group's (or counted) lag.
+/// the group's last-delivered id; `lag` is the group's (or counted) lag;
+/// `server_clock` the server's clock offset, which converts entry times.
+#[allow(clippy::too_many_arguments)]
 pub fn evidence(
-    observed_at: SystemTime,
+    observed_at: Stamp,
     group: &GroupInfo,
     pending: &PendingSummary,
     first_undelivered: Option<EntryId>,
     lag: Option<u64>,
     require_consumers: bool,
+    server_clock: Option<Offset>,
 ) -> QueueEvidence {
     let oldest = match (pending.oldest, first_undelivered) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    // Never past the poll instant: a server clock ahead of ours would
-    // otherwise push a future recovery point the store could never undo.
-    let recovery_point = oldest.map_or(observed_at, |id| id.time().min(observed_at));
+    // An entry's time is the server's clock: converted, never past the poll
+    // instant, and nothing without an offset.
+    let recovery_point = match oldest {
+        None => Some(observed_at.wall),
+        Some(id) => convert(id.time(), server_clock, observed_at),
+    };
     let link = if require_consumers && group.consumers == 0 {
         LinkState::Unhealthy(format!("consumer group {} has no consumers", group.name))
     } else {
@@ -346,6 +359,8 @@ pub struct RedisStreamProbe {
     /// Set while a poll runs: still set at the next poll means the poller
     /// cancelled it mid-command, so the connection may be stuck.
     poll_in_progress: bool,
+    /// The server's clock offset (`TIME`), which converts entry times.
+    clock: ClockOffset,
 }
 
 impl RedisStreamProbe {
@@ -366,6 +381,7 @@ impl RedisStreamProbe {
             require_consumers: spec.require_consumers,
             connection: Connection::new(client, None),
             poll_in_progress: false,
+            clock: ClockOffset::default(),
         })
     }
 
@@ -394,7 +410,7 @@ impl RedisStreamProbe {
 
     async fn measure(&mut self) -> Result<Measurement, ProbeError> {
         let mut connection = self.connection.get().await?;
-        let observed_at = SystemTime::now();
+        let observed_at = Stamp::now();
         let groups: Value = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&self.stream)
@@ -455,6 +471,20 @@ impl RedisStreamProbe {
             }
         };
 
+        // The server's clock, for the entries' times.
+        let clock_failure = read_clock(&mut connection, &mut self.clock)
+            .await
+            .err()
+            .map(|e| {
+                let mut err = classify(&e, false);
+                err.message = format!(
+                    "cannot read the server's clock (TIME: {}); entry times cannot be converted to this exporter's clock, so waiting entries date nothing; grant the monitoring user +time (docs/kinds/redis_stream.md)",
+                    err.message
+                );
+                err
+            });
+        let offset = self.clock.estimate();
+
         let evidence = evidence(
             observed_at,
             group,
@@ -462,12 +492,19 @@ impl RedisStreamProbe {
             first_undelivered,
             lag,
             self.require_consumers,
+            offset,
         );
-        let mut measurement = Measurement::new(observed_at);
-        measurement.recovery_point = Some(evidence.recovery_point);
+        let mut measurement = Measurement::new(observed_at.wall);
+        measurement.recovery_point = evidence.recovery_point;
         measurement.link = evidence.link;
         measurement.backlog_operations = evidence.backlog_operations;
         measurement.details = details(group, &pending, first_undelivered, lag, length);
+        if let Some(offset) = offset {
+            measurement
+                .details
+                .push(offset.detail(Side::Source, observed_at));
+        }
+        measurement.failures.extend(clock_failure);
         Ok(measurement)
     }
 }
@@ -661,11 +698,28 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
     }
 
+    /// An entry time converted by an exact offset: `ms` less the 1 ms
+    /// reading slack.
+    fn assert_converted(actual: Option<SystemTime>, ms: u64) {
+        let actual = unix_seconds(actual.expect("a recovery point"));
+        let expected = (ms - 1) as f64 / 1000.0;
+        assert!((actual - expected).abs() < 1e-5, "{actual} != {expected}");
+    }
+
+    /// The server's clock offset measured as `ahead_ms` (exactly).
+    fn server_clock(ahead_ms: u64, behind_ms: u64) -> Option<Offset> {
+        let mut clock = ClockOffset::default();
+        let ours = Stamp::unstepped(at_ms(1_700_000_000_000));
+        clock.record(ours, at_ms(1_700_000_000_000 + ahead_ms - behind_ms), ours);
+        clock.estimate()
+    }
+
     #[test]
     fn recovery_point_is_the_oldest_unacknowledged_entry() {
         let groups = parse_groups(&captured_groups()).unwrap();
         let pending = parse_pending_summary(&captured_pending()).unwrap();
-        let now = at_ms(1_700_000_010_000);
+        let now = Stamp::unstepped(at_ms(1_700_000_010_000));
+        let same = server_clock(0, 0);
         // Pending 1700000001000-0 is older than the undelivered 1700000002000-0.
         let e = evidence(
             now,
@@ -674,8 +728,9 @@ mod tests {
             Some(id("1700000002000-0")),
             Some(2),
             false,
+            same,
         );
-        assert_eq!(e.recovery_point, at_ms(1_700_000_001_000));
+        assert_converted(e.recovery_point, 1_700_000_001_000);
         assert_eq!(e.backlog_operations, Some(3.0));
         assert_eq!(e.link, LinkState::Healthy);
         // Everything acknowledged but one undelivered entry.
@@ -690,35 +745,57 @@ mod tests {
             Some(id("1700000002000-0")),
             Some(1),
             false,
+            same,
         );
-        assert_eq!(e.recovery_point, at_ms(1_700_000_002_000));
+        assert_converted(e.recovery_point, 1_700_000_002_000);
         // Nothing outstanding: the poll instant.
-        let e = evidence(now, &groups[1], &none, None, Some(0), false);
-        assert_eq!(e.recovery_point, now);
+        let e = evidence(now, &groups[1], &none, None, Some(0), false, same);
+        assert_eq!(e.recovery_point, Some(now.wall));
         assert_eq!(e.backlog_operations, Some(0.0));
         // Unknown lag: backlog unknown, recovery point still proven.
-        let e = evidence(now, &groups[0], &pending, None, None, false);
+        let e = evidence(now, &groups[0], &pending, None, None, false, same);
         assert_eq!(e.backlog_operations, None);
-        assert_eq!(e.recovery_point, at_ms(1_700_000_001_000));
+        assert_converted(e.recovery_point, 1_700_000_001_000);
     }
 
     #[test]
-    fn server_clock_ahead_never_pushes_the_recovery_point_past_now() {
+    fn entry_times_are_converted_by_the_server_clock_and_never_pass_now() {
         let groups = parse_groups(&captured_groups()).unwrap();
         let none = PendingSummary {
             count: 0,
             oldest: None,
         };
-        let now = at_ms(1_700_000_000_000);
+        let now = Stamp::unstepped(at_ms(1_700_000_010_000));
+        let waiting = Some(id("1700000062000-0"));
+        // The server's clock runs 60 s ahead: the entry was added at 2 s.
         let e = evidence(
             now,
             &groups[0],
             &none,
-            Some(id("1700000060000-0")),
+            waiting,
             Some(1),
             false,
+            server_clock(60_000, 0),
         );
-        assert_eq!(e.recovery_point, now);
+        assert_converted(e.recovery_point, 1_700_000_002_000);
+        // 30 s behind: the entry would date from the future (an id set by
+        // hand, or a clock stepped unmeasured): not proof.
+        let e = evidence(
+            now,
+            &groups[0],
+            &none,
+            waiting,
+            Some(1),
+            false,
+            server_clock(0, 30_000),
+        );
+        assert_eq!(e.recovery_point, None);
+        // The server's clock unknown: a waiting entry dates nothing ...
+        let e = evidence(now, &groups[0], &none, waiting, Some(1), false, None);
+        assert_eq!(e.recovery_point, None);
+        // ... while an empty group is still "now".
+        let e = evidence(now, &groups[1], &none, None, Some(0), false, None);
+        assert_eq!(e.recovery_point, Some(now.wall));
     }
 
     #[test]
@@ -728,13 +805,13 @@ mod tests {
             count: 0,
             oldest: None,
         };
-        let now = at_ms(1_700_000_010_000);
-        let e = evidence(now, &groups[1], &none, None, Some(0), true);
+        let now = Stamp::unstepped(at_ms(1_700_000_010_000));
+        let e = evidence(now, &groups[1], &none, None, Some(0), true, None);
         assert_eq!(
             e.link,
             LinkState::Unhealthy("consumer group empty has no consumers".to_string())
         );
-        assert!(evidence(now, &groups[0], &none, None, Some(0), true)
+        assert!(evidence(now, &groups[0], &none, None, Some(0), true, None)
             .link
             .is_healthy());
     }

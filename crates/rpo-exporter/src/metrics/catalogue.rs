@@ -389,6 +389,13 @@ mod tests {
             names(kinds_publishing(queued)),
             ["rabbitmq", "sql_queue", "sqs"]
         );
+        // Every kind that reads a server's clock publishes its offset.
+        let clock = find("rpo_clock_offset_seconds").unwrap();
+        assert_eq!(
+            names(kinds_publishing(clock)),
+            ["postgres", "redis", "redis_stream"]
+        );
+        assert_eq!(clock.labels, ["side"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod aws_region_loss;
 mod aws_s3;
 mod board;
 mod cli;
+mod clocks;
 mod dashboards;
 mod deploy;
 mod docs;

@@ -501,7 +501,7 @@ async fn documented_acl_is_enough_and_a_missing_grant_is_named() {
     .await;
     // ACLs are not replicated: each node gets the users.
     for command in [
-        "ACL SETUSER rpo-monitor on >monitor-secret +info +ping +get +set ~rpo:heartbeat:*",
+        "ACL SETUSER rpo-monitor on >monitor-secret +info +ping +get +set +time ~rpo:heartbeat:*",
         "ACL SETUSER rpo-nowrite on >monitor-secret +info +ping +get ~rpo:heartbeat:*",
         "ACL SETUSER rpo-noinfo on >monitor-secret +ping +get +set ~rpo:heartbeat:*",
     ] {
@@ -554,6 +554,28 @@ heartbeat = {{ interval = "500ms", key = "rpo:heartbeat" }}
             > 0.0
     );
     assert_metric(&metrics, "rpo_target_ready", &labels("nowrite"), Some(1.0));
+    // With +time both servers' clocks are read; without it, only the offset
+    // series is missing (the evidence never needs a Redis server's clock).
+    for side in ["source", "replica"] {
+        assert!(
+            metric_value(
+                &metrics,
+                "rpo_clock_offset_seconds",
+                &[("target", T), ("side", side)]
+            )
+            .is_some(),
+            "{side}: no clock offset with the documented ACL"
+        );
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "rpo_clock_offset_seconds",
+                &[("target", "nowrite"), ("side", side)]
+            ),
+            None
+        );
+    }
+    assert_metric(&metrics, "rpo_probe_success", &labels("nowrite"), Some(1.0));
     // Without +info nothing can be measured: a named auth failure.
     let t = exporter.target_verdict("noinfo").await;
     assert!(reasons(&t).contains("(auth: NOPERM"), "{t}");

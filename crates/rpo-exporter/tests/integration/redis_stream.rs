@@ -202,10 +202,12 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
         .command(&["XGROUP", "CREATE", "orders", "idle", "$"])
         .unwrap();
     server.command(&["SET", "not-a-stream", "x"]).unwrap();
-    // The documented minimal ACL for the stream monitor, and one without XPENDING.
+    // The documented minimal ACL for the stream monitor, one without
+    // XPENDING and one without TIME.
     for command in [
-        "ACL SETUSER rpo-stream on >stream-secret +ping +xinfo|groups +xpending +xrange +xlen ~orders",
-        "ACL SETUSER rpo-nopending on >stream-secret +ping +xinfo|groups +xrange +xlen ~orders",
+        "ACL SETUSER rpo-stream on >stream-secret +ping +xinfo|groups +xpending +xrange +xlen +time ~orders",
+        "ACL SETUSER rpo-nopending on >stream-secret +ping +xinfo|groups +xrange +xlen +time ~orders",
+        "ACL SETUSER rpo-notime on >stream-secret +ping +xinfo|groups +xpending +xrange +xlen ~orders",
     ] {
         let args: Vec<&str> = command.split(' ').collect();
         server.command(&args).unwrap();
@@ -220,7 +222,7 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
     let acl_url = |user: &str| format!("redis://{user}:stream-secret@127.0.0.1:{port}");
     let url = server.url();
     let config = config_with(&format!(
-        "{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}",
         redis_stream_target(
             T,
             &acl_url("rpo-stream"),
@@ -228,6 +230,14 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
             "billing",
             "60s",
             "require_consumers = true"
+        ),
+        redis_stream_target(
+            "no-time",
+            &acl_url("rpo-notime"),
+            "orders",
+            "billing",
+            "60s",
+            ""
         ),
         redis_stream_target("no-stream", &url, "shipments", "billing", "60s", ""),
         redis_stream_target("no-group", &url, "orders", "invoicing", "60s", ""),
@@ -303,6 +313,20 @@ async fn unknown_stream_group_bad_password_missing_grant_and_hang_are_named() {
         );
         assert!(!why.contains("hunter") && !why.contains("stream-secret"), "{verdict}");
     }
+    // The documented ACL reads the server's clock; without +time the poll
+    // says what to grant, and (nothing waits in `billing`) still proves "now".
+    assert!(metric_value(
+        &metrics,
+        "rpo_clock_offset_seconds",
+        &[("target", T), ("side", "source")]
+    )
+    .is_some());
+    assert!(
+        failures_counted(&metrics, &[("no-time", "auth")]),
+        "no-time: no auth failure counted"
+    );
+    assert_metric(&metrics, "rpo_probe_success", &labels("no-time"), Some(0.0));
+    assert_metric(&metrics, "rpo_target_ready", &labels("no-time"), Some(1.0));
     let idle = exporter.target_verdict("no-consumers").await;
     assert!(
         reasons(&idle).contains("replication unhealthy: consumer group idle has no consumers"),

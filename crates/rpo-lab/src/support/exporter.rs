@@ -57,6 +57,59 @@ impl Exporter {
     }
 }
 
+/// The exporter binary run as a child process (to give it an environment
+/// of its own, e.g. a fake clock), serving on a free port of 127.0.0.1;
+/// killed on drop. Its HTTP side is the [`ExporterClient`] it dereferences
+/// to.
+pub struct ExporterProcess {
+    child: tokio::process::Child,
+    client: ExporterClient,
+    _dir: tempfile::TempDir,
+}
+
+impl ExporterProcess {
+    /// Runs `binary` (the test crate's `CARGO_BIN_EXE_rpo-exporter`) on
+    /// `config_text` with `env` added, and waits (20 s at most) until it is
+    /// ready.
+    pub async fn start(
+        binary: &str,
+        config_text: &str,
+        env: Vec<(String, String)>,
+    ) -> ExporterProcess {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = super::write_file(dir.path(), "exporter.toml", config_text);
+        let address = format!("127.0.0.1:{}", crate::free_port());
+        let child = tokio::process::Command::new(binary)
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--web.listen-address", &address])
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the exporter binary starts");
+        let process = ExporterProcess {
+            child,
+            client: ExporterClient::new(format!("http://{address}")),
+            _dir: dir,
+        };
+        process.wait_until_ready(Duration::from_secs(20)).await;
+        process
+    }
+
+    /// Ends it (SIGKILL to its own pid) and waits until it is gone.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Deref for ExporterProcess {
+    type Target = ExporterClient;
+
+    fn deref(&self) -> &ExporterClient {
+        &self.client
+    }
+}
+
 /// The in-process exporter is used through its HTTP endpoints, like the
 /// real one; the same methods then serve a daemon run as a child process.
 impl Deref for Exporter {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::mariadb::{MariadbOptions, MariadbPair};
 use crate::rabbitmq::RabbitNode;
 use crate::redis::{RedisOptions, RedisPair, RedisServer};
-use crate::PostgresPair;
+use crate::{PostgresOptions, PostgresPair};
 
 /// Runs a blocking `start` on the blocking pool; panics with `what` and
 /// the error if it fails.
@@ -49,6 +49,17 @@ pub async fn start_mariadb_pair_with(options: MariadbOptions) -> MariadbPair {
         move || MariadbPair::start_with(options),
     )
     .await
+}
+
+/// A Postgres pair set up with `options` (e.g. servers with a fake clock).
+pub async fn start_pair_with(options: PostgresOptions) -> Arc<PostgresPair> {
+    Arc::new(
+        start_blocking(
+            "lab pair starts (run scripts/install-deps.sh if PostgreSQL or libfaketime is missing)",
+            move || PostgresPair::start_with(options),
+        )
+        .await,
+    )
 }
 
 /// A Redis primary with a replica.
