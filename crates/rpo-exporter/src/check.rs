@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::drivers::http::redacted_url;
 use crate::kinds;
 use crate::poller::{heartbeat_and_record, poll_and_record};
 use crate::probe::ProbeContext;
@@ -157,6 +158,7 @@ pub async fn check_remote(
     timeout: Duration,
 ) -> VerdictJson {
     let deadline = options.wait.map(|w| Instant::now() + w);
+    let shown = redacted_url(base_url);
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .build()
@@ -174,7 +176,7 @@ pub async fn check_remote(
             Err(error) => unreachable_verdict(
                 options.mode,
                 format!(
-                    "exporter at {base_url} cannot be reached: {}",
+                    "exporter at {shown} cannot be reached: {}",
                     without_url(&error)
                 ),
             ),
@@ -186,7 +188,7 @@ pub async fn check_remote(
                         Err(_) => unreachable_verdict(
                             options.mode,
                             format!(
-                                "exporter at {base_url} answered HTTP {status}: {}",
+                                "exporter at {shown} answered HTTP {status}: {}",
                                 value
                                     .get("error")
                                     .and_then(|e| e.as_str())
@@ -196,7 +198,7 @@ pub async fn check_remote(
                     },
                     Err(_) => unreachable_verdict(
                         options.mode,
-                        format!("exporter at {base_url} answered HTTP {status} without a verdict"),
+                        format!("exporter at {shown} answered HTTP {status} without a verdict"),
                     ),
                 }
             }
@@ -228,6 +230,7 @@ pub async fn check_prometheus(
         .build()
         .expect("HTTP client builds");
     let base = base_url.trim_end_matches('/');
+    let shown = redacted_url(base_url);
     loop {
         let verdict = match prometheus_reasons(&client, base, options.group.as_deref()).await {
             Ok(reasons) if reasons.is_empty() => verdict_from_reasons(options.mode, Vec::new()),
@@ -236,7 +239,7 @@ pub async fn check_prometheus(
                 options.mode,
                 vec![Reason::new(
                     ReasonCode::PrometheusUnavailable,
-                    format!("Prometheus at {base_url} {reason}"),
+                    format!("Prometheus at {shown} {reason}"),
                 )],
             ),
         };

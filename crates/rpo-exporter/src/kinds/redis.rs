@@ -783,7 +783,9 @@ impl RedisProbe {
             .arg("replication")
             .query_async(&mut connection)
             .await
-            .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Source))?;
+            .map_err(|e| {
+                with_acl_hint(classify(&e, false), &self.primary.user()).on(Side::Source)
+            })?;
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}")).on(Side::Source)
         })?;
@@ -810,7 +812,7 @@ impl RedisProbe {
                 .await
                 .map(|(text,)| (text, None))
         }
-        .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Replica))?;
+        .map_err(|e| with_acl_hint(classify(&e, false), &self.replica.user()).on(Side::Replica))?;
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
                 .on(Side::Replica)
@@ -915,12 +917,19 @@ impl RedisProbe {
     }
 }
 
-/// Adds where to look when the monitoring user lacks a command or key.
-fn with_acl_hint(mut error: ProbeError) -> ProbeError {
+/// Adds where to look when the monitoring user lacks a command or key:
+/// the ACL rule itself when the refused command is `INFO`.
+fn with_acl_hint(mut error: ProbeError, user: &str) -> ProbeError {
     if error.reason == FailureReason::Auth && error.message.contains("NOPERM") {
-        error
-            .message
-            .push_str("; grant the monitoring user the ACL in docs/kinds/redis.md");
+        if error.message.to_ascii_lowercase().contains("'info'") {
+            error.message.push_str(&format!(
+                "; the monitoring user {user} needs the +info ACL rule: as an administrator run ACL SETUSER {user} +info (see docs/kinds/redis.md)"
+            ));
+        } else {
+            error
+                .message
+                .push_str("; grant the monitoring user the ACL in docs/kinds/redis.md");
+        }
     }
     error
 }

@@ -139,6 +139,17 @@ pub static CLOUDWATCH_METRICS_REQUESTED_TOTAL: MetricDef = MetricDef::counter(
 )
 .exporter_wide();
 
+pub static CONFIG_LAST_RELOAD_SUCCESSFUL: MetricDef = MetricDef::gauge(
+    "rpo_config_last_reload_successful",
+    "1 when the last configuration reload (SIGHUP or POST /-/reload) succeeded; 0 when it was refused and the previous configuration is still running.",
+)
+.exporter_wide();
+pub static CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_config_last_reload_success_timestamp_seconds",
+    "When the configuration was last loaded successfully (at start or by a reload).",
+)
+.exporter_wide();
+
 /// The families `metrics` renders itself (every kind's detail families
 /// come from [`crate::kinds::detail_families`]).
 pub static CORE: &[&MetricDef] = &[
@@ -169,6 +180,8 @@ pub static CORE: &[&MetricDef] = &[
     &AWS_API_REQUESTS_TOTAL,
     &AWS_API_ERRORS_TOTAL,
     &CLOUDWATCH_METRICS_REQUESTED_TOTAL,
+    &CONFIG_LAST_RELOAD_SUCCESSFUL,
+    &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
 ];
 
 /// Every family the exporter can publish: [`CORE`], then each kind's detail
@@ -261,6 +274,7 @@ mod tests {
             "available",
             "associated",
             "enabled",
+            "successful",
         ];
         for family in all() {
             let name = family.name;
