@@ -534,6 +534,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn at_the_cap_the_longest_idle_makes_room_and_active_ones_are_kept() {
+        let connections = Connections::new();
+        let (first, first_slot) = connections.admit(2).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let (_, second_slot) = connections.admit(2).unwrap();
+        // Both idle: the oldest goes.
+        let (_, third_slot) = connections.admit(2).unwrap();
+        let open = connections.open.lock().unwrap();
+        assert!(!open.contains_key(&first), "the longest idle was closed");
+        assert_eq!(open.len(), 2);
+        drop(open);
+        // Its task is told to close.
+        assert!(futures::FutureExt::now_or_never(first_slot.close.notified()).is_some());
+        // Both remaining connections just sent a request: refuse the next.
+        let now = connections.now_ms();
+        second_slot.last_request.store(now, Ordering::Relaxed);
+        third_slot.last_request.store(now, Ordering::Relaxed);
+        assert!(connections.admit(2).is_none());
+        assert_eq!(connections.open.lock().unwrap().len(), 2);
+    }
+
+    #[test]
     fn query_parsing() {
         let q = parse_query("group=erp%2Dprod&mode=planned&x");
         assert_eq!(q["group"], "erp-prod");

@@ -393,6 +393,57 @@ mod tests {
         }
     }
 
+    fn target_of(text: &str) -> Target {
+        Config::from_toml(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn a_reload_restarts_only_what_changed_and_forgets_only_other_pairs() {
+        let base = "[[group]]\nname = \"g\"\nrpo_budget = \"5s\"\n[[postgres]]\nname = \"t\"\ngroup = \"g\"\nprimary_url = \"postgres://a@127.0.0.1:1/x\"\nreplica_url_file = \"FILE\"\n";
+        let dir = std::env::temp_dir().join(format!("rpo-poller-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("replica-url");
+        std::fs::write(&file, "postgres://a@127.0.0.1:2/x").unwrap();
+        let base = base.replace("FILE", file.to_str().unwrap());
+        let running = target_of(&base);
+        // The same file: nothing to do.
+        assert_eq!(
+            difference(&running, &target_of(&base), false),
+            Difference::None
+        );
+        // A budget or staleness change is read from the configuration.
+        let budget = base.replace("name = \"t\"", "name = \"t\"\nrpo_budget = \"9s\"");
+        assert_eq!(
+            difference(&running, &target_of(&budget), false),
+            Difference::None
+        );
+        // Cadence: restart, keep the report.
+        let cadence = base.replace("name = \"t\"", "name = \"t\"\npoll_interval = \"2s\"");
+        assert_eq!(
+            difference(&running, &target_of(&cadence), false),
+            Difference::Cadence
+        );
+        assert_eq!(
+            difference(&running, &target_of(&base), true),
+            Difference::Cadence
+        );
+        // Another URL, or the same file holding another secret: another pair.
+        let url = base.replace("127.0.0.1:1", "127.0.0.1:3");
+        assert_eq!(
+            difference(&running, &target_of(&url), false),
+            Difference::Settings
+        );
+        std::fs::write(&file, "postgres://a@127.0.0.1:4/x").unwrap();
+        assert_eq!(
+            difference(&running, &target_of(&base), false),
+            Difference::Settings
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_panicking_probe_is_recorded_as_a_failure() {
         let config = Config::from_toml(
