@@ -458,19 +458,23 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Synthetic polls call no AWS API; the counters stay at 0.
     let aws_calls = Arc::new(AwsCallCounters::default());
-    let state = Arc::new(AppState {
-        telemetry_path: config.web.telemetry_path.clone(),
-        config: config.clone(),
-        store: store.clone(),
-        aws_calls: aws_calls.clone(),
-    });
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        store.clone(),
+        aws_calls.clone(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = server_rt.spawn(rpo_exporter::http::serve(listener, state, {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    }));
+    let server = server_rt.spawn(rpo_exporter::http::serve(
+        listener,
+        state,
+        Default::default(),
+        {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        },
+    ));
     // Background polls at the daemon's rate: every target once per 5 s.
     let polls = server_rt.spawn({
         let store = store.clone();

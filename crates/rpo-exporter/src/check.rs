@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::drivers::http::redacted_url;
 use crate::kinds;
 use crate::poller::{heartbeat_and_record, poll_and_record};
 use crate::probe::ProbeContext;
@@ -70,7 +71,8 @@ pub fn parse_base_url(flag: &'static str, url: &str) -> Result<reqwest::Url, Che
         // Never echo a password given in the URL.
         url: match reqwest::Url::parse(url) {
             Ok(parsed) => shown_url(&parsed),
-            Err(_) if url.contains('@') => "<the given URL>".to_string(),
+            // Unparsable: shown only when it cannot hold credentials.
+            Err(_) if url.contains(['@', '?']) => "<the given URL>".to_string(),
             Err(_) => url.to_string(),
         },
         problem: problem.to_string(),
@@ -83,13 +85,10 @@ pub fn parse_base_url(flag: &'static str, url: &str) -> Result<reqwest::Url, Che
     Ok(parsed)
 }
 
-/// A URL as messages show it: without a password.
+/// A URL as messages show it: without user, password or query (the one
+/// redaction every printed URL goes through).
 pub fn shown_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    shown.as_str().trim_end_matches('/').to_string()
+    redacted_url(url.as_str()).trim_end_matches('/').to_string()
 }
 
 /// Polls the configured targets (once, or until GO within `wait`) and
@@ -200,6 +199,7 @@ pub async fn check_remote(
     timeout: Duration,
 ) -> VerdictJson {
     let deadline = options.wait.map(|w| Instant::now() + w);
+    let shown = redacted_url(base_url);
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .build()
@@ -217,7 +217,7 @@ pub async fn check_remote(
             Err(error) => unreachable_verdict(
                 options.mode,
                 format!(
-                    "exporter at {base_url} cannot be reached: {}",
+                    "exporter at {shown} cannot be reached: {}",
                     without_url(&error)
                 ),
             ),
@@ -229,7 +229,7 @@ pub async fn check_remote(
                         Err(_) => unreachable_verdict(
                             options.mode,
                             format!(
-                                "exporter at {base_url} answered HTTP {status}: {}",
+                                "exporter at {shown} answered HTTP {status}: {}",
                                 value
                                     .get("error")
                                     .and_then(|e| e.as_str())
@@ -239,7 +239,7 @@ pub async fn check_remote(
                     },
                     Err(_) => unreachable_verdict(
                         options.mode,
-                        format!("exporter at {base_url} answered HTTP {status} without a verdict"),
+                        format!("exporter at {shown} answered HTTP {status} without a verdict"),
                     ),
                 }
             }

@@ -1,14 +1,31 @@
 //! The HTTP server (hyper): `/metrics` (or the configured telemetry path),
-//! `/failover-readiness`, the HTML board at `/`, `/-/healthy` and `/-/ready`.
+//! `/failover-readiness`, the HTML board at `/`, `/-/healthy`, `/-/ready`
+//! and `POST /-/reload`.
 //!
 //! Every answer is computed from the latest snapshot; no request waits on a
 //! probe.
+//!
+//! The server is built to stay reachable for a scraper and for failover
+//! automation while others abuse it:
+//! - a client gets [`WebLimits::header_read_timeout`] to send a request's
+//!   headers, counted from the moment the server waits for it (a new
+//!   connection, or a kept-alive one between requests: hyper runs the same
+//!   timer), so slow and idle connections close on their own;
+//! - request headers are bounded ([`MAX_HEADER_BYTES`]);
+//! - at most [`WebLimits::max_connections`] connections are open. When a
+//!   new one arrives at the cap, the connection idle longest is closed to
+//!   make room (one that never sent a request, or whose last request is
+//!   oldest), so idle sockets can never lock a scraper out and file
+//!   descriptors stay bounded. Only when every open connection has sent a
+//!   request within the last second (a flood of real clients) is the
+//!   newcomer refused, with `503 Service Unavailable` and a body saying so.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,23 +33,205 @@ use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use crate::board;
 use crate::config::Config;
 use crate::metrics;
 use crate::readiness::{evaluate, Mode};
-use crate::self_metrics::AwsCallCounters;
+use crate::reload::Reloader;
+use crate::self_metrics::{AwsCallCounters, ConfigReloadStatus};
 use crate::store::Store;
+
+/// The largest request head (request line and headers) read; a larger one
+/// is answered `431` by hyper.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// A connection that sent a request this recently is never closed to make
+/// room for another.
+const ACTIVE_WITHIN: Duration = Duration::from_secs(1);
+
+/// How hard the server may be pushed; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebLimits {
+    /// Open connections at most (`--web.max-connections`).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long a
+    /// kept-alive connection may sit idle between requests.
+    pub header_read_timeout: Duration,
+}
+
+/// The default of `--web.max-connections`: a few hundred, well inside the
+/// common 1,024 open-file soft limit beside the targets' own connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The default header-read (and keep-alive idle) timeout.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Default for WebLimits {
+    fn default() -> WebLimits {
+        WebLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
 
 /// What request handlers read.
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// The running configuration; a reload swaps it.
+    config: RwLock<Arc<Config>>,
     pub store: Arc<Store>,
-    pub telemetry_path: String,
     /// The counters the daemon's AWS probes count in, for `/metrics`.
     pub aws_calls: Arc<AwsCallCounters>,
+    /// The outcome of the last configuration reload, for `/metrics`.
+    pub reload_status: Arc<ConfigReloadStatus>,
+    /// Where `POST /-/reload` asks; `None` when the configuration came from
+    /// no file (an embedded exporter): then it answers 503.
+    reloader: Option<Reloader>,
+    /// Set once the first poll round is done: `/-/ready` stays 200 after
+    /// that, also while a reload's new targets make their first poll.
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// The state of a server of `config`, reading `store`.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        aws_calls: Arc<AwsCallCounters>,
+    ) -> AppState {
+        AppState {
+            config: RwLock::new(config),
+            store,
+            aws_calls,
+            reload_status: Arc::new(ConfigReloadStatus::loaded_at(SystemTime::now())),
+            reloader: None,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Answers `POST /-/reload` through `reloader`.
+    pub fn with_reloader(mut self, reloader: Reloader) -> AppState {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+/// The open connections, for the cap.
+struct Connections {
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+    /// When a full cap was last logged (ms since `epoch`), so an attack
+    /// does not flood the log.
+    last_logged: AtomicU64,
+    closed_to_make_room: AtomicU64,
+}
+
+/// One open connection.
+struct Slot {
+    /// When it was accepted, and when it last started a request (0: never),
+    /// in ms since `Connections::epoch`.
+    accepted: u64,
+    last_request: AtomicU64,
+    /// Fired to close the connection (to make room for another).
+    close: Notify,
+}
+
+impl Connections {
+    fn new() -> Connections {
+        Connections {
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
+            last_logged: AtomicU64::new(0),
+            closed_to_make_room: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1: 0 means "never" in `Slot::last_request`.
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Registers a new connection, closing the longest-idle one first when
+    /// `max` are open. `None`: every open connection is active, refuse it.
+    fn admit(&self, max: usize) -> Option<(u64, Arc<Slot>)> {
+        let now = self.now_ms();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= max {
+            let active_within = ACTIVE_WITHIN.as_millis() as u64;
+            let victim = open
+                .iter()
+                .filter(|(_, slot)| {
+                    let last = slot.last_request.load(Ordering::Relaxed);
+                    last == 0 || now.saturating_sub(last) > active_within
+                })
+                .min_by_key(|(_, slot)| {
+                    slot.accepted.max(slot.last_request.load(Ordering::Relaxed))
+                })
+                .map(|(id, _)| *id)?;
+            if let Some(slot) = open.remove(&victim) {
+                slot.close.notify_one();
+            }
+            let closed = self.closed_to_make_room.fetch_add(1, Ordering::Relaxed) + 1;
+            self.log_full(now, max, closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            accepted: now,
+            last_request: AtomicU64::new(0),
+            close: Notify::new(),
+        });
+        open.insert(id, slot.clone());
+        Some((id, slot))
+    }
+
+    fn log_full(&self, now: u64, max: usize, closed: u64) {
+        let last = self.last_logged.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 60_000 {
+            self.last_logged.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                max_connections = max,
+                closed_to_make_room = closed,
+                "HTTP connection limit reached; closing the longest-idle connections to make room (--web.max-connections)"
+            );
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Takes a connection out of the table when its task ends (or is aborted).
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.remove(self.id);
+    }
 }
 
 /// Serves until `shutdown` completes; then closes every open connection
@@ -40,60 +239,127 @@ pub struct AppState {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: WebLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut connections = tokio::task::JoinSet::new();
+    let connections = Arc::new(Connections::new());
+    let max_connections = limits.max_connections.max(1);
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of file descriptors and the like: log, breathe, go on.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let state = state.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        let Some((id, slot)) = connections.admit(max_connections) else {
+            tasks.spawn(refuse(stream, max_connections));
+            continue;
+        };
+        let registered = Registered {
+            connections: connections.clone(),
+            id,
+        };
+        tasks.spawn(serve_connection(
+            stream,
+            state.clone(),
+            limits,
+            slot,
+            registered,
+        ));
     }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
-fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<AppState>,
+    limits: WebLimits,
+    slot: Arc<Slot>,
+    registered: Registered,
+) {
+    // Until the client sends something, keep the connection as a bare
+    // socket: hyper's buffers (8 KB and more per connection) are allocated
+    // only for clients that talk, so a crowd of idle sockets costs little.
+    tokio::select! {
+        ready = tokio::time::timeout(limits.header_read_timeout, stream.readable()) => {
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+        }
+        _ = slot.close.notified() => return,
+    }
+    let epoch = registered.connections.epoch;
+    let touched = slot.clone();
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        touched
+            .last_request
+            .store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        // Closed to make room for another: dropping it closes the socket.
+        _ = slot.close.notified() => {}
+    }
+    drop(registered);
+}
+
+/// Answers a connection that arrived while every open one is active: a
+/// short 503, written without reading the request, then closed.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let body = format!(
+        "too many connections: all {max} allowed (--web.max-connections) are serving active clients; retry shortly\n"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/-/reload" {
+        return reload(state, req.method()).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served\n",
+            "only GET and HEAD are served (and POST on /-/reload)\n",
         );
     }
     let now = SystemTime::now();
+    let config = state.config();
     let path = req.uri().path();
     let query = parse_query(req.uri().query().unwrap_or(""));
-    if path == state.telemetry_path {
-        let body = metrics::render(
-            &state.config,
-            &state.store.snapshot(),
-            &state.aws_calls,
-            now,
-        );
+    if path == config.web.telemetry_path {
+        let mut body = metrics::render(&config, &state.store.snapshot(), &state.aws_calls, now);
+        metrics::render_config_reload(&mut body, &state.reload_status);
         return respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -101,7 +367,7 @@ fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     match path {
-        "/failover-readiness" => readiness(state, &query, now),
+        "/failover-readiness" => readiness(state, &config, &query, now),
         "/" => {
             let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
                 None => Mode::Planned,
@@ -110,16 +376,17 @@ fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                     return text(StatusCode::BAD_REQUEST, &format!("{problem}\n"))
                 }
             };
-            let verdict = evaluate(&state.config, &state.store.snapshot(), mode, now, None);
+            let verdict = evaluate(&config, &state.store.snapshot(), mode, now, None);
             respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                board::render(&verdict, &state.telemetry_path),
+                board::render(&verdict, &config.web.telemetry_path),
             )
         }
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
         "/-/ready" => {
-            if state.store.snapshot().first_round_done() {
+            if state.ready.load(Ordering::Relaxed) || state.store.snapshot().first_round_done() {
+                state.ready.store(true, Ordering::Relaxed);
                 text(StatusCode::OK, "Ready\n")
             } else {
                 text(
@@ -135,8 +402,42 @@ fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
+/// `POST /-/reload` (or `PUT`, as Prometheus): 200 with what changed, or
+/// 500 with why the new configuration was refused (the old one runs on).
+async fn reload(state: &AppState, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST && method != Method::PUT {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /-/reload to reload the configuration\n",
+        );
+    }
+    let Some(reloader) = &state.reloader else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this exporter has no configuration file to reload\n",
+        );
+    };
+    match reloader.reload().await {
+        Ok(changes) => text(
+            StatusCode::OK,
+            &format!(
+                "configuration reloaded: {} kept, {} added, {} removed, {} restarted\n",
+                changes.kept.len(),
+                changes.added.len(),
+                changes.removed.len(),
+                changes.restarted.len()
+            ),
+        ),
+        Err(problem) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("failed to reload config: {problem}\n"),
+        ),
+    }
+}
+
 fn readiness(
     state: &AppState,
+    config: &Config,
     query: &HashMap<String, String>,
     now: SystemTime,
 ) -> Response<Full<Bytes>> {
@@ -150,13 +451,8 @@ fn readiness(
         .filter(|g| !g.is_empty())
         .map(String::as_str);
     if let Some(name) = group {
-        if state.config.group(name).is_none() {
-            let known: Vec<&str> = state
-                .config
-                .groups
-                .iter()
-                .map(|g| g.name.as_str())
-                .collect();
+        if config.group(name).is_none() {
+            let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
             return json_error(
                 StatusCode::NOT_FOUND,
                 &format!(
@@ -166,7 +462,7 @@ fn readiness(
             );
         }
     }
-    let verdict = evaluate(&state.config, &state.store.snapshot(), mode, now, group);
+    let verdict = evaluate(config, &state.store.snapshot(), mode, now, group);
     let status = if verdict.ready {
         StatusCode::OK
     } else {
@@ -236,6 +532,28 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_the_cap_the_longest_idle_makes_room_and_active_ones_are_kept() {
+        let connections = Connections::new();
+        let (first, first_slot) = connections.admit(2).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let (_, second_slot) = connections.admit(2).unwrap();
+        // Both idle: the oldest goes.
+        let (_, third_slot) = connections.admit(2).unwrap();
+        let open = connections.open.lock().unwrap();
+        assert!(!open.contains_key(&first), "the longest idle was closed");
+        assert_eq!(open.len(), 2);
+        drop(open);
+        // Its task is told to close.
+        assert!(futures::FutureExt::now_or_never(first_slot.close.notified()).is_some());
+        // Both remaining connections just sent a request: refuse the next.
+        let now = connections.now_ms();
+        second_slot.last_request.store(now, Ordering::Relaxed);
+        third_slot.last_request.store(now, Ordering::Relaxed);
+        assert!(connections.admit(2).is_none());
+        assert_eq!(connections.open.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn query_parsing() {

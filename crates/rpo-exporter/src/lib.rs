@@ -20,6 +20,8 @@
 //!   (and, for `/metrics`, the explicit [`self_metrics`]); every `rpo_*`
 //!   family is declared once as a [`metric_def::MetricDef`] and listed in
 //!   `metrics::catalogue`.
+//! - [`reload`]: configuration reload (SIGHUP, `POST /-/reload`), applied
+//!   target by target by the poller.
 //! - [`check`]: the `check` command; [`drill`]: the `drill` command (a
 //!   failover drill in the foreground, and its report).
 //! - [`lab`]: real servers for the tests and the demo (Postgres and Redis
@@ -44,6 +46,7 @@ pub mod metrics;
 pub mod poller;
 pub mod probe;
 pub mod readiness;
+pub mod reload;
 pub mod self_metrics;
 pub mod store;
 
@@ -55,19 +58,49 @@ use tokio::net::TcpListener;
 use config::Config;
 use store::{Store, TargetId};
 
+/// How the daemon runs besides its configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The HTTP server's limits.
+    pub limits: http::WebLimits,
+    /// Where reloads come from and how to load the configuration; `None`:
+    /// the configuration is fixed (`POST /-/reload` answers 503).
+    pub reloads: Option<reload::Reloads>,
+}
+
 /// Runs the daemon: polls every target and serves HTTP on `listener` until
 /// `shutdown` completes; then cancels in-flight polls and returns.
 pub async fn run(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    run_with(config, listener, RunOptions::default(), shutdown).await
+}
+
+/// [`run`], with limits and reloads.
+pub async fn run_with(
+    config: Arc<Config>,
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) {
     let store = Arc::new(Store::new(config.targets.iter().map(TargetId::of)));
     let probe_context = probe::ProbeContext::new(config.instance.clone());
-    let aws_calls = probe_context.aws_calls.clone();
-    let poller = poller::Poller::start(config.clone(), store.clone(), probe_context);
-    let state = Arc::new(http::AppState {
-        telemetry_path: config.web.telemetry_path.clone(),
-        config,
-        store,
-        aws_calls,
-    });
-    http::serve(listener, state, shutdown).await;
-    poller.shutdown().await;
+    let poller = poller::Poller::start(config.clone(), store.clone(), probe_context.clone());
+    let mut state = http::AppState::new(config, store, probe_context.aws_calls.clone());
+    if let Some(reloads) = &options.reloads {
+        state = state.with_reloader(reloads.reloader());
+    }
+    let state = Arc::new(state);
+    let (stop_reloads, reloads_stopped) = tokio::sync::oneshot::channel();
+    let reloads = tokio::spawn(reload::serve_reloads(
+        poller,
+        options.reloads,
+        state.clone(),
+        probe_context,
+        reloads_stopped,
+    ));
+    http::serve(listener, state, options.limits, shutdown).await;
+    let _ = stop_reloads.send(());
+    match reloads.await {
+        Ok(poller) => poller.shutdown().await,
+        Err(error) => tracing::error!(%error, "the reload task ended abnormally"),
+    }
 }

@@ -1,12 +1,19 @@
 //! Log setup: `--log.level` and `--log.format=logfmt|json`, to stderr.
+//!
+//! Whatever the level asked for, the AWS SDK's own events are kept at
+//! `info` and above: its debug and trace events describe credentials and
+//! signing (the access key id among them), which must never reach a log.
 
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +38,22 @@ impl std::str::FromStr for LogFormat {
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("bad --log.level `{level}`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(filter_fn(|metadata| !is_capped(metadata)));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
+        LogFormat::Logfmt => registry.with(layer.event_format(Logfmt)).try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// Events no level may show: the AWS SDK's (`aws_config`, `aws_sigv4`,
+/// `aws_smithy_runtime`, ...) below `info`, which log credentials being
+/// loaded and requests being signed.
+fn is_capped(metadata: &Metadata<'_>) -> bool {
+    metadata.target().starts_with("aws_") && *metadata.level() > Level::INFO
 }
 
 /// `ts=… level=… msg="…" key=value`, as the Prometheus exporters log.

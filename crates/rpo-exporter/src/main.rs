@@ -27,6 +27,17 @@ struct Cli {
     /// Path of the metrics endpoint (overrides web.telemetry_path).
     #[arg(long = "web.telemetry-path", global = true, value_name = "PATH")]
     telemetry_path: Option<String>,
+    /// Open HTTP connections at most; at the cap the longest-idle one is
+    /// closed to make room. Lowered to half the open-file soft limit.
+    #[arg(long = "web.max-connections", global = true, value_name = "N",
+          default_value_t = rpo_exporter::http::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Time a client has to send a request's headers, and how long a
+    /// kept-alive connection may idle between requests (1s to 5m).
+    #[arg(long = "web.header-read-timeout", global = true, value_name = "DURATION",
+          default_value = "15s", value_parser = parse_header_timeout)]
+    header_read_timeout: Duration,
     /// Log level: error, warn, info, debug, or a filter directive.
     #[arg(long = "log.level", global = true, default_value = "info")]
     log_level: String,
@@ -102,9 +113,29 @@ struct CheckArgs {
     max_sample_age: Option<Duration>,
 }
 
+/// `--wait`: a duration of at most a day (a deadline that cannot overflow).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s or 2m: {e}"))
+    let wait = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s or 2m: {e}"))?;
+    if wait > Duration::from_secs(86_400) {
+        return Err(format!("`{s}` is longer than a day; wait at most 1d"));
+    }
+    Ok(wait)
 }
+
+fn parse_header_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 15s: {e}"))?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&timeout) {
+        return Err(format!("`{s}`: use 1s to 5m"));
+    }
+    Ok(timeout)
+}
+
+/// How long the process waits, once stopped, for work it cannot cancel
+/// (a host-name lookup runs on a blocking thread until the resolver gives
+/// up, seconds later): it exits without it.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
 
 const EXIT_NO_GO: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -126,7 +157,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async_main(cli))
+    let code = runtime.block_on(async_main(cli));
+    // Dropping the runtime would wait for every blocking thread; a hung
+    // DNS lookup would hold SIGTERM for the resolver's whole timeout.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
@@ -232,27 +267,107 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// The web settings the command line overrides in the file's.
+#[derive(Clone)]
+struct WebOverrides {
+    listen_address: Option<std::net::SocketAddr>,
+    telemetry_path: Option<String>,
+}
+
+impl WebOverrides {
+    fn of(cli: &Cli) -> Result<WebOverrides, String> {
+        let listen_address = match &cli.listen_address {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
+                format!("--web.listen-address `{addr}` is not an address like 0.0.0.0:9798")
+            })?),
+        };
+        if let Some(path) = &cli.telemetry_path {
+            if !path.starts_with('/') {
+                return Err("--web.telemetry-path must start with '/'".to_string());
+            }
+        }
+        Ok(WebOverrides {
+            listen_address,
+            telemetry_path: cli.telemetry_path.clone(),
+        })
+    }
+
+    fn apply(&self, config: &mut Config) {
+        if let Some(addr) = self.listen_address {
+            config.web.listen_address = addr;
+        }
+        if let Some(path) = &self.telemetry_path {
+            config.web.telemetry_path = path.clone();
+        }
+    }
+}
+
+/// `--web.max-connections`, lowered to half the open-file soft limit so
+/// HTTP clients can never take the descriptors the targets' connections
+/// and the listener need.
+fn connection_cap(asked: usize) -> usize {
+    match open_files_soft_limit() {
+        Some(limit) if asked as u64 > limit / 2 => {
+            let cap = (limit / 2).max(1) as usize;
+            tracing::warn!(
+                asked,
+                open_files_limit = limit,
+                using = cap,
+                "--web.max-connections lowered to half the open-file limit; raise the limit (LimitNOFILE=) to allow more"
+            );
+            cap
+        }
+        _ => asked,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+fn open_files_soft_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 async fn serve(cli: &Cli) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before anything else: until a handler is installed, SIGHUP kills.
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            eprintln!("rpo-exporter: cannot handle SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let overrides = match WebOverrides::of(cli) {
+        Ok(overrides) => overrides,
+        Err(problem) => {
+            eprintln!("rpo-exporter: {problem}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let mut config = match load(cli) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Some(addr) = &cli.listen_address {
-        match addr.parse() {
-            Ok(addr) => config.web.listen_address = addr,
-            Err(_) => {
-                eprintln!("rpo-exporter: --web.listen-address `{addr}` is not an address like 0.0.0.0:9798");
-                return ExitCode::from(EXIT_USAGE);
-            }
+    overrides.apply(&mut config);
+    let path = cli.config.clone().expect("load checked --config");
+    let (reloader, reloads) = rpo_exporter::reload::channel(Box::new(move || {
+        let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+        overrides.apply(&mut config);
+        Ok(config)
+    }));
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading the configuration");
+            // The outcome is logged by the reloader.
+            let _ = reloader.reload().await;
         }
-    }
-    if let Some(path) = &cli.telemetry_path {
-        if !path.starts_with('/') {
-            eprintln!("rpo-exporter: --web.telemetry-path must start with '/'");
-            return ExitCode::from(EXIT_USAGE);
-        }
-        config.web.telemetry_path = path.clone();
-    }
+    });
+    let limits = rpo_exporter::http::WebLimits {
+        max_connections: connection_cap(cli.max_connections as usize),
+        header_read_timeout: cli.header_read_timeout,
+    };
     let listener = match tokio::net::TcpListener::bind(config.web.listen_address).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -270,7 +385,11 @@ async fn serve(cli: &Cli) -> ExitCode {
         version = rpo_exporter::metrics::VERSION,
         "serving"
     );
-    rpo_exporter::run(Arc::new(config), listener, shutdown_signal()).await;
+    let options = rpo_exporter::RunOptions {
+        limits,
+        reloads: Some(reloads),
+    };
+    rpo_exporter::run_with(Arc::new(config), listener, options, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

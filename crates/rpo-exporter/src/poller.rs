@@ -3,13 +3,25 @@
 //! the [`Store`].
 //!
 //! Each target is its own task, so a target that hangs or fails never delays
-//! another. Missed ticks are delayed, not bursted. Dropping or aborting the
-//! [`Poller`] cancels in-flight polls.
+//! another. Missed ticks are delayed, not bursted. Stopping a target (a
+//! reload that removed or changed it, or [`Poller::shutdown`]) cancels its
+//! in-flight poll.
+//!
+//! A reload ([`Poller::reconcile`]) compares each target with the one
+//! running under the same [`TargetId`]: an unchanged target keeps its task,
+//! and so its probe (kept connections, position history) and its report in
+//! the store; a removed one is stopped and its report dropped; a new one is
+//! started. A target whose kind-specific settings changed (URLs, secrets,
+//! heartbeat, files) is started afresh and its report forgotten: what was
+//! proven was about another pair. One whose cadence changed (poll interval,
+//! timeout, or the exporter's instance name) is restarted with its report
+//! kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::{Config, Target};
@@ -20,44 +32,209 @@ use crate::kinds;
 use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError};
 use crate::store::{Store, TargetId};
 
-/// The running poll tasks.
+/// The running poll tasks, by target.
 pub struct Poller {
-    tasks: JoinSet<()>,
+    store: Arc<Store>,
+    context: ProbeContext,
+    running: HashMap<TargetId, Running>,
+}
+
+/// One target's tasks, and the settings they run with.
+struct Running {
+    target: Target,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a reload changed, target by target (names, sorted).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Running on, with their connections, history and recovery point.
+    pub kept: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Restarted with new settings; `forgotten` lists those whose report
+    /// was dropped because what it proved was about other settings.
+    pub restarted: Vec<String>,
+    pub forgotten: Vec<String>,
+}
+
+/// How a target differs from the one running under the same id.
+#[derive(Debug, PartialEq, Eq)]
+enum Difference {
+    None,
+    /// Same pair, other cadence: restart, keep the report.
+    Cadence,
+    /// Other kind-specific settings: restart, forget the report.
+    Settings,
+}
+
+fn difference(running: &Target, new: &Target, instance_changed: bool) -> Difference {
+    if running.kind != new.kind || running.settings_digest != new.settings_digest {
+        Difference::Settings
+    } else if running.poll_interval != new.poll_interval
+        || running.timeout != new.timeout
+        || instance_changed
+    {
+        Difference::Cadence
+    } else {
+        Difference::None
+    }
 }
 
 impl Poller {
     /// Starts one poll task (and one heartbeat task where configured) per target.
     pub fn start(config: Arc<Config>, store: Arc<Store>, context: ProbeContext) -> Poller {
-        let mut tasks = JoinSet::new();
+        let mut poller = Poller {
+            store,
+            context,
+            running: HashMap::new(),
+        };
         for target in &config.targets {
-            let id = TargetId::of(target);
-            let target = target.clone();
-            let store = store.clone();
-            match kinds::build(&target, &context) {
-                Ok(mut probe) => {
-                    if let Some(writer) = probe.heartbeat_writer() {
-                        tasks.spawn(heartbeat_loop(
-                            id.clone(),
-                            target.clone(),
-                            writer,
-                            store.clone(),
-                        ));
-                    }
-                    tasks.spawn(poll_loop(id, target, context.clone(), probe, store));
+            poller.start_target(target);
+        }
+        poller
+    }
+
+    fn start_target(&mut self, target: &Target) {
+        let id = TargetId::of(target);
+        let mut tasks = Vec::new();
+        let store = self.store.clone();
+        let context = self.context.clone();
+        let owned = target.clone();
+        match kinds::build(target, &context) {
+            Ok(mut probe) => {
+                if let Some(writer) = probe.heartbeat_writer() {
+                    tasks.push(tokio::spawn(heartbeat_loop(
+                        id.clone(),
+                        owned.clone(),
+                        writer,
+                        store.clone(),
+                    )));
                 }
-                Err(error) => {
-                    tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
-                    tasks.spawn(failing_loop(id, target, error, store));
+                tasks.push(tokio::spawn(poll_loop(
+                    id.clone(),
+                    owned.clone(),
+                    context,
+                    probe,
+                    store,
+                )));
+            }
+            Err(error) => {
+                tracing::error!(target = %target.name, %error, "cannot build probe; the target reports a config failure");
+                tasks.push(tokio::spawn(failing_loop(
+                    id.clone(),
+                    owned.clone(),
+                    error,
+                    store,
+                )));
+            }
+        }
+        self.running.insert(
+            id,
+            Running {
+                target: owned,
+                tasks,
+            },
+        );
+    }
+
+    /// Stops a target's tasks and waits until they have ended, so no late
+    /// result of the old settings reaches the store.
+    async fn stop_target(&mut self, id: &TargetId) {
+        if let Some(running) = self.running.remove(id) {
+            for task in &running.tasks {
+                task.abort();
+            }
+            for task in running.tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Moves the running targets to `config` (see the module doc) and makes
+    /// the store track exactly its targets. `context` carries the instance
+    /// name of the new configuration.
+    pub async fn reconcile(&mut self, config: &Config, context: ProbeContext) -> Changes {
+        let instance_changed = context.instance != self.context.instance;
+        self.context = context;
+        let mut changes = Changes::default();
+        let wanted: HashMap<TargetId, &Target> = config
+            .targets
+            .iter()
+            .map(|t| (TargetId::of(t), t))
+            .collect();
+        let mut to_start: Vec<&Target> = Vec::new();
+        let mut forget: Vec<TargetId> = Vec::new();
+        let running_ids: Vec<TargetId> = self.running.keys().cloned().collect();
+        for id in running_ids {
+            match wanted.get(&id) {
+                None => {
+                    self.stop_target(&id).await;
+                    changes.removed.push(id.to_string());
+                }
+                Some(new) => {
+                    let running = &self.running[&id].target;
+                    match difference(running, new, instance_changed) {
+                        Difference::None => {
+                            // Budget, staleness or group may differ: they are
+                            // read from the configuration, not the task.
+                            self.running.get_mut(&id).expect("running").target = (*new).clone();
+                            changes.kept.push(id.to_string());
+                        }
+                        Difference::Cadence => {
+                            self.stop_target(&id).await;
+                            to_start.push(new);
+                            changes.restarted.push(id.to_string());
+                        }
+                        Difference::Settings => {
+                            self.stop_target(&id).await;
+                            to_start.push(new);
+                            changes.restarted.push(id.to_string());
+                            changes.forgotten.push(id.to_string());
+                            forget.push(id.clone());
+                        }
+                    }
                 }
             }
         }
-        Poller { tasks }
+        for (id, target) in &wanted {
+            if !self.running.contains_key(id) && !to_start.iter().any(|t| TargetId::of(t) == *id) {
+                to_start.push(target);
+                changes.added.push(id.to_string());
+            }
+        }
+        // The store first: a task started before its target is tracked
+        // would have its first results dropped.
+        self.store
+            .track_exactly(config.targets.iter().map(TargetId::of), &forget);
+        for target in to_start {
+            self.start_target(target);
+        }
+        for list in [
+            &mut changes.kept,
+            &mut changes.added,
+            &mut changes.removed,
+            &mut changes.restarted,
+            &mut changes.forgotten,
+        ] {
+            list.sort();
+        }
+        changes
     }
 
     /// Cancels every poll and heartbeat, in flight or not.
     pub async fn shutdown(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        let ids: Vec<TargetId> = self.running.keys().cloned().collect();
+        for id in &ids {
+            if let Some(running) = self.running.get(id) {
+                for task in &running.tasks {
+                    task.abort();
+                }
+            }
+        }
+        for id in ids {
+            self.stop_target(&id).await;
+        }
     }
 }
 
@@ -220,6 +397,57 @@ mod tests {
         fn poll(&mut self) -> BoxFuture<'_, Result<crate::probe::Measurement, ProbeError>> {
             Box::pin(async { panic!("index out of bounds") })
         }
+    }
+
+    fn target_of(text: &str) -> Target {
+        Config::from_toml(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn a_reload_restarts_only_what_changed_and_forgets_only_other_pairs() {
+        let base = "[[group]]\nname = \"g\"\nrpo_budget = \"5s\"\n[[postgres]]\nname = \"t\"\ngroup = \"g\"\nprimary_url = \"postgres://a@127.0.0.1:1/x\"\nreplica_url_file = \"FILE\"\n";
+        let dir = std::env::temp_dir().join(format!("rpo-poller-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("replica-url");
+        std::fs::write(&file, "postgres://a@127.0.0.1:2/x").unwrap();
+        let base = base.replace("FILE", file.to_str().unwrap());
+        let running = target_of(&base);
+        // The same file: nothing to do.
+        assert_eq!(
+            difference(&running, &target_of(&base), false),
+            Difference::None
+        );
+        // A budget or staleness change is read from the configuration.
+        let budget = base.replace("name = \"t\"", "name = \"t\"\nrpo_budget = \"9s\"");
+        assert_eq!(
+            difference(&running, &target_of(&budget), false),
+            Difference::None
+        );
+        // Cadence: restart, keep the report.
+        let cadence = base.replace("name = \"t\"", "name = \"t\"\npoll_interval = \"2s\"");
+        assert_eq!(
+            difference(&running, &target_of(&cadence), false),
+            Difference::Cadence
+        );
+        assert_eq!(
+            difference(&running, &target_of(&base), true),
+            Difference::Cadence
+        );
+        // Another URL, or the same file holding another secret: another pair.
+        let url = base.replace("127.0.0.1:1", "127.0.0.1:3");
+        assert_eq!(
+            difference(&running, &target_of(&url), false),
+            Difference::Settings
+        );
+        std::fs::write(&file, "postgres://a@127.0.0.1:4/x").unwrap();
+        assert_eq!(
+            difference(&running, &target_of(&base), false),
+            Difference::Settings
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -1,15 +1,19 @@
 //! The exporter's own metrics: state about the exporter rather than about a
 //! target, which the store does not hold.
 //!
-//! Today that is what monitoring costs: [`AwsCallCounters`]. The daemon
+//! What monitoring costs: [`AwsCallCounters`]. The daemon
 //! (`run`) and `check` each create one, hand it to the probes they build
 //! (through [`crate::probe::ProbeContext`]) and, for the daemon, to the
 //! renderer (through `http::AppState`). Nothing reads a static: two
 //! exporters in one process (the tests) count apart.
+//!
+//! Whether the last configuration reload worked: [`ConfigReloadStatus`],
+//! owned by the daemon's reloader and read by `/metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::probe::FailureReason;
 
@@ -80,6 +84,43 @@ impl AwsCallCounters {
                 .collect(),
             cloudwatch_metrics_requested: self.cloudwatch_metrics_requested.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The outcome of the last configuration (re)load, as Prometheus reports
+/// its own: the initial load counts as a successful one.
+#[derive(Debug)]
+pub struct ConfigReloadStatus {
+    successful: AtomicBool,
+    last_success: Mutex<SystemTime>,
+}
+
+impl ConfigReloadStatus {
+    /// The status after the configuration was loaded at `at`.
+    pub fn loaded_at(at: SystemTime) -> ConfigReloadStatus {
+        ConfigReloadStatus {
+            successful: AtomicBool::new(true),
+            last_success: Mutex::new(at),
+        }
+    }
+
+    pub fn succeeded(&self, at: SystemTime) {
+        *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        self.successful.store(true, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.successful.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the last reload worked.
+    pub fn successful(&self) -> bool {
+        self.successful.load(Ordering::Relaxed)
+    }
+
+    /// When a (re)load last worked.
+    pub fn last_success(&self) -> SystemTime {
+        *self.last_success.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -442,6 +442,27 @@ impl Store {
         self.update(target, |report| report.after_heartbeat_on(at, side, result));
     }
 
+    /// Tracks exactly `targets` from now on (a reloaded configuration): a
+    /// target tracked before keeps its report (history, the last proven
+    /// recovery point), a new one starts never polled, a target no longer
+    /// listed is dropped (its series disappear), and one in `forget` starts
+    /// again from nothing (its settings changed, so what was proven was
+    /// about another pair).
+    pub fn track_exactly(&self, targets: impl IntoIterator<Item = TargetId>, forget: &[TargetId]) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let reports = targets
+            .into_iter()
+            .map(|id| {
+                let report = match current.reports.get(&id) {
+                    Some(report) if !forget.contains(&id) => report.clone(),
+                    _ => Arc::new(TargetReport::default()),
+                };
+                (id, report)
+            })
+            .collect();
+        *current = Arc::new(Snapshot { reports });
+    }
+
     /// Replaces one target's report. A target the store does not track (a
     /// late result for one a reload removed) is dropped: the set of targets
     /// is the store's to decide, not a writer's.
@@ -661,5 +682,32 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &after));
         assert!(after.report("gone").is_none());
         assert_eq!(after.len(), 1);
+    }
+
+    #[test]
+    fn tracking_a_new_set_keeps_forgets_adds_and_drops() {
+        let (kept, changed, removed, added) = (
+            TargetId::new("kept"),
+            TargetId::new("changed"),
+            TargetId::new("removed"),
+            TargetId::new("added"),
+        );
+        let store = Store::new([kept.clone(), changed.clone(), removed.clone()]);
+        for id in [&kept, &changed, &removed] {
+            store.record_poll(id, at(1), at(1), Ok(measured(1, Some(1))));
+        }
+        store.track_exactly(
+            [kept.clone(), changed.clone(), added.clone()],
+            std::slice::from_ref(&changed),
+        );
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.len(), 3);
+        let report = snapshot.report(&kept).unwrap();
+        assert_eq!(report.recovery_point, Some(at(1)));
+        assert_eq!(report.runs_total, 1);
+        assert_eq!(snapshot.report(&changed).unwrap().runs_total, 0);
+        assert_eq!(snapshot.report(&changed).unwrap().recovery_point, None);
+        assert_eq!(snapshot.report(&added).unwrap().runs_total, 0);
+        assert!(snapshot.report(&removed).is_none());
     }
 }

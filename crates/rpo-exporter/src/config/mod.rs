@@ -16,6 +16,7 @@
 use std::any::Any;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,70 @@ pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:9798";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The largest configuration file read (a config is a few KB; this bounds
+/// what a wrong path such as `/dev/zero` can cost).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+/// The largest secret (`*_file`) or CA file read.
+pub const MAX_SECRET_FILE_BYTES: u64 = 1 << 20;
+
+/// The range a duration key accepts. Every duration is bounded: a typo such
+/// as `"1ms"` for `"1m"` must not poll a database hundreds of times a
+/// second, and a huge timeout must not overflow a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationBounds {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl DurationBounds {
+    const fn new(min: Duration, max: Duration) -> DurationBounds {
+        DurationBounds { min, max }
+    }
+
+    /// `value` if it lies within the bounds; otherwise what to write instead.
+    pub fn check(self, value: Duration) -> Result<Duration, String> {
+        if value < self.min {
+            Err(format!(
+                "{} is too short; use at least {} (the bounds are {} to {})",
+                humantime::format_duration(value),
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max),
+            ))
+        } else if value > self.max {
+            Err(format!(
+                "{} is too long; use at most {} (the bounds are {} to {})",
+                humantime::format_duration(value),
+                humantime::format_duration(self.max),
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max),
+            ))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `poll_interval`: 100 ms to 1 day.
+pub const POLL_INTERVAL_BOUNDS: DurationBounds =
+    DurationBounds::new(Duration::from_millis(100), DAY);
+/// `timeout`: 10 ms to 1 hour.
+pub const TIMEOUT_BOUNDS: DurationBounds = DurationBounds::new(Duration::from_millis(10), HOUR);
+/// `stale_after`: 100 ms to 1 day (and longer than `poll_interval`).
+pub const STALE_AFTER_BOUNDS: DurationBounds = DurationBounds::new(Duration::from_millis(100), DAY);
+/// `rpo_budget`: 1 ms to 30 days.
+pub const RPO_BUDGET_BOUNDS: DurationBounds =
+    DurationBounds::new(MILLISECOND, Duration::from_secs(30 * 86_400));
+/// A kind's cadence keys (`heartbeat.interval`, `canary.interval`): 100 ms
+/// to 1 hour.
+pub const INTERVAL_BOUNDS: DurationBounds = DurationBounds::new(Duration::from_millis(100), HOUR);
+/// Any other duration key of a kind: 1 ms to 1 day.
+pub const KIND_DURATION_BOUNDS: DurationBounds = DurationBounds::new(MILLISECOND, DAY);
 
 /// The keys every target takes, whatever its kind.
 pub const COMMON_KEYS: [&str; 6] = [
@@ -83,6 +148,32 @@ pub struct Target {
     pub kind: Kind,
     /// The kind's own validated settings.
     pub spec: Arc<dyn KindSpec>,
+    /// Equal for two loads of the file exactly when the kind's own keys,
+    /// and the secrets and files they name (as read), are: a reload keeps
+    /// the probe (its connections and history) only then.
+    pub settings_digest: SettingsDigest,
+}
+
+/// A keyed hash of a target's kind-specific settings, secrets included.
+/// Never printed (`Debug` hides it) and keyed per process, so it says
+/// nothing about a secret even if it were.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SettingsDigest(u64);
+
+impl fmt::Debug for SettingsDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SettingsDigest(..)")
+    }
+}
+
+/// The hasher of [`SettingsDigest`]s: keyed once per process, so two
+/// loads of the same file (a reload) hash alike.
+fn settings_hasher() -> std::collections::hash_map::DefaultHasher {
+    use std::hash::BuildHasher as _;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher()
 }
 
 impl Target {
@@ -140,11 +231,8 @@ impl fmt::Display for Secret {
 /// Everything that can be wrong with a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path}: cannot be read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("config file {path}: {problem}")]
+    Read { path: PathBuf, problem: FileProblem },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: key `{key}`: {problem}")]
@@ -153,6 +241,161 @@ pub enum ConfigError {
         key: String,
         problem: String,
     },
+}
+
+/// Why a file named by the configuration (or the configuration itself)
+/// was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    #[error("cannot be read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("is {0}, not a regular file; name a regular file")]
+    NotRegular(&'static str),
+    #[error("is larger than {limit} bytes; is it the right file?")]
+    TooLarge { limit: u64 },
+}
+
+/// Reads a regular file of at most `limit` bytes. Checked with the file's
+/// metadata before reading (a FIFO or a device is refused, never opened for
+/// reading), and the read itself is capped (a file that grows meanwhile).
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, FileProblem> {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let metadata = std::fs::metadata(path)?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() {
+        return Err(FileProblem::NotRegular(if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            "a device"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }));
+    }
+    if metadata.len() > limit {
+        return Err(FileProblem::TooLarge { limit });
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileProblem::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// A TOML syntax error as position and key, never the line itself: the
+/// line may hold an inline secret (`primary_url = "postgres://u:pw@…`).
+fn syntax_error_message(text: &str, err: &toml::de::Error) -> String {
+    let what = without_values(err.message().trim_end());
+    let Some(span) = err.span() else {
+        return format!("not valid TOML: {what}");
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let mut at = format!("line {line}, column {column}");
+    if let Some(key) = key_of_line(line_text) {
+        at.push_str(&format!(", key `{key}`"));
+    }
+    if let Some(table) = text[..line_start].lines().rev().find_map(table_header) {
+        at.push_str(&format!(" in {table}"));
+    }
+    format!("not valid TOML at {at}: {what} (the line is not shown: it may hold a secret)")
+}
+
+/// The key a `key = value` line assigns, when it is a plain key.
+fn key_of_line(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    is_plain_key(key).then_some(key)
+}
+
+/// `[web]` or `[[postgres]]`, when the line is such a header.
+fn table_header(line: &str) -> Option<String> {
+    let line = line.trim();
+    let (open, close) = if line.starts_with("[[") {
+        ("[[", "]]")
+    } else {
+        ("[", "]")
+    };
+    let name = line.strip_prefix(open)?.split(close).next()?.trim();
+    (line.starts_with('[') && is_plain_key(name)).then(|| format!("{open}{name}{close}"))
+}
+
+/// A bare TOML key (dotted allowed): safe to show, never a secret's value.
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A deserializer's message with the values it quotes taken out: what it
+/// found (`invalid type: string "postgres://u:pw@h", expected a boolean`)
+/// may be a secret in the wrong key, so only its type is kept; an unknown
+/// variant is not repeated; any other quoted text is kept only when it is
+/// a plain key name.
+fn without_values(message: &str) -> String {
+    // The words before a quoted value that must go, whatever it looks like.
+    const VALUE_BEFORE: [&str; 7] = [
+        "string ",
+        "integer ",
+        "floating point ",
+        "boolean ",
+        "character ",
+        "unknown variant ",
+        "value ",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest.as_bytes()[open] as char;
+        let (before, after) = rest.split_at(open);
+        // The quoted text ends at the next unescaped quote of the same kind.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices().skip(1) {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && quote == '"' {
+                escaped = true;
+            } else if c == quote {
+                end = Some(i);
+                break;
+            }
+        }
+        let Some(end) = end else {
+            // Unbalanced: drop everything after the opening quote.
+            out.push_str(before);
+            out.push_str("<redacted>");
+            return out;
+        };
+        let quoted = &after[1..end];
+        if VALUE_BEFORE.iter().any(|w| before.ends_with(w)) {
+            out.push_str(before.trim_end());
+        } else if is_plain_key(quoted) {
+            out.push_str(before);
+            out.push(quote);
+            out.push_str(quoted);
+            out.push(quote);
+        } else {
+            out.push_str(before);
+            out.push_str("<redacted>");
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -206,11 +449,22 @@ const SECTIONS: [&str; 4] = ["exporter", "web", "defaults", "group"];
 // Loading and validation.
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file. The file must be a
+    /// regular file of at most [`MAX_CONFIG_FILE_BYTES`] (a FIFO would hang,
+    /// `/dev/zero` would be read until memory runs out).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = read_regular_file(path, MAX_CONFIG_FILE_BYTES).map_err(|problem| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                problem,
+            }
+        })?;
+        let text = String::from_utf8(bytes).map_err(|err| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                err.utf8_error().valid_up_to()
+            ),
         })?;
         Config::from_toml(&text, path)
     }
@@ -221,7 +475,7 @@ impl Config {
             text.parse()
                 .map_err(|err: toml::de::Error| ConfigError::Parse {
                     path: path.to_owned(),
-                    message: err.to_string().trim_end().to_string(),
+                    message: syntax_error_message(text, &err),
                 })?;
         ConfigFile { path }.validate(table)
     }
@@ -249,17 +503,35 @@ impl ConfigFile<'_> {
     ) -> Result<T, ConfigError> {
         match table.remove(name) {
             None => Ok(T::default()),
-            Some(value) => value
-                .try_into()
-                .map_err(|err: toml::de::Error| self.invalid(name, serde_message(&err))),
+            Some(value) => {
+                deserialize(value).map_err(|err| self.invalid(err.key_under(name), err.problem))
+            }
         }
+    }
+
+    /// The `[[group]]` tables, each deserialized on its own so an error
+    /// names `group[i]`.
+    fn groups(&self, table: &mut toml::Table) -> Result<Vec<RawGroup>, ConfigError> {
+        let entries = match table.remove("group") {
+            None => return Ok(Vec::new()),
+            Some(toml::Value::Array(entries)) => entries,
+            Some(_) => return Err(self.invalid("group", "write each group as a [[group]] table")),
+        };
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                deserialize(entry)
+                    .map_err(|err| self.invalid(err.key_under(&format!("group[{i}]")), err.problem))
+            })
+            .collect()
     }
 
     fn validate(&self, mut table: toml::Table) -> Result<Config, ConfigError> {
         let exporter: RawExporter = self.section(&mut table, "exporter")?;
         let web: RawWeb = self.section(&mut table, "web")?;
         let raw_defaults: RawDefaults = self.section(&mut table, "defaults")?;
-        let raw_groups: Vec<RawGroup> = self.section(&mut table, "group")?;
+        let raw_groups = self.groups(&mut table)?;
         // Everything else must be a kind of target.
         if let Some(unknown) = table.keys().find(|k| Kind::named(k).is_none()) {
             return Err(self.invalid(
@@ -304,7 +576,7 @@ impl ConfigFile<'_> {
             Some(addr) => addr.parse::<SocketAddr>().map_err(|_| {
                 self.invalid(
                     "web.listen_address",
-                    format!("`{addr}` is not an address like \"0.0.0.0:9798\""),
+                    "not an address; write it like \"0.0.0.0:9798\" or \"[::]:9798\"",
                 )
             })?,
             None => DEFAULT_LISTEN_ADDRESS
@@ -325,16 +597,19 @@ impl ConfigFile<'_> {
                     "defaults.poll_interval",
                     raw_defaults.poll_interval.as_deref(),
                     DEFAULT_POLL_INTERVAL,
+                    POLL_INTERVAL_BOUNDS,
                 )?,
                 timeout: self.optional_duration(
                     "defaults.timeout",
                     raw_defaults.timeout.as_deref(),
                     DEFAULT_TIMEOUT,
+                    TIMEOUT_BOUNDS,
                 )?,
                 stale_after: self.optional_duration(
                     "defaults.stale_after",
                     raw_defaults.stale_after.as_deref(),
                     DEFAULT_STALE_AFTER,
+                    STALE_AFTER_BOUNDS,
                 )?,
             },
             poll_interval_set: raw_defaults.poll_interval.is_some(),
@@ -358,7 +633,11 @@ impl ConfigFile<'_> {
                     format!("group \"{}\" is defined twice", group.name),
                 ));
             }
-            let rpo_budget = self.duration(&format!("{key}.rpo_budget"), &group.rpo_budget)?;
+            let rpo_budget = self.duration(
+                &format!("{key}.rpo_budget"),
+                &group.rpo_budget,
+                RPO_BUDGET_BOUNDS,
+            )?;
             groups.push(Group {
                 name: group.name.clone(),
                 rpo_budget,
@@ -428,9 +707,16 @@ impl ConfigFile<'_> {
                 common.insert(name.to_string(), value);
             }
         }
-        let common: RawCommon = toml::Value::Table(common)
-            .try_into()
-            .map_err(|err: toml::de::Error| self.invalid(key.as_str(), serde_message(&err)))?;
+        // Name the target in a type error of a common key when its name is
+        // already readable.
+        let named_key = match common.get("name") {
+            Some(toml::Value::String(name)) if is_label_safe_name(name) => {
+                format!("{key} (\"{name}\")")
+            }
+            _ => key.clone(),
+        };
+        let common: RawCommon = deserialize(toml::Value::Table(common))
+            .map_err(|err| self.invalid(err.key_under(&named_key), err.problem))?;
         if !is_label_safe_name(&common.name) {
             return Err(self.invalid(
                 format!("{key}.name"),
@@ -454,11 +740,17 @@ impl ConfigFile<'_> {
             ));
         };
 
+        let mut digest = settings_hasher();
+        // The kind's keys as written (a Table serializes in a fixed order).
+        toml::to_string(&entry)
+            .unwrap_or_default()
+            .hash(&mut digest);
         let mut keys = TargetKeys {
             path: self.path,
             key: key.clone(),
             name: common.name.clone(),
             table: entry,
+            digest,
         };
         let spec = (kind.def().parse)(&mut keys)?;
         if let Some(left) = keys.table.keys().next() {
@@ -471,21 +763,25 @@ impl ConfigFile<'_> {
             &format!("{key}.rpo_budget"),
             common.rpo_budget.as_deref(),
             group.rpo_budget,
+            RPO_BUDGET_BOUNDS,
         )?;
         let poll_interval = self.optional_duration(
             &format!("{key}.poll_interval"),
             common.poll_interval.as_deref(),
             defaults.poll_interval,
+            POLL_INTERVAL_BOUNDS,
         )?;
         let timeout = self.optional_duration(
             &format!("{key}.timeout"),
             common.timeout.as_deref(),
             defaults.timeout,
+            TIMEOUT_BOUNDS,
         )?;
         let stale_after = self.optional_duration(
             &format!("{key}.stale_after"),
             common.stale_after.as_deref(),
             defaults.stale_after,
+            STALE_AFTER_BOUNDS,
         )?;
         if stale_after <= poll_interval {
             return Err(self.invalid(
@@ -519,11 +815,17 @@ impl ConfigFile<'_> {
             stale_after,
             kind,
             spec,
+            settings_digest: SettingsDigest(keys.digest.finish()),
         })
     }
 
-    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
-        parse_duration(self.path, key, value)
+    fn duration(
+        &self,
+        key: &str,
+        value: &str,
+        bounds: DurationBounds,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(self.path, key, value, bounds)
     }
 
     fn optional_duration(
@@ -531,9 +833,10 @@ impl ConfigFile<'_> {
         key: &str,
         value: Option<&str>,
         default: Duration,
+        bounds: DurationBounds,
     ) -> Result<Duration, ConfigError> {
         match value {
-            Some(v) => self.duration(key, v),
+            Some(v) => self.duration(key, v, bounds),
             None => Ok(default),
         }
     }
@@ -592,6 +895,9 @@ pub struct TargetKeys<'a> {
     key: String,
     name: String,
     table: toml::Table,
+    /// Hashes what the keys resolve to from outside the file (secrets from
+    /// the environment or files, the files named), for [`SettingsDigest`].
+    digest: std::collections::hash_map::DefaultHasher,
 }
 
 impl TargetKeys<'_> {
@@ -618,34 +924,32 @@ impl TargetKeys<'_> {
         // Kept to name the full key of an unknown field (serde's error
         // names the field, not where it sits).
         let written = table.clone();
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|err: toml::de::Error| {
-                let problem = serde_message(&err);
-                let unknown = problem
-                    .strip_prefix("unknown field `")
-                    .and_then(|rest| rest.split_once('`'))
-                    .map(|(field, _)| field.to_string());
-                let expected = problem
-                    .split_once(", expected ")
-                    .map_or(String::new(), |(_, list)| format!("; expected {list}"));
-                match unknown.and_then(|field| path_of(&written, &field)) {
-                    Some(path) if path.contains('.') => invalid(
-                        self.path,
-                        self.key(&path),
-                        format!("unknown key{expected}"),
+        deserialize(toml::Value::Table(table)).map_err(|err| {
+            let problem = err.problem.clone();
+            let unknown = problem
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field.to_string());
+            let expected = problem
+                .split_once(", expected ")
+                .map_or(String::new(), |(_, list)| format!("; expected {list}"));
+            match unknown.and_then(|field| path_of(&written, &field)) {
+                Some(path) if path.contains('.') => invalid(
+                    self.path,
+                    self.key(&path),
+                    format!("unknown key{expected}"),
+                ),
+                Some(path) => invalid(
+                    self.path,
+                    self.key(&path),
+                    format!(
+                        "unknown key{expected}, or a key every target takes ({}), or a secret as `x`, `x_env` or `x_file`",
+                        COMMON_KEYS.join(", ")
                     ),
-                    Some(path) => invalid(
-                        self.path,
-                        self.key(&path),
-                        format!(
-                            "unknown key{expected}, or a key every target takes ({}), or a secret as `x`, `x_env` or `x_file`",
-                            COMMON_KEYS.join(", ")
-                        ),
-                    ),
-                    None => invalid(self.path, self.key.as_str(), problem),
-                }
-            })
+                ),
+                None => invalid(self.path, err.key_under(&self.key), problem),
+            }
+        })
     }
 
     /// Takes an optional string key (for keys shared by several kinds, such
@@ -694,7 +998,10 @@ impl TargetKeys<'_> {
         }
         if let Some(var) = env {
             return match std::env::var(&var) {
-                Ok(value) if !value.trim().is_empty() => Ok(Some(Secret(value.trim().to_string()))),
+                Ok(value) if !value.trim().is_empty() => {
+                    value.trim().hash(&mut self.digest);
+                    Ok(Some(Secret(value.trim().to_string())))
+                }
                 _ => Err(self.invalid(
                     &format!("{name}_env"),
                     format!(
@@ -704,39 +1011,53 @@ impl TargetKeys<'_> {
             };
         }
         let path = PathBuf::from(file.expect("one of three is set"));
-        match std::fs::read_to_string(&path) {
-            Ok(value) if !value.trim().is_empty() => Ok(Some(Secret(value.trim().to_string()))),
-            Ok(_) => Err(self.invalid(
-                &format!("{name}_file"),
-                format!("{} is empty", path.display()),
-            )),
-            Err(err) => Err(self.invalid(
-                &format!("{name}_file"),
-                format!("{} cannot be read: {err}", path.display()),
-            )),
+        let key = format!("{name}_file");
+        let bytes = read_regular_file(&path, MAX_SECRET_FILE_BYTES)
+            .map_err(|problem| self.invalid(&key, format!("{} {problem}", path.display())))?;
+        // Never echo the bytes: the decoding error says where, not what.
+        let value = String::from_utf8(bytes)
+            .map_err(|_| self.invalid(&key, format!("{} is not UTF-8 text", path.display())))?;
+        if value.trim().is_empty() {
+            return Err(self.invalid(&key, format!("{} is empty", path.display())));
         }
+        // A rotated secret file is a changed setting.
+        value.trim().hash(&mut self.digest);
+        Ok(Some(Secret(value.trim().to_string())))
     }
 
     /// A duration key of the kind (`heartbeat.interval`), or its default.
+    /// A key named `…interval` is a write or poll cadence and takes
+    /// [`INTERVAL_BOUNDS`]; any other takes [`KIND_DURATION_BOUNDS`].
     pub fn duration(
         &self,
         sub: &str,
         value: Option<&str>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        let bounds = if sub.ends_with("interval") {
+            INTERVAL_BOUNDS
+        } else {
+            KIND_DURATION_BOUNDS
+        };
         match value {
-            Some(v) => parse_duration(self.path, &self.key(sub), v),
+            Some(v) => parse_duration(self.path, &self.key(sub), v, bounds),
             None => Ok(default),
         }
     }
 
-    /// Checks that a `tls_ca_file` (or another file key) names a readable file.
-    pub fn readable_file(&self, sub: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+    /// Checks that a `tls_ca_file` (or another file key) names a readable
+    /// regular file of bounded size.
+    pub fn readable_file(&mut self, sub: &str, path: Option<&Path>) -> Result<(), ConfigError> {
         match path {
-            Some(path) if !path.is_file() => {
-                Err(self.invalid(sub, format!("{} is not a readable file", path.display())))
+            Some(path) => {
+                let bytes = read_regular_file(path, MAX_SECRET_FILE_BYTES).map_err(|problem| {
+                    self.invalid(sub, format!("{} {problem}", path.display()))
+                })?;
+                // A replaced CA bundle is a changed setting.
+                bytes.hash(&mut self.digest);
+                Ok(())
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
@@ -749,20 +1070,38 @@ fn invalid(path: &Path, key: impl Into<String>, problem: impl Into<String>) -> C
     }
 }
 
-fn parse_duration(path: &Path, key: &str, value: &str) -> Result<Duration, ConfigError> {
+fn parse_duration(
+    path: &Path,
+    key: &str,
+    value: &str,
+    bounds: DurationBounds,
+) -> Result<Duration, ConfigError> {
+    // The value is not echoed: a secret pasted into the wrong key must not
+    // come back in an error. humantime's own messages quote parts of it.
     let parsed = humantime::parse_duration(value).map_err(|err| {
+        let what = match err {
+            humantime::DurationError::Empty => "it is empty".to_string(),
+            humantime::DurationError::NumberExpected(at) => {
+                format!("a number was expected at character {}", at + 1)
+            }
+            humantime::DurationError::InvalidCharacter(at) => {
+                format!("invalid character at position {}", at + 1)
+            }
+            humantime::DurationError::UnknownUnit { start, .. } => format!(
+                "unknown unit at character {} (units: ms, s, m, h, d)",
+                start + 1
+            ),
+            humantime::DurationError::NumberOverflow => "the number is too large".to_string(),
+        };
         invalid(
             path,
             key,
-            format!(
-                "`{value}` is not a duration ({err}); write it like \"5s\", \"2m\" or \"500ms\""
-            ),
+            format!("not a duration ({what}); write it like \"5s\", \"2m\" or \"500ms\""),
         )
     })?;
-    if parsed.is_zero() {
-        return Err(invalid(path, key, "must be greater than zero"));
-    }
-    Ok(parsed)
+    bounds
+        .check(parsed)
+        .map_err(|problem| invalid(path, key, problem))
 }
 
 /// Where `field` is written in `table` (`heartbeat.intervall`), looking at
@@ -777,10 +1116,81 @@ fn path_of(table: &toml::Table, field: &str) -> Option<String> {
     })
 }
 
-/// A serde error of a table deserialized on its own: its message, without
-/// the "TOML parse error" framing (there is no position to show).
-fn serde_message(err: &toml::de::Error) -> String {
-    err.message().trim_end().to_string()
+/// Why a part of the file could not be deserialized: the key below the
+/// part (when the deserializer could point at one) and the problem, without
+/// the values it quotes (see [`without_values`]).
+struct DeError {
+    key: Option<String>,
+    problem: String,
+}
+
+impl DeError {
+    /// The full key: `prefix.key`, or `prefix` when no key is known.
+    fn key_under(&self, prefix: &str) -> String {
+        match &self.key {
+            Some(key) => format!("{prefix}.{key}"),
+            None => prefix.to_string(),
+        }
+    }
+}
+
+/// Deserializes a part of the file. `Value::try_into` cannot say which key
+/// held a value of the wrong type, so the part is written back as TOML text
+/// (never shown) and read from there: the deserializer's span then points at
+/// the offending value, whose line names the key.
+fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, DeError> {
+    #[derive(Deserialize)]
+    struct Wrapped<T> {
+        v: T,
+    }
+    let mut table = toml::Table::new();
+    table.insert("v".to_string(), value);
+    let Ok(text) = toml::to_string(&table) else {
+        // Not expected for a table parsed from TOML; fall back to no key.
+        let value = table.remove("v").expect("inserted above");
+        return value.try_into().map_err(|err: toml::de::Error| DeError {
+            key: None,
+            problem: without_values(err.message().trim_end()),
+        });
+    };
+    toml::from_str::<Wrapped<T>>(&text)
+        .map(|wrapped| wrapped.v)
+        .map_err(|err| {
+            let problem = without_values(err.message().trim_end());
+            // Only a wrong value has a span worth naming; a missing or unknown
+            // field is named by the message itself.
+            let key = if problem.starts_with("invalid ") {
+                err.span().and_then(|span| key_path_at(&text, span.start))
+            } else {
+                None
+            };
+            DeError { key, problem }
+        })
+}
+
+/// The dotted key of the `key = value` line holding byte `at` of `text`
+/// (TOML written by `toml::to_string` under a table `v`), without the `v`.
+fn key_path_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let key = key_of_line(text[line_start..].lines().next().unwrap_or(""))?;
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let line = line.trim();
+            line.starts_with('[').then(|| {
+                line.trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_string()
+            })
+        })
+        .unwrap_or_default();
+    let path = match table.strip_prefix("v") {
+        Some("") | None => key.to_string(),
+        Some(rest) => format!("{}.{key}", rest.trim_start_matches('.')),
+    };
+    Some(path)
 }
 
 /// Names that become label values and heartbeat keys: short and plain.
@@ -912,10 +1322,231 @@ heartbeat = { interval = "1s", table = "rpo_heartbeat" }
     }
 
     #[test]
-    fn bad_duration_is_named() {
+    fn bad_duration_is_named_without_echoing_it() {
         let err = error_of(&GOOD.replace("\"5s\"", "\"5 parsecs\""));
         assert!(err.contains("rpo_budget"), "{err}");
-        assert!(err.contains("5 parsecs"), "{err}");
+        assert!(err.contains("unknown unit at character 3"), "{err}");
+        assert!(!err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn every_duration_is_bounded() {
+        for (from, to, key, words) in [
+            (
+                "poll_interval = \"2s\"",
+                "poll_interval = \"1ns\"",
+                "defaults.poll_interval",
+                "at least 100ms",
+            ),
+            (
+                "poll_interval = \"2s\"",
+                "poll_interval = \"2days\"",
+                "defaults.poll_interval",
+                "at most 1day",
+            ),
+            (
+                "stale_after = \"20s\"",
+                "stale_after = \"2days\"",
+                "defaults.stale_after",
+                "at most 1day",
+            ),
+            (
+                "rpo_budget = \"5s\"",
+                "timeout = \"2h\"",
+                "erp-db\").timeout",
+                "at most 1h",
+            ),
+            (
+                "rpo_budget = \"5s\"",
+                "timeout = \"1ns\"",
+                "erp-db\").timeout",
+                "at least 10ms",
+            ),
+            (
+                "rpo_budget = \"5s\"",
+                "rpo_budget = \"60days\"",
+                "erp-db\").rpo_budget",
+                "at most 30days",
+            ),
+            (
+                "rpo_budget = \"60s\"",
+                "rpo_budget = \"0s\"",
+                "group[0].rpo_budget",
+                "at least 1ms",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"1ms\"",
+                "heartbeat.interval",
+                "at least 100ms",
+            ),
+            (
+                "interval = \"1s\"",
+                "interval = \"2h\"",
+                "heartbeat.interval",
+                "at most 1h",
+            ),
+            // 2^64 s: humantime itself refuses it; no deadline can overflow.
+            (
+                "rpo_budget = \"5s\"",
+                "timeout = \"18446744073709551616s\"",
+                "erp-db\").timeout",
+                "too large",
+            ),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let err = error_of(&GOOD.replacen(from, to, 1));
+            assert!(err.contains(key) && err.contains(words), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_the_position_never_the_line() {
+        for (broken, key) in [
+            // An unbalanced quote.
+            (
+                GOOD.replace(
+                    "primary_url = \"postgres://monitor:hunter2@127.0.0.1:5432/erp\"",
+                    "primary_url = \"postgres://monitor:hunter2@127.0.0.1:5432/erp",
+                ),
+                "primary_url",
+            ),
+            // A duplicate key.
+            (
+                GOOD.replace(
+                    "replica_url =",
+                    "primary_url = \"postgres://x:hunter2@h/db\"\nreplica_url =",
+                ),
+                "primary_url",
+            ),
+            // A bare word where a value belongs.
+            (
+                GOOD.replace(
+                    "primary_url = \"postgres://monitor:hunter2@127.0.0.1:5432/erp\"",
+                    "primary_url = postgres://monitor:hunter2@127.0.0.1:5432/erp",
+                ),
+                "primary_url",
+            ),
+        ] {
+            let err = error_of(&broken);
+            assert!(err.contains("test.toml"), "{err}");
+            assert!(
+                err.contains("at line 1") && err.contains(", column "),
+                "{err}"
+            );
+            assert!(err.contains(&format!("key `{key}`")), "{err}");
+            assert!(err.contains("in [[postgres]]"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_type_never_the_value() {
+        for (from, to) in [
+            ("create_table", "heartbeat = { interval = \"1s\", table = \"rpo_heartbeat\", create_table = \"postgres://u:hunter2@h/db\" }"),
+            ("rpo_budget", "rpo_budget = 12345678"),
+            ("primary_url", "primary_url = 12345678"),
+            ("primary_url", "primary_url = [\"postgres://u:hunter2@h/db\"]"),
+            ("tls_ca_file", "tls_ca_file = { path = \"hunter2\" }"),
+        ] {
+            let text = GOOD
+                .replace("heartbeat = { interval = \"1s\", table = \"rpo_heartbeat\" }", "")
+                .replace("rpo_budget = \"5s\"", "")
+                .replace("primary_url = \"postgres://monitor:hunter2@127.0.0.1:5432/erp\"", "primary_url = \"postgres://monitor@127.0.0.1:5432/erp\"");
+            let text = if from == "primary_url" {
+                text.replace("primary_url = \"postgres://monitor@127.0.0.1:5432/erp\"", to)
+            } else {
+                format!("{text}{to}\n")
+            };
+            let err = error_of(&text);
+            assert!(err.contains("erp-db"), "{to}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("12345678"), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn quoted_values_are_taken_out_of_deserializer_messages() {
+        assert_eq!(
+            without_values(r#"invalid type: string "postgres://u:p\"w@h", expected a boolean"#),
+            "invalid type: string, expected a boolean"
+        );
+        assert_eq!(
+            without_values("invalid type: integer `1234`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_values("unknown variant `s3cret`, expected `planned` or `unplanned`"),
+            "unknown variant, expected `planned` or `unplanned`"
+        );
+        assert_eq!(
+            without_values("unknown field `rpo_budgt`, expected one of `heartbeat`, `tls_ca_file`"),
+            "unknown field `rpo_budgt`, expected one of `heartbeat`, `tls_ca_file`"
+        );
+        assert_eq!(
+            without_values("duplicate key `postgres://u:pw@h`"),
+            "duplicate key <redacted>"
+        );
+        assert_eq!(without_values("bad `unbalanced"), "bad <redacted>");
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile_dir();
+        // A FIFO would block the read forever; it is refused from its metadata.
+        let fifo = dir.join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let err = Config::load(&fifo).unwrap_err().to_string();
+        assert!(
+            err.contains("FIFO") && err.contains("not a regular file"),
+            "{err}"
+        );
+        // A device would be read until memory runs out.
+        let err = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a device"), "{err}");
+        let err = Config::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("a directory"), "{err}");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_FILE_BYTES as usize + 1]).unwrap();
+        let err = Config::load(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        // The same for a secret file.
+        let err = error_of(&GOOD.replace(
+            "replica_url = \"postgres://monitor@127.0.0.1:5433/erp\"",
+            &format!("replica_url_file = \"{}\"", fifo.display()),
+        ));
+        assert!(
+            err.contains("replica_url_file") && err.contains("FIFO"),
+            "{err}"
+        );
+        let err = error_of(&GOOD.replace(
+            "replica_url = \"postgres://monitor@127.0.0.1:5433/erp\"",
+            "replica_url_file = \"/dev/zero\"",
+        ));
+        assert!(
+            err.contains("replica_url_file") && err.contains("a device"),
+            "{err}"
+        );
+        let err = error_of(&format!("{GOOD}tls_ca_file = \"{}\"\n", fifo.display()));
+        assert!(err.contains("tls_ca_file") && err.contains("FIFO"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh directory of this test's own (the crate has no tempfile dependency).
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "rpo-config-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

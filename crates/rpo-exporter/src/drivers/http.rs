@@ -331,9 +331,42 @@ pub fn origin(url: &str) -> String {
     }
 }
 
+/// A URL for people, wherever one is printed: scheme, host, port and
+/// path, without user name or password, and with the query replaced by
+/// `?<redacted>` (a token may be a query value, or a bare query name).
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "<invalid URL>".to_string();
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_fragment(None);
+    let had_query = parsed.query().is_some_and(|q| !q.is_empty());
+    parsed.set_query(None);
+    if had_query {
+        // Written by hand: the URL type would percent-encode the brackets.
+        format!("{parsed}?<redacted>")
+    } else {
+        parsed.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_url_keeps_where_and_drops_secrets() {
+        assert_eq!(
+            redacted_url("https://ops:hunter2@gw.internal:8443/rpo-eu/?token=hunter3&x=1#frag"),
+            "https://gw.internal:8443/rpo-eu/?<redacted>"
+        );
+        assert_eq!(
+            redacted_url("http://127.0.0.1:9798"),
+            "http://127.0.0.1:9798/"
+        );
+        assert_eq!(redacted_url("not a url hunter2"), "<invalid URL>");
+    }
 
     #[test]
     fn origin_drops_credentials_and_path() {

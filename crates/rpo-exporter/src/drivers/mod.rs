@@ -86,13 +86,10 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Reads a target's `tls_ca_file` (PEM), naming the target on failure.
 pub fn read_ca_file(target: &str, path: &Path) -> Result<Vec<u8>, ProbeError> {
-    std::fs::read(path).map_err(|e| {
+    crate::config::read_regular_file(path, crate::config::MAX_SECRET_FILE_BYTES).map_err(|e| {
         ProbeError::new(
             FailureReason::Config,
-            format!(
-                "target {target}: tls_ca_file {} cannot be read: {e}",
-                path.display()
-            ),
+            format!("target {target}: tls_ca_file {} {e}", path.display()),
         )
     })
 }

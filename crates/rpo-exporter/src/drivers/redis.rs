@@ -26,10 +26,9 @@ pub fn check_url(
     password_set_apart: bool,
 ) -> Result<bool, ConfigError> {
     let info = url.expose().into_connection_info().map_err(|err| {
-        // The driver's messages name the problem, never the URL.
         keys.invalid(
             key,
-            format!("not a Redis URL ({err}); write it like \"redis://host:6379\" or \"rediss://user@host:6379/0\""),
+            format!("not a Redis URL ({}); write it like \"redis://host:6379\" or \"rediss://user@host:6379/0\"", url_error(&err)),
         )
     })?;
     let tls = match info.addr() {
@@ -59,7 +58,7 @@ pub fn check_url(
 
 /// Checks `tls_ca_file`: only with a `rediss://` URL, and readable.
 pub fn check_tls_ca_file(
-    keys: &TargetKeys<'_>,
+    keys: &mut TargetKeys<'_>,
     path: Option<&Path>,
     any_tls: bool,
 ) -> Result<(), ConfigError> {
@@ -72,13 +71,7 @@ pub fn check_tls_ca_file(
             "is set but no URL uses TLS; write rediss:// URLs to use it",
         ));
     }
-    if !path.is_file() {
-        return Err(keys.invalid(
-            "tls_ca_file",
-            format!("{} is not a readable file", path.display()),
-        ));
-    }
-    Ok(())
+    keys.readable_file("tls_ca_file", Some(path))
 }
 
 /// Builds a client for one Redis URL: the password kept apart (if any) is
@@ -98,11 +91,10 @@ pub fn redis_client(
             format!("target {target}: bad {what} URL: {problem}"),
         )
     };
-    // The driver's messages never contain the URL.
     let info = url
         .expose()
         .into_connection_info()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(url_error(&e)))?;
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(password) = password {
         settings = settings.set_password(password.expose());
@@ -125,6 +117,21 @@ pub fn redis_client(
         _ => redis::Client::open(info),
     }
     .map_err(|e| bad(e.to_string()))
+}
+
+/// The driver's complaint about a URL without the part of the URL it
+/// quotes: the driver appends an offending query value as the error's
+/// detail (`Invalid protocol version - InvalidClientConfig: <value>`), and
+/// a query value may be a secret.
+fn url_error(err: &RedisError) -> String {
+    let text = err.to_string();
+    match err.detail() {
+        Some(detail) if !detail.is_empty() => text
+            .strip_suffix(detail)
+            .map(|t| t.trim_end_matches([':', ' ']).to_string())
+            .unwrap_or_else(|| err.category().to_string()),
+        _ => text,
+    }
 }
 
 /// Reads a `tls_ca_file` for a probe, naming the target on failure.
@@ -314,6 +321,22 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.reason, FailureReason::Config);
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+        // The driver quotes a bad query value; it may be a secret.
+        let err = redis_client(
+            "t",
+            "primary",
+            &Secret::new("redis://u@host:6379/?protocol=hunter2"),
+            None,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.message.contains("Invalid protocol version"),
+            "{}",
+            err.message
+        );
         assert!(!err.message.contains("hunter2"), "{}", err.message);
     }
 }

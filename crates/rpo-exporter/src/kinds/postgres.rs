@@ -563,6 +563,41 @@ impl PostgresProbe {
         Ok((observation, heartbeat_seen))
     }
 
+    /// Whether the replica hides its WAL receiver from the monitoring user:
+    /// without `pg_read_all_stats` (which `pg_monitor` includes) every column
+    /// of `pg_stat_wal_receiver` but `pid` reads NULL, exactly like "no
+    /// receiver". Then an `auth` failure naming the grant.
+    async fn receiver_hidden(&mut self) -> Result<Option<ProbeError>, ProbeError> {
+        let user = self.replica.user().to_string();
+        let client = self.replica.client().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), \
+                 EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, false).on(Side::Replica))?;
+        let (may_read, receiver_running): (bool, bool) = (row.get(0), row.get(1));
+        if may_read {
+            return Ok(None);
+        }
+        Ok(Some(
+            ProbeError::new(
+                FailureReason::Auth,
+                format!(
+                    "the monitoring user {user} lacks pg_monitor (pg_read_all_stats) on the replica, so pg_stat_wal_receiver hides the WAL receiver's state{}; as an administrator run: GRANT pg_monitor TO {user};",
+                    if receiver_running {
+                        " (a receiver is running)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .on(Side::Replica),
+        ))
+    }
+
     async fn poll_once(&mut self) -> Measurement {
         let started = Instant::now();
         let half = self.timeout / 2;
@@ -664,6 +699,18 @@ impl PostgresProbe {
                 measurement.backlog_bytes = evidence.backlog_bytes;
                 measurement.catchup_seconds = evidence.catchup_seconds;
                 details.extend(replica_details(&replica, &evidence, heartbeat_seen));
+                if replica.in_recovery && replica.receiver_status.is_none() {
+                    // "No WAL receiver" may only mean "not allowed to see it".
+                    match within(started + self.timeout, self.receiver_hidden()).await {
+                        Ok(None) => {}
+                        Ok(Some(missing_grant)) => {
+                            measurement.link = LinkState::Unknown(missing_grant.message.clone());
+                            details.retain(|d| !std::ptr::eq(d.family, &WAL_RECEIVER_UP));
+                            measurement.failures.push(missing_grant);
+                        }
+                        Err(err) => measurement.failures.push(err.on(Side::Replica)),
+                    }
+                }
             }
             Err(err) => {
                 replica_side.reset();

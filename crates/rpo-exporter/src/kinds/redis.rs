@@ -712,11 +712,11 @@ struct ServerClock {
 impl ServerClock {
     /// Reads the server's clock for its offset; a server that refuses `TIME`
     /// (an ACL without it) only loses the offset series, logged once.
-    async fn read(&mut self, side: Side, connection: &mut MultiplexedConnection) {
+    async fn read(&mut self, side: Side, connection: &mut MultiplexedConnection, user: &str) {
         if let Err(e) = read_clock(connection, &mut self.offset).await {
             if !self.unreadable_logged {
                 self.unreadable_logged = true;
-                tracing::warn!(side = side.as_str(), error = %with_acl_hint(classify(&e, false)), "cannot read the server's clock (TIME); rpo_clock_offset_seconds is not published for it");
+                tracing::warn!(side = side.as_str(), error = %with_acl_hint(classify(&e, false), user), "cannot read the server's clock (TIME); rpo_clock_offset_seconds is not published for it");
             }
         }
     }
@@ -859,14 +859,15 @@ impl RedisProbe {
         connection: &mut Connection,
         clock: &mut ServerClock,
     ) -> Result<Observation, ProbeError> {
+        let user = connection.user();
         let mut connection = connection.get().await?;
         let observed_at = Stamp::now();
         let text: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut connection)
             .await
-            .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Source))?;
-        clock.read(Side::Source, &mut connection).await;
+            .map_err(|e| with_acl_hint(classify(&e, false), &user).on(Side::Source))?;
+        clock.read(Side::Source, &mut connection, &user).await;
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}")).on(Side::Source)
         })?;
@@ -880,6 +881,7 @@ impl RedisProbe {
         clock: &mut ServerClock,
         key: Option<String>,
     ) -> Result<(Observation, Result<Option<SystemTime>, ProbeError>), ProbeError> {
+        let user = connection.user();
         let mut connection = connection.get().await?;
         let observed_at = Stamp::now();
         let mut pipe = redis::pipe();
@@ -894,12 +896,12 @@ impl RedisProbe {
                 .await
                 .map(|(text,)| (text, None))
         }
-        .map_err(|e| with_acl_hint(classify(&e, false)).on(Side::Replica))?;
+        .map_err(|e| with_acl_hint(classify(&e, false), &user).on(Side::Replica))?;
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
                 .on(Side::Replica)
         })?;
-        clock.read(Side::Replica, &mut connection).await;
+        clock.read(Side::Replica, &mut connection, &user).await;
         let heartbeat = match (heartbeat, key) {
             (Some(value), Some(key)) => match value.trim().parse::<f64>().ok().and_then(from_unix_seconds) {
                 Some(t) => Ok(Some(t)),
@@ -1089,12 +1091,19 @@ impl RedisProbe {
     }
 }
 
-/// Adds where to look when the monitoring user lacks a command or key.
-fn with_acl_hint(mut error: ProbeError) -> ProbeError {
+/// Adds where to look when the monitoring user lacks a command or key:
+/// the ACL rule itself when the refused command is `INFO`.
+fn with_acl_hint(mut error: ProbeError, user: &str) -> ProbeError {
     if error.reason == FailureReason::Auth && error.message.contains("NOPERM") {
-        error
-            .message
-            .push_str("; grant the monitoring user the ACL in docs/kinds/redis.md");
+        if error.message.to_ascii_lowercase().contains("'info'") {
+            error.message.push_str(&format!(
+                "; the monitoring user {user} needs the +info ACL rule: as an administrator run ACL SETUSER {user} +info (see docs/kinds/redis.md)"
+            ));
+        } else {
+            error
+                .message
+                .push_str("; grant the monitoring user the ACL in docs/kinds/redis.md");
+        }
     }
     error
 }

@@ -181,6 +181,17 @@ pub static CLOUDWATCH_METRICS_REQUESTED_TOTAL: MetricDef = MetricDef::counter(
 )
 .exporter_wide();
 
+pub static CONFIG_LAST_RELOAD_SUCCESSFUL: MetricDef = MetricDef::gauge(
+    "rpo_config_last_reload_successful",
+    "1 when the last configuration reload (SIGHUP or POST /-/reload) succeeded; 0 when it was refused and the previous configuration is still running.",
+)
+.exporter_wide();
+pub static CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_config_last_reload_success_timestamp_seconds",
+    "When the configuration was last loaded successfully (at start or by a reload).",
+)
+.exporter_wide();
+
 /// The families `metrics` renders itself (every kind's detail families
 /// come from [`crate::kinds::detail_families`]).
 pub static CORE: &[&MetricDef] = &[
@@ -219,6 +230,8 @@ pub static CORE: &[&MetricDef] = &[
     &AWS_API_REQUESTS_TOTAL,
     &AWS_API_ERRORS_TOTAL,
     &CLOUDWATCH_METRICS_REQUESTED_TOTAL,
+    &CONFIG_LAST_RELOAD_SUCCESSFUL,
+    &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
 ];
 
 /// Every family the exporter can publish: [`CORE`], then each kind's detail
@@ -320,6 +333,7 @@ mod tests {
             // rpo_failover_ready_unplanned: the 0/1 verdict of the
             // unplanned gate (the name is fixed by SPEC section 9).
             "unplanned",
+            "successful",
         ];
         for family in all() {
             let name = family.name;

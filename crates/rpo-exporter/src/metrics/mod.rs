@@ -373,6 +373,26 @@ fn render_meta(out: &mut String, config: &Config) {
     );
 }
 
+/// The configuration reload series (`rpo_config_last_reload_*`), which
+/// only the daemon has: `/metrics` appends them to [`render`]'s exposition.
+pub fn render_config_reload(out: &mut String, status: &crate::self_metrics::ConfigReloadStatus) {
+    use catalogue::{CONFIG_LAST_RELOAD_SUCCESSFUL, CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS};
+    header(out, &CONFIG_LAST_RELOAD_SUCCESSFUL);
+    exporter_sample(
+        out,
+        &CONFIG_LAST_RELOAD_SUCCESSFUL,
+        &[],
+        bool_value(status.successful()),
+    );
+    header(out, &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS);
+    exporter_sample(
+        out,
+        &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+        &[],
+        unix_seconds(status.last_success()),
+    );
+}
+
 /// One sample of an exporter-wide family: `values` in the family's label order.
 fn exporter_sample(out: &mut String, family: &MetricDef, values: &[&str], value: f64) {
     debug_assert_eq!(family.labels.len(), values.len(), "{}", family.name);

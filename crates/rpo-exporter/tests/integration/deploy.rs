@@ -60,3 +60,35 @@ fn kit_has_the_pieces_the_readme_names() {
     }
     assert!(shipped_configs().len() >= 3);
 }
+
+#[test]
+fn the_systemd_unit_raises_the_open_file_limit_and_reloads_by_sighup() {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/rpo-exporter.service")).unwrap();
+    let limit: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE")
+        .parse()
+        .unwrap();
+    // Twice the default --web.max-connections, with room for the targets.
+    assert!(
+        limit >= 2 * rpo_exporter::http::DEFAULT_MAX_CONNECTIONS as u64 + 1024,
+        "{limit}"
+    );
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "{unit}"
+    );
+    // The Deployment's flags are the binary's.
+    let deployment =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/base/deployment.yaml")).unwrap();
+    assert!(
+        deployment.contains("- --web.max-connections="),
+        "{deployment}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpo-exporter"))
+        .args(["--web.max-connections=512", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}

@@ -504,3 +504,89 @@ async fn unplanned_mode_reports_the_loss_window_when_the_primary_is_gone() {
     .await;
     exporter.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitoring_user_without_pg_monitor_is_named_not_read_as_a_broken_link() {
+    let pair = start_pair().await;
+    pair.primary_sql(
+        "CREATE ROLE rpo_plain LOGIN; CREATE ROLE rpo_granted LOGIN; GRANT pg_monitor TO rpo_granted",
+    )
+    .unwrap();
+    // The roles reach the replica by replication.
+    wait_until(
+        Duration::from_secs(10),
+        "the roles on the replica",
+        || async {
+            let count = pair
+                .replica_sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'rpo\\_%'")
+                .unwrap_or_default();
+            (count == "2", count)
+        },
+    )
+    .await;
+    let target = |name: &str, user: &str| {
+        target_block(
+            "postgres",
+            name,
+            "5s",
+            &format!(
+                "primary_url = \"postgres://{user}@127.0.0.1:{}/postgres\"\nreplica_url = \"postgres://{user}@127.0.0.1:{}/postgres\"",
+                pair.primary_port(),
+                pair.replica_port()
+            ),
+        )
+    };
+    let exporter = Exporter::start(&config_with(&format!(
+        "{}{}",
+        target("granted", "rpo_granted"),
+        target("ungranted", "rpo_plain")
+    )))
+    .await;
+    // With pg_monitor the same pair passes: the replica does stream.
+    exporter
+        .wait_for_target_ready("granted", Duration::from_secs(15), "granted to pass")
+        .await;
+    let metrics = exporter
+        .wait_for_failures(
+            Duration::from_secs(10),
+            "an auth failure of ungranted",
+            &[("ungranted", "auth")],
+        )
+        .await;
+    assert_metric(
+        &metrics,
+        "rpo_probe_success",
+        &labels("ungranted"),
+        Some(0.0),
+    );
+    assert_metric(&metrics, "rpo_probe_success", &labels("granted"), Some(1.0));
+    assert_metric(
+        &metrics,
+        "rpo_target_ready",
+        &labels("ungranted"),
+        Some(0.0),
+    );
+    // Not "the receiver is down": its state is unknown, so no 0 either.
+    assert_metric(
+        &metrics,
+        "rpo_postgres_wal_receiver_up",
+        &labels("ungranted"),
+        None,
+    );
+    let verdict = exporter.target_verdict("ungranted").await;
+    let words = reasons(&verdict);
+    assert!(
+        words.contains("GRANT pg_monitor TO rpo_plain"),
+        "the reason names the grant: {verdict}"
+    );
+    assert!(!words.contains("no WAL receiver"), "{verdict}");
+    assert!(
+        verdict["reason_details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "link_unknown"),
+        "{verdict}"
+    );
+    exporter.stop().await;
+}

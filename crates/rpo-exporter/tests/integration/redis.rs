@@ -576,10 +576,22 @@ heartbeat = {{ interval = "500ms", key = "rpo:heartbeat" }}
         );
     }
     assert_metric(&metrics, "rpo_probe_success", &labels("nowrite"), Some(1.0));
-    // Without +info nothing can be measured: a named auth failure.
+    // Without +info nothing can be measured: an auth failure naming the
+    // ACL rule to add.
     let t = exporter.target_verdict("noinfo").await;
     assert!(reasons(&t).contains("(auth: NOPERM"), "{t}");
+    assert!(
+        reasons(&t).contains(
+            "needs the +info ACL rule: as an administrator run ACL SETUSER rpo-noinfo +info"
+        ),
+        "{t}"
+    );
     assert!(reasons(&t).contains("docs/kinds/redis.md"), "{t}");
+    assert_metric(&metrics, "rpo_probe_success", &labels("noinfo"), Some(0.0));
+    assert!(
+        failures_counted(&metrics, &[("noinfo", "auth")]),
+        "{metrics}"
+    );
     exporter.stop().await;
 
     // The message a person gets says exactly what to grant.
