@@ -498,6 +498,107 @@ async fn sqs_counts_age_and_dead_letters() {
     exporter.stop().await;
 }
 
+/// Receives one message from `queue` and does not delete it: in flight for
+/// ten minutes, as a consumer that crashed mid-processing leaves it.
+async fn receive_without_deleting(sqs: &aws_sdk_sqs::Client, queue: &str) {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(1)
+        .visibility_timeout(600)
+        .send()
+        .await
+        .expect("ReceiveMessage on moto");
+    assert_eq!(received.messages().len(), 1, "{received:?}");
+}
+
+/// Issue 10 item 3: a received, not deleted message is not processed (its
+/// consumer may die with the region): a queue holding only in-flight
+/// messages never reads "now". Seen empty before, its recovery point stays
+/// at that instant and the exposure grows; never seen empty and with no age
+/// datapoint, the recovery point is unknown and the verdict NO-GO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_in_flight_messages_are_unprocessed_never_now() {
+    let moto = start_moto().await;
+    let east = admin(&moto, "us-east-1");
+    let sqs = east.sqs().await;
+    let drained = create_queue(&east, "erp-drained").await;
+    let stuck = create_queue(&east, "erp-stuck").await;
+    send_message(&east, &stuck, "order 1").await;
+    receive_without_deleting(&sqs, &stuck).await;
+    let keys = aws_keys(&moto, "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[sqs]]\nname = \"drained\"\ngroup = \"erp\"\nqueue_url = \"{drained}\"\n{keys}\n[[sqs]]\nname = \"stuck\"\ngroup = \"erp\"\nqueue_url = \"{stuck}\"\n{keys}"
+    )))
+    .await;
+    exporter.wait_for_probe_success("drained").await;
+    let text = exporter.wait_for_probe_success("stuck").await;
+    assert_metric(
+        &text,
+        "rpo_sqs_messages",
+        &[("target", "stuck"), ("state", "in_flight")],
+        Some(1.0),
+    );
+    assert_metric(
+        &text,
+        "rpo_queue_messages",
+        &[("target", "stuck")],
+        Some(1.0),
+    );
+    assert_metric(
+        &text,
+        "rpo_recovery_point_timestamp_seconds",
+        &[("target", "stuck")],
+        None,
+    );
+    let verdict = exporter.target_verdict("stuck").await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(verdict["recovery_point"].is_null(), "{verdict}");
+    assert!(
+        reasons(&verdict).contains("recovery point unknown"),
+        "{verdict}"
+    );
+
+    // The drained queue was seen empty; then a message is received and not
+    // deleted. The recovery point stays at (or before) the last empty
+    // sighting, before the send; the exposure grows.
+    let target = [("target", "drained")];
+    let before_send = now_unix();
+    send_message(&east, &drained, "order 2").await;
+    receive_without_deleting(&sqs, &drained).await;
+    let text = exporter
+        .wait_for_metrics(
+            Duration::from_secs(30),
+            "the in-flight message to age the drained queue's exposure",
+            |text| {
+                metric_value(
+                    text,
+                    "rpo_sqs_messages",
+                    &[("target", "drained"), ("state", "in_flight")],
+                ) == Some(1.0)
+                    && metric_value(text, "rpo_exposure_seconds", &target).is_some_and(|e| e >= 4.0)
+            },
+        )
+        .await;
+    let recovery_point = metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target)
+        .expect("a recovery point");
+    assert!(
+        recovery_point <= before_send,
+        "{recovery_point} > {before_send}: {text}"
+    );
+    let last_empty =
+        metric_value(&text, "rpo_queue_last_empty_timestamp_seconds", &target).expect("seen empty");
+    assert_eq!(recovery_point, last_empty, "{text}");
+    let verdict = exporter.target_verdict("drained").await;
+    assert!(
+        verdict["exposure_seconds"]
+            .as_f64()
+            .is_some_and(|e| e >= 4.0),
+        "{verdict}"
+    );
+    exporter.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_emulator_fails_only_its_own_targets() {
     let (moto_a, moto_b) = tokio::join!(start_moto(), start_moto());

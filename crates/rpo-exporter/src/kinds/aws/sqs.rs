@@ -11,8 +11,19 @@
 //! last instant this exporter saw the queue completely empty. With messages
 //! waiting and neither known, the recovery point is unknown, never "now".
 //!
-//! Visible and delayed messages wait; in-flight messages (received, not yet
-//! deleted) are being processed. The counts are live, so the evidence time is
+//! Every message the queue still holds is unprocessed: visible and delayed
+//! messages wait, and in-flight ones (received, not yet deleted) are not
+//! processed either: a consumer that dies or is cut off by the failover
+//! never deletes them, and they must be replayed. So a queue holding only
+//! in-flight messages is never "now": its recovery point is the oldest
+//! message's enqueue time or the last instant it was seen empty (issue 10).
+//! `ApproximateAgeOfOldestMessage` leaves out a message received three or
+//! more times (SQS developer guide, "Available CloudWatch metrics for Amazon
+//! SQS": it then points at the next message; poison-pill messages are
+//! excluded until consumed): such a message cannot be seen by any API
+//! short of receiving it, which this exporter never does; docs/kinds/aws.md
+//! says so, and the dead-letter queue's count shows those that moved on.
+//! The counts are live, so the evidence time is
 //! the poll instant. The queue lives in one region: it is the target's source
 //! side. When that region does not answer, the poll reports the source
 //! unreachable and keeps the last answer's time as its evidence time, so the
@@ -191,8 +202,10 @@ pub struct SqsCounts {
 }
 
 impl SqsCounts {
+    /// Messages not yet processed: every message the queue holds, in-flight
+    /// ones included (received is not processed; only a delete is).
     pub fn waiting(&self) -> u64 {
-        self.visible + self.delayed
+        self.total()
     }
     pub fn total(&self) -> u64 {
         self.visible + self.delayed + self.in_flight
@@ -478,7 +491,8 @@ mod tests {
             "2".to_string(),
         );
         let c = parse_counts(Some(&a)).unwrap();
-        assert_eq!((c.waiting(), c.total()), (5, 6));
+        // In-flight messages (received, not deleted) are unprocessed too.
+        assert_eq!((c.waiting(), c.total()), (6, 6));
         a.remove(&QueueAttributeName::ApproximateNumberOfMessagesDelayed);
         assert_eq!(
             parse_counts(Some(&a)).unwrap_err().reason,
