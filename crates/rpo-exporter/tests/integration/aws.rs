@@ -498,6 +498,70 @@ async fn sqs_counts_age_and_dead_letters() {
     exporter.stop().await;
 }
 
+/// Issue 10 item 2: RDS for MySQL and MariaDB report `ReplicaLag` as
+/// `Seconds_Behind_Master`, which reads 0 while the I/O thread is behind
+/// and while the link is stalled. A fresh datapoint of 0 must not prove
+/// "now": the target is NO-GO with a `config` failure pointing to the
+/// `mysql` kind, while a Postgres pair with the same datapoint is GO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_mysql_replica_lag_zero_is_no_proof() {
+    let moto = start_moto().await;
+    let east = admin(&moto, "us-east-1");
+    create_db_instance_with_engine(&east, "erp-my", "mysql").await;
+    create_read_replica(&east, "erp-my-ro", "erp-my").await;
+    create_db_instance_with_engine(&east, "erp-maria", "mariadb").await;
+    create_read_replica(&east, "erp-maria-ro", "erp-maria").await;
+    create_db_instance(&east, "erp-pg").await;
+    create_read_replica(&east, "erp-pg-ro", "erp-pg").await;
+    let now_minute = minute_start_ago(Duration::ZERO);
+    for replica in ["erp-my-ro", "erp-maria-ro", "erp-pg-ro"] {
+        put_datapoint(
+            &moto,
+            &Regions::new("us-east-1", "us-east-1"),
+            "AWS/RDS",
+            "ReplicaLag",
+            &[("DBInstanceIdentifier", replica)],
+            now_minute,
+            0.0,
+        )
+        .await;
+    }
+    let keys = aws_keys(&moto, "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[rds]]\nname = \"my\"\ngroup = \"erp\"\nsource_instance = \"erp-my\"\n{keys}\n[[rds]]\nname = \"maria\"\ngroup = \"erp\"\nsource_instance = \"erp-maria\"\n{keys}\n[[rds]]\nname = \"pg\"\ngroup = \"erp\"\nsource_instance = \"erp-pg\"\n{keys}"
+    )))
+    .await;
+    exporter.wait_for_probe_success("pg").await;
+    let pg = exporter.target_verdict("pg").await;
+    assert_eq!(pg["ready"], true, "{pg}");
+    for (target, engine) in [("my", "mysql"), ("maria", "mariadb")] {
+        let verdict = exporter
+            .wait_for_target(
+                target,
+                Duration::from_secs(20),
+                "the MySQL-family pair to fail with config",
+                |v| reasons(v).contains("Seconds_Behind_Master"),
+            )
+            .await;
+        assert_eq!(verdict["ready"], false, "{verdict}");
+        assert!(verdict["recovery_point"].is_null(), "{verdict}");
+        assert!(
+            reasons(&verdict).contains(&format!("is RDS for {engine}"))
+                && reasons(&verdict).contains("`mysql` kind"),
+            "{verdict}"
+        );
+        let text = exporter.metrics().await;
+        assert!(failures_counted(&text, &[(target, "config")]), "{text}");
+        assert_metric(
+            &text,
+            "rpo_recovery_point_timestamp_seconds",
+            &[("target", target)],
+            None,
+        );
+    }
+    exporter.stop().await;
+}
+
 /// Receives one message from `queue` and does not delete it: in flight for
 /// ten minutes, as a consumer that crashed mid-processing leaves it.
 async fn receive_without_deleting(sqs: &aws_sdk_sqs::Client, queue: &str) {
