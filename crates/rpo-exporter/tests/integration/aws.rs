@@ -987,6 +987,89 @@ fn the_iam_policy_grants_every_call_the_probes_make() {
             "{call} is called but not granted by deploy/iam/rpo-exporter-policy.json"
         );
     }
+
+    // Issue 10 item 6. The statements granting `action`, with their
+    // resources as a list.
+    let statements = |action: &str| -> Vec<(serde_json::Value, Vec<String>)> {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| match &s["Action"] {
+                serde_json::Value::String(a) => a == action,
+                serde_json::Value::Array(a) => a.iter().any(|v| v == action),
+                _ => false,
+            })
+            .map(|s| {
+                let resources = match &s["Resource"] {
+                    serde_json::Value::String(r) => vec![r.clone()],
+                    serde_json::Value::Array(r) => {
+                        r.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+                    }
+                    _ => vec![],
+                };
+                (s.clone(), resources)
+            })
+            .collect()
+    };
+    // The canary on SSE-KMS buckets: PutObject needs kms:GenerateDataKey on
+    // the source bucket's key, GetObject kms:Decrypt on the replica's key;
+    // both only through S3 (a `kms:ViaService` condition), never `*` keys.
+    for action in ["kms:GenerateDataKey", "kms:Decrypt"] {
+        let granted = statements(action);
+        assert!(!granted.is_empty(), "{action} is not granted");
+        for (statement, resources) in granted {
+            assert!(
+                statement["Condition"]["StringEquals"]["kms:ViaService"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("s3.") && v.ends_with(".amazonaws.com")),
+                "{action} must be limited to S3 by kms:ViaService: {statement}"
+            );
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:kms:") && r.contains(":key/")),
+                "{action} must name key ARNs: {statement}"
+            );
+        }
+    }
+    // ListBucket serves one purpose: GetObject of a canary not yet
+    // replicated answers NoSuchKey, not AccessDenied. The source bucket is
+    // only written (PutObject), so ListBucket goes on read buckets only.
+    let readable: Vec<String> = statements("s3:GetObject")
+        .into_iter()
+        .flat_map(|(_, r)| r)
+        .map(|r| r.split('/').next().unwrap().to_string())
+        .collect();
+    for (statement, resources) in statements("s3:ListBucket") {
+        for bucket in resources {
+            assert!(
+                readable.contains(&bucket),
+                "s3:ListBucket on {bucket}, which the exporter never reads: {statement}"
+            );
+        }
+    }
+    // DescribeDBInstances is called by identifier only (IAM authorizes it
+    // against that instance's ARN), so the policy names instance ARNs.
+    let rds =
+        std::fs::read_to_string(repo.join("crates/rpo-exporter/src/kinds/aws/rds.rs")).unwrap();
+    let call = rds
+        .split("describe_db_instances()")
+        .nth(1)
+        .expect("the call");
+    let call = &call[..call.find(".send()").unwrap()];
+    assert!(
+        call.contains(".db_instance_identifier(") && !call.contains("filters"),
+        "DescribeDBInstances must be called by identifier: {call}"
+    );
+    for (statement, resources) in statements("rds:DescribeDBInstances") {
+        assert!(
+            resources
+                .iter()
+                .all(|r| r.starts_with("arn:aws:rds:") && r.contains(":db:")),
+            "rds:DescribeDBInstances must name instance ARNs: {statement}"
+        );
+    }
 }
 
 /// Every TOML example in docs/kinds/aws.md loads (with a group `erp`
