@@ -422,6 +422,17 @@ async fn sqs_counts_age_and_dead_letters() {
     let sqs = east.sqs().await;
     let dlq = create_queue(&east, "erp-outbox-dlq").await;
     let queue = create_queue(&east, "erp-outbox").await;
+    // A message is moved to the dead-letter queue before a third receive,
+    // so ApproximateAgeOfOldestMessage cannot leave out a poison message.
+    sqs.set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:erp-outbox-dlq","maxReceiveCount":"2"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
     for body in ["a", "b"] {
         send_message(&east, &queue, body).await;
     }
@@ -468,6 +479,7 @@ async fn sqs_counts_age_and_dead_letters() {
     );
     assert_metric(&text, "rpo_queue_messages", &target, Some(3.0));
     assert_metric(&text, "rpo_queue_dead_letter_messages", &target, Some(1.0));
+    assert_metric(&text, "rpo_sqs_age_sees_every_message", &target, Some(1.0));
     assert_metric(
         &text,
         "rpo_sqs_age_of_oldest_message_seconds",
@@ -608,6 +620,13 @@ async fn sqs_in_flight_messages_are_unprocessed_never_now() {
         "rpo_queue_messages",
         &[("target", "stuck")],
         Some(1.0),
+    );
+    // No redrive policy: the age metric can leave out a poison message.
+    assert_metric(
+        &text,
+        "rpo_sqs_age_sees_every_message",
+        &[("target", "stuck")],
+        Some(0.0),
     );
     assert_metric(
         &text,
