@@ -479,7 +479,7 @@ async fn sqs_counts_age_and_dead_letters() {
     );
     assert_metric(&text, "rpo_queue_messages", &target, Some(3.0));
     assert_metric(&text, "rpo_queue_dead_letter_messages", &target, Some(1.0));
-    assert_metric(&text, "rpo_sqs_age_sees_every_message", &target, Some(1.0));
+    assert_metric(&text, "rpo_sqs_early_redrive_enabled", &target, Some(1.0));
     assert_metric(
         &text,
         "rpo_sqs_age_of_oldest_message_seconds",
@@ -624,7 +624,7 @@ async fn sqs_in_flight_messages_are_unprocessed_never_now() {
     // No redrive policy: the age metric can leave out a poison message.
     assert_metric(
         &text,
-        "rpo_sqs_age_sees_every_message",
+        "rpo_sqs_early_redrive_enabled",
         &[("target", "stuck")],
         Some(0.0),
     );

@@ -183,13 +183,13 @@ pub static AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge
     "rpo_sqs_age_of_oldest_message_timestamp_seconds",
     "The time of the newest ApproximateAgeOfOldestMessage datapoint (the start of its minute).",
 );
-pub static AGE_SEES_EVERY_MESSAGE: MetricDef = MetricDef::gauge(
-    "rpo_sqs_age_sees_every_message",
+pub static EARLY_REDRIVE_ENABLED: MetricDef = MetricDef::gauge(
+    "rpo_sqs_early_redrive_enabled",
     "1 when the queue's redrive policy moves a message to the dead-letter queue before its third receive (maxReceiveCount <= 2), so ApproximateAgeOfOldestMessage cannot leave out a poison message; 0 when it can (no redrive policy, or more receives allowed).",
 );
 pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &MESSAGES,
-    &AGE_SEES_EVERY_MESSAGE,
+    &EARLY_REDRIVE_ENABLED,
     &AGE_OF_OLDEST_MESSAGE_SECONDS,
     &AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS,
     &queue::MESSAGES,
@@ -413,7 +413,7 @@ impl SqsProbe {
             self.history.last_seen_empty(),
         );
         measurement.details.push(Detail::new(
-            &AGE_SEES_EVERY_MESSAGE,
+            &EARLY_REDRIVE_ENABLED,
             if counts.age_sees_every_message() {
                 1.0
             } else {
