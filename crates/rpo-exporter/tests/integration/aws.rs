@@ -422,6 +422,17 @@ async fn sqs_counts_age_and_dead_letters() {
     let sqs = east.sqs().await;
     let dlq = create_queue(&east, "erp-outbox-dlq").await;
     let queue = create_queue(&east, "erp-outbox").await;
+    // A message is moved to the dead-letter queue before a third receive,
+    // so ApproximateAgeOfOldestMessage cannot leave out a poison message.
+    sqs.set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:erp-outbox-dlq","maxReceiveCount":"2"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
     for body in ["a", "b"] {
         send_message(&east, &queue, body).await;
     }
@@ -468,6 +479,7 @@ async fn sqs_counts_age_and_dead_letters() {
     );
     assert_metric(&text, "rpo_queue_messages", &target, Some(3.0));
     assert_metric(&text, "rpo_queue_dead_letter_messages", &target, Some(1.0));
+    assert_metric(&text, "rpo_sqs_early_redrive_enabled", &target, Some(1.0));
     assert_metric(
         &text,
         "rpo_sqs_age_of_oldest_message_seconds",
@@ -495,6 +507,178 @@ async fn sqs_counts_age_and_dead_letters() {
     assert!(!seen.is_empty());
     let text = exporter.metrics().await;
     assert!(metric_value(&text, "rpo_queue_last_empty_timestamp_seconds", &target).is_some());
+    exporter.stop().await;
+}
+
+/// Issue 10 item 2: RDS for MySQL and MariaDB report `ReplicaLag` as
+/// `Seconds_Behind_Master`, which reads 0 while the I/O thread is behind
+/// and while the link is stalled. A fresh datapoint of 0 must not prove
+/// "now": the target is NO-GO with a `config` failure pointing to the
+/// `mysql` kind, while a Postgres pair with the same datapoint is GO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_mysql_replica_lag_zero_is_no_proof() {
+    let moto = start_moto().await;
+    let east = admin(&moto, "us-east-1");
+    create_db_instance_with_engine(&east, "erp-my", "mysql").await;
+    create_read_replica(&east, "erp-my-ro", "erp-my").await;
+    create_db_instance_with_engine(&east, "erp-maria", "mariadb").await;
+    create_read_replica(&east, "erp-maria-ro", "erp-maria").await;
+    create_db_instance(&east, "erp-pg").await;
+    create_read_replica(&east, "erp-pg-ro", "erp-pg").await;
+    let now_minute = minute_start_ago(Duration::ZERO);
+    for replica in ["erp-my-ro", "erp-maria-ro", "erp-pg-ro"] {
+        put_datapoint(
+            &moto,
+            &Regions::new("us-east-1", "us-east-1"),
+            "AWS/RDS",
+            "ReplicaLag",
+            &[("DBInstanceIdentifier", replica)],
+            now_minute,
+            0.0,
+        )
+        .await;
+    }
+    let keys = aws_keys(&moto, "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[rds]]\nname = \"my\"\ngroup = \"erp\"\nsource_instance = \"erp-my\"\n{keys}\n[[rds]]\nname = \"maria\"\ngroup = \"erp\"\nsource_instance = \"erp-maria\"\n{keys}\n[[rds]]\nname = \"pg\"\ngroup = \"erp\"\nsource_instance = \"erp-pg\"\n{keys}"
+    )))
+    .await;
+    exporter.wait_for_probe_success("pg").await;
+    let pg = exporter.target_verdict("pg").await;
+    assert_eq!(pg["ready"], true, "{pg}");
+    for (target, engine) in [("my", "mysql"), ("maria", "mariadb")] {
+        let verdict = exporter
+            .wait_for_target(
+                target,
+                Duration::from_secs(20),
+                "the MySQL-family pair to fail with config",
+                |v| reasons(v).contains("Seconds_Behind_Master"),
+            )
+            .await;
+        assert_eq!(verdict["ready"], false, "{verdict}");
+        assert!(verdict["recovery_point"].is_null(), "{verdict}");
+        assert!(
+            reasons(&verdict).contains(&format!("is RDS for {engine}"))
+                && reasons(&verdict).contains("`mysql` kind"),
+            "{verdict}"
+        );
+        let text = exporter.metrics().await;
+        assert!(failures_counted(&text, &[(target, "config")]), "{text}");
+        assert_metric(
+            &text,
+            "rpo_recovery_point_timestamp_seconds",
+            &[("target", target)],
+            None,
+        );
+    }
+    exporter.stop().await;
+}
+
+/// Receives one message from `queue` and does not delete it: in flight for
+/// ten minutes, as a consumer that crashed mid-processing leaves it.
+async fn receive_without_deleting(sqs: &aws_sdk_sqs::Client, queue: &str) {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(1)
+        .visibility_timeout(600)
+        .send()
+        .await
+        .expect("ReceiveMessage on moto");
+    assert_eq!(received.messages().len(), 1, "{received:?}");
+}
+
+/// Issue 10 item 3: a received, not deleted message is not processed (its
+/// consumer may die with the region): a queue holding only in-flight
+/// messages never reads "now". Seen empty before, its recovery point stays
+/// at that instant and the exposure grows; never seen empty and with no age
+/// datapoint, the recovery point is unknown and the verdict NO-GO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_in_flight_messages_are_unprocessed_never_now() {
+    let moto = start_moto().await;
+    let east = admin(&moto, "us-east-1");
+    let sqs = east.sqs().await;
+    let drained = create_queue(&east, "erp-drained").await;
+    let stuck = create_queue(&east, "erp-stuck").await;
+    send_message(&east, &stuck, "order 1").await;
+    receive_without_deleting(&sqs, &stuck).await;
+    let keys = aws_keys(&moto, "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[sqs]]\nname = \"drained\"\ngroup = \"erp\"\nqueue_url = \"{drained}\"\n{keys}\n[[sqs]]\nname = \"stuck\"\ngroup = \"erp\"\nqueue_url = \"{stuck}\"\n{keys}"
+    )))
+    .await;
+    exporter.wait_for_probe_success("drained").await;
+    let text = exporter.wait_for_probe_success("stuck").await;
+    assert_metric(
+        &text,
+        "rpo_sqs_messages",
+        &[("target", "stuck"), ("state", "in_flight")],
+        Some(1.0),
+    );
+    assert_metric(
+        &text,
+        "rpo_queue_messages",
+        &[("target", "stuck")],
+        Some(1.0),
+    );
+    // No redrive policy: the age metric can leave out a poison message.
+    assert_metric(
+        &text,
+        "rpo_sqs_early_redrive_enabled",
+        &[("target", "stuck")],
+        Some(0.0),
+    );
+    assert_metric(
+        &text,
+        "rpo_recovery_point_timestamp_seconds",
+        &[("target", "stuck")],
+        None,
+    );
+    let verdict = exporter.target_verdict("stuck").await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(verdict["recovery_point"].is_null(), "{verdict}");
+    assert!(
+        reasons(&verdict).contains("recovery point unknown"),
+        "{verdict}"
+    );
+
+    // The drained queue was seen empty; then a message is received and not
+    // deleted. The recovery point stays at (or before) the last empty
+    // sighting, before the send; the exposure grows.
+    let target = [("target", "drained")];
+    let before_send = now_unix();
+    send_message(&east, &drained, "order 2").await;
+    receive_without_deleting(&sqs, &drained).await;
+    let text = exporter
+        .wait_for_metrics(
+            Duration::from_secs(30),
+            "the in-flight message to age the drained queue's exposure",
+            |text| {
+                metric_value(
+                    text,
+                    "rpo_sqs_messages",
+                    &[("target", "drained"), ("state", "in_flight")],
+                ) == Some(1.0)
+                    && metric_value(text, "rpo_exposure_seconds", &target).is_some_and(|e| e >= 4.0)
+            },
+        )
+        .await;
+    let recovery_point = metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target)
+        .expect("a recovery point");
+    assert!(
+        recovery_point <= before_send,
+        "{recovery_point} > {before_send}: {text}"
+    );
+    let last_empty =
+        metric_value(&text, "rpo_queue_last_empty_timestamp_seconds", &target).expect("seen empty");
+    assert_eq!(recovery_point, last_empty, "{text}");
+    let verdict = exporter.target_verdict("drained").await;
+    assert!(
+        verdict["exposure_seconds"]
+            .as_f64()
+            .is_some_and(|e| e >= 4.0),
+        "{verdict}"
+    );
     exporter.stop().await;
 }
 
@@ -820,6 +1004,89 @@ fn the_iam_policy_grants_every_call_the_probes_make() {
         assert!(
             granted.contains(call),
             "{call} is called but not granted by deploy/iam/rpo-exporter-policy.json"
+        );
+    }
+
+    // Issue 10 item 6. The statements granting `action`, with their
+    // resources as a list.
+    let statements = |action: &str| -> Vec<(serde_json::Value, Vec<String>)> {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| match &s["Action"] {
+                serde_json::Value::String(a) => a == action,
+                serde_json::Value::Array(a) => a.iter().any(|v| v == action),
+                _ => false,
+            })
+            .map(|s| {
+                let resources = match &s["Resource"] {
+                    serde_json::Value::String(r) => vec![r.clone()],
+                    serde_json::Value::Array(r) => {
+                        r.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+                    }
+                    _ => vec![],
+                };
+                (s.clone(), resources)
+            })
+            .collect()
+    };
+    // The canary on SSE-KMS buckets: PutObject needs kms:GenerateDataKey on
+    // the source bucket's key, GetObject kms:Decrypt on the replica's key;
+    // both only through S3 (a `kms:ViaService` condition), never `*` keys.
+    for action in ["kms:GenerateDataKey", "kms:Decrypt"] {
+        let granted = statements(action);
+        assert!(!granted.is_empty(), "{action} is not granted");
+        for (statement, resources) in granted {
+            assert!(
+                statement["Condition"]["StringEquals"]["kms:ViaService"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("s3.") && v.ends_with(".amazonaws.com")),
+                "{action} must be limited to S3 by kms:ViaService: {statement}"
+            );
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:kms:") && r.contains(":key/")),
+                "{action} must name key ARNs: {statement}"
+            );
+        }
+    }
+    // ListBucket serves one purpose: GetObject of a canary not yet
+    // replicated answers NoSuchKey, not AccessDenied. The source bucket is
+    // only written (PutObject), so ListBucket goes on read buckets only.
+    let readable: Vec<String> = statements("s3:GetObject")
+        .into_iter()
+        .flat_map(|(_, r)| r)
+        .map(|r| r.split('/').next().unwrap().to_string())
+        .collect();
+    for (statement, resources) in statements("s3:ListBucket") {
+        for bucket in resources {
+            assert!(
+                readable.contains(&bucket),
+                "s3:ListBucket on {bucket}, which the exporter never reads: {statement}"
+            );
+        }
+    }
+    // DescribeDBInstances is called by identifier only (IAM authorizes it
+    // against that instance's ARN), so the policy names instance ARNs.
+    let rds =
+        std::fs::read_to_string(repo.join("crates/rpo-exporter/src/kinds/aws/rds.rs")).unwrap();
+    let call = rds
+        .split("describe_db_instances()")
+        .nth(1)
+        .expect("the call");
+    let call = &call[..call.find(".send()").unwrap()];
+    assert!(
+        call.contains(".db_instance_identifier(") && !call.contains("filters"),
+        "DescribeDBInstances must be called by identifier: {call}"
+    );
+    for (statement, resources) in statements("rds:DescribeDBInstances") {
+        assert!(
+            resources
+                .iter()
+                .all(|r| r.starts_with("arn:aws:rds:") && r.contains(":db:")),
+            "rds:DescribeDBInstances must name instance ARNs: {statement}"
         );
     }
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 use rpo_exporter::probe::unix_seconds;
 use rpo_lab::aws_proxy::{Recorded, RegionFault, RegionProxy};
 use rpo_lab::support::aws::*;
-use rpo_lab::support::{assert_metric, metric_value, now_unix, reasons, Exporter};
+use rpo_lab::support::{
+    assert_metric, failures_counted, metric_value, now_unix, reasons, Exporter,
+};
 
 const EFS_PATH: &str = "/2015-02-01/file-systems/replication-configurations";
 const SOURCE_FS: &str = "fs-0123456789abcdef0";
@@ -440,5 +442,101 @@ async fn elasticache_global_is_described_in_the_secondary_region_when_the_primar
     proxy.restore("us-east-1");
     proxy.lose("eu-west-1", RegionFault::Blackhole);
     assert_replica_region_lost(&exporter, "erp-sessions", rp).await;
+    exporter.stop().await;
+}
+
+/// A `GetMetricData` answer (query protocol, as the CloudWatch API
+/// reference shows it) whose series `q0`..`q3` all carry `status` and one
+/// message, and no datapoints.
+fn get_metric_data_with_status(status: &str, message: &str) -> String {
+    let members: String = (0..4)
+        .map(|i| {
+            format!(
+                "<member><Id>q{i}</Id><Label>ReplicaLag</Label><StatusCode>{status}</StatusCode><Timestamps/><Values/><Messages><member><Code>{status}</Code><Value>{message}</Value></member></Messages></member>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<GetMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><GetMetricDataResult><MetricDataResults>{members}</MetricDataResults><Messages/></GetMetricDataResult><ResponseMetadata><RequestId>recorded</RequestId></ResponseMetadata></GetMetricDataResponse>"#
+    )
+}
+
+/// Issue 10 item 7: CloudWatch answers `GetMetricData` with HTTP 200 and a
+/// per-series `StatusCode`. A `Forbidden` series (a permission missing for
+/// that metric) or an `InternalError` one is a failure of the target naming
+/// the metric and AWS's message (`auth` / `aws_api`), never "no datapoint".
+/// moto never returns these statuses, so the region proxy answers with the
+/// recorded shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_metric_data_series_status_is_a_failure_naming_the_metric() {
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    let east = admin(&moto, "us-east-1");
+    create_db_instance(&east, "erp-db").await;
+    create_read_replica(&east, "erp-db-ro", "erp-db").await;
+    proxy.record(Recorded::xml(
+        Some("us-east-1"),
+        "Action=GetMetricData",
+        get_metric_data_with_status(
+            "Forbidden",
+            "User is not authorized to read AWS/RDS ReplicaLag",
+        ),
+    ));
+    let keys = aws_keys_at(&proxy.endpoint_url(), "us-east-1");
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[rds]]\nname = \"erp-rds\"\ngroup = \"erp\"\nsource_instance = \"erp-db\"\n{keys}"
+    )))
+    .await;
+    let verdict = exporter
+        .wait_for_target(
+            "erp-rds",
+            Duration::from_secs(30),
+            "the forbidden series to fail the target",
+            |v| reasons(v).contains("Forbidden"),
+        )
+        .await;
+    let text = reasons(&verdict);
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(
+        text.contains("AWS/RDS/ReplicaLag")
+            && text.contains("User is not authorized to read AWS/RDS ReplicaLag"),
+        "{verdict}"
+    );
+    assert!(!text.contains("no ReplicaLag datapoint"), "{verdict}");
+    let metrics = exporter.metrics().await;
+    assert!(
+        failures_counted(&metrics, &[("erp-rds", "auth")]),
+        "{metrics}"
+    );
+    assert_metric(
+        &metrics,
+        "rpo_recovery_point_timestamp_seconds",
+        &[("target", "erp-rds")],
+        None,
+    );
+
+    // CloudWatch failing the series: aws_api, still naming the metric.
+    proxy.record(Recorded::xml(
+        Some("us-east-1"),
+        "Action=GetMetricData",
+        get_metric_data_with_status("InternalError", "Internal service failure"),
+    ));
+    let verdict = exporter
+        .wait_for_target(
+            "erp-rds",
+            Duration::from_secs(30),
+            "the failed series to fail the target",
+            |v| reasons(v).contains("Internal service failure"),
+        )
+        .await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert!(
+        reasons(&verdict).contains("AWS/RDS/ReplicaLag"),
+        "{verdict}"
+    );
+    let metrics = exporter.metrics().await;
+    assert!(
+        failures_counted(&metrics, &[("erp-rds", "aws_api")]),
+        "{metrics}"
+    );
     exporter.stop().await;
 }

@@ -102,13 +102,25 @@ pub async fn put_datapoint_in_region(
 
 /// Creates a Postgres RDS instance `id`; its ARN.
 pub async fn create_db_instance(clients: &AwsClients, id: &str) -> String {
+    create_db_instance_with_engine(clients, id, "postgres").await
+}
+
+/// Creates an RDS instance `id` running `engine` (`postgres`, `mysql`,
+/// `mariadb`); its ARN.
+pub async fn create_db_instance_with_engine(
+    clients: &AwsClients,
+    id: &str,
+    engine: &str,
+) -> String {
     let created = clients
         .rds()
         .await
         .create_db_instance()
         .db_instance_identifier(id)
         .db_instance_class("db.t3.micro")
-        .engine("postgres")
+        .engine(engine)
+        // moto has no default version for `mariadb` (KeyError, HTTP 500).
+        .set_engine_version((engine == "mariadb").then(|| "10.11.9".to_string()))
         .master_username("admin")
         .master_user_password("password-password")
         .allocated_storage(20)

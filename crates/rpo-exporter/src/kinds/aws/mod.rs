@@ -62,7 +62,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_sdk_cloudwatch::types::{
+    Dimension, MessageData, Metric, MetricDataQuery, MetricStat, ScanBy, StatusCode,
+};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -475,7 +477,7 @@ impl AwsClients {
             match result {
                 Ok(series) => {
                     for (i, points) in range.zip(series) {
-                        results[i] = Some(Ok(points));
+                        results[i] = Some(points);
                     }
                 }
                 Err(err) => {
@@ -502,13 +504,18 @@ impl AwsClients {
         plan: &BatchPlan,
         range: std::ops::Range<usize>,
         timeout: Duration,
-    ) -> Result<Vec<Series>, ProbeError> {
+    ) -> Result<Vec<Result<Series, ProbeError>>, ProbeError> {
         let queries: Vec<MetricDataQuery> = plan.unique[range.clone()]
             .iter()
             .enumerate()
             .map(|(i, q)| q.to_sdk(&format!("q{i}")))
             .collect();
         let mut series: Vec<Series> = vec![Vec::new(); queries.len()];
+        // Each series' status on the newest page that mentioned it: a
+        // `Forbidden` or `InternalError` series is a failure of the targets
+        // that asked for it, never "no datapoint"; `PartialData` means more
+        // pages follow, so only the last page's status counts.
+        let mut status: Vec<Option<ProbeError>> = vec![None; queries.len()];
         let mut next_token: Option<String> = None;
         loop {
             self.get_metric_data_calls.fetch_add(1, Ordering::Relaxed);
@@ -534,19 +541,88 @@ impl AwsClients {
                     continue;
                 };
                 series[index].extend(points_of(result.timestamps(), result.values()));
+                status[index] = series_failure(
+                    &plan.unique[range.start + index],
+                    result.status_code(),
+                    result.messages(),
+                    &self.access.region,
+                );
             }
             match output.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
                 _ => {
-                    for points in &mut series {
-                        points.sort_by_key(|d| d.time);
-                        points.dedup_by_key(|d| d.time);
-                    }
-                    return Ok(series);
+                    return Ok(series
+                        .into_iter()
+                        .zip(status)
+                        .map(|(mut points, failure)| match failure {
+                            Some(err) => Err(err),
+                            None => {
+                                points.sort_by_key(|d| d.time);
+                                points.dedup_by_key(|d| d.time);
+                                Ok(points)
+                            }
+                        })
+                        .collect());
                 }
             }
         }
     }
+}
+
+/// What one `MetricDataResult`'s `StatusCode` says about its series, on the
+/// last page of the answer (CloudWatch API reference, "MetricDataResult":
+/// `Complete`, `InternalError`, `PartialData`, `Forbidden`). `Forbidden` is
+/// a permission this exporter lacks for that series (`auth`);
+/// `InternalError` is CloudWatch failing that series (`aws_api`); a
+/// `PartialData` still on the last page (no `NextToken` left to follow) is
+/// an incomplete series (`aws_api`). None of them is "no datapoint": the
+/// newest datapoint may be among those not returned.
+pub fn series_failure(
+    query: &MetricQuery,
+    status: Option<&StatusCode>,
+    messages: &[MessageData],
+    region: &str,
+) -> Option<ProbeError> {
+    let (reason, what) = match status {
+        None | Some(StatusCode::Complete) => return None,
+        Some(StatusCode::Forbidden) => {
+            (FailureReason::Auth, "Forbidden (not permitted to read it)")
+        }
+        Some(StatusCode::InternalError) => (FailureReason::AwsApi, "InternalError"),
+        Some(StatusCode::PartialData) => (
+            FailureReason::AwsApi,
+            "PartialData on the last page (the series is incomplete)",
+        ),
+        Some(other) => (FailureReason::AwsApi, other.as_str()),
+    };
+    let dimensions: Vec<String> = query
+        .dimensions
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    let said: Vec<String> = messages
+        .iter()
+        .map(|m| match (m.code(), m.value()) {
+            (Some(code), Some(value)) => format!("{code}: {value}"),
+            (Some(text), None) | (None, Some(text)) => text.to_string(),
+            (None, None) => String::new(),
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!("; AWS says: {}", said.join("; "))
+    };
+    Some(ProbeError::new(
+        reason,
+        format!(
+            "cloudwatch GetMetricData in {region}: {}/{} ({}) {what}{said}",
+            query.namespace,
+            query.metric,
+            dimensions.join(", ")
+        ),
+    ))
 }
 
 /// The (timestamp, value) pairs of one `MetricDataResult` that are numbers.
@@ -978,6 +1054,32 @@ mod tests {
         // Nothing published in the window: nothing happened.
         assert_eq!(sum_since(&series, at(700)), 0.0);
         assert_eq!(newest(&[]), None);
+    }
+
+    #[test]
+    fn a_forbidden_or_failed_series_is_a_failure_naming_the_metric() {
+        let q = MetricQuery::new("AWS/RDS", "ReplicaLag", Stat::Maximum)
+            .dimension("DBInstanceIdentifier", "erp-replica");
+        assert!(series_failure(&q, Some(&StatusCode::Complete), &[], "eu-west-1").is_none());
+        assert!(series_failure(&q, None, &[], "eu-west-1").is_none());
+        let said = [MessageData::builder()
+            .code("Forbidden")
+            .value("not authorized to perform cloudwatch:GetMetricData on AWS/RDS")
+            .build()];
+        let err = series_failure(&q, Some(&StatusCode::Forbidden), &said, "eu-west-1").unwrap();
+        assert_eq!(err.reason, FailureReason::Auth);
+        assert!(
+            err.message
+                .contains("AWS/RDS/ReplicaLag (DBInstanceIdentifier=erp-replica)")
+                && err.message.contains("not authorized to perform")
+                && err.message.contains("eu-west-1"),
+            "{}",
+            err.message
+        );
+        for status in [StatusCode::InternalError, StatusCode::PartialData] {
+            let err = series_failure(&q, Some(&status), &[], "eu-west-1").unwrap();
+            assert_eq!(err.reason, FailureReason::AwsApi, "{status:?}");
+        }
     }
 
     #[test]

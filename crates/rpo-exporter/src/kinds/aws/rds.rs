@@ -21,11 +21,23 @@
 //! healthy when every replica is `available` and its read-replication status
 //! (when RDS reports one) is normal.
 //!
-//! RDS for PostgreSQL computes `ReplicaLag` from the last replayed
-//! transaction, and an idle source writes only every 5 minutes: on an idle
-//! source the metric reads up to ~5 minutes without any real lag. The
-//! recovery point is then conservative (too old), never optimistic; for tight
-//! budgets use the `postgres` kind against the same endpoints with a heartbeat.
+//! What `ReplicaLag` means depends on the engine (RDS user guide,
+//! "Monitoring read replication"), so only an engine whose `ReplicaLag`
+//! can only overstate the lag proves a recovery point:
+//! - RDS for PostgreSQL computes it as `now() - pg_last_xact_replay_timestamp()`
+//!   on the replica ("Monitoring and tuning the replication process"): it
+//!   grows while nothing is replayed, so a stalled link reads as growing lag.
+//!   An idle source writes only every 5 minutes, so on an idle source the
+//!   metric reads up to ~5 minutes without any real lag: conservative (too
+//!   old), never optimistic. For tight budgets use the `postgres` kind.
+//! - RDS for MySQL and MariaDB report `Seconds_Behind_Master`, which only
+//!   measures the SQL (applier) thread against the relay log the I/O thread
+//!   has received: it reads 0 while the I/O thread is behind and while the
+//!   link is stalled (until the I/O thread times out and it turns -1). A 0
+//!   proves nothing, so such a replica never proves a recovery point here:
+//!   the poll fails with `config` pointing to the `mysql` kind (issue 10).
+//! - Any other engine's `ReplicaLag` is not verified here and proves nothing
+//!   either, said the same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,6 +150,8 @@ pub struct ReplicaRef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaStatus {
     pub status: String,
+    /// The instance's engine (`postgres`, `mysql`, `mariadb`...), when known.
+    pub engine: Option<String>,
     /// The "read replication" status info, when RDS reports one:
     /// (status, normal, message).
     pub replication: Option<(String, bool, Option<String>)>,
@@ -161,6 +175,7 @@ impl ReplicaStatus {
                 .db_instance_status()
                 .unwrap_or("unknown")
                 .to_string(),
+            engine: instance.engine().map(str::to_string),
             replication,
         }
     }
@@ -183,12 +198,38 @@ impl ReplicaStatus {
     }
 }
 
+/// Whether `ReplicaLag` of this engine can prove a recovery point, or why
+/// not. Only RDS for PostgreSQL's is replay-based (it grows while nothing is
+/// replayed); MySQL's and MariaDB's is `Seconds_Behind_Master`, which reads
+/// 0 while the received side is behind or the link stalls.
+pub fn lag_proof_problem(engine: Option<&str>, instance: &str) -> Option<ProbeError> {
+    let message = match engine {
+        Some("postgres") => return None,
+        Some(engine @ ("mysql" | "mariadb")) => format!(
+            "{instance} is RDS for {engine}: its ReplicaLag is Seconds_Behind_Master, which reads 0 while the replica's I/O thread is behind and while the link is stalled, so it cannot prove a recovery point; measure this pair with the `mysql` kind (heartbeat and source positions) against its endpoints"
+        ),
+        Some(engine) => format!(
+            "{instance} runs engine `{engine}`, whose ReplicaLag this exporter has not verified against AWS's documentation, so it cannot prove a recovery point; measure the pair at the SQL level"
+        ),
+        None => format!(
+            "the engine of {instance} is not known yet (DescribeDBInstances has not answered), so its ReplicaLag cannot prove a recovery point"
+        ),
+    };
+    Some(ProbeError::new(FailureReason::Config, message))
+}
+
 /// The recovery point, link and details from each replica's status and
-/// newest `ReplicaLag` datapoint. Pure, so it is unit-tested.
+/// newest `ReplicaLag` datapoint, for a pair running `engine`. Pure, so it
+/// is unit-tested.
 pub fn evaluate(
     replicas: &[(ReplicaRef, Option<ReplicaStatus>, Option<Datapoint>)],
+    engine: Option<&str>,
+    source: &str,
     window_minutes: u64,
 ) -> Result<(Option<SystemTime>, SystemTime, LinkState, Vec<Detail>), ProbeError> {
+    if let Some(err) = lag_proof_problem(engine, source) {
+        return Err(err);
+    }
     let mut problems = Vec::new();
     let mut missing = Vec::new();
     let mut proofs = Vec::new();
@@ -262,6 +303,9 @@ pub struct RdsProbe {
     source_clients: Arc<AwsClients>,
     /// The replicas last discovered (or configured).
     known_replicas: Vec<ReplicaRef>,
+    /// The pair's engine, as DescribeDBInstances last said (source or
+    /// replica): it decides what `ReplicaLag` means.
+    engine: Option<String>,
 }
 
 impl RdsProbe {
@@ -286,6 +330,7 @@ impl RdsProbe {
             source_clients: clients_for(&spec.access.in_region(&source_region), aws_calls),
             source,
             known_replicas,
+            engine: None,
         })
     }
 
@@ -347,6 +392,9 @@ impl RdsProbe {
         let source_reachable = source.is_ok();
         match source {
             Ok(instance) => {
+                if let Some(engine) = instance.engine() {
+                    self.engine = Some(engine.to_string());
+                }
                 if self.spec.replicas.is_empty() {
                     self.known_replicas = instance
                         .read_replica_db_instance_identifiers()
@@ -408,9 +456,13 @@ impl RdsProbe {
                         .map(ReplicaStatus::from_instance)
                         .unwrap_or(ReplicaStatus {
                             status: "not found".to_string(),
+                            engine: None,
                             replication: None,
                         })
                 });
+                if let Some(engine) = status.as_ref().and_then(|s| s.engine.clone()) {
+                    self.engine = Some(engine);
+                }
                 replicas.push((
                     ReplicaRef {
                         region: region.clone(),
@@ -434,7 +486,12 @@ impl RdsProbe {
                     Vec::new(),
                 )
             } else {
-                evaluate(&replicas, lookback(self.target.stale_after).as_secs() / 60)?
+                evaluate(
+                    &replicas,
+                    self.engine.as_deref(),
+                    &self.source.identifier,
+                    lookback(self.target.stale_after).as_secs() / 60,
+                )?
             };
         let mut measurement = Measurement::new(if self.known_replicas.is_empty() {
             now
@@ -538,6 +595,36 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `evaluate` for an RDS for PostgreSQL pair over a 17-minute window.
+    fn eval(
+        replicas: &[(ReplicaRef, Option<ReplicaStatus>, Option<Datapoint>)],
+    ) -> Result<(Option<SystemTime>, SystemTime, LinkState, Vec<Detail>), ProbeError> {
+        evaluate(replicas, Some("postgres"), "erp-db", 17)
+    }
+
+    #[test]
+    fn mysql_and_mariadb_replica_lag_never_proves_a_recovery_point() {
+        // Seconds_Behind_Master reads 0 while the I/O thread is behind or
+        // the link is stalled: a 0 lag on a fresh datapoint is no proof.
+        let zero = [replica("a", "available", Some((120, 0.0)))];
+        for engine in ["mysql", "mariadb"] {
+            let err = evaluate(&zero, Some(engine), "erp-db", 17).unwrap_err();
+            assert_eq!(err.reason, FailureReason::Config);
+            assert!(
+                err.message.contains(&format!("erp-db is RDS for {engine}"))
+                    && err.message.contains("Seconds_Behind_Master")
+                    && err.message.contains("`mysql` kind"),
+                "{}",
+                err.message
+            );
+        }
+        let err = evaluate(&zero, Some("oracle-ee"), "erp-db", 17).unwrap_err();
+        assert!(err.message.contains("`oracle-ee`"), "{}", err.message);
+        let err = evaluate(&zero, None, "erp-db", 17).unwrap_err();
+        assert!(err.message.contains("not known yet"), "{}", err.message);
+        assert!(evaluate(&zero, Some("postgres"), "erp-db", 17).is_ok());
+    }
+
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }
@@ -554,6 +641,7 @@ mod tests {
             },
             Some(ReplicaStatus {
                 status: status.into(),
+                engine: Some("postgres".into()),
                 replication: None,
             }),
             dp.map(|(t, v)| Datapoint {
@@ -565,13 +653,10 @@ mod tests {
 
     #[test]
     fn oldest_replica_sets_the_recovery_point() {
-        let (rp, evidence, link, _) = evaluate(
-            &[
-                replica("a", "available", Some((120, 3.0))),
-                replica("b", "available", Some((60, 10.0))),
-            ],
-            17,
-        )
+        let (rp, evidence, link, _) = eval(&[
+            replica("a", "available", Some((120, 3.0))),
+            replica("b", "available", Some((60, 10.0))),
+        ])
         .unwrap();
         assert_eq!(rp, Some(at(50)));
         assert_eq!(evidence, at(60));
@@ -580,13 +665,10 @@ mod tests {
 
     #[test]
     fn a_missing_datapoint_is_never_zero_lag() {
-        let err = evaluate(
-            &[
-                replica("a", "available", Some((120, 3.0))),
-                replica("b", "available", None),
-            ],
-            17,
-        )
+        let err = eval(&[
+            replica("a", "available", Some((120, 3.0))),
+            replica("b", "available", None),
+        ])
         .unwrap_err();
         assert_eq!(err.reason, FailureReason::Query);
         assert!(err.message.contains("b (eu-west-1)"), "{}", err.message);
@@ -594,19 +676,18 @@ mod tests {
 
     #[test]
     fn replication_not_running_proves_nothing() {
-        let (rp, _, link, _) =
-            evaluate(&[replica("a", "available", Some((120, -1.0)))], 17).unwrap();
+        let (rp, _, link, _) = eval(&[replica("a", "available", Some((120, -1.0)))]).unwrap();
         assert_eq!(rp, None);
         assert!(matches!(link, LinkState::Unhealthy(why) if why.contains("not running")));
     }
 
     #[test]
     fn a_replica_not_available_is_unhealthy() {
-        let (_, _, link, _) =
-            evaluate(&[replica("a", "storage-full", Some((120, 1.0)))], 17).unwrap();
+        let (_, _, link, _) = eval(&[replica("a", "storage-full", Some((120, 1.0)))]).unwrap();
         assert!(matches!(link, LinkState::Unhealthy(why) if why.contains("storage-full")));
         let status = ReplicaStatus {
             status: "available".into(),
+            engine: Some("mysql".into()),
             replication: Some(("error".into(), false, Some("IO thread stopped".into()))),
         };
         assert!(status.problem().unwrap().contains("IO thread stopped"));

@@ -11,8 +11,19 @@
 //! last instant this exporter saw the queue completely empty. With messages
 //! waiting and neither known, the recovery point is unknown, never "now".
 //!
-//! Visible and delayed messages wait; in-flight messages (received, not yet
-//! deleted) are being processed. The counts are live, so the evidence time is
+//! Every message the queue still holds is unprocessed: visible and delayed
+//! messages wait, and in-flight ones (received, not yet deleted) are not
+//! processed either: a consumer that dies or is cut off by the failover
+//! never deletes them, and they must be replayed. So a queue holding only
+//! in-flight messages is never "now": its recovery point is the oldest
+//! message's enqueue time or the last instant it was seen empty (issue 10).
+//! `ApproximateAgeOfOldestMessage` leaves out a message received three or
+//! more times (SQS developer guide, "Available CloudWatch metrics for Amazon
+//! SQS": it then points at the next message; poison-pill messages are
+//! excluded until consumed): such a message cannot be seen by any API
+//! short of receiving it, which this exporter never does; docs/kinds/aws.md
+//! says so, and the dead-letter queue's count shows those that moved on.
+//! The counts are live, so the evidence time is
 //! the poll instant. The queue lives in one region: it is the target's source
 //! side. When that region does not answer, the poll reports the source
 //! unreachable and keeps the last answer's time as its evidence time, so the
@@ -172,8 +183,13 @@ pub static AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge
     "rpo_sqs_age_of_oldest_message_timestamp_seconds",
     "The time of the newest ApproximateAgeOfOldestMessage datapoint (the start of its minute).",
 );
+pub static EARLY_REDRIVE_ENABLED: MetricDef = MetricDef::gauge(
+    "rpo_sqs_early_redrive_enabled",
+    "1 when the queue's redrive policy moves a message to the dead-letter queue before its third receive (maxReceiveCount <= 2), so ApproximateAgeOfOldestMessage cannot leave out a poison message; 0 when it can (no redrive policy, or more receives allowed).",
+);
 pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &MESSAGES,
+    &EARLY_REDRIVE_ENABLED,
     &AGE_OF_OLDEST_MESSAGE_SECONDS,
     &AGE_OF_OLDEST_MESSAGE_TIMESTAMP_SECONDS,
     &queue::MESSAGES,
@@ -188,14 +204,27 @@ pub struct SqsCounts {
     pub visible: u64,
     pub in_flight: u64,
     pub delayed: u64,
+    /// The redrive policy's `maxReceiveCount`; `None` without a policy.
+    pub max_receive_count: Option<u64>,
 }
 
 impl SqsCounts {
+    /// Messages not yet processed: every message the queue holds, in-flight
+    /// ones included (received is not processed; only a delete is).
     pub fn waiting(&self) -> u64 {
-        self.visible + self.delayed
+        self.total()
     }
     pub fn total(&self) -> u64 {
         self.visible + self.delayed + self.in_flight
+    }
+
+    /// Whether `ApproximateAgeOfOldestMessage` can see every message: it
+    /// leaves out a message received three or more times (SQS developer
+    /// guide, "Available CloudWatch metrics for Amazon SQS"), which only a
+    /// redrive policy with `maxReceiveCount` <= 2 rules out (the message
+    /// moves to the dead-letter queue instead of a third receive).
+    pub fn age_sees_every_message(&self) -> bool {
+        self.max_receive_count.is_some_and(|n| n <= 2)
     }
 }
 
@@ -221,7 +250,21 @@ pub fn parse_counts(
         visible: get(QueueAttributeName::ApproximateNumberOfMessages)?,
         in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
         delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+        max_receive_count: attributes
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .and_then(|policy| max_receive_count(policy)),
     })
+}
+
+/// `maxReceiveCount` of a `RedrivePolicy` attribute (a JSON document; AWS
+/// shows the count as a string or a number).
+pub fn max_receive_count(policy: &str) -> Option<u64> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// The oldest waiting message's enqueue time from an age datapoint.
@@ -369,6 +412,14 @@ impl SqsProbe {
             None,
             self.history.last_seen_empty(),
         );
+        measurement.details.push(Detail::new(
+            &EARLY_REDRIVE_ENABLED,
+            if counts.age_sees_every_message() {
+                1.0
+            } else {
+                0.0
+            },
+        ));
         for (state, value) in [
             ("visible", counts.visible),
             ("in_flight", counts.in_flight),
@@ -445,6 +496,7 @@ async fn counts_of(
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
         .send();
     let output = clients
         .call(
@@ -478,12 +530,33 @@ mod tests {
             "2".to_string(),
         );
         let c = parse_counts(Some(&a)).unwrap();
-        assert_eq!((c.waiting(), c.total()), (5, 6));
+        // In-flight messages (received, not deleted) are unprocessed too.
+        assert_eq!((c.waiting(), c.total()), (6, 6));
         a.remove(&QueueAttributeName::ApproximateNumberOfMessagesDelayed);
         assert_eq!(
             parse_counts(Some(&a)).unwrap_err().reason,
             FailureReason::Parse
         );
+    }
+
+    #[test]
+    fn only_a_redrive_policy_of_two_receives_lets_the_age_see_every_message() {
+        assert_eq!(
+            max_receive_count(
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq","maxReceiveCount":"2"}"#
+            ),
+            Some(2)
+        );
+        assert_eq!(max_receive_count(r#"{"maxReceiveCount":5}"#), Some(5));
+        assert_eq!(max_receive_count("not json"), None);
+        let counts = |max_receive_count| SqsCounts {
+            max_receive_count,
+            ..SqsCounts::default()
+        };
+        assert!(counts(Some(1)).age_sees_every_message());
+        assert!(counts(Some(2)).age_sees_every_message());
+        assert!(!counts(Some(3)).age_sees_every_message());
+        assert!(!counts(None).age_sees_every_message());
     }
 
     #[test]
