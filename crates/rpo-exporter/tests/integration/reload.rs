@@ -131,9 +131,10 @@ async fn reload_keeps_a_lagging_targets_history_refuses_a_bad_file_and_adds_and_
         .await;
     assert_eq!(after["ready"], false, "{after}");
     assert!(reasons(&after).contains("exceeds budget"), "{after}");
-    assert_eq!(
-        after["recovery_point_unix"].as_f64().unwrap(),
-        recovery_point,
+    // Kept, not re-proven: equal up to the float rounding of re-expressing
+    // it in the wall clock (microseconds), far below any poll's resolution.
+    assert!(
+        (after["recovery_point_unix"].as_f64().unwrap() - recovery_point).abs() < 1e-3,
         "the recovery point is kept: {after}"
     );
     assert!(
@@ -176,9 +177,8 @@ async fn reload_keeps_a_lagging_targets_history_refuses_a_bad_file_and_adds_and_
     assert_eq!(reload_status(&metrics), (Some(0.0), Some(reloaded_at)));
     assert!(metrics.contains("target=\"erp-db-new\""), "{metrics}");
     let still = exporter.target_verdict("erp-db").await;
-    assert_eq!(
-        still["recovery_point_unix"].as_f64().unwrap(),
-        recovery_point,
+    assert!(
+        (still["recovery_point_unix"].as_f64().unwrap() - recovery_point).abs() < 1e-3,
         "{still}"
     );
     // The same over SIGHUP: refused, still running.
