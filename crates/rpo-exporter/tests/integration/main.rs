@@ -21,6 +21,7 @@ mod promotion;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
+mod region_loss;
 mod shipped;
 mod sql_queue;
 mod two_exporters;
