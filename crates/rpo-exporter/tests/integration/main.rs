@@ -22,6 +22,7 @@ mod promotion;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
+mod region_loss;
 mod reload;
 mod secrets;
 mod shipped;
