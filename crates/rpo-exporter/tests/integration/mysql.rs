@@ -601,7 +601,16 @@ async fn the_documented_grants_are_enough() {
     exporter
         .wait_for_go("", Duration::from_secs(10), "GO as rpo_monitor")
         .await;
-    let metrics = exporter.wait_for_probe_success(T).await;
+    exporter.wait_for_probe_success(T).await;
+    // GO may come from positions before the first heartbeat is replicated
+    // (the table is created on the first write): wait for it to be seen.
+    let metrics = exporter
+        .wait_for_metrics(
+            Duration::from_secs(15),
+            "a heartbeat seen on the replica",
+            |m| metric_value(m, "rpo_heartbeat_timestamp_seconds", &labels(T)).is_some(),
+        )
+        .await;
     let (written, seen) = heartbeat_written_and_seen(&metrics, T);
     assert!(
         written - seen < 2.0,
