@@ -165,6 +165,26 @@ impl Direction {
             _ => self,
         }
     }
+
+    /// After a poll of a pair kind: heartbeats go where writes are accepted
+    /// (`writer`), and the next poll measures the direction replication now
+    /// runs in. Returns whether the direction flipped: positions sampled on
+    /// the old source then date nothing on the new one, so the caller starts
+    /// its position history afresh.
+    pub fn follow(&mut self, writer: &WriterSide, roles: &PairRoles) -> bool {
+        writer.follow(roles);
+        let next = self.after(roles);
+        if next == *self {
+            return false;
+        }
+        tracing::info!(
+            source = next.source().url_key(),
+            replica = next.replica().url_key(),
+            "replication now runs the other way; measuring that direction"
+        );
+        *self = next;
+        true
+    }
 }
 
 /// Where a probe's heartbeat writer writes, shared by the probe (which sees

@@ -1073,19 +1073,9 @@ impl RedisProbe {
         measurement
     }
 
-    /// After a poll: heartbeats go where writes are accepted, and the next
-    /// poll measures the direction replication now runs in. Offsets sampled
-    /// on the old source date nothing on the new one.
+    /// After a poll: see [`Direction::follow`].
     fn follow_roles(&mut self, roles: &PairRoles) {
-        self.writer.follow(roles);
-        let next = self.direction.after(roles);
-        if next != self.direction {
-            tracing::info!(
-                source = next.source().url_key(),
-                replica = next.replica().url_key(),
-                "replication now runs the other way; measuring that direction"
-            );
-            self.direction = next;
+        if self.direction.follow(&self.writer, roles) {
             self.history = OffsetHistory::default();
         }
     }
