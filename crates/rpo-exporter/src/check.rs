@@ -101,12 +101,7 @@ pub async fn check_config(
         if config.group(group).is_none() {
             return Err(CheckError::UnknownGroup {
                 group: group.clone(),
-                known: config
-                    .groups
-                    .iter()
-                    .map(|g| g.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: config.group_names(),
             });
         }
     }

@@ -113,12 +113,7 @@ pub async fn drill(
         if config.group(group).is_none() {
             return Err(DrillError::UnknownGroup {
                 group: group.clone(),
-                known: config
-                    .groups
-                    .iter()
-                    .map(|g| g.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: config.group_names(),
             });
         }
     }

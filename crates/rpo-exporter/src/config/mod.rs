@@ -483,6 +483,15 @@ impl Config {
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }
+
+    /// The configured groups' names, for a message about an unknown one.
+    pub fn group_names(&self) -> String {
+        self.groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The file being validated, for messages.
