@@ -590,3 +590,67 @@ async fn a_monitoring_user_without_pg_monitor_is_named_not_read_as_a_broken_link
     );
     exporter.stop().await;
 }
+
+/// A link that drops and returns is counted once per drop in
+/// `rpo_replication_link_down_total`, so a flapping link leaves a trace
+/// after it has healed. The replica is what sees the link (its WAL
+/// receiver), so the primary is the side stopped: a stopped replica makes
+/// the link unknown, which is no transition (checked last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_link_drop_is_counted_once() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
+    let target_labels = labels(T);
+    let drops = || exporter.metric("rpo_replication_link_down_total", &target_labels);
+    assert_eq!(drops().await, Some(0.0));
+
+    for drop in 1..=2 {
+        pair.stop_primary().unwrap();
+        exporter
+            .wait_for_target(
+                T,
+                Duration::from_secs(15),
+                "the replica's WAL receiver to stop streaming",
+                |t| {
+                    let reasons = reasons(t);
+                    reasons.contains("not streaming") || reasons.contains("no WAL receiver")
+                },
+            )
+            .await;
+        assert_eq!(
+            exporter.metric("rpo_replication_healthy", &labels(T)).await,
+            Some(0.0)
+        );
+        assert_eq!(drops().await, Some(drop as f64), "drop {drop}");
+        pair.start_primary().unwrap();
+        exporter
+            .wait_for_go("", Duration::from_secs(25), "GO after the primary returns")
+            .await;
+        assert_eq!(drops().await, Some(drop as f64), "healed after drop {drop}");
+    }
+
+    // An unreachable replica cannot tell: not a drop.
+    pair.stop_replica().unwrap();
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(15),
+            "the replica to be unreachable",
+            |t| reasons(t).contains("replica unreachable"),
+        )
+        .await;
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(drops().await, Some(2.0));
+    pair.start_replica().unwrap();
+    exporter
+        .wait_for_go("", Duration::from_secs(25), "GO after the replica returns")
+        .await;
+    assert_eq!(drops().await, Some(2.0));
+    exporter.stop().await;
+}
