@@ -17,6 +17,10 @@
 //!    conversion by the primary's measured clock offset (see
 //!    [`crate::evidence::clock`]) and never past the replica observation.
 //!
+//! An Aurora PostgreSQL reader has no WAL receiver: its lag is read from
+//! Aurora's own functions instead (the section "Aurora PostgreSQL readers"
+//! below).
+//!
 //! Every poll reads `clock_timestamp()` on each side between two readings of
 //! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
