@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Target;
 use crate::evidence::clock::Stamp;
 use crate::evidence::promotion::{ConfiguredSide, PollFacts, PromotionWatch};
-use crate::probe::{FailureReason, Measurement, ProbeError};
+use crate::probe::{FailureReason, LinkState, Measurement, ProbeError};
 
 /// A target's identity: its name, which configuration validation keeps
 /// unique.
@@ -116,6 +116,15 @@ pub struct TargetReport {
     pub runs_total: u64,
     pub failures_total: [u64; FailureReason::ALL.len()],
     pub heartbeat: HeartbeatStatus,
+    /// Transitions of the replication link from healthy to unhealthy, so a
+    /// link that flaps shows even when each drop is shorter than a poll
+    /// apart from the next.
+    pub link_down_total: u64,
+    /// The last link state a poll actually determined (`true` = healthy);
+    /// polls that could not tell (a failed poll, an unknown link) leave it,
+    /// so healthy → unknown → healthy is not a drop and healthy → unknown →
+    /// unhealthy is one.
+    pub(crate) last_known_link_healthy: Option<bool>,
     /// A pair's roles followed across promotions (split brain, the loss a
     /// promotion took); untouched for kinds that report no roles.
     pub promotion: PromotionWatch,
@@ -220,6 +229,7 @@ impl TargetReport {
                         counted[i] = true;
                     }
                 }
+                next.follow_link(&measurement.link);
                 next.last_poll_succeeded = measurement.failures.is_empty();
                 if next.last_poll_succeeded {
                     next.steady.last_success = Some(steady(finished.wall));
@@ -249,6 +259,20 @@ impl TargetReport {
             .map(|rp| steady(finished.wall).duration_since(rp).unwrap_or_default());
         next.follow_roles(finished.wall);
         next
+    }
+
+    /// Counts a healthy → unhealthy transition of the link (see
+    /// [`TargetReport::link_down_total`]).
+    fn follow_link(&mut self, link: &LinkState) {
+        let healthy = match link {
+            LinkState::Healthy => true,
+            LinkState::Unhealthy(_) => false,
+            LinkState::Unknown(_) => return,
+        };
+        if !healthy && self.last_known_link_healthy == Some(true) {
+            self.link_down_total += 1;
+        }
+        self.last_known_link_healthy = Some(healthy);
     }
 
     /// Updates the promotion watch from the poll just recorded (its roles,
@@ -514,6 +538,41 @@ mod tests {
         assert!(r.measurement.is_none());
         assert_eq!(r.failures(FailureReason::Timeout), 1);
         assert_eq!(r.runs_total, 3);
+    }
+
+    #[test]
+    fn link_drops_are_counted_on_real_transitions_only() {
+        let with_link = |secs: u64, link: LinkState| {
+            let mut m = measured(secs, Some(secs));
+            m.link = link;
+            Ok(m)
+        };
+        let down = || LinkState::Unhealthy("WAL receiver is not streaming".to_string());
+        let unknown = || LinkState::Unknown("the replica cannot be reached".to_string());
+        let failed = || Err(ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica));
+        let mut r = TargetReport::default();
+        let mut expect = |secs: u64, result: Result<Measurement, ProbeError>, total: u64| {
+            r = r.after_poll(at(secs), at(secs), result);
+            assert_eq!(r.link_down_total, total, "after the poll at {secs}");
+        };
+        // A first poll that sees the link down is not a transition: nothing
+        // says it was ever up under this exporter.
+        expect(1, with_link(1, down()), 0);
+        expect(2, with_link(2, LinkState::Healthy), 0);
+        expect(3, with_link(3, down()), 1);
+        // Still down: the same drop.
+        expect(4, with_link(4, down()), 1);
+        expect(5, with_link(5, LinkState::Healthy), 1);
+        // Unknown in between says nothing: up → unknown → up is no drop...
+        expect(6, with_link(6, unknown()), 1);
+        expect(7, failed(), 1);
+        expect(8, with_link(8, LinkState::Healthy), 1);
+        // ...and up → unknown → down is one.
+        expect(9, failed(), 1);
+        expect(10, with_link(10, unknown()), 1);
+        expect(11, with_link(11, down()), 2);
+        expect(12, with_link(12, LinkState::Healthy), 2);
+        expect(13, with_link(13, down()), 3);
     }
 
     /// A reading of our clocks: steady `secs`, wall clock `step` seconds off.

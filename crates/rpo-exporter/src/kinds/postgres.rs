@@ -17,6 +17,10 @@
 //!    conversion by the primary's measured clock offset (see
 //!    [`crate::evidence::clock`]) and never past the replica observation.
 //!
+//! An Aurora PostgreSQL reader has no WAL receiver: its lag is read from
+//! Aurora's own functions instead (the section "Aurora PostgreSQL readers"
+//! below).
+//!
 //! Every poll reads `clock_timestamp()` on each side between two readings of
 //! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
@@ -244,6 +248,9 @@ pub struct ReplicaObservation {
     /// `pg_stat_wal_receiver.status`; `None` when no WAL receiver runs.
     pub receiver_status: Option<String>,
     pub receiver_last_message: Option<SystemTime>,
+    /// Set when the replica is an Aurora PostgreSQL reader: what Aurora's
+    /// own functions said (then the WAL receiver fields above are empty).
+    pub aurora: Option<AuroraReader>,
 }
 
 impl ReplicaObservation {
@@ -301,6 +308,9 @@ impl PositionHistory {
         replica: &ReplicaObservation,
         primary_clock: Option<Offset>,
     ) -> EngineEvidence {
+        if let Some(aurora) = &replica.aurora {
+            return aurora.evidence(primary, replica);
+        }
         let link = if !replica.in_recovery {
             LinkState::Unhealthy(
                 "the replica is not in recovery (promoted, or not a standby)".to_string(),
@@ -518,6 +528,39 @@ impl PostgresProbe {
         heartbeat: Option<HeartbeatSettings>,
     ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
         let client = connection.client().await?;
+        // Asked at every poll, not remembered: an endpoint's DNS name may
+        // move to another server between polls, and it is one round trip.
+        let is_aurora = client
+            .query_one(AURORA_DETECT_SQL, &[])
+            .await
+            .map_err(|e| classify(&e, false).on(Side::Replica))?
+            .get::<_, bool>(0);
+        let observation = if is_aurora {
+            AuroraReader::observe(client, clock).await?
+        } else {
+            Self::observe_streaming_replica(client, clock).await?
+        };
+        let heartbeat_seen = match heartbeat {
+            None => None,
+            Some(hb) => {
+                let sql = format!("SELECT ts FROM {} WHERE instance = $1", hb.table);
+                match client.query_opt(&sql, &[&hb.instance]).await {
+                    Ok(row) => row.and_then(|r| from_unix_seconds(r.get::<_, f64>(0))),
+                    // Not created yet, or not replicated yet: no heartbeat evidence.
+                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
+                    Err(e) => return Err(classify(&e, false).on(Side::Replica)),
+                }
+            }
+        };
+        Ok((observation, heartbeat_seen))
+    }
+
+    /// The standard replica query (`pg_stat_wal_receiver` and the
+    /// `pg_last_wal_*` functions, which Aurora does not support).
+    async fn observe_streaming_replica(
+        client: &tokio_postgres::Client,
+        clock: &mut ClockOffset,
+    ) -> Result<ReplicaObservation, ProbeError> {
         let observed_at = Stamp::now();
         let row = client
             .query_one(REPLICA_SQL, &[])
@@ -538,7 +581,7 @@ impl PostgresProbe {
                 }),
             }
         };
-        let observation = ReplicaObservation {
+        Ok(ReplicaObservation {
             observed_at,
             in_recovery: row.get(0),
             receive_lsn: lsn(1)?,
@@ -547,20 +590,8 @@ impl PostgresProbe {
             replay_paused: row.get(4),
             receiver_status: row.get(5),
             receiver_last_message: row.get::<_, Option<f64>>(6).and_then(from_unix_seconds),
-        };
-        let heartbeat_seen = match heartbeat {
-            None => None,
-            Some(hb) => {
-                let sql = format!("SELECT ts FROM {} WHERE instance = $1", hb.table);
-                match client.query_opt(&sql, &[&hb.instance]).await {
-                    Ok(row) => row.and_then(|r| from_unix_seconds(r.get::<_, f64>(0))),
-                    // Not created yet, or not replicated yet: no heartbeat evidence.
-                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
-                    Err(e) => return Err(classify(&e, false).on(Side::Replica)),
-                }
-            }
-        };
-        Ok((observation, heartbeat_seen))
+            aurora: None,
+        })
     }
 
     /// Whether the replica hides its WAL receiver from the monitoring user:
@@ -699,7 +730,10 @@ impl PostgresProbe {
                 measurement.backlog_bytes = evidence.backlog_bytes;
                 measurement.catchup_seconds = evidence.catchup_seconds;
                 details.extend(replica_details(&replica, &evidence, heartbeat_seen));
-                if replica.in_recovery && replica.receiver_status.is_none() {
+                if replica.in_recovery
+                    && replica.receiver_status.is_none()
+                    && replica.aurora.is_none()
+                {
                     // "No WAL receiver" may only mean "not allowed to see it".
                     match within(started + self.timeout, self.receiver_hidden()).await {
                         Ok(None) => {}
@@ -739,11 +773,13 @@ fn replica_details(
     heartbeat_seen: Option<SystemTime>,
 ) -> Vec<Detail> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let mut details = vec![
-        Detail::new(&REPLICA_IN_RECOVERY, flag(replica.in_recovery)),
-        Detail::new(&WAL_RECEIVER_UP, flag(replica.streaming())),
-        Detail::new(&REPLAY_PAUSED, flag(replica.replay_paused)),
-    ];
+    let mut details = vec![Detail::new(&REPLICA_IN_RECOVERY, flag(replica.in_recovery))];
+    // An Aurora reader has no WAL receiver and no replay to pause (it reads
+    // the shared storage): no series rather than a 0 that reads as broken.
+    if replica.aurora.is_none() {
+        details.push(Detail::new(&WAL_RECEIVER_UP, flag(replica.streaming())));
+        details.push(Detail::new(&REPLAY_PAUSED, flag(replica.replay_paused)));
+    }
     let mut optional = |family: &'static MetricDef, value: Option<f64>| {
         if let Some(v) = value {
             details.push(Detail::new(family, v));
@@ -911,6 +947,118 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Aurora PostgreSQL readers (SQL level).
+//
+// Aurora PostgreSQL does not support `pg_stat_wal_receiver` nor
+// `pg_last_wal_receive_lsn()`, so the standard replica query fails on every
+// Aurora reader. An Aurora reader is recognised by its own functions and its
+// lag is read from `aurora_replica_status()`, joined on
+// `aurora_db_instance_identifier()` (the row of the instance this connection
+// reached; Aurora user guide, "aurora_replica_status" and
+// "aurora_db_instance_identifier"). Its `replica_lag_in_msec` is how far
+// this reader is behind the writer, in milliseconds. No Aurora runs here:
+// the tests define these functions in a real Postgres with the documented
+// output shape.
+//
+// The rule: the lag is dated on this exporter's clock, from the instant
+// before the question was sent, so the recovery point it gives is never
+// later than the truth (Aurora measured it at or after that instant). A
+// missing or negative lag proves nothing (the link is unknown), and neither
+// does a lag read while the writer did not answer this poll: a reader that
+// lost its writer may keep reporting its last lag. The heartbeat works
+// unchanged and is taken when it proves more.
+
+const AURORA_DETECT_SQL: &str = "SELECT to_regproc('aurora_replica_status') IS NOT NULL \
+     AND to_regproc('aurora_db_instance_identifier') IS NOT NULL";
+
+const AURORA_REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
+     (SELECT s.replica_lag_in_msec::float8 FROM aurora_replica_status() s \
+      WHERE s.server_id = aurora_db_instance_identifier() LIMIT 1), \
+     aurora_db_instance_identifier()::text, \
+     extract(epoch from clock_timestamp())::float8";
+
+/// What an Aurora reader said about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuroraReader {
+    /// `aurora_db_instance_identifier()`.
+    pub instance: Option<String>,
+    /// `replica_lag_in_msec` of this instance's row; `None` when the row or
+    /// the value is missing.
+    pub lag_ms: Option<f64>,
+}
+
+impl AuroraReader {
+    async fn observe(
+        client: &tokio_postgres::Client,
+        clock: &mut ClockOffset,
+    ) -> Result<ReplicaObservation, ProbeError> {
+        let observed_at = Stamp::now();
+        let row = client
+            .query_one(AURORA_REPLICA_SQL, &[])
+            .await
+            .map_err(|e| classify(&e, false).on(Side::Replica))?;
+        if let Some(server) = row.get::<_, Option<f64>>(3).and_then(from_unix_seconds) {
+            clock.record(observed_at, server, Stamp::now());
+        }
+        Ok(ReplicaObservation {
+            observed_at,
+            in_recovery: row.get(0),
+            receive_lsn: None,
+            replay_lsn: None,
+            last_xact_replay: None,
+            replay_paused: false,
+            receiver_status: None,
+            receiver_last_message: None,
+            aurora: Some(AuroraReader {
+                instance: row.get(2),
+                lag_ms: row.get(1),
+            }),
+        })
+    }
+
+    /// The evidence of one Aurora observation (see the rule above).
+    fn evidence(
+        &self,
+        primary: Option<&PrimaryObservation>,
+        replica: &ReplicaObservation,
+    ) -> EngineEvidence {
+        let lag = self
+            .lag_ms
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        let instance = self.instance.as_deref().unwrap_or("this instance");
+        let link = if !replica.in_recovery {
+            LinkState::Unhealthy(
+                "the Aurora instance is not a reader (the writer, or promoted)".to_string(),
+            )
+        } else if primary.is_some_and(|p| p.in_recovery) {
+            LinkState::Unhealthy(
+                "the configured primary is itself in recovery (a reader); check primary_url"
+                    .to_string(),
+            )
+        } else if lag.is_none() {
+            LinkState::Unknown(format!(
+                "aurora_replica_status() gives no replica_lag_in_msec for {instance}"
+            ))
+        } else {
+            LinkState::Healthy
+        };
+        let recovery_point = match (primary, lag) {
+            (Some(_), Some(lag)) if link.is_healthy() => replica.observed_at.wall.checked_sub(lag),
+            _ => None,
+        };
+        EngineEvidence {
+            recovery_point,
+            link,
+            receive_lag_bytes: None,
+            replay_lag_bytes: None,
+            backlog_bytes: None,
+            catchup_seconds: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,7 +1110,55 @@ mod tests {
             replay_paused: false,
             receiver_status: status.map(str::to_string),
             receiver_last_message: Some(at(t)),
+            aurora: None,
         }
+    }
+
+    fn aurora_reader(t: f64, lag_ms: Option<f64>) -> ReplicaObservation {
+        ReplicaObservation {
+            receive_lsn: None,
+            replay_lsn: None,
+            last_xact_replay: None,
+            receiver_status: None,
+            receiver_last_message: None,
+            aurora: Some(AuroraReader {
+                instance: Some("erp-reader-1".to_string()),
+                lag_ms,
+            }),
+            ..replica(t, 0, None, None)
+        }
+    }
+
+    #[test]
+    fn aurora_lag_dates_the_recovery_point_on_our_clock_never_later() {
+        let h = PositionHistory::default();
+        let p = primary(99.0, 5000);
+        // Asked at 100 s, 1.5 s behind: everything up to 98.5 s is there.
+        let e = h.evidence(Some(&p), &aurora_reader(100.0, Some(1500.0)), None);
+        assert_eq!(e.link, LinkState::Healthy);
+        assert_eq!(e.recovery_point, Some(at(98.5)));
+        // Caught up: the instant we asked, not later.
+        let e = h.evidence(Some(&p), &aurora_reader(100.0, Some(0.0)), None);
+        assert_eq!(e.recovery_point, Some(at(100.0)));
+        // No lag for this instance, or a nonsense one: unknown, no proof.
+        for lag in [None, Some(-1.0), Some(f64::NAN)] {
+            let e = h.evidence(Some(&p), &aurora_reader(100.0, lag), None);
+            assert_eq!(e.recovery_point, None, "{lag:?}");
+            assert!(
+                matches!(e.link, LinkState::Unknown(ref why) if why.contains("erp-reader-1")),
+                "{lag:?}: {:?}",
+                e.link
+            );
+        }
+        // The writer did not answer: a reader may keep its last lag.
+        let e = h.evidence(None, &aurora_reader(100.0, Some(0.0)), None);
+        assert_eq!(e.recovery_point, None);
+        // Not a reader any more: proves nothing about replication.
+        let mut promoted = aurora_reader(100.0, Some(0.0));
+        promoted.in_recovery = false;
+        let e = h.evidence(Some(&p), &promoted, None);
+        assert_eq!(e.recovery_point, None);
+        assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("not a reader")));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub static HEARTBEAT_WRITE_FAILURES_TOTAL: MetricDef = MetricDef::counter(
     "rpo_heartbeat_write_failures_total",
     "Heartbeat writes on the source that failed.",
 );
+pub static REPLICATION_LINK_DOWN_TOTAL: MetricDef = MetricDef::counter(
+    "rpo_replication_link_down_total",
+    "Transitions of the replication link from healthy to unhealthy seen by polls (polls that could not tell are skipped), so a flapping link shows.",
+);
 
 // Pair kinds (`postgres`, `redis`): promotions followed (SPEC section 11).
 
@@ -214,6 +218,7 @@ pub static CORE: &[&MetricDef] = &[
     &PROBE_RUNS_TOTAL,
     &PROBE_FAILURES_TOTAL,
     &HEARTBEAT_WRITE_FAILURES_TOTAL,
+    &REPLICATION_LINK_DOWN_TOTAL,
     &PROMOTED,
     &SPLIT_BRAIN,
     &MEASURED_LOSS_SECONDS,

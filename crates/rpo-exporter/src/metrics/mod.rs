@@ -206,6 +206,11 @@ fn render_targets(out: &mut String, rows: &[TargetRow]) {
             .heartbeat_interval()
             .map(|_| row.report.heartbeat.failures_total as f64)
     });
+    // From 0 for every target, like the failures above, so `increase()`
+    // sees the first drop.
+    per_target(out, rows, &REPLICATION_LINK_DOWN_TOTAL, |row| {
+        Some(row.report.link_down_total as f64)
+    });
 }
 
 /// Pair kinds: the roles followed across promotions (see
@@ -505,7 +510,8 @@ region = "eu-west-1"
     /// catalogue existed (`testdata/render-golden.txt`, captured from the
     /// string-literal renderer), apart from the `process_*` series and the
     /// families added since (`rpo_failover_ready_unplanned`,
-    /// `rpo_exporter_info`, whose lines were written by hand).
+    /// `rpo_exporter_info`, `rpo_replication_link_down_total`, whose lines
+    /// were written by hand).
     #[test]
     fn rendering_from_the_catalogue_matches_the_golden_exposition() {
         let text: String = golden_render()

@@ -590,3 +590,159 @@ async fn a_monitoring_user_without_pg_monitor_is_named_not_read_as_a_broken_link
     );
     exporter.stop().await;
 }
+
+/// A link that drops and returns is counted once per drop in
+/// `rpo_replication_link_down_total`, so a flapping link leaves a trace
+/// after it has healed. The replica is what sees the link (its WAL
+/// receiver), so the primary is the side stopped: a stopped replica makes
+/// the link unknown, which is no transition (checked last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_link_drop_is_counted_once() {
+    let pair = start_pair().await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(10), "GO")
+        .await;
+    let target_labels = labels(T);
+    let drops = || exporter.metric("rpo_replication_link_down_total", &target_labels);
+    assert_eq!(drops().await, Some(0.0));
+
+    for drop in 1..=2 {
+        pair.stop_primary().unwrap();
+        exporter
+            .wait_for_target(
+                T,
+                Duration::from_secs(15),
+                "the replica's WAL receiver to stop streaming",
+                |t| {
+                    let reasons = reasons(t);
+                    reasons.contains("not streaming") || reasons.contains("no WAL receiver")
+                },
+            )
+            .await;
+        assert_eq!(
+            exporter.metric("rpo_replication_healthy", &labels(T)).await,
+            Some(0.0)
+        );
+        assert_eq!(drops().await, Some(drop as f64), "drop {drop}");
+        pair.start_primary().unwrap();
+        exporter
+            .wait_for_go("", Duration::from_secs(25), "GO after the primary returns")
+            .await;
+        assert_eq!(drops().await, Some(drop as f64), "healed after drop {drop}");
+    }
+
+    // An unreachable replica cannot tell: not a drop.
+    pair.stop_replica().unwrap();
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(15),
+            "the replica to be unreachable",
+            |t| reasons(t).contains("replica unreachable"),
+        )
+        .await;
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(0.0)
+    );
+    assert_eq!(drops().await, Some(2.0));
+    pair.start_replica().unwrap();
+    exporter
+        .wait_for_go("", Duration::from_secs(25), "GO after the replica returns")
+        .await;
+    assert_eq!(drops().await, Some(2.0));
+    exporter.stop().await;
+}
+
+/// The Aurora functions of the documented output shape (Aurora user guide,
+/// "aurora_replica_status", "aurora_db_instance_identifier"), defined on
+/// the primary so they replicate. No Aurora runs here: this proves the
+/// Aurora path is taken and how its figures become evidence, not what a
+/// real Aurora says. The reader's lag comes from a table the test updates.
+const FAKE_AURORA: &str = "
+CREATE TABLE aurora_fake (lag_ms real);
+INSERT INTO aurora_fake VALUES (4000);
+CREATE FUNCTION aurora_version() RETURNS text LANGUAGE sql AS $$ SELECT '16.4.2'::text $$;
+CREATE FUNCTION aurora_db_instance_identifier() RETURNS varchar LANGUAGE sql STABLE AS
+  $$ SELECT (CASE WHEN pg_is_in_recovery() THEN 'erp-reader-1' ELSE 'erp-writer' END)::varchar $$;
+CREATE FUNCTION aurora_replica_status() RETURNS TABLE(
+  server_id text, session_id text, durable_lsn bigint, highest_lsn_rcvd bigint,
+  current_read_lsn bigint, cur_replay_latency_in_usec bigint, active_txns bigint,
+  is_current boolean, last_transport_error int, last_error_timestamp timestamptz,
+  last_update_timestamp timestamptz, feedback_xmin bigint, feedback_epoch int,
+  replica_lag_in_msec real, log_stream_speed_in_kib_per_second real,
+  log_buffer_sequence_number bigint, oldest_read_view_trx_id bigint,
+  oldest_read_view_lsn bigint, pending_read_ios bigint, read_ios bigint,
+  iops bigint, cpu real) LANGUAGE sql STABLE AS $$
+  SELECT 'erp-writer'::text, 'MASTER_SESSION_ID'::text, 88492069::bigint, NULL::bigint,
+    NULL::bigint, NULL::bigint, NULL::bigint, true, 0, NULL::timestamptz, NULL::timestamptz,
+    NULL::bigint, NULL::int, NULL::real, NULL::real, NULL::bigint, NULL::bigint,
+    NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, 0.6::real
+  UNION ALL
+  SELECT 'erp-reader-1', '7c4f2a1e-0b7d-4c2e-9a51-3e8d2f6b9c10', 88492069, 88492069,
+    88492060, 610, 0, false, 0, NULL, NULL, 5281, 0,
+    (SELECT lag_ms FROM aurora_fake), 2.1, 1127, NULL, 88491990, 0, 42, NULL, 0.4
+$$;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aurora_reader_is_read_through_its_own_functions() {
+    let pair = start_pair().await;
+    pair.primary_sql(FAKE_AURORA).unwrap();
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    let target_labels = labels(T);
+    let metric = |name: &'static str| exporter.metric(name, &target_labels);
+
+    // 4 s behind by Aurora's figure, with the real replica caught up: only
+    // the Aurora path reads this as over the 3 s budget.
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(15),
+            "Aurora's lag over budget",
+            |t| reasons(t).contains("exceeds budget 3s"),
+        )
+        .await;
+    let exposure = metric("rpo_exposure_seconds").await.unwrap();
+    assert!(
+        (4.0..6.0).contains(&exposure),
+        "the exposure is Aurora's 4 s lag plus at most a poll: {exposure}"
+    );
+    assert_eq!(metric("rpo_replication_healthy").await, Some(1.0));
+    // The standard path would publish the WAL receiver; Aurora has none.
+    assert_eq!(metric("rpo_postgres_wal_receiver_up").await, None);
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503, "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("erp-db: exposure "),
+        "{verdict}"
+    );
+
+    pair.primary_sql("UPDATE aurora_fake SET lag_ms = 20")
+        .unwrap();
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO once Aurora's lag is small")
+        .await;
+    assert!(metric("rpo_exposure_seconds").await.unwrap() < 3.0);
+
+    // No lag for this reader: unknown, never GO, and the exposure grows.
+    pair.primary_sql("UPDATE aurora_fake SET lag_ms = NULL")
+        .unwrap();
+    exporter
+        .wait_for_target(T, Duration::from_secs(15), "an unknown Aurora lag", |t| {
+            reasons(t).contains("gives no replica_lag_in_msec for erp-reader-1")
+        })
+        .await;
+    assert_eq!(metric("rpo_replication_healthy").await, Some(0.0));
+    let e1 = metric("rpo_exposure_seconds").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let e2 = metric("rpo_exposure_seconds").await.unwrap();
+    assert!(e2 > e1 + 1.0, "the exposure must grow: {e1} -> {e2}");
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503, "{verdict}");
+    exporter.stop().await;
+}
