@@ -766,3 +766,113 @@ async fn elasticache_global_failover_is_followed_from_the_member_roles() {
     assert_split_brain(&exporter, "erp-sessions").await;
     exporter.stop().await;
 }
+
+/// `DescribeDBInstances` of one instance as the RDS API reference shows it
+/// (trimmed): the source `erp-db` in us-east-1 listing its cross-region
+/// replica by ARN, or the replica `erp-db-dr` in eu-west-1 naming its
+/// source (`None`: promoted to a standalone instance).
+fn db_instance(
+    id: &str,
+    region: &str,
+    status: &str,
+    source: Option<&str>,
+    replicas: &[&str],
+) -> String {
+    let source = source
+        .map(|s| format!("<ReadReplicaSourceDBInstanceIdentifier>{s}</ReadReplicaSourceDBInstanceIdentifier>"))
+        .unwrap_or_default();
+    let replicas: String = replicas
+        .iter()
+        .map(|r| format!("<ReadReplicaDBInstanceIdentifier>{r}</ReadReplicaDBInstanceIdentifier>"))
+        .collect();
+    format!(
+        r#"<DescribeDBInstancesResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">
+  <DescribeDBInstancesResult>
+    <DBInstances>
+      <DBInstance>
+        <DBInstanceIdentifier>{id}</DBInstanceIdentifier>
+        <DBInstanceClass>db.r6g.large</DBInstanceClass>
+        <Engine>postgres</Engine>
+        <EngineVersion>16.3</EngineVersion>
+        <DBInstanceStatus>{status}</DBInstanceStatus>
+        {source}
+        <ReadReplicaDBInstanceIdentifiers>{replicas}</ReadReplicaDBInstanceIdentifiers>
+        <DBInstanceArn>arn:aws:rds:{region}:123456789012:db:{id}</DBInstanceArn>
+      </DBInstance>
+    </DBInstances>
+  </DescribeDBInstancesResult>
+  <ResponseMetadata>
+    <RequestId>3f1c2a9e-6b4d-4e8a-9c7f-1d2e3f4a5b6c</RequestId>
+  </ResponseMetadata>
+</DescribeDBInstancesResponse>"#
+    )
+}
+
+const RDS_SOURCE_ARN: &str = "arn:aws:rds:us-east-1:123456789012:db:erp-db";
+const RDS_REPLICA_ARN: &str = "arn:aws:rds:eu-west-1:123456789012:db:erp-db-dr";
+
+/// Each region's `DescribeDBInstances`: the source's and the replica's.
+fn record_rds(proxy: &RegionProxy, source_status: &str, promoted: bool) {
+    let listed: &[&str] = if promoted { &[] } else { &[RDS_REPLICA_ARN] };
+    proxy.record(Recorded::xml(
+        Some("us-east-1"),
+        "Action=DescribeDBInstances",
+        db_instance("erp-db", "us-east-1", source_status, None, listed),
+    ));
+    let source = (!promoted).then_some(RDS_SOURCE_ARN);
+    proxy.record(Recorded::xml(
+        Some("eu-west-1"),
+        "Action=DescribeDBInstances",
+        db_instance("erp-db-dr", "eu-west-1", "available", source, &[]),
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_replica_promoted_to_standalone_is_followed() {
+    // moto's PromoteReadReplica keeps the replica's source and the source's
+    // replica list, so the instances are recorded answers.
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    put_datapoint(
+        &moto,
+        &Regions::new("us-east-1", "eu-west-1"),
+        "AWS/RDS",
+        "ReplicaLag",
+        &[("DBInstanceIdentifier", "erp-db-dr")],
+        minute_start_ago(Duration::from_secs(60)),
+        2.0,
+    )
+    .await;
+    record_rds(&proxy, "available", false);
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[rds]]\nname = \"erp-rds\"\ngroup = \"erp\"\nsource_instance = \"erp-db\"\nreplicas = [\"{RDS_REPLICA_ARN}\"]\n{}",
+        aws_keys_at(&proxy.endpoint_url(), "us-east-1")
+    )))
+    .await;
+    let text = exporter.wait_for_probe_success("erp-rds").await;
+    assert_metric(&text, "rpo_promoted", &[("target", "erp-rds")], Some(0.0));
+    exporter
+        .wait_for_target_ready(
+            "erp-rds",
+            Duration::from_secs(20),
+            "GO before the promotion",
+        )
+        .await;
+
+    // PromoteReadReplica, the old source stopped: a promotion.
+    record_rds(&proxy, "stopped", true);
+    assert_promoted_without_measured_loss(&exporter, "erp-rds").await;
+    // The promoted replica replicates nothing: the link is down too.
+    let verdict = exporter.target_verdict("erp-rds").await;
+    assert_eq!(verdict["replication_healthy"], false, "{verdict}");
+    assert_eq!(
+        exporter
+            .metric("rpo_replication_healthy", &[("target", "erp-rds")])
+            .await,
+        Some(0.0)
+    );
+
+    // The old source started again: both accept writes.
+    record_rds(&proxy, "available", true);
+    assert_split_brain(&exporter, "erp-rds").await;
+    exporter.stop().await;
+}
