@@ -683,6 +683,38 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn a_replica_without_a_source_is_the_promoted_side() {
+        let replica = DbInstance::builder()
+            .db_instance_status("available")
+            .read_replica_source_db_instance_identifier("erp-db")
+            .build();
+        let promoted = DbInstance::builder()
+            .db_instance_status("available")
+            .build();
+        let stopped = DbInstance::builder().db_instance_status("stopped").build();
+        assert!(!standalone(&replica));
+        assert!(standalone(&promoted));
+        assert!(source_writable(&promoted));
+        assert!(!source_writable(&stopped));
+        // Before: the source writes, the replica follows.
+        let before = rds_roles(Some(true), &[standalone(&replica)]);
+        assert_eq!(before.replica.writable, Some(false));
+        assert!(!before.split_brain());
+        // Promoted with the source stopped; then the source started again.
+        let after = rds_roles(Some(false), &[true]);
+        assert_eq!(after.replica.writable, Some(true));
+        assert!(!after.split_brain());
+        assert!(rds_roles(Some(true), &[false, true]).split_brain());
+        // Nothing known of either side: nothing claimed.
+        let unknown = rds_roles(None, &[]);
+        assert_eq!(
+            (unknown.primary.writable, unknown.replica.writable),
+            (None, None)
+        );
+        assert!(!unknown.heartbeat_configured);
+    }
+
     /// `evaluate` for an RDS for PostgreSQL pair over a 17-minute window.
     fn eval(
         replicas: &[(ReplicaRef, Option<ReplicaStatus>, Option<Datapoint>)],
