@@ -540,3 +540,339 @@ async fn get_metric_data_series_status_is_a_failure_naming_the_metric() {
     );
     exporter.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Following a promotion (SPEC section 11) where the API names the writer.
+// moto's writer flags do not follow a switchover, so the member calls are
+// answered with recorded responses (before, after, two writers) and only
+// the CloudWatch lags come from moto.
+
+/// `DescribeGlobalClusters` as the RDS API reference shows it (query
+/// protocol: both lists' items are `GlobalClusterMember`), with the
+/// `IsWriter` flag of the us-east-1 member (`erp-aurora`) and of the
+/// eu-west-1 member (`erp-aurora-dr`).
+fn global_clusters(east_writes: bool, west_writes: bool) -> String {
+    let member = |region: &str, id: &str, writer: bool| {
+        let sync = if writer {
+            String::new()
+        } else {
+            "<SynchronizationStatus>connected</SynchronizationStatus>".to_string()
+        };
+        format!(
+            "<GlobalClusterMember><DBClusterArn>arn:aws:rds:{region}:123456789012:cluster:{id}</DBClusterArn><IsWriter>{writer}</IsWriter><GlobalWriteForwardingStatus>disabled</GlobalWriteForwardingStatus>{sync}</GlobalClusterMember>"
+        )
+    };
+    format!(
+        r#"<DescribeGlobalClustersResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">
+  <DescribeGlobalClustersResult>
+    <GlobalClusters>
+      <GlobalClusterMember>
+        <GlobalClusterIdentifier>erp-global</GlobalClusterIdentifier>
+        <GlobalClusterResourceId>cluster-0a1b2c3d4e5f6a7b8</GlobalClusterResourceId>
+        <GlobalClusterArn>arn:aws:rds::123456789012:global-cluster:erp-global</GlobalClusterArn>
+        <Status>available</Status>
+        <Engine>aurora-postgresql</Engine>
+        <EngineVersion>15.4</EngineVersion>
+        <StorageEncrypted>true</StorageEncrypted>
+        <DeletionProtection>false</DeletionProtection>
+        <GlobalClusterMembers>{}{}</GlobalClusterMembers>
+      </GlobalClusterMember>
+    </GlobalClusters>
+  </DescribeGlobalClustersResult>
+  <ResponseMetadata>
+    <RequestId>5e4c8f0a-2b7d-4c1e-9a3f-6d8b0e2f4a61</RequestId>
+  </ResponseMetadata>
+</DescribeGlobalClustersResponse>"#,
+        member("us-east-1", "erp-aurora", east_writes),
+        member("eu-west-1", "erp-aurora-dr", west_writes)
+    )
+}
+
+/// Waits until `target` reports `rpo_promoted` 1; the scrape.
+async fn wait_for_promoted(exporter: &rpo_lab::support::ExporterClient, target: &str) -> String {
+    exporter
+        .wait_for_metrics(Duration::from_secs(20), "rpo_promoted 1", |text| {
+            metric_value(text, "rpo_promoted", &[("target", target)]) == Some(1.0)
+        })
+        .await
+}
+
+/// After a promotion seen through the API: promoted, no split brain, the
+/// loss predicted but not measured (no heartbeat), said in words.
+async fn assert_promoted_without_measured_loss(
+    exporter: &rpo_lab::support::ExporterClient,
+    target: &str,
+) {
+    let text = wait_for_promoted(exporter, target).await;
+    let labels = [("target", target)];
+    assert_metric(&text, "rpo_split_brain", &labels, Some(0.0));
+    // No heartbeat on these kinds: nothing measured, never a made-up 0.
+    assert_metric(&text, "rpo_measured_loss_seconds", &labels, None);
+    assert!(metric_value(&text, "rpo_promotion_timestamp_seconds", &labels).is_some());
+    let verdict = exporter.target_verdict(target).await;
+    let words = format!("{} {}", reasons(&verdict), verdict["notes"]);
+    assert!(words.contains("replica promoted at "), "{verdict}");
+    assert!(words.contains("has no heartbeat"), "{verdict}");
+    assert_eq!(verdict["promotion"]["side"], "replica_url", "{verdict}");
+}
+
+/// Waits for split brain on `target`: NO-GO in both modes, said first.
+async fn assert_split_brain(exporter: &rpo_lab::support::ExporterClient, target: &str) {
+    let text = exporter
+        .wait_for_metrics(Duration::from_secs(20), "rpo_split_brain 1", |text| {
+            metric_value(text, "rpo_split_brain", &[("target", target)]) == Some(1.0)
+        })
+        .await;
+    assert_metric(&text, "rpo_target_ready", &[("target", target)], Some(0.0));
+    for mode in ["planned", "unplanned"] {
+        let (status, verdict) = exporter.verdict(&format!("?mode={mode}")).await;
+        assert_eq!(status, 503, "{mode}: {verdict}");
+        let first = rpo_lab::support::first_reason(&verdict);
+        assert!(
+            first.starts_with(&format!("{target}: split brain")),
+            "{mode}: {first}"
+        );
+        assert_eq!(
+            verdict["reason_details"][0]["code"], "split_brain",
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aurora_global_switchover_is_followed_from_the_writer_flags() {
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    let t = minute_start_ago(Duration::from_secs(60));
+    // The lag of each direction, published in the secondary's region.
+    for (regions, secondary) in [
+        (Regions::new("us-east-1", "eu-west-1"), "erp-aurora-dr"),
+        (Regions::new("eu-west-1", "us-east-1"), "erp-aurora"),
+    ] {
+        for metric in ["AuroraGlobalDBRPOLag", "AuroraGlobalDBReplicationLag"] {
+            put_datapoint(
+                &moto,
+                &regions,
+                "AWS/RDS",
+                metric,
+                &[
+                    ("DBClusterIdentifier", secondary),
+                    ("SourceRegion", regions.source.as_str()),
+                ],
+                t,
+                800.0,
+            )
+            .await;
+        }
+    }
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalClusters",
+        global_clusters(true, false),
+    ));
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[aurora_global]]\nname = \"erp-aurora\"\ngroup = \"erp\"\nglobal_cluster = \"erp-global\"\n{}",
+        aws_keys_at(&proxy.endpoint_url(), "us-east-1")
+    )))
+    .await;
+    let text = exporter.wait_for_probe_success("erp-aurora").await;
+    let target = [("target", "erp-aurora")];
+    assert_metric(&text, "rpo_promoted", &target, Some(0.0));
+    exporter
+        .wait_for_target_ready(
+            "erp-aurora",
+            Duration::from_secs(20),
+            "GO before the switchover",
+        )
+        .await;
+
+    // The switchover: the secondary is the writer now.
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalClusters",
+        global_clusters(false, true),
+    ));
+    assert_promoted_without_measured_loss(&exporter, "erp-aurora").await;
+
+    // A failover that left both clusters writing: split brain.
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalClusters",
+        global_clusters(true, true),
+    ));
+    assert_split_brain(&exporter, "erp-aurora").await;
+    exporter.stop().await;
+}
+
+/// The global datastore's members with the `Role` of the us-east-1 member
+/// (`erp-sessions`) and of the eu-west-1 member (`erp-sessions-dr`).
+fn global_groups_with_roles(east: &str, west: &str) -> String {
+    // Through a placeholder: replacing one role with the other in place
+    // would let the second replacement find the first one's result.
+    GLOBAL_GROUPS
+        .replacen("<Role>PRIMARY</Role>", "<Role>EAST</Role>", 1)
+        .replacen("<Role>SECONDARY</Role>", &format!("<Role>{west}</Role>"), 1)
+        .replacen("<Role>EAST</Role>", &format!("<Role>{east}</Role>"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticache_global_failover_is_followed_from_the_member_roles() {
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    let t = minute_start_ago(Duration::from_secs(60));
+    put_datapoint(
+        &moto,
+        &Regions::new("us-east-1", "eu-west-1"),
+        "AWS/ElastiCache",
+        "GlobalDatastoreReplicationLag",
+        &[("CacheClusterId", "erp-sessions-dr-001")],
+        t,
+        0.6,
+    )
+    .await;
+    record_elasticache(&proxy);
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[elasticache_global]]\nname = \"erp-sessions\"\ngroup = \"erp\"\nglobal_replication_group = \"ldgnf-erp-sessions\"\n{}",
+        aws_keys_at(&proxy.endpoint_url(), "us-east-1")
+    )))
+    .await;
+    let text = exporter.wait_for_probe_success("erp-sessions").await;
+    assert_metric(
+        &text,
+        "rpo_promoted",
+        &[("target", "erp-sessions")],
+        Some(0.0),
+    );
+    exporter
+        .wait_for_target_ready(
+            "erp-sessions",
+            Duration::from_secs(20),
+            "GO before the failover",
+        )
+        .await;
+
+    // FailoverGlobalReplicationGroup: the eu-west-1 member is the primary.
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalReplicationGroups",
+        global_groups_with_roles("SECONDARY", "PRIMARY"),
+    ));
+    assert_promoted_without_measured_loss(&exporter, "erp-sessions").await;
+
+    // Two primaries: split brain.
+    proxy.record(Recorded::xml(
+        None,
+        "Action=DescribeGlobalReplicationGroups",
+        global_groups_with_roles("PRIMARY", "PRIMARY"),
+    ));
+    assert_split_brain(&exporter, "erp-sessions").await;
+    exporter.stop().await;
+}
+
+/// `DescribeDBInstances` of one instance as the RDS API reference shows it
+/// (trimmed): the source `erp-db` in us-east-1 listing its cross-region
+/// replica by ARN, or the replica `erp-db-dr` in eu-west-1 naming its
+/// source (`None`: promoted to a standalone instance).
+fn db_instance(
+    id: &str,
+    region: &str,
+    status: &str,
+    source: Option<&str>,
+    replicas: &[&str],
+) -> String {
+    let source = source
+        .map(|s| format!("<ReadReplicaSourceDBInstanceIdentifier>{s}</ReadReplicaSourceDBInstanceIdentifier>"))
+        .unwrap_or_default();
+    let replicas: String = replicas
+        .iter()
+        .map(|r| format!("<ReadReplicaDBInstanceIdentifier>{r}</ReadReplicaDBInstanceIdentifier>"))
+        .collect();
+    format!(
+        r#"<DescribeDBInstancesResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">
+  <DescribeDBInstancesResult>
+    <DBInstances>
+      <DBInstance>
+        <DBInstanceIdentifier>{id}</DBInstanceIdentifier>
+        <DBInstanceClass>db.r6g.large</DBInstanceClass>
+        <Engine>postgres</Engine>
+        <EngineVersion>16.3</EngineVersion>
+        <DBInstanceStatus>{status}</DBInstanceStatus>
+        {source}
+        <ReadReplicaDBInstanceIdentifiers>{replicas}</ReadReplicaDBInstanceIdentifiers>
+        <DBInstanceArn>arn:aws:rds:{region}:123456789012:db:{id}</DBInstanceArn>
+      </DBInstance>
+    </DBInstances>
+  </DescribeDBInstancesResult>
+  <ResponseMetadata>
+    <RequestId>3f1c2a9e-6b4d-4e8a-9c7f-1d2e3f4a5b6c</RequestId>
+  </ResponseMetadata>
+</DescribeDBInstancesResponse>"#
+    )
+}
+
+const RDS_SOURCE_ARN: &str = "arn:aws:rds:us-east-1:123456789012:db:erp-db";
+const RDS_REPLICA_ARN: &str = "arn:aws:rds:eu-west-1:123456789012:db:erp-db-dr";
+
+/// Each region's `DescribeDBInstances`: the source's and the replica's.
+fn record_rds(proxy: &RegionProxy, source_status: &str, promoted: bool) {
+    let listed: &[&str] = if promoted { &[] } else { &[RDS_REPLICA_ARN] };
+    proxy.record(Recorded::xml(
+        Some("us-east-1"),
+        "Action=DescribeDBInstances",
+        db_instance("erp-db", "us-east-1", source_status, None, listed),
+    ));
+    let source = (!promoted).then_some(RDS_SOURCE_ARN);
+    proxy.record(Recorded::xml(
+        Some("eu-west-1"),
+        "Action=DescribeDBInstances",
+        db_instance("erp-db-dr", "eu-west-1", "available", source, &[]),
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_replica_promoted_to_standalone_is_followed() {
+    // moto's PromoteReadReplica keeps the replica's source and the source's
+    // replica list, so the instances are recorded answers.
+    let (moto, proxy) = start_moto_behind_proxy().await;
+    put_datapoint(
+        &moto,
+        &Regions::new("us-east-1", "eu-west-1"),
+        "AWS/RDS",
+        "ReplicaLag",
+        &[("DBInstanceIdentifier", "erp-db-dr")],
+        minute_start_ago(Duration::from_secs(60)),
+        2.0,
+    )
+    .await;
+    record_rds(&proxy, "available", false);
+    let exporter = Exporter::start(&aws_config(&format!(
+        "[[rds]]\nname = \"erp-rds\"\ngroup = \"erp\"\nsource_instance = \"erp-db\"\nreplicas = [\"{RDS_REPLICA_ARN}\"]\n{}",
+        aws_keys_at(&proxy.endpoint_url(), "us-east-1")
+    )))
+    .await;
+    let text = exporter.wait_for_probe_success("erp-rds").await;
+    assert_metric(&text, "rpo_promoted", &[("target", "erp-rds")], Some(0.0));
+    exporter
+        .wait_for_target_ready(
+            "erp-rds",
+            Duration::from_secs(20),
+            "GO before the promotion",
+        )
+        .await;
+
+    // PromoteReadReplica, the old source stopped: a promotion.
+    record_rds(&proxy, "stopped", true);
+    assert_promoted_without_measured_loss(&exporter, "erp-rds").await;
+    // The promoted replica replicates nothing: the link is down too.
+    let verdict = exporter.target_verdict("erp-rds").await;
+    assert_eq!(verdict["replication_healthy"], false, "{verdict}");
+    assert_eq!(
+        exporter
+            .metric("rpo_replication_healthy", &[("target", "erp-rds")])
+            .await,
+        Some(0.0)
+    );
+
+    // The old source started again: both accept writes.
+    record_rds(&proxy, "available", true);
+    assert_split_brain(&exporter, "erp-rds").await;
+    exporter.stop().await;
+}

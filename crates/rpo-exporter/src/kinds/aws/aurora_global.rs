@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 
 use super::{
     clients_for, identifier_of, lookback, millis_to_seconds, poll_deadline, region_of, remaining,
-    AwsClients, Datapoint, MetricQuery, Stat,
+    roles_by_region, roles_only, AwsClients, Datapoint, MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
@@ -108,6 +108,11 @@ impl KindSpec for AuroraGlobalTarget {
             &context.aws_calls,
         )?))
     }
+
+    /// The members' `IsWriter` flags show which region writes.
+    fn reports_roles(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -146,6 +151,9 @@ pub struct GlobalClusterView {
     pub status: String,
     pub failover_in_progress: Option<String>,
     pub writer_region: Option<String>,
+    /// The region of every member flagged `IsWriter` (one, unless a
+    /// failover left two writers: split brain).
+    pub writer_regions: Vec<String>,
     /// (region, cluster identifier, synchronization status).
     pub secondaries: Vec<(String, String, Option<String>)>,
 }
@@ -153,12 +161,14 @@ pub struct GlobalClusterView {
 impl GlobalClusterView {
     pub fn from_sdk(cluster: &GlobalCluster, wanted: &[String]) -> GlobalClusterView {
         let mut writer_region = None;
+        let mut writer_regions = Vec::new();
         let mut secondaries = Vec::new();
         for member in cluster.global_cluster_members() {
             let arn = member.db_cluster_arn().unwrap_or_default();
             let region = region_of(arn, "").to_string();
             if member.is_writer() == Some(true) {
-                writer_region = Some(region);
+                writer_regions.push(region.clone());
+                writer_region.get_or_insert(region);
                 continue;
             }
             let id = identifier_of(arn).to_string();
@@ -180,6 +190,7 @@ impl GlobalClusterView {
                 .and_then(|f| f.status())
                 .map(|s| s.as_str().to_string()),
             writer_region,
+            writer_regions,
             secondaries,
         }
     }
@@ -401,6 +412,10 @@ impl AuroraGlobalProbe {
             self.secondaries = secondaries.clone();
         }
         if secondaries.is_empty() {
+            if let Some(view) = &view {
+                let roles = roles_by_region(&self.spec.access.region, &view.writer_regions);
+                return Ok(roles_only(view.link(), roles, described, &writer_region));
+            }
             let mut error = described
                 .into_iter()
                 .find_map(|(_, r)| r.err())
@@ -538,6 +553,11 @@ impl AuroraGlobalProbe {
         };
         measurement.source_reachable = source_reachable;
         measurement.replica_reachable = Some(replica_reachable);
+        // The configured `region` is the configured primary side; a poll
+        // whose member call answered nowhere tells nothing about roles.
+        measurement.roles = view
+            .as_ref()
+            .map(|v| roles_by_region(&self.spec.access.region, &v.writer_regions));
         details.push(Detail::new(&SECONDARIES, secondaries.len() as f64));
         measurement.details = details;
         measurement.failures = failures;

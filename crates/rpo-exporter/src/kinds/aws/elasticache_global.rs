@@ -26,7 +26,8 @@ use aws_sdk_elasticache::types::GlobalReplicationGroup;
 use futures::future::BoxFuture;
 
 use super::{
-    clients_for, lookback, poll_deadline, remaining, AwsClients, Datapoint, MetricQuery, Stat,
+    clients_for, lookback, poll_deadline, remaining, roles_by_region, roles_only, AwsClients,
+    Datapoint, MetricQuery, Stat,
 };
 use crate::config::{ConfigError, Target, TargetKeys};
 use crate::probe::{
@@ -102,6 +103,11 @@ impl KindSpec for ElasticacheGlobalTarget {
             &context.aws_calls,
         )?))
     }
+
+    /// The members' `Role` (`PRIMARY`/`SECONDARY`) shows which region writes.
+    fn reports_roles(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -158,14 +164,16 @@ pub fn secondaries_of(
     (group.status().unwrap_or("unknown").to_string(), secondaries)
 }
 
-/// The region of the global group's primary member, when it lists one.
-pub fn primary_region_of(group: &GlobalReplicationGroup) -> Option<String> {
+/// The regions of the global group's members whose `Role` is `PRIMARY`
+/// (one, unless a failover left two primaries: split brain).
+pub fn primary_regions_of(group: &GlobalReplicationGroup) -> Vec<String> {
     group
         .members()
         .iter()
-        .find(|m| m.role().is_some_and(|r| r.eq_ignore_ascii_case("primary")))
-        .and_then(|m| m.replication_group_region())
+        .filter(|m| m.role().is_some_and(|r| r.eq_ignore_ascii_case("primary")))
+        .filter_map(|m| m.replication_group_region())
         .map(str::to_string)
+        .collect()
 }
 
 /// The link from the global status and the secondaries' member status.
@@ -228,12 +236,12 @@ impl ElasticacheGlobalProbe {
     }
 
     /// `DescribeGlobalReplicationGroups` (with member info) in one region:
-    /// the global status, the secondaries and the primary's region.
+    /// the global status, the secondaries and the primaries' regions.
     async fn describe(
         &self,
         region: &str,
         timeout: Duration,
-    ) -> Result<(String, Vec<Secondary>, Option<String>), ProbeError> {
+    ) -> Result<(String, Vec<Secondary>, Vec<String>), ProbeError> {
         let clients = self.clients.in_region(region);
         let elasticache = clients.elasticache().await;
         let output = clients
@@ -262,7 +270,7 @@ impl ElasticacheGlobalProbe {
                 )
             })?;
         let (status, secondaries) = secondaries_of(group, self.spec.secondary_region.as_deref());
-        Ok((status, secondaries, primary_region_of(group)))
+        Ok((status, secondaries, primary_regions_of(group)))
     }
 
     /// One secondary's nodes (`DescribeReplicationGroups`) and their lag,
@@ -348,13 +356,18 @@ impl ElasticacheGlobalProbe {
         let mut global_status = None;
         if let Some((status, answered, primary)) = &view {
             global_status = Some(status.clone());
-            if let Some(primary) = primary {
+            if let Some(primary) = primary.first() {
                 self.primary_region = primary.clone();
             }
             secondaries = answered.clone();
             self.secondaries = secondaries.clone();
         }
         if secondaries.is_empty() {
+            if let Some((status, answered, primaries)) = &view {
+                let roles = roles_by_region(&self.spec.access.region, primaries);
+                let link = link(status, answered);
+                return Ok(roles_only(link, roles, described, &primary_region));
+            }
             let mut error = described
                 .into_iter()
                 .find_map(|(_, r)| r.err())
@@ -494,6 +507,11 @@ impl ElasticacheGlobalProbe {
         };
         measurement.source_reachable = source_reachable;
         measurement.replica_reachable = Some(replica_reachable);
+        // The configured `region` is the configured primary side; a poll
+        // whose member call answered nowhere tells nothing about roles.
+        measurement.roles = view
+            .as_ref()
+            .map(|(_, _, primaries)| roles_by_region(&self.spec.access.region, primaries));
         measurement.details = details;
         measurement.failures = failures;
         Ok(measurement)

@@ -1105,3 +1105,104 @@ mod tests {
         assert_eq!(identifier_of("rep1"), "rep1");
     }
 }
+
+/// The pair roles of a global resource (an Aurora global database, an
+/// ElastiCache Global Datastore) from the regions its API names as writers
+/// (`IsWriter`, `Role` = `PRIMARY`): the configured `region` is the
+/// configured primary side, every other member region the replica side.
+/// Both API families allow one member per region, so a region names a
+/// member. Two writers are split brain whatever their regions. These kinds
+/// write no heartbeat: a promotion's loss is predicted, never measured.
+pub fn roles_by_region(
+    home_region: &str,
+    writer_regions: &[String],
+) -> crate::evidence::promotion::PairRoles {
+    use crate::evidence::promotion::{Direction, PairRoles, SideSeen};
+    let home = writer_regions.iter().any(|r| r == home_region);
+    let elsewhere = writer_regions.iter().any(|r| r != home_region);
+    let two_writers = writer_regions.len() >= 2;
+    let side = |writable: bool| SideSeen {
+        writable: Some(writable || two_writers),
+        ..SideSeen::default()
+    };
+    PairRoles {
+        primary: side(home),
+        replica: side(elsewhere),
+        direction: if elsewhere && !home {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        },
+        heartbeat_configured: false,
+    }
+}
+
+/// A poll whose member call answered but left no secondary to measure: a
+/// failover that left every member writing (split brain), or the one named
+/// secondary now the writer. Nothing is proven (never a made-up lag), but
+/// the roles are known, so the promotion or split brain is followed.
+/// `described` is each asked region's member-call answer; the answer of
+/// `writer_region` (as known before the poll) is the source side's.
+pub fn roles_only<T>(
+    link: crate::probe::LinkState,
+    roles: crate::evidence::promotion::PairRoles,
+    described: Vec<(String, Result<T, ProbeError>)>,
+    writer_region: &str,
+) -> crate::probe::Measurement {
+    use crate::probe::{Measurement, Side};
+    let mut measurement = Measurement::new(SystemTime::now());
+    measurement.link = link;
+    for (region, answer) in described {
+        let side = if region == writer_region {
+            Side::Source
+        } else {
+            Side::Replica
+        };
+        let reachable = match answer {
+            Ok(_) => true,
+            Err(err) => {
+                measurement.failures.push(err.on(side));
+                false
+            }
+        };
+        let seen = match side {
+            Side::Source => &mut measurement.source_reachable,
+            _ => &mut measurement.replica_reachable,
+        };
+        *seen = Some(seen.unwrap_or(true) && reachable);
+    }
+    measurement.roles = Some(roles);
+    measurement
+}
+
+#[cfg(test)]
+mod roles_tests {
+    use super::roles_by_region;
+    use crate::evidence::promotion::{ConfiguredSide, Direction};
+
+    fn regions(r: &[&str]) -> Vec<String> {
+        r.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_writer_region_decides_which_side_accepts_writes() {
+        let before = roles_by_region("us-east-1", &regions(&["us-east-1"]));
+        assert_eq!(before.sole_writer(), Some(ConfiguredSide::Primary));
+        assert_eq!(before.replica.writable, Some(false));
+        assert_eq!(before.direction, Direction::Forward);
+        assert!(!before.heartbeat_configured);
+
+        let after = roles_by_region("us-east-1", &regions(&["eu-west-1"]));
+        assert_eq!(after.sole_writer(), Some(ConfiguredSide::Replica));
+        assert_eq!(after.primary.writable, Some(false));
+        assert_eq!(after.direction, Direction::Reverse);
+
+        assert!(roles_by_region("us-east-1", &regions(&["us-east-1", "eu-west-1"])).split_brain());
+        // Two writers neither in the configured region: still split brain.
+        assert!(roles_by_region("us-east-1", &regions(&["eu-west-1", "us-west-2"])).split_brain());
+        // No writer named at all (mid-failover): nobody accepts writes.
+        let none = roles_by_region("us-east-1", &[]);
+        assert_eq!(none.sole_writer(), None);
+        assert!(!none.split_brain());
+    }
+}

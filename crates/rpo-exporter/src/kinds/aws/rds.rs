@@ -61,6 +61,7 @@ use crate::self_metrics::AwsCallCounters;
 use serde::Deserialize;
 
 use super::config::{self, AwsAccess};
+use crate::evidence::promotion::{Direction, PairRoles, SideSeen};
 use crate::evidence::provider_lag::{combine_replicas, recovery_point as lag_recovery_point};
 use crate::kinds::{KindDef, KindSpec};
 
@@ -111,6 +112,59 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
 impl KindSpec for RdsTarget {
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         Ok(Box::new(RdsProbe::new(target, self, &context.aws_calls)?))
+    }
+
+    /// A replica promoted to a standalone instance loses its source in
+    /// `DescribeDBInstances`.
+    fn reports_roles(&self) -> bool {
+        true
+    }
+}
+
+/// Whether `DescribeDBInstances` shows `instance` accepting writes on its
+/// own: an RDS read replica names its source in
+/// `ReadReplicaSourceDBInstanceIdentifier`; a source, or a replica promoted
+/// with `PromoteReadReplica`, has none.
+pub fn standalone(instance: &DbInstance) -> bool {
+    instance
+        .read_replica_source_db_instance_identifier()
+        .is_none()
+}
+
+/// Whether the source instance accepts writes: standalone and not stopped
+/// or going away. After `PromoteReadReplica` RDS leaves the old source
+/// writable, so both accepting writes is split brain until it is stopped,
+/// deleted or its region is lost.
+pub fn source_writable(instance: &DbInstance) -> bool {
+    standalone(instance)
+        && !matches!(
+            instance.db_instance_status(),
+            Some("stopped" | "stopping" | "deleting")
+        )
+}
+
+/// The pair's roles from what `DescribeDBInstances` said this poll: the
+/// source instance (`None`: its region did not answer) and each replica
+/// found (whether it is standalone now). No heartbeat is written here, so a
+/// promotion's loss is predicted, never measured.
+pub fn rds_roles(source_standalone: Option<bool>, replicas_standalone: &[bool]) -> PairRoles {
+    PairRoles {
+        primary: SideSeen {
+            writable: source_standalone,
+            ..SideSeen::default()
+        },
+        replica: SideSeen {
+            writable: if replicas_standalone.is_empty() {
+                None
+            } else {
+                Some(replicas_standalone.iter().any(|s| *s))
+            },
+            ..SideSeen::default()
+        },
+        // A promoted replica's old source is never made its replica by
+        // RDS: the other direction is a new pair, configured anew.
+        direction: Direction::Forward,
+        heartbeat_configured: false,
     }
 }
 
@@ -390,6 +444,7 @@ impl RdsProbe {
         };
         let (source, early) = futures::join!(self.describe_source(deadline), early);
         let source_reachable = source.is_ok();
+        let source_standalone = source.as_ref().ok().map(source_writable);
         match source {
             Ok(instance) => {
                 if let Some(engine) = instance.engine() {
@@ -421,6 +476,9 @@ impl RdsProbe {
         };
 
         let mut replicas = Vec::new();
+        // (replica, standalone) of every replica its region's
+        // `DescribeDBInstances` found this poll.
+        let mut replicas_seen: Vec<(String, bool)> = Vec::new();
         let mut replica_reachable = true;
         let mut regions_answered = 0;
         for answer in answers {
@@ -438,6 +496,13 @@ impl RdsProbe {
                     None
                 }
             };
+            for instance in statuses.iter().flatten() {
+                if let Some(id) = instance.db_instance_identifier() {
+                    if ids.iter().any(|i| i == id) {
+                        replicas_seen.push((id.to_string(), standalone(instance)));
+                    }
+                }
+            }
             // A region whose CloudWatch did not answer proves nothing about
             // its replicas: they are unreachable, not "without datapoint".
             let lag = match lag {
@@ -472,6 +537,28 @@ impl RdsProbe {
                     datapoint,
                 ));
             }
+        }
+        let standalone_flags: Vec<bool> = replicas_seen.iter().map(|(_, s)| *s).collect();
+        let roles = rds_roles(source_standalone, &standalone_flags);
+        let promoted: Vec<&str> = replicas_seen
+            .iter()
+            .filter(|(_, s)| *s)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !promoted.is_empty() {
+            // A promoted replica replicates nothing any more (its ReplicaLag
+            // stops): nothing is proven, but the promotion is followed.
+            let mut measurement = Measurement::new(now);
+            measurement.link = LinkState::Unhealthy(format!(
+                "{} no longer replicates from {}: it is a standalone instance (promoted; DescribeDBInstances shows no ReadReplicaSourceDBInstanceIdentifier)",
+                promoted.join(", "),
+                self.source.identifier
+            ));
+            measurement.source_reachable = Some(source_reachable);
+            measurement.replica_reachable = Some(replica_reachable);
+            measurement.failures = failures;
+            measurement.roles = Some(roles);
+            return Ok(measurement);
         }
         if !source_reachable && regions_answered == 0 {
             // No region answered anything about the pair.
@@ -514,6 +601,7 @@ impl RdsProbe {
         measurement.replica_reachable = Some(replica_reachable);
         measurement.details = details;
         measurement.failures = failures;
+        measurement.roles = Some(roles);
         Ok(measurement)
     }
 
@@ -594,6 +682,38 @@ async fn describe_instances(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_replica_without_a_source_is_the_promoted_side() {
+        let replica = DbInstance::builder()
+            .db_instance_status("available")
+            .read_replica_source_db_instance_identifier("erp-db")
+            .build();
+        let promoted = DbInstance::builder()
+            .db_instance_status("available")
+            .build();
+        let stopped = DbInstance::builder().db_instance_status("stopped").build();
+        assert!(!standalone(&replica));
+        assert!(standalone(&promoted));
+        assert!(source_writable(&promoted));
+        assert!(!source_writable(&stopped));
+        // Before: the source writes, the replica follows.
+        let before = rds_roles(Some(true), &[standalone(&replica)]);
+        assert_eq!(before.replica.writable, Some(false));
+        assert!(!before.split_brain());
+        // Promoted with the source stopped; then the source started again.
+        let after = rds_roles(Some(false), &[true]);
+        assert_eq!(after.replica.writable, Some(true));
+        assert!(!after.split_brain());
+        assert!(rds_roles(Some(true), &[false, true]).split_brain());
+        // Nothing known of either side: nothing claimed.
+        let unknown = rds_roles(None, &[]);
+        assert_eq!(
+            (unknown.primary.writable, unknown.replica.writable),
+            (None, None)
+        );
+        assert!(!unknown.heartbeat_configured);
+    }
 
     /// `evaluate` for an RDS for PostgreSQL pair over a 17-minute window.
     fn eval(
