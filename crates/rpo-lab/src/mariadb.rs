@@ -484,6 +484,27 @@ impl MariadbPair {
         self.stop(Role::Primary)
     }
 
+    /// Kills the primary (SIGKILL by its own pid): the region is lost, and
+    /// nothing more leaves it. Not restarted by this lab.
+    pub fn kill_primary(&mut self) -> LabResult<()> {
+        if let Some(mut child) = self.primary.child.take() {
+            child.kill().map_err(|e| LabError::io("kill the primary", e))?;
+            child
+                .wait()
+                .map_err(|e| LabError::io("wait for the killed primary", e))?;
+        }
+        Ok(())
+    }
+
+    /// Promotes the replica the way an operator does by hand: stops
+    /// replicating and forgets its source (`STOP SLAVE; RESET SLAVE ALL`,
+    /// which also discards relay logs not yet executed), then opens it to
+    /// writes (`SET GLOBAL read_only=OFF`).
+    pub fn promote_replica(&self) -> LabResult<()> {
+        self.replica_sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF")
+            .map(|_| ())
+    }
+
     /// Starts the primary again on its port and waits until it answers; the
     /// replica reconnects within about a second (`MASTER_CONNECT_RETRY=1`).
     pub fn start_primary(&mut self) -> LabResult<()> {
