@@ -488,7 +488,9 @@ impl MariadbPair {
     /// nothing more leaves it. Not restarted by this lab.
     pub fn kill_primary(&mut self) -> LabResult<()> {
         if let Some(mut child) = self.primary.child.take() {
-            child.kill().map_err(|e| LabError::io("kill the primary", e))?;
+            child
+                .kill()
+                .map_err(|e| LabError::io("kill the primary", e))?;
             child
                 .wait()
                 .map_err(|e| LabError::io("wait for the killed primary", e))?;

@@ -20,6 +20,13 @@
 //! I/O thread is behind or stalled. No server timestamp moves the recovery
 //! point (SPEC section 10).
 //!
+//! Roles are detected on every poll (SPEC section 11,
+//! [`crate::evidence::promotion`]): a server accepts writes when
+//! `read_only` (and MySQL's `super_read_only`) is off and no replica thread
+//! runs on it. The heartbeat goes to the side seen alone accepting writes,
+//! so a promotion's loss is measured and, after a failback, the other
+//! direction is measured without a config change.
+//!
 //! Connections are kept between polls and re-established after a failure,
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
 //! hung primary never hides what the replica shows, and vice versa.
@@ -1048,7 +1055,9 @@ impl MysqlProbe {
 
     /// What the side measured as the source says, and whether it accepts
     /// writes.
-    async fn observe_primary(server: &mut Server) -> Result<(PrimaryObservation, bool), ProbeError> {
+    async fn observe_primary(
+        server: &mut Server,
+    ) -> Result<(PrimaryObservation, bool), ProbeError> {
         let side = Side::Source;
         let user = server.connection.user().to_string();
         let (conn, flavor) = server.connection.conn().await?;
@@ -1063,14 +1072,18 @@ impl MysqlProbe {
                     .query_first("SELECT @@server_id, @@gtid_binlog_pos, @@read_only")
                     .await
                     .map_err(|e| failed(&e))?;
-                row.map_or((None, None, None, None), |(id, gtid, ro)| (id, gtid, ro, None))
+                row.map_or((None, None, None, None), |(id, gtid, ro)| {
+                    (id, gtid, ro, None)
+                })
             }
             Flavor::MySql => {
                 let row: Option<(Option<u32>, Option<String>, Option<String>)> = conn
                     .query_first("SELECT @@server_id, @@read_only, @@super_read_only")
                     .await
                     .map_err(|e| failed(&e))?;
-                row.map_or((None, None, None, None), |(id, ro, sro)| (id, None, ro, sro))
+                row.map_or((None, None, None, None), |(id, ro, sro)| {
+                    (id, None, ro, sro)
+                })
             }
         };
         let server_id =
@@ -1130,8 +1143,7 @@ impl MysqlProbe {
         // replica after a failback). Without the grant it is taken as not
         // following: the primary's usual state, and never a reason for GO
         // (at worst a split brain is reported that is not there).
-        let statuses = match show(conn, &mut server.replica_status_sql, REPLICA_STATUS_SQL).await
-        {
+        let statuses = match show(conn, &mut server.replica_status_sql, REPLICA_STATUS_SQL).await {
             Ok(rows) => rows
                 .iter()
                 .filter_map(|row| ReplicaStatus::parse(row).ok())

@@ -754,7 +754,10 @@ async fn region_loss_then_promotion_measures_what_the_data_says_was_lost() {
         &labels(T),
     )
     .unwrap();
-    assert!(predicted > 3.0, "predicted {predicted}s before the promotion");
+    assert!(
+        predicted > 3.0,
+        "predicted {predicted}s before the promotion"
+    );
 
     // The verdict says it in words.
     let (status, planned) = exporter.verdict("?mode=planned").await;
