@@ -22,8 +22,8 @@
 //!
 //! Roles are detected on every poll (SPEC section 11,
 //! [`crate::evidence::promotion`]): a server accepts writes when
-//! `read_only` (and MySQL's `super_read_only`) is off and no replica thread
-//! runs on it. The heartbeat goes to the side seen alone accepting writes,
+//! `read_only`, `innodb_read_only` (and MySQL's `super_read_only`) are off
+//! and no replica thread runs on it. The heartbeat goes to the side seen alone accepting writes,
 //! so a promotion's loss is measured and, after a failback, the other
 //! direction is measured without a config change.
 //!
@@ -1009,6 +1009,14 @@ fn flag_set(value: Option<&str>) -> bool {
     })
 }
 
+/// Whether any of a server's read-only switches is on: `read_only`,
+/// MySQL's `super_read_only`, and `innodb_read_only` (how an Aurora MySQL
+/// reader says it is one: Amazon Aurora User Guide, "Best practices with
+/// Amazon Aurora MySQL", AuroraMySQL.BestPractices.html).
+fn read_only_set(flags: &[Option<String>]) -> bool {
+    flags.iter().any(|f| flag_set(f.as_deref()))
+}
+
 /// Whether a server accepts writes: not `read_only` (nor, on MySQL,
 /// `super_read_only`) and no replica thread running. A replica without
 /// `read_only` still counts as a replica while it follows its source;
@@ -1065,30 +1073,33 @@ impl MysqlProbe {
         let observed_at = Stamp::now();
         // Everything below is read after `observed_at`, so it holds at
         // least every write made before it.
-        type Vars = (Option<u32>, Option<String>, Option<String>, Option<String>);
-        let (server_id, mariadb_gtid, read_only, super_read_only): Vars = match flavor {
+        type Text = Option<String>;
+        let (server_id, mariadb_gtid, read_only): (Option<u32>, Text, bool) = match flavor {
             Flavor::MariaDb => {
-                let row: Option<(Option<u32>, Option<String>, Option<String>)> = conn
-                    .query_first("SELECT @@server_id, @@gtid_binlog_pos, @@read_only")
+                let row: Option<(Option<u32>, Text, Text, Text)> = conn
+                    .query_first(
+                        "SELECT @@server_id, @@gtid_binlog_pos, @@read_only, @@innodb_read_only",
+                    )
                     .await
                     .map_err(|e| failed(&e))?;
-                row.map_or((None, None, None, None), |(id, gtid, ro)| {
-                    (id, gtid, ro, None)
+                row.map_or((None, None, false), |(id, gtid, ro, iro)| {
+                    (id, gtid, read_only_set(&[ro, iro]))
                 })
             }
             Flavor::MySql => {
-                let row: Option<(Option<u32>, Option<String>, Option<String>)> = conn
-                    .query_first("SELECT @@server_id, @@read_only, @@super_read_only")
+                let row: Option<(Option<u32>, Text, Text, Text)> = conn
+                    .query_first(
+                        "SELECT @@server_id, @@read_only, @@super_read_only, @@innodb_read_only",
+                    )
                     .await
                     .map_err(|e| failed(&e))?;
-                row.map_or((None, None, None, None), |(id, ro, sro)| {
-                    (id, None, ro, sro)
+                row.map_or((None, None, false), |(id, ro, sro, iro)| {
+                    (id, None, read_only_set(&[ro, sro, iro]))
                 })
             }
         };
         let server_id =
             server_id.ok_or_else(|| parse_error(side, "@@server_id is NULL".to_string()))?;
-        let read_only = flag_set(read_only.as_deref()) || flag_set(super_read_only.as_deref());
         let rows = show(conn, &mut server.binlog_status_sql, BINLOG_STATUS_SQL)
             .await
             .map_err(|e| failed(&e))?;
@@ -1195,22 +1206,22 @@ impl MysqlProbe {
         };
         let (executed_text, read_only) = match flavor {
             Flavor::MariaDb => {
-                let row: Option<(Option<String>, Option<String>)> = conn
-                    .query_first("SELECT @@gtid_slave_pos, @@read_only")
+                let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+                    .query_first("SELECT @@gtid_slave_pos, @@read_only, @@innodb_read_only")
                     .await
                     .map_err(|e| failed(&e))?;
-                let (executed, read_only) = row.unwrap_or((None, None));
-                (executed, flag_set(read_only.as_deref()))
+                let (executed, ro, iro) = row.unwrap_or((None, None, None));
+                (executed, read_only_set(&[ro, iro]))
             }
             Flavor::MySql => {
-                let row: Option<(Option<String>, Option<String>)> = conn
-                    .query_first("SELECT @@read_only, @@super_read_only")
+                let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+                    .query_first("SELECT @@read_only, @@super_read_only, @@innodb_read_only")
                     .await
                     .map_err(|e| failed(&e))?;
-                let (ro, sro) = row.unwrap_or((None, None));
+                let (ro, sro, iro) = row.unwrap_or((None, None, None));
                 (
                     statuses.first().and_then(|s| s.executed_gtid.clone()),
-                    flag_set(ro.as_deref()) || flag_set(sro.as_deref()),
+                    read_only_set(&[ro, sro, iro]),
                 )
             }
         };
@@ -2065,6 +2076,12 @@ Source_SSL_Verify_Server_Cert: No
     fn a_server_accepts_writes_only_when_open_and_not_following() {
         assert!(flag_set(Some("1")) && flag_set(Some("ON")));
         assert!(!flag_set(Some("0")) && !flag_set(Some("OFF")) && !flag_set(None));
+        assert!(read_only_set(&[Some("0".into()), None, Some("1".into())]));
+        assert!(!read_only_set(&[
+            Some("0".into()),
+            None,
+            Some("OFF".into())
+        ]));
         let healthy = ReplicaStatus::parse(&vertical(MARIADB_HEALTHY)).unwrap();
         let sql_stopped = ReplicaStatus::parse(&vertical(MARIADB_SQL_STOPPED)).unwrap();
         // The source gone: the I/O thread keeps reconnecting, still a replica.
