@@ -507,6 +507,21 @@ impl MariadbPair {
             .map(|_| ())
     }
 
+    /// Failback: makes the (restarted) old primary a read-only replica of
+    /// the promoted replica, replaying the promoted side's binary log from
+    /// its start (`MASTER_USE_GTID=slave_pos`, its `gtid_slave_pos` empty).
+    pub fn replicate_primary_from_replica(&self) -> LabResult<()> {
+        self.primary_sql(&format!(
+            "SET GLOBAL read_only=ON;
+             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port},
+                 MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{REPLICATION_USER}',
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+             START SLAVE",
+            port = self.replica.port
+        ))
+        .map(|_| ())
+    }
+
     /// Starts the primary again on its port and waits until it answers; the
     /// replica reconnects within about a second (`MASTER_CONNECT_RETRY=1`).
     pub fn start_primary(&mut self) -> LabResult<()> {

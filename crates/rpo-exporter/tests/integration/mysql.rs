@@ -704,7 +704,8 @@ fn sequence_table(pair: &MariadbPair) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn region_loss_then_promotion_measures_what_the_data_says_was_lost() {
+async fn region_loss_then_promotion_measures_what_the_data_says_was_lost_then_failback_returns_to_go(
+) {
     let mut pair = start_mariadb_pair().await;
     sequence_table(&pair);
     let exporter = Exporter::start(&config_with(&mysql_target(T, &pair, "3s", true))).await;
@@ -785,6 +786,31 @@ async fn region_loss_then_promotion_measures_what_the_data_says_was_lost() {
             |t| t["promotion"]["first_heartbeat_accepted_at"].is_string(),
         )
         .await;
+
+    // Failback: the old primary comes back and follows the promoted side;
+    // the same exporter measures that direction and returns to GO.
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.start_primary()?;
+        pair.replicate_primary_from_replica()?;
+        Ok::<_, rpo_lab::LabError>(pair)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let go = exporter
+        .wait_for_go("", Duration::from_secs(30), "GO in the other direction")
+        .await;
+    let db = &go["groups"][0]["targets"][0];
+    assert_eq!(db["direction"], "replica_url -> primary_url", "{db}");
+    let text = exporter.metrics().await;
+    assert_metric(&text, "rpo_promoted", &labels(T), Some(1.0));
+    assert_metric(&text, "rpo_split_brain", &labels(T), Some(0.0));
+    let (written, seen) = heartbeat_written_and_seen(&text, T);
+    assert!(
+        written - seen < 2.0 && now_unix() - seen < 3.0,
+        "the heartbeat goes to the promoted side and is read on the old primary: written {written}, seen {seen}"
+    );
+    drop(pair);
     exporter.stop().await;
 }
 
