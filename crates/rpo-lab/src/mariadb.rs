@@ -507,6 +507,38 @@ impl MariadbPair {
             .map(|_| ())
     }
 
+    /// A planned switchover: the primary shuts down once every replica has
+    /// received its binary log (`SHUTDOWN WAIT FOR ALL SLAVES`, MariaDB ≥
+    /// 10.4), the replica executes what it received (its `gtid_slave_pos`
+    /// stops moving), then it is promoted ([`promote_replica`](Self::promote_replica)).
+    /// Takes `&self` (the pair may be shared): the primary's process is
+    /// reaped when the pair is dropped.
+    pub fn switch_over(&self) -> LabResult<()> {
+        // The connection may drop while the server goes down: that is the
+        // point, so only whether the server stopped answering counts.
+        let _ = self.primary_sql("SHUTDOWN WAIT FOR ALL SLAVES");
+        let started = Instant::now();
+        while self.primary_sql("SELECT 1").is_ok() {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(LabError::Command {
+                    command: "SHUTDOWN WAIT FOR ALL SLAVES (primary)".to_string(),
+                    stderr: "the primary still answers after 30 s".to_string(),
+                });
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let mut last = self.replica_sql("SELECT @@gtid_slave_pos")?;
+        loop {
+            thread::sleep(Duration::from_millis(500));
+            let now = self.replica_sql("SELECT @@gtid_slave_pos")?;
+            if now == last || started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            last = now;
+        }
+        self.promote_replica()
+    }
+
     /// Failback: makes the (restarted) old primary a read-only replica of
     /// the promoted replica, replaying the promoted side's binary log from
     /// its start (`MASTER_USE_GTID=slave_pos`, its `gtid_slave_pos` empty).
