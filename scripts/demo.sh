@@ -4,7 +4,7 @@
 # prints the `check` table and the URLs, and stops everything on Ctrl-C.
 #   scripts/demo.sh [--once] [--listen 127.0.0.1:9798]
 #   scripts/demo.sh --drill [--report DIR]   # a failover drill on the lab: promotes the
-#                                            # Postgres and Redis replicas, prints the report's summary
+#                                            # Postgres, MariaDB and Redis replicas, prints the report's summary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

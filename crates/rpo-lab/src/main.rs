@@ -8,8 +8,10 @@
 //!
 //! `rpo-lab --drill` runs a failover drill on the lab instead: it starts
 //! `rpo-exporter drill` (in-process) on group `erp`, then switches the
-//! Postgres and Redis pairs over as a planned drill would (the Postgres
-//! primary shut down cleanly and its replica promoted; Redis `FAILOVER`),
+//! Postgres, MariaDB and Redis pairs over as a planned drill would (the
+//! Postgres primary shut down cleanly and its replica promoted; the MariaDB
+//! primary shut down once its replica has the binary log, the replica
+//! promoted; Redis `FAILOVER`),
 //! prints the drill report's summary, writes the report into `--report DIR`
 //! and exits with the drill's exit code.
 
@@ -39,7 +41,7 @@ struct Args {
     /// of 127.0.0.1.
     #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9798")]
     listen: SocketAddr,
-    /// Run a failover drill: promote the lab's Postgres and Redis replicas
+    /// Run a failover drill: promote the lab's Postgres, MariaDB and Redis replicas
     /// (planned switchovers), print the drill report's summary and exit
     /// with the drill's exit code (0 every loss within budget).
     #[arg(long, conflicts_with = "once")]
@@ -191,6 +193,13 @@ async fn drill(lab: &FullLab, config: &Config, report_dir: PathBuf) -> u8 {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("rpo-lab: the Postgres switchover failed: {e}"),
         Err(e) => eprintln!("rpo-lab: the Postgres switchover stopped: {e}"),
+    }
+    println!("(lab) planned switchover of erp-ledger: the MariaDB primary shuts down once the replica has its binary log, the replica is promoted");
+    let mariadb = lab.mariadb.clone();
+    match tokio::task::spawn_blocking(move || mariadb.switch_over()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("rpo-lab: the MariaDB switchover failed: {e}"),
+        Err(e) => eprintln!("rpo-lab: the MariaDB switchover stopped: {e}"),
     }
     println!("(lab) planned switchover of erp-sessions: FAILOVER on the Redis primary");
     let redis = lab.redis.clone();

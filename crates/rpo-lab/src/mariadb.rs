@@ -484,6 +484,76 @@ impl MariadbPair {
         self.stop(Role::Primary)
     }
 
+    /// Kills the primary (SIGKILL by its own pid): the region is lost, and
+    /// nothing more leaves it. Not restarted by this lab.
+    pub fn kill_primary(&mut self) -> LabResult<()> {
+        if let Some(mut child) = self.primary.child.take() {
+            child
+                .kill()
+                .map_err(|e| LabError::io("kill the primary", e))?;
+            child
+                .wait()
+                .map_err(|e| LabError::io("wait for the killed primary", e))?;
+        }
+        Ok(())
+    }
+
+    /// Promotes the replica the way an operator does by hand: stops
+    /// replicating and forgets its source (`STOP SLAVE; RESET SLAVE ALL`,
+    /// which also discards relay logs not yet executed), then opens it to
+    /// writes (`SET GLOBAL read_only=OFF`).
+    pub fn promote_replica(&self) -> LabResult<()> {
+        self.replica_sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF")
+            .map(|_| ())
+    }
+
+    /// A planned switchover: the primary shuts down once every replica has
+    /// received its binary log (`SHUTDOWN WAIT FOR ALL SLAVES`, MariaDB ≥
+    /// 10.4), the replica executes what it received (its `gtid_slave_pos`
+    /// stops moving), then it is promoted ([`promote_replica`](Self::promote_replica)).
+    /// Takes `&self` (the pair may be shared): the primary's process is
+    /// reaped when the pair is dropped.
+    pub fn switch_over(&self) -> LabResult<()> {
+        // The connection may drop while the server goes down: that is the
+        // point, so only whether the server stopped answering counts.
+        let _ = self.primary_sql("SHUTDOWN WAIT FOR ALL SLAVES");
+        let started = Instant::now();
+        while self.primary_sql("SELECT 1").is_ok() {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(LabError::Command {
+                    command: "SHUTDOWN WAIT FOR ALL SLAVES (primary)".to_string(),
+                    stderr: "the primary still answers after 30 s".to_string(),
+                });
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let mut last = self.replica_sql("SELECT @@gtid_slave_pos")?;
+        loop {
+            thread::sleep(Duration::from_millis(500));
+            let now = self.replica_sql("SELECT @@gtid_slave_pos")?;
+            if now == last || started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            last = now;
+        }
+        self.promote_replica()
+    }
+
+    /// Failback: makes the (restarted) old primary a read-only replica of
+    /// the promoted replica, replaying the promoted side's binary log from
+    /// its start (`MASTER_USE_GTID=slave_pos`, its `gtid_slave_pos` empty).
+    pub fn replicate_primary_from_replica(&self) -> LabResult<()> {
+        self.primary_sql(&format!(
+            "SET GLOBAL read_only=ON;
+             CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port},
+                 MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{REPLICATION_USER}',
+                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+             START SLAVE",
+            port = self.replica.port
+        ))
+        .map(|_| ())
+    }
+
     /// Starts the primary again on its port and waits until it answers; the
     /// replica reconnects within about a second (`MASTER_CONNECT_RETRY=1`).
     pub fn start_primary(&mut self) -> LabResult<()> {

@@ -20,6 +20,13 @@
 //! I/O thread is behind or stalled. No server timestamp moves the recovery
 //! point (SPEC section 10).
 //!
+//! Roles are detected on every poll (SPEC section 11,
+//! [`crate::evidence::promotion`]): a server accepts writes when
+//! `read_only`, `innodb_read_only` (and MySQL's `super_read_only`) are off
+//! and no replica thread runs on it. The heartbeat goes to the side seen alone accepting writes,
+//! so a promotion's loss is measured and, after a failback, the other
+//! direction is measured without a config change.
+//!
 //! Connections are kept between polls and re-established after a failure,
 //! with bounded backoff. Each side gets half of the poll's timeout, so a
 //! hung primary never hides what the replica shows, and vice versa.
@@ -42,7 +49,9 @@ use crate::drivers::mysql::{
 };
 use crate::drivers::within;
 use crate::evidence::clock::Stamp;
+use crate::evidence::heartbeat::HeartbeatLog;
 use crate::evidence::positions::{ApplyRate, Position, SourceSamples};
+use crate::evidence::promotion::{ConfiguredSide, Direction, PairRoles, SideSeen, WriterSide};
 use crate::metric_def::MetricDef;
 use crate::probe::{
     from_unix_seconds, unix_seconds, Detail, FailureReason, HeartbeatWriter, LinkState,
@@ -153,7 +162,12 @@ impl KindSpec for MysqlTarget {
 
     fn build(&self, target: &Target, context: &ProbeContext) -> Result<Box<dyn Probe>, ProbeError> {
         let instance = context.instance.as_str();
-        Ok(Box::new(MysqlProbe::new(target, self, instance)?))
+        let log = context.heartbeat_log(&target.name);
+        Ok(Box::new(MysqlProbe::new(target, self, instance, log)?))
+    }
+
+    fn reports_roles(&self) -> bool {
+        true
     }
 }
 
@@ -626,6 +640,16 @@ impl ReplicaStatus {
         self.sql_running.eq_ignore_ascii_case("yes")
     }
 
+    /// Whether this server is still following a source on this channel:
+    /// the I/O thread runs (or keeps reconnecting: `Connecting`, as while
+    /// its source is down) or the SQL thread runs. A server with a running
+    /// replica thread is a replica, whatever its `read_only`.
+    pub fn threads_running(&self) -> bool {
+        self.io_running()
+            || self.io_running.eq_ignore_ascii_case("connecting")
+            || self.sql_running()
+    }
+
     /// Why this replication stream is not working, in words; `None` when
     /// both threads run and the I/O thread is connected.
     pub fn unhealthy(&self) -> Option<String> {
@@ -927,14 +951,46 @@ fn quoted_table(table: &str) -> String {
         .join(".")
 }
 
-pub struct MysqlProbe {
-    timeout: Duration,
-    primary: Connection,
-    replica: Connection,
-    heartbeat: Option<HeartbeatSettings>,
-    history: PositionHistory,
+/// One configured server of the pair: its kept connection and the
+/// statement spellings it understands (remembered per server, so a switch
+/// of direction never asks one server in another's dialect).
+struct Server {
+    connection: Connection,
     binlog_status_sql: Option<&'static str>,
     replica_status_sql: Option<&'static str>,
+}
+
+impl Server {
+    fn new(connection: Connection) -> Server {
+        Server {
+            connection,
+            binlog_status_sql: None,
+            replica_status_sql: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.connection.reset();
+        self.binlog_status_sql = None;
+        self.replica_status_sql = None;
+    }
+}
+
+pub struct MysqlProbe {
+    timeout: Duration,
+    /// The server at `primary_url`.
+    primary: Server,
+    /// The server at `replica_url`.
+    replica: Server,
+    heartbeat: Option<HeartbeatSettings>,
+    history: PositionHistory,
+    /// Which way replication is measured: roles are detected on every
+    /// poll, not assumed from the config keys (see `evidence::promotion`).
+    direction: Direction,
+    /// Where the heartbeat writer writes: the side accepting writes.
+    writer: WriterSide,
+    /// This target's heartbeat writes, which date the heartbeat seen.
+    heartbeat_log: HeartbeatLog,
 }
 
 #[derive(Clone)]
@@ -945,11 +1001,37 @@ struct HeartbeatSettings {
     instance: String,
 }
 
+/// `@@read_only` / `@@super_read_only` as the text protocol sends them
+/// (`1`/`0`; `ON`/`OFF` on some versions): set unless it says off.
+fn flag_set(value: Option<&str>) -> bool {
+    value.map(str::trim).is_some_and(|v| {
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("no"))
+    })
+}
+
+/// Whether any of a server's read-only switches is on: `read_only`,
+/// MySQL's `super_read_only`, and `innodb_read_only` (how an Aurora MySQL
+/// reader says it is one: Amazon Aurora User Guide, "Best practices with
+/// Amazon Aurora MySQL", AuroraMySQL.BestPractices.html).
+fn read_only_set(flags: &[Option<String>]) -> bool {
+    flags.iter().any(|f| flag_set(f.as_deref()))
+}
+
+/// Whether a server accepts writes: not `read_only` (nor, on MySQL,
+/// `super_read_only`) and no replica thread running. A replica without
+/// `read_only` still counts as a replica while it follows its source;
+/// a server whose threads were stopped *and* whose `read_only` is off is
+/// taken as writable (promoted by hand, or a replica left open to writes).
+fn accepts_writes(read_only: bool, statuses: &[ReplicaStatus]) -> bool {
+    !read_only && !statuses.iter().any(ReplicaStatus::threads_running)
+}
+
 impl MysqlProbe {
     pub fn new(
         target: &Target,
         spec: &MysqlTarget,
         instance: &str,
+        heartbeat_log: HeartbeatLog,
     ) -> Result<MysqlProbe, ProbeError> {
         let ca = spec
             .tls_ca_file
@@ -958,14 +1040,14 @@ impl MysqlProbe {
             .transpose()?;
         Ok(MysqlProbe {
             timeout: target.timeout,
-            primary: Connection::new(
+            primary: Server::new(Connection::new(
                 Side::Source,
                 connect_opts(target, &spec.primary_url, Side::Source, ca.as_deref())?,
-            ),
-            replica: Connection::new(
+            )),
+            replica: Server::new(Connection::new(
                 Side::Replica,
                 connect_opts(target, &spec.replica_url, Side::Replica, ca.as_deref())?,
-            ),
+            )),
             heartbeat: spec.heartbeat.as_ref().map(|hb| HeartbeatSettings {
                 interval: hb.interval,
                 table: hb.table.clone(),
@@ -973,36 +1055,52 @@ impl MysqlProbe {
                 instance: instance.to_string(),
             }),
             history: PositionHistory::default(),
-            binlog_status_sql: None,
-            replica_status_sql: None,
+            direction: Direction::Forward,
+            writer: WriterSide::default(),
+            heartbeat_log,
         })
     }
 
-    async fn observe_primary(&mut self) -> Result<PrimaryObservation, ProbeError> {
+    /// What the side measured as the source says, and whether it accepts
+    /// writes.
+    async fn observe_primary(
+        server: &mut Server,
+    ) -> Result<(PrimaryObservation, bool), ProbeError> {
         let side = Side::Source;
-        let user = self.primary.user().to_string();
-        let (conn, flavor) = self.primary.conn().await?;
+        let user = server.connection.user().to_string();
+        let (conn, flavor) = server.connection.conn().await?;
         let failed = |e: &mysql_async::Error| statement_error(e, side, flavor, &user);
         let observed_at = Stamp::now();
         // Everything below is read after `observed_at`, so it holds at
         // least every write made before it.
-        let (server_id, mariadb_gtid): (Option<u32>, Option<String>) = match flavor {
-            Flavor::MariaDb => conn
-                .query_first("SELECT @@server_id, @@gtid_binlog_pos")
-                .await
-                .map_err(|e| failed(&e))?
-                .unwrap_or((None, None)),
-            Flavor::MySql => (
-                conn.query_first("SELECT @@server_id")
+        type Text = Option<String>;
+        let (server_id, mariadb_gtid, read_only): (Option<u32>, Text, bool) = match flavor {
+            Flavor::MariaDb => {
+                let row: Option<(Option<u32>, Text, Text, Text)> = conn
+                    .query_first(
+                        "SELECT @@server_id, @@gtid_binlog_pos, @@read_only, @@innodb_read_only",
+                    )
                     .await
-                    .map_err(|e| failed(&e))?
-                    .flatten(),
-                None,
-            ),
+                    .map_err(|e| failed(&e))?;
+                row.map_or((None, None, false), |(id, gtid, ro, iro)| {
+                    (id, gtid, read_only_set(&[ro, iro]))
+                })
+            }
+            Flavor::MySql => {
+                let row: Option<(Option<u32>, Text, Text, Text)> = conn
+                    .query_first(
+                        "SELECT @@server_id, @@read_only, @@super_read_only, @@innodb_read_only",
+                    )
+                    .await
+                    .map_err(|e| failed(&e))?;
+                row.map_or((None, None, false), |(id, ro, sro, iro)| {
+                    (id, None, read_only_set(&[ro, sro, iro]))
+                })
+            }
         };
         let server_id =
             server_id.ok_or_else(|| parse_error(side, "@@server_id is NULL".to_string()))?;
-        let rows = show(conn, &mut self.binlog_status_sql, BINLOG_STATUS_SQL)
+        let rows = show(conn, &mut server.binlog_status_sql, BINLOG_STATUS_SQL)
             .await
             .map_err(|e| failed(&e))?;
         let Some(row) = rows.first() else {
@@ -1052,27 +1150,45 @@ impl MysqlProbe {
             Err(e) if server_code(&e).is_some() => None,
             Err(e) => return Err(failed(&e)),
         };
-        Ok(PrimaryObservation {
-            observed_at,
-            position: SourcePosition {
-                server_id,
-                binlog,
-                gtid,
+        // Whether the source itself follows another server (rebuilt as a
+        // replica after a failback). Without the grant it is taken as not
+        // following: the primary's usual state, and never a reason for GO
+        // (at worst a split brain is reported that is not there).
+        let statuses = match show(conn, &mut server.replica_status_sql, REPLICA_STATUS_SQL).await {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|row| ReplicaStatus::parse(row).ok())
+                .collect(),
+            Err(e) if server_code(&e).is_some() => Vec::new(),
+            Err(e) => return Err(failed(&e)),
+        };
+        Ok((
+            PrimaryObservation {
+                observed_at,
+                position: SourcePosition {
+                    server_id,
+                    binlog,
+                    gtid,
+                },
+                binlog_sizes,
             },
-            binlog_sizes,
-        })
+            accepts_writes(read_only, &statuses),
+        ))
     }
 
+    /// What the side measured as the replica says, whether it accepts
+    /// writes, and the newest heartbeat of this exporter it holds (read
+    /// whatever its role, so a promotion's loss can be measured).
     async fn observe_replica(
-        &mut self,
-    ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
+        server: &mut Server,
+        heartbeat: Option<HeartbeatSettings>,
+    ) -> Result<(ReplicaObservation, bool, Option<SystemTime>), ProbeError> {
         let side = Side::Replica;
-        let heartbeat = self.heartbeat.clone();
-        let user = self.replica.user().to_string();
-        let (conn, flavor) = self.replica.conn().await?;
+        let user = server.connection.user().to_string();
+        let (conn, flavor) = server.connection.conn().await?;
         let failed = |e: &mysql_async::Error| statement_error(e, side, flavor, &user);
         let observed_at = Stamp::now();
-        let rows = show(conn, &mut self.replica_status_sql, REPLICA_STATUS_SQL)
+        let rows = show(conn, &mut server.replica_status_sql, REPLICA_STATUS_SQL)
             .await
             .map_err(|e| failed(&e))?;
         let mut statuses = rows
@@ -1088,17 +1204,31 @@ impl MysqlProbe {
                     .map_err(|e| parse_error(side, format!("the replica's {what}: {e}"))),
             }
         };
-        let executed_text = match flavor {
-            Flavor::MariaDb => conn
-                .query_first::<Option<String>, _>("SELECT @@gtid_slave_pos")
-                .await
-                .map_err(|e| failed(&e))?
-                .flatten(),
-            Flavor::MySql => statuses.first().and_then(|s| s.executed_gtid.clone()),
+        let (executed_text, read_only) = match flavor {
+            Flavor::MariaDb => {
+                let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+                    .query_first("SELECT @@gtid_slave_pos, @@read_only, @@innodb_read_only")
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let (executed, ro, iro) = row.unwrap_or((None, None, None));
+                (executed, read_only_set(&[ro, iro]))
+            }
+            Flavor::MySql => {
+                let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+                    .query_first("SELECT @@read_only, @@super_read_only, @@innodb_read_only")
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let (ro, sro, iro) = row.unwrap_or((None, None, None));
+                (
+                    statuses.first().and_then(|s| s.executed_gtid.clone()),
+                    read_only_set(&[ro, sro, iro]),
+                )
+            }
         };
         for status in &mut statuses {
             status.received_gtid = gtid(status.retrieved_gtid.as_deref(), "received GTIDs")?;
         }
+        let writable = accepts_writes(read_only, &statuses);
         let observation = ReplicaObservation {
             observed_at,
             executed_gtid: gtid(executed_text.as_deref(), "executed GTIDs")?,
@@ -1122,17 +1252,7 @@ impl MysqlProbe {
                 }
             }
         };
-        Ok((observation, heartbeat_seen))
-    }
-
-    fn reset_primary(&mut self) {
-        self.primary.reset();
-        self.binlog_status_sql = None;
-    }
-
-    fn reset_replica(&mut self) {
-        self.replica.reset();
-        self.replica_status_sql = None;
+        Ok((observation, writable, heartbeat_seen))
     }
 
     async fn poll_once(&mut self) -> Measurement {
@@ -1140,25 +1260,47 @@ impl MysqlProbe {
         let half = self.timeout / 2;
         let mut measurement = Measurement::new(SystemTime::now());
         let mut details = Vec::new();
+        let direction = self.direction;
+        let heartbeat = self.heartbeat.clone();
+        let mut roles = PairRoles {
+            direction,
+            heartbeat_configured: heartbeat.is_some(),
+            ..PairRoles::default()
+        };
+        let (source, replica_side) = match direction {
+            Direction::Forward => (&mut self.primary, &mut self.replica),
+            Direction::Reverse => (&mut self.replica, &mut self.primary),
+        };
 
         // The primary first: the caught-up test needs its position read
         // before the replica's.
-        let primary = match within(started + half, self.observe_primary()).await {
-            Ok(observation) => {
+        let primary = match within(started + half, Self::observe_primary(source)).await {
+            Ok((observation, writable)) => {
                 measurement.source_reachable = Some(true);
                 self.history.record_primary(&observation);
+                // Positions stay `None`: binary log coordinates and GTID
+                // states are not one number (no bytes-lost figure).
+                *roles.side_mut(direction.source()) = SideSeen {
+                    writable: Some(writable),
+                    ..SideSeen::default()
+                };
                 Some(observation)
             }
             Err(err) => {
-                self.reset_primary();
+                source.reset();
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
                 None
             }
         };
 
-        match within(started + self.timeout, self.observe_replica()).await {
-            Ok((replica, heartbeat_seen)) => {
+        match within(
+            started + self.timeout,
+            Self::observe_replica(replica_side, heartbeat),
+        )
+        .await
+        {
+            Ok((replica, writable, heartbeat_seen)) => {
                 measurement.replica_reachable = Some(true);
                 measurement.evidence_time = replica.observed_at.wall;
                 // This poll's executed position counts for the apply rate
@@ -1169,7 +1311,20 @@ impl MysqlProbe {
                     }
                 }
                 let evidence = self.history.evidence(primary.as_ref(), &replica);
-                measurement.recovery_point = match (evidence.recovery_point, heartbeat_seen) {
+                // Only heartbeats this process wrote (or an earlier run, not
+                // later than the evidence) are dated; see evidence::heartbeat.
+                let heartbeat_dated = heartbeat_seen
+                    .and_then(|seen| self.heartbeat_log.date(seen, replica.observed_at).proven());
+                *roles.side_mut(direction.replica()) = SideSeen {
+                    writable: Some(writable),
+                    heartbeat: heartbeat_dated,
+                    ..SideSeen::default()
+                };
+                // A heartbeat read on a server that accepts writes proves
+                // nothing about replication (after a promotion this exporter
+                // writes it there itself).
+                let heartbeat = heartbeat_dated.filter(|_| !writable);
+                measurement.recovery_point = match (evidence.recovery_point, heartbeat) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
@@ -1180,17 +1335,35 @@ impl MysqlProbe {
                 details.extend(replica_details(&evidence, heartbeat_seen));
             }
             Err(err) => {
-                self.reset_replica();
+                replica_side.reset();
                 measurement.replica_reachable = Some(false);
                 measurement.link = LinkState::Unknown("the replica cannot be reached".to_string());
                 measurement.failures.push(err.on(Side::Replica));
             }
         }
         measurement.details = details;
+        self.follow_roles(&roles);
+        measurement.roles = Some(roles);
         measurement
     }
-}
 
+    /// After a poll: heartbeats go where writes are accepted, and the next
+    /// poll measures the direction replication now runs in. Positions
+    /// sampled on the old source date nothing on the new one.
+    fn follow_roles(&mut self, roles: &PairRoles) {
+        self.writer.follow(roles);
+        let next = self.direction.after(roles);
+        if next != self.direction {
+            tracing::info!(
+                source = next.source().url_key(),
+                replica = next.replica().url_key(),
+                "replication now runs the other way; measuring that direction"
+            );
+            self.direction = next;
+            self.history = PositionHistory::default();
+        }
+    }
+}
 fn replica_details(evidence: &EngineEvidence, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let status = evidence.status.as_ref();
@@ -1240,26 +1413,38 @@ impl Probe for MysqlProbe {
     }
 
     fn reset(&mut self) {
-        self.reset_primary();
-        self.reset_replica();
+        self.primary.reset();
+        self.replica.reset();
     }
 
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(MysqlHeartbeatWriter {
-            connection: self.primary.twin(),
-            user: self.primary.user().to_string(),
+            connection: self.primary.connection.twin(),
+            user: self.primary.connection.user().to_string(),
             settings,
+            other: self.replica.connection.twin(),
+            side: ConfiguredSide::Primary,
+            writer: self.writer.clone(),
+            log: self.heartbeat_log.clone(),
         }))
     }
 }
 
-/// Writes this exporter's heartbeat row on the primary over its own
-/// connection, so a slow poll never delays a heartbeat.
+/// Writes this exporter's heartbeat row over its own connection, so a slow
+/// poll never delays a heartbeat: on the primary, or, after a promotion,
+/// on the side the probe saw accepting writes.
 struct MysqlHeartbeatWriter {
+    /// The connection to `side`.
     connection: Connection,
     user: String,
     settings: HeartbeatSettings,
+    /// The connection to the other configured side, kept for a switch.
+    other: Connection,
+    side: ConfiguredSide,
+    writer: WriterSide,
+    /// Where each value is logged before it is sent, to date it when seen.
+    log: HeartbeatLog,
 }
 
 impl MysqlHeartbeatWriter {
@@ -1280,6 +1465,12 @@ impl MysqlHeartbeatWriter {
     }
 
     async fn write_once(&mut self, at: SystemTime) -> Result<(), ProbeError> {
+        let wanted = self.writer.get();
+        if wanted != self.side {
+            std::mem::swap(&mut self.connection, &mut self.other);
+            self.side = wanted;
+        }
+        self.log.record(at);
         let side = Side::Source;
         let create_sql = self.create_sql();
         let grants = self.grants_help();
@@ -1341,6 +1532,10 @@ impl HeartbeatWriter for MysqlHeartbeatWriter {
 
     fn reset(&mut self) {
         self.connection.reset();
+    }
+
+    fn destination(&self) -> ConfiguredSide {
+        self.side
     }
 }
 
@@ -1875,6 +2070,38 @@ Source_SSL_Verify_Server_Cert: No
         h.record_executed(Stamp::unstepped(at(2.0)), &coords("mysql-bin.000002", 1000));
         // 1000 bytes to the end of the first file, 1000 into the next.
         assert_eq!(h.apply.per_second(), Some(1000.0));
+    }
+
+    #[test]
+    fn a_server_accepts_writes_only_when_open_and_not_following() {
+        assert!(flag_set(Some("1")) && flag_set(Some("ON")));
+        assert!(!flag_set(Some("0")) && !flag_set(Some("OFF")) && !flag_set(None));
+        assert!(read_only_set(&[Some("0".into()), None, Some("1".into())]));
+        assert!(!read_only_set(&[
+            Some("0".into()),
+            None,
+            Some("OFF".into())
+        ]));
+        let healthy = ReplicaStatus::parse(&vertical(MARIADB_HEALTHY)).unwrap();
+        let sql_stopped = ReplicaStatus::parse(&vertical(MARIADB_SQL_STOPPED)).unwrap();
+        // The source gone: the I/O thread keeps reconnecting, still a replica.
+        let reconnecting = ReplicaStatus::parse(&vertical(MARIADB_PRIMARY_GONE)).unwrap();
+        assert!(healthy.threads_running() && sql_stopped.threads_running());
+        assert!(reconnecting.threads_running(), "{reconnecting:?}");
+        let mut stopped = healthy.clone();
+        stopped.io_running = "No".to_string();
+        stopped.sql_running = "No".to_string();
+        assert!(!stopped.threads_running());
+        // A primary: open, no replica status.
+        assert!(accepts_writes(false, &[]));
+        // A replica: read_only, or following even without read_only.
+        assert!(!accepts_writes(true, &[]));
+        assert!(!accepts_writes(false, &[healthy]));
+        assert!(!accepts_writes(false, &[reconnecting]));
+        // Promoted by hand (STOP SLAVE; RESET SLAVE ALL / threads stopped;
+        // read_only off).
+        assert!(accepts_writes(false, &[stopped.clone()]));
+        assert!(!accepts_writes(true, &[stopped]));
     }
 
     #[test]

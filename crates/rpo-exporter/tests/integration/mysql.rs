@@ -677,3 +677,190 @@ async fn tls_with_the_servers_ca_is_go_and_without_it_names_the_tls_error() {
     assert!(!untrusted.contains("tls-pw"), "{untrusted}");
     exporter.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Promotion and split brain (SPEC section 11).
+
+/// The heartbeat interval of `mysql_target`: the error bound of a measured loss.
+const HEARTBEAT: f64 = 0.5;
+
+/// Writes `n` = 0, 1, … into `rpo.seq_writes` on the primary every 50 ms
+/// for `seconds`; returns when each write was acknowledged (this machine's
+/// clock), by `n`. The table must exist (see `sequence_table`).
+async fn write_sequence(primary_url: String, seconds: f64) -> Vec<f64> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(primary_url).await.unwrap();
+    let started = now_unix();
+    let mut acknowledged = Vec::new();
+    while now_unix() - started < seconds {
+        conn.exec_drop(
+            "INSERT INTO rpo.seq_writes (n) VALUES (?)",
+            (acknowledged.len() as u64,),
+        )
+        .await
+        .unwrap();
+        acknowledged.push(now_unix());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acknowledged
+}
+
+/// Creates `rpo.seq_writes` on the primary and waits until the replica has it.
+fn sequence_table(pair: &MariadbPair) {
+    pair.primary_sql("CREATE TABLE rpo.seq_writes (n BIGINT PRIMARY KEY)")
+        .unwrap();
+    pair.wait_for_replication(Duration::from_secs(30)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_loss_then_promotion_measures_what_the_data_says_was_lost_then_failback_returns_to_go(
+) {
+    let mut pair = start_mariadb_pair().await;
+    sequence_table(&pair);
+    let exporter = Exporter::start(&config_with(&mysql_target(T, &pair, "3s", true))).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO before the loss")
+        .await;
+
+    // Numbered writes for 6 s; after the first second the replica stops
+    // executing (it still receives); then the primary dies.
+    let writer = tokio::spawn(write_sequence(pair.primary_url(), 6.0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pair.stop_sql_thread().unwrap();
+    let acknowledged = writer.await.unwrap();
+    pair.kill_primary().unwrap();
+    // Promoted by hand: RESET SLAVE ALL drops the relay log not executed,
+    // so what the SQL thread had not applied is lost.
+    pair.promote_replica().unwrap();
+
+    // The truth, from the data: the newest write the promoted side holds.
+    let survived: i64 = pair
+        .replica_sql("SELECT COALESCE(MAX(n), -1) FROM rpo.seq_writes")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(survived >= 0, "the writes before the stop replicated");
+    let truth = acknowledged.last().unwrap() - acknowledged[survived as usize];
+    assert!(truth > 3.0, "the test lost writes: {truth}s");
+
+    let text = exporter
+        .wait_for_metrics(Duration::from_secs(30), "a measured loss", |text| {
+            metric_value(text, "rpo_measured_loss_seconds", &labels(T)).is_some()
+        })
+        .await;
+    let loss = metric_value(&text, "rpo_measured_loss_seconds", &labels(T)).unwrap();
+    eprintln!("mysql: measured loss {loss}s; the data says {truth}s");
+    assert!(
+        (loss - truth).abs() <= HEARTBEAT + 1.0,
+        "measured loss {loss}s; the data says {truth}s"
+    );
+    assert_metric(&text, "rpo_promoted", &labels(T), Some(1.0));
+    assert_metric(&text, "rpo_split_brain", &labels(T), Some(0.0));
+    // GTID states are not one number: no bytes-lost figure.
+    assert_metric(&text, "rpo_measured_loss_bytes", &labels(T), None);
+    let predicted = metric_value(
+        &text,
+        "rpo_predicted_exposure_at_promotion_seconds",
+        &labels(T),
+    )
+    .unwrap();
+    assert!(
+        predicted > 3.0,
+        "predicted {predicted}s before the promotion"
+    );
+
+    // The verdict says it in words.
+    let (status, planned) = exporter.verdict("?mode=planned").await;
+    assert_eq!(status, 503, "{planned}");
+    let db = exporter.target_verdict(T).await;
+    assert!(
+        reasons(&db).contains("replica promoted at ")
+            && reasons(&db).contains("nothing replicates from it yet"),
+        "{db}"
+    );
+    assert!(db["reason_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["code"] == "replica_promoted"));
+    assert_eq!(db["promotion"]["side"], "replica_url", "{db}");
+    assert_eq!(db["promoted"], true, "{db}");
+
+    // The heartbeat now goes to the promoted side, which accepts it.
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(10),
+            "the promoted side to accept a heartbeat",
+            |t| t["promotion"]["first_heartbeat_accepted_at"].is_string(),
+        )
+        .await;
+
+    // Failback: the old primary comes back and follows the promoted side;
+    // the same exporter measures that direction and returns to GO.
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.start_primary()?;
+        pair.replicate_primary_from_replica()?;
+        Ok::<_, rpo_lab::LabError>(pair)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let go = exporter
+        .wait_for_go("", Duration::from_secs(30), "GO in the other direction")
+        .await;
+    let db = &go["groups"][0]["targets"][0];
+    assert_eq!(db["direction"], "replica_url -> primary_url", "{db}");
+    let text = exporter.metrics().await;
+    assert_metric(&text, "rpo_promoted", &labels(T), Some(1.0));
+    assert_metric(&text, "rpo_split_brain", &labels(T), Some(0.0));
+    let (written, seen) = heartbeat_written_and_seen(&text, T);
+    assert!(
+        written - seen < 2.0 && now_unix() - seen < 3.0,
+        "the heartbeat goes to the promoted side and is read on the old primary: written {written}, seen {seen}"
+    );
+    drop(pair);
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_is_no_go_in_both_modes_within_two_polls() {
+    let pair = start_mariadb_pair().await;
+    let exporter = Exporter::start(&config_with(&mysql_target(T, &pair, "5s", true))).await;
+    let _writer = MysqlWriter::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO before the split")
+        .await;
+
+    // The replica is promoted while the old primary keeps taking writes.
+    let runs = |text: &str| metric_value(text, "rpo_probe_runs_total", &labels(T)).unwrap();
+    pair.promote_replica().unwrap();
+    let runs_after_promotion = runs(&exporter.metrics().await);
+    let text = exporter
+        .wait_for_metrics(Duration::from_secs(15), "rpo_split_brain 1", |text| {
+            metric_value(text, "rpo_split_brain", &labels(T)) == Some(1.0)
+        })
+        .await;
+    assert!(
+        runs(&text) - runs_after_promotion <= 2.0,
+        "seen within two polls: {} polls",
+        runs(&text) - runs_after_promotion
+    );
+    for mode in ["planned", "unplanned"] {
+        let (status, verdict) = exporter.verdict(&format!("?mode={mode}")).await;
+        assert_eq!(status, 503, "{mode}: {verdict}");
+        let first = first_reason(&verdict);
+        assert!(
+            first.starts_with(
+                "erp-ledger: split brain: primary_url and replica_url both accept writes"
+            ),
+            "{mode}: {first}"
+        );
+        assert_eq!(
+            verdict["reason_details"][0]["code"], "split_brain",
+            "{mode}"
+        );
+    }
+    assert_metric(&text, "rpo_target_ready", &labels(T), Some(0.0));
+    exporter.stop().await;
+}
