@@ -232,7 +232,10 @@ pub async fn drill(
 
 /// The kinds whose promotion a drill can follow.
 fn pair_kind(kind: crate::kinds::Kind) -> bool {
-    matches!(kind.as_str(), "postgres" | "redis" | "mysql")
+    matches!(
+        kind.as_str(),
+        "postgres" | "redis" | "mysql" | "aurora_global" | "elasticache_global" | "rds"
+    )
 }
 
 /// Fails early, before the drill runs for minutes, when the report
