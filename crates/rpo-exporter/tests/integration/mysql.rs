@@ -101,12 +101,18 @@ async fn idle_source_is_not_lag_with_or_without_heartbeat() {
             exposure < 2.0,
             "{target}: idle source read as lag: exposure {exposure}"
         );
-        assert_metric(
-            &metrics,
-            "rpo_mysql_executed_lag_bytes",
-            &labels(target),
-            Some(0.0),
-        );
+        let lag = metric_value(&metrics, "rpo_mysql_executed_lag_bytes", &labels(target));
+        if target == "idle-positions" {
+            // Nothing at all is written: nothing is behind.
+            assert_eq!(lag, Some(0.0), "{target}");
+        } else {
+            // The heartbeat itself writes a row every interval: one may be
+            // in flight between the primary's sample and the replica's read.
+            assert!(
+                lag.is_some_and(|l| (0.0..4096.0).contains(&l)),
+                "{target}: executed lag {lag:?} bytes on an idle source"
+            );
+        }
     }
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 200, "{verdict}");
