@@ -313,6 +313,12 @@ pub struct PromotionWatch {
     pub replica_writable: Option<bool>,
     /// The last poll that saw the non-writer side not accepting writes.
     other_replica_at: Option<SystemTime>,
+    /// The newest heartbeat read on the non-writer side while it was seen a
+    /// replica: what it held, at least, when it was promoted. Used when the
+    /// poll that first sees the promotion cannot read the heartbeat (a slow
+    /// or failed read); it can only make the measured loss larger, never
+    /// smaller than the truth.
+    other_heartbeat_as_replica: Option<SystemTime>,
     /// Whether a promotion has moved `writer` (until then, the configured
     /// replica accepting writes is a promotion even unseen as a replica).
     writer_moved: bool,
@@ -385,7 +391,7 @@ impl PromotionWatch {
             } else if !watched {
                 Err(Unmeasured::NotWatchedBefore)
             } else {
-                match (old, seen.heartbeat) {
+                match (old, seen.heartbeat.or(self.other_heartbeat_as_replica)) {
                     (_, None) => Err(Unmeasured::NoHeartbeatOnPromotedSide),
                     (None, _) => Err(Unmeasured::NoAcknowledgedHeartbeat),
                     (Some(old), Some(promoted)) => {
@@ -400,7 +406,7 @@ impl PromotionWatch {
                 predicted: if watched { self.predicted } else { None },
                 recovery_point_before: self.recovery_point,
                 old_primary_heartbeat: old,
-                promoted_heartbeat: seen.heartbeat,
+                promoted_heartbeat: seen.heartbeat.or(self.other_heartbeat_as_replica),
                 loss,
                 lost_bytes: match (watched, self.writer_position, seen.replayed_position) {
                     (true, Some(had), Some(got)) => Some(had.saturating_sub(got)),
@@ -413,11 +419,18 @@ impl PromotionWatch {
             self.writer = other;
             self.writer_moved = true;
             self.other_replica_at = None;
+            self.other_heartbeat_as_replica = None;
             self.writer_position = None;
         } else {
             self.complete_unmeasured_loss(roles);
             if seen.writable == Some(false) {
                 self.other_replica_at = Some(facts.at);
+                if let Some(held) = seen.heartbeat {
+                    self.other_heartbeat_as_replica = Some(
+                        self.other_heartbeat_as_replica
+                            .map_or(held, |before| before.max(held)),
+                    );
+                }
             }
             if let Some(position) = roles.side(writer).write_position {
                 self.writer_position = Some(position);
@@ -633,9 +646,40 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_unread_at_promotion_falls_back_to_the_newest_seen_as_a_replica() {
+        let mut w = PromotionWatch::default();
+        steady(&mut w, 10.0);
+        for t in 11..=16 {
+            w.after_heartbeat(ConfiguredSide::Primary, at(t as f64), true);
+        }
+        // The replica, seen after the primary is lost, still a replica
+        // holding the heartbeat of 10 s.
+        let lost = roles(
+            side(None, None),
+            side(Some(false), Some(10.0)),
+            Direction::Forward,
+        );
+        w.after_poll(Some(&lost), facts(18.0, 10.0));
+        // The poll that sees it promoted cannot read its heartbeat.
+        let promoted = roles(side(None, None), side(Some(true), None), Direction::Forward);
+        w.after_poll(Some(&promoted), facts(20.0, 10.0));
+        let p = w.latest.clone().unwrap();
+        assert_eq!(p.measured_loss(), Some(Duration::from_secs(6)));
+        assert_eq!(p.promoted_heartbeat, Some(at(10.0)));
+    }
+
+    #[test]
     fn a_heartbeat_unread_at_promotion_is_measured_by_the_next_poll_if_it_predates_it() {
         let promote = |w: &mut PromotionWatch| {
-            steady(w, 10.0);
+            // Watched as a replica, but its heartbeat never read.
+            let mut r = roles(
+                side(Some(true), None),
+                side(Some(false), None),
+                Direction::Forward,
+            );
+            r.primary.write_position = Some(1010);
+            w.after_heartbeat(ConfiguredSide::Primary, at(10.0), true);
+            w.after_poll(Some(&r), facts(10.0, 10.0));
             for t in 11..=16 {
                 w.after_heartbeat(ConfiguredSide::Primary, at(t as f64), true);
             }

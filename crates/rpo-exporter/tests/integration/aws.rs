@@ -291,9 +291,12 @@ async fn stale_cloudwatch_evidence_is_no_go() {
     let east = admin(&moto, "us-east-1");
     create_db_instance(&east, "old-db").await;
     create_read_replica(&east, "old-db-ro", "old-db").await;
-    // ReplicaLag arrived until 6 minutes ago, then stopped.
-    for ago in [8, 7, 6] {
-        let t = minute_start_ago(Duration::from_secs(ago * 60));
+    // ReplicaLag arrived until 6 minutes ago, then stopped. The newest
+    // minute is taken once, here: computed again after the exporter's first
+    // poll it could fall in the next minute.
+    let newest = minute_start_ago(Duration::from_secs(6 * 60));
+    for ago in [2, 1, 0] {
+        let t = newest - Duration::from_secs(ago * 60);
         put_datapoint(
             &moto,
             &Regions::new("us-east-1", "us-east-1"),
@@ -312,7 +315,6 @@ async fn stale_cloudwatch_evidence_is_no_go() {
     )))
     .await;
     let text = exporter.wait_for_probe_success("old-rds").await;
-    let newest = minute_start_ago(Duration::from_secs(6 * 60));
     assert_eq!(
         metric_value(
             &text,
