@@ -171,8 +171,11 @@ async fn missing_and_stopped_datapoints_are_never_go() {
         3.0,
     )
     .await;
-    for ago in [7, 6, 5] {
-        let t = minute_start_ago(Duration::from_secs(ago * 60));
+    // Taken once, here: computed again later it could fall in the next
+    // minute (the exporters poll in between).
+    let stopped_newest = minute_start_ago(Duration::from_secs(5 * 60));
+    for ago in [2, 1, 0] {
+        let t = stopped_newest - Duration::from_secs(ago * 60);
         put_datapoint(
             &moto,
             &Regions::new("us-east-1", "us-east-1"),
@@ -258,7 +261,7 @@ queue_name = "stopped-q"
     )))
     .await;
     let text = exporter.wait_for_probe_success("stopped").await;
-    let newest = minute_start_ago(Duration::from_secs(5 * 60));
+    let newest = stopped_newest;
     assert_eq!(
         metric_value(
             &text,
