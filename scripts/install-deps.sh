@@ -172,7 +172,7 @@ if command -v cargo >/dev/null 2>&1; then
 fi
 
 # moto (the AWS emulator of the AWS kinds' tests) in its own venv from PyPI;
-# the same path, version and completion marker as src/lab/moto.rs.
+# the same path, version and completion marker as crates/rpo-lab/src/moto.rs.
 moto_version="5.2.5"
 moto_venv="${RPO_MOTO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/rpo-exporter/moto-venv}"
 if [ -f "$moto_venv/.rpo-moto-$moto_version" ] && [ -x "$moto_venv/bin/moto_server" ]; then
