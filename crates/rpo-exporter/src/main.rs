@@ -13,6 +13,12 @@ use rpo_exporter::config::Config;
 use rpo_exporter::logging::{self, LogFormat};
 use rpo_exporter::readiness::Mode;
 
+/// jemalloc, built to return freed memory to the system within about a
+/// second (`.cargo/config.toml`): after a burst of connections the daemon
+/// goes back near its resting size (glibc's malloc kept it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Measures the recovery-point exposure of replicated stores and answers
 /// GO/NO-GO for a failover.
 #[derive(Parser, Debug)]

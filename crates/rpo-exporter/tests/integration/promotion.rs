@@ -82,15 +82,20 @@ fn read_json(path: &Path) -> Value {
 
 /// Waits until `rpo_measured_loss_seconds` of `target` is exported.
 async fn measured_loss(exporter: &Exporter, target: &str) -> (f64, String) {
-    let text = exporter
-        .wait_for_metrics(Duration::from_secs(30), "a measured loss", |text| {
-            metric_value(text, "rpo_measured_loss_seconds", &labels(target)).is_some()
-        })
-        .await;
-    (
-        metric_value(&text, "rpo_measured_loss_seconds", &labels(target)).unwrap(),
-        text,
-    )
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = exporter.metrics().await;
+        if let Some(loss) = metric_value(&text, "rpo_measured_loss_seconds", &labels(target)) {
+            return (loss, text);
+        }
+        if std::time::Instant::now() > deadline {
+            // The verdict says why the loss is not measured
+            // (`promotion.loss_not_measured`).
+            let verdict = exporter.target_verdict(target).await;
+            panic!("no measured loss within 30 s; the verdict: {verdict:#}\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
