@@ -198,7 +198,27 @@ pub static LAST_REPLAYED_TRANSACTION_TIMESTAMP_SECONDS: MetricDef = MetricDef::g
     "rpo_postgres_last_replayed_transaction_timestamp_seconds",
     "Commit time of the last transaction replayed on the replica (primary's clock); old on an idle primary, which is not lag.",
 );
+pub static AURORA_RPO_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_aurora_rpo_lag_seconds",
+    "Aurora global database secondary: rpo_lag_in_msec of this secondary's region (aurora_global_db_status), in seconds; shown, never proof.",
+);
+pub static AURORA_DURABILITY_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_aurora_durability_lag_seconds",
+    "Aurora global database secondary: durability_lag_in_msec of this secondary's region (aurora_global_db_status), in seconds; shown, never proof.",
+);
+pub static AURORA_VISIBILITY_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_aurora_visibility_lag_seconds",
+    "Aurora global database secondary: visibility_lag_in_msec of this instance (aurora_global_db_instance_status), in seconds; shown, never proof.",
+);
+pub static AURORA_LAG_CALCULATION_TIMESTAMP_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_postgres_aurora_lag_calculation_timestamp_seconds",
+    "Aurora global database secondary: last_lag_calculation_time of this secondary's region (a server's clock); when Aurora last computed the lag figures.",
+);
 pub static DETAIL_FAMILIES: &[&MetricDef] = &[
+    &AURORA_RPO_LAG_SECONDS,
+    &AURORA_DURABILITY_LAG_SECONDS,
+    &AURORA_VISIBILITY_LAG_SECONDS,
+    &AURORA_LAG_CALCULATION_TIMESTAMP_SECONDS,
     &STREAMING_STANDBYS,
     &PRIMARY_WAL_POSITION_BYTES,
     &REPLICATION_SLOT_ACTIVE,
@@ -233,6 +253,10 @@ pub struct PrimaryObservation {
     pub in_recovery: bool,
     pub current_lsn: Option<u64>,
     pub streaming_standbys: i64,
+    /// An Aurora writer in a global database: its own `durable_lsn`
+    /// (`aurora_global_db_instance_status()`, the `MASTER_SESSION_ID` row),
+    /// in the LSN space of the secondaries' rows.
+    pub aurora_durable_lsn: Option<u64>,
 }
 
 /// What the replica said at one poll.
@@ -251,6 +275,11 @@ pub struct ReplicaObservation {
     /// Set when the replica is an Aurora PostgreSQL reader: what Aurora's
     /// own functions said (then the WAL receiver fields above are empty).
     pub aurora: Option<AuroraReader>,
+    /// Set when the replica is an Aurora global database secondary (an
+    /// instance in another region than the writer): what
+    /// `aurora_global_db_instance_status()` and `aurora_global_db_status()`
+    /// said.
+    pub aurora_global: Option<AuroraGlobalSecondary>,
 }
 
 impl ReplicaObservation {
@@ -280,9 +309,16 @@ pub struct EngineEvidence {
 pub struct PositionHistory {
     primary: SourceSamples<u64>,
     replay: ApplyRate,
+    /// An Aurora writer's `durable_lsn` samples (another LSN space than
+    /// `pg_current_wal_lsn()`, so kept apart).
+    aurora_writer: SourceSamples<u64>,
 }
 
 impl PositionHistory {
+    pub fn record_aurora_writer(&mut self, at: Stamp, lsn: u64) {
+        self.aurora_writer.record(at, lsn);
+    }
+
     pub fn record_primary(&mut self, at: Stamp, lsn: u64) {
         self.primary.record(at, lsn);
     }
@@ -308,6 +344,9 @@ impl PositionHistory {
         replica: &ReplicaObservation,
         primary_clock: Option<Offset>,
     ) -> EngineEvidence {
+        if let Some(global) = &replica.aurora_global {
+            return global.evidence(&self.aurora_writer, primary, replica);
+        }
         if let Some(aurora) = &replica.aurora {
             return aurora.evidence(primary, replica);
         }
@@ -485,11 +524,20 @@ impl PostgresProbe {
             })?),
             None => None,
         };
+        let in_recovery: bool = row.get(0);
+        // An Aurora writer of a global database: its durable LSN, read after
+        // `observed_at` (so never smaller than at that instant).
+        let aurora_durable_lsn = if in_recovery {
+            None
+        } else {
+            aurora_writer_durable_lsn(client).await?
+        };
         let observation = PrimaryObservation {
             observed_at,
-            in_recovery: row.get(0),
+            in_recovery,
             current_lsn,
             streaming_standbys: row.get(2),
+            aurora_durable_lsn,
         };
         let mut details = vec![Detail::new(
             &STREAMING_STANDBYS,
@@ -530,12 +578,19 @@ impl PostgresProbe {
         let client = connection.client().await?;
         // Asked at every poll, not remembered: an endpoint's DNS name may
         // move to another server between polls, and it is one round trip.
-        let is_aurora = client
+        let detected = client
             .query_one(AURORA_DETECT_SQL, &[])
             .await
-            .map_err(|e| classify(&e, false).on(Side::Replica))?
-            .get::<_, bool>(0);
-        let observation = if is_aurora {
+            .map_err(|e| classify(&e, false).on(Side::Replica))?;
+        let (is_aurora, has_global) = (detected.get::<_, bool>(0), detected.get::<_, bool>(1));
+        let global = if has_global {
+            AuroraGlobalSecondary::observe(client, clock).await?
+        } else {
+            None
+        };
+        let observation = if let Some(observation) = global {
+            observation
+        } else if is_aurora {
             AuroraReader::observe(client, clock).await?
         } else {
             Self::observe_streaming_replica(client, clock).await?
@@ -591,6 +646,7 @@ impl PostgresProbe {
             receiver_status: row.get(5),
             receiver_last_message: row.get::<_, Option<f64>>(6).and_then(from_unix_seconds),
             aurora: None,
+            aurora_global: None,
         })
     }
 
@@ -675,6 +731,12 @@ impl PostgresProbe {
                 if let (false, Some(lsn)) = (observation.in_recovery, observation.current_lsn) {
                     self.history.record_primary(observation.observed_at, lsn);
                 }
+                if let (false, Some(lsn)) =
+                    (observation.in_recovery, observation.aurora_durable_lsn)
+                {
+                    self.history
+                        .record_aurora_writer(observation.observed_at, lsn);
+                }
                 *roles.side_mut(direction.source()) = SideSeen {
                     writable: Some(!observation.in_recovery),
                     write_position: observation.current_lsn,
@@ -733,6 +795,7 @@ impl PostgresProbe {
                 if replica.in_recovery
                     && replica.receiver_status.is_none()
                     && replica.aurora.is_none()
+                    && replica.aurora_global.is_none()
                 {
                     // "No WAL receiver" may only mean "not allowed to see it".
                     match within(started + self.timeout, self.receiver_hidden()).await {
@@ -776,7 +839,7 @@ fn replica_details(
     let mut details = vec![Detail::new(&REPLICA_IN_RECOVERY, flag(replica.in_recovery))];
     // An Aurora reader has no WAL receiver and no replay to pause (it reads
     // the shared storage): no series rather than a 0 that reads as broken.
-    if replica.aurora.is_none() {
+    if replica.aurora.is_none() && replica.aurora_global.is_none() {
         details.push(Detail::new(&WAL_RECEIVER_UP, flag(replica.streaming())));
         details.push(Detail::new(&REPLAY_PAUSED, flag(replica.replay_paused)));
     }
@@ -801,6 +864,25 @@ fn replica_details(
         &HEARTBEAT_TIMESTAMP_SECONDS,
         heartbeat_seen.map(crate::probe::unix_seconds),
     );
+    if let Some(global) = &replica.aurora_global {
+        let seconds = |ms: Option<f64>| {
+            ms.filter(|v| v.is_finite() && *v >= 0.0)
+                .map(|v| v / 1000.0)
+        };
+        optional(&AURORA_RPO_LAG_SECONDS, seconds(global.rpo_lag_ms));
+        optional(
+            &AURORA_DURABILITY_LAG_SECONDS,
+            seconds(global.durability_lag_ms),
+        );
+        optional(
+            &AURORA_VISIBILITY_LAG_SECONDS,
+            seconds(global.visibility_lag_ms),
+        );
+        optional(
+            &AURORA_LAG_CALCULATION_TIMESTAMP_SECONDS,
+            global.last_lag_calculation.map(crate::probe::unix_seconds),
+        );
+    }
     details
 }
 
@@ -970,6 +1052,9 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
 // unchanged and is taken when it proves more.
 
 const AURORA_DETECT_SQL: &str = "SELECT to_regproc('aurora_replica_status') IS NOT NULL \
+     AND to_regproc('aurora_db_instance_identifier') IS NOT NULL, \
+     to_regproc('aurora_global_db_instance_status') IS NOT NULL \
+     AND to_regproc('aurora_global_db_status') IS NOT NULL \
      AND to_regproc('aurora_db_instance_identifier') IS NOT NULL";
 
 const AURORA_REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -1014,6 +1099,7 @@ impl AuroraReader {
                 instance: row.get(2),
                 lag_ms: row.get(1),
             }),
+            aurora_global: None,
         })
     }
 
@@ -1046,6 +1132,356 @@ impl AuroraReader {
         };
         let recovery_point = match (primary, lag) {
             (Some(_), Some(lag)) if link.is_healthy() => replica.observed_at.wall.checked_sub(lag),
+            _ => None,
+        };
+        EngineEvidence {
+            recovery_point,
+            link,
+            receive_lag_bytes: None,
+            replay_lag_bytes: None,
+            backlog_bytes: None,
+            catchup_seconds: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Aurora PostgreSQL global database secondaries (SQL level).
+//
+// An instance of a secondary cluster (another region than the writer) is
+// described by `aurora_global_db_instance_status()` (one row per instance
+// of the global database: `server_id`, `session_id` — `MASTER_SESSION_ID`
+// for the writer —, `aws_region`, `durable_lsn`, `highest_lsn_rcvd`,
+// `visibility_lag_in_msec`, ...) and `aurora_global_db_status()` (one row
+// per cluster: `aws_region`, `highest_lsn_written`, `durability_lag_in_msec`,
+// `rpo_lag_in_msec`, `last_lag_calculation_time`; -1 and the epoch for the
+// primary cluster). Both can be run on any instance of the global database
+// (Aurora user guide, "aurora_global_db_instance_status",
+// "aurora_global_db_status", "Monitoring Aurora PostgreSQL-based global
+// databases"). Instance names repeat across regions (the guide's example
+// has `db-119-001-global-instance-1` in two regions), so every row of this
+// instance's name counts and the worst one is taken.
+//
+// The rule: the lag figures are shown, never proof. `rpo_lag_in_msec` is the
+// difference between the newest commit stored on the secondary and the
+// newest on the primary as of `last_lag_calculation_time`, a server's clock
+// the guide does not name: on a primary that wrote nothing lately, "now −
+// lag" would be later than the truth, and a stalled calculation keeps its
+// last figure. What proves a recovery point are LSNs in one space: the
+// writer's `durable_lsn` is sampled on this exporter's clock through
+// `primary_url` (the `MASTER_SESSION_ID` row, asked on the writer), and the
+// secondary holds every write made before the latest sample at or below its
+// own durable position — the lesser of this instance's `durable_lsn` and its
+// cluster's `highest_lsn_written` (what a promoted secondary would recover).
+// When the writer does not answer (its region lost), earlier samples date
+// the secondary's position, so the exposure grows from the last contact.
+// The heartbeat works unchanged and wins when it proves more. No Aurora runs
+// here: the tests define these functions in a real Postgres pair.
+
+const AURORA_GLOBAL_INSTANCES_SQL: &str = "SELECT pg_is_in_recovery(), \
+     aurora_db_instance_identifier()::text, \
+     extract(epoch from clock_timestamp())::float8, \
+     s.server_id::text, s.session_id::text, s.aws_region::text, \
+     s.durable_lsn::text, s.highest_lsn_rcvd::text, s.visibility_lag_in_msec::float8 \
+     FROM aurora_global_db_instance_status() s";
+
+const AURORA_GLOBAL_CLUSTERS_SQL: &str = "SELECT aws_region::text, highest_lsn_written::text, \
+     durability_lag_in_msec::float8, rpo_lag_in_msec::float8, \
+     extract(epoch from last_lag_calculation_time)::float8 \
+     FROM aurora_global_db_status()";
+
+const AURORA_WRITER_DETECT_SQL: &str =
+    "SELECT to_regproc('aurora_global_db_instance_status') IS NOT NULL";
+
+const AURORA_WRITER_LSN_SQL: &str =
+    "SELECT durable_lsn::text FROM aurora_global_db_instance_status() \
+     WHERE session_id = 'MASTER_SESSION_ID' LIMIT 1";
+
+/// An Aurora LSN as the functions show it: a plain number (the guide's
+/// examples), or Postgres' `X/Y` form.
+pub fn parse_aurora_lsn(text: &str) -> Option<u64> {
+    let text = text.trim();
+    text.parse::<u64>().ok().or_else(|| parse_lsn(text))
+}
+
+/// The writer's own durable LSN when it is an Aurora writer of a global
+/// database; `None` elsewhere (a self-managed primary, a regional Aurora
+/// cluster without the function).
+async fn aurora_writer_durable_lsn(
+    client: &tokio_postgres::Client,
+) -> Result<Option<u64>, ProbeError> {
+    let err = |e: tokio_postgres::Error| classify(&e, false).on(Side::Source);
+    let has: bool = client
+        .query_one(AURORA_WRITER_DETECT_SQL, &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    if !has {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(AURORA_WRITER_LSN_SQL, &[])
+        .await
+        .map_err(err)?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|text| parse_aurora_lsn(&text)))
+}
+
+/// One row of `aurora_global_db_instance_status()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuroraGlobalInstance {
+    pub server_id: String,
+    pub session_id: String,
+    pub region: String,
+    pub durable_lsn: Option<u64>,
+    pub highest_lsn_rcvd: Option<u64>,
+    pub visibility_lag_ms: Option<f64>,
+}
+
+/// One row of `aurora_global_db_status()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuroraGlobalCluster {
+    pub region: String,
+    pub highest_lsn_written: Option<u64>,
+    pub durability_lag_ms: Option<f64>,
+    pub rpo_lag_ms: Option<f64>,
+    /// `last_lag_calculation_time` (a server's clock); the epoch on the
+    /// primary cluster's row.
+    pub last_lag_calculation: Option<SystemTime>,
+}
+
+/// What an Aurora global database secondary instance said about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuroraGlobalSecondary {
+    /// `aurora_db_instance_identifier()`.
+    pub instance: String,
+    /// The secondary region(s) rows of this instance's name are in.
+    pub regions: Vec<String>,
+    /// The writer's region (its `MASTER_SESSION_ID` row, or the cluster
+    /// row with lag -1); `None` when neither is shown.
+    pub writer_region: Option<String>,
+    /// What the secondary holds durably: the least of this instance's
+    /// `durable_lsn` and its cluster's `highest_lsn_written`.
+    pub durable_lsn: Option<u64>,
+    pub highest_lsn_rcvd: Option<u64>,
+    pub visibility_lag_ms: Option<f64>,
+    pub rpo_lag_ms: Option<f64>,
+    pub durability_lag_ms: Option<f64>,
+    pub last_lag_calculation: Option<SystemTime>,
+}
+
+/// The smaller of two optional values, either when one is missing.
+fn least<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The larger of two optional values, either when one is missing.
+fn most<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl AuroraGlobalSecondary {
+    /// This instance as a global database secondary, from the functions'
+    /// rows; `None` when it is not one: not a global database (fewer than
+    /// two regions), or every row of this instance is in the writer's
+    /// region (a reader of the primary cluster: `aurora_replica_status()`
+    /// describes it).
+    pub fn from_rows(
+        instance: &str,
+        instances: &[AuroraGlobalInstance],
+        clusters: &[AuroraGlobalCluster],
+    ) -> Option<AuroraGlobalSecondary> {
+        let mut regions: Vec<&str> = clusters.iter().map(|c| c.region.as_str()).collect();
+        regions.extend(instances.iter().map(|i| i.region.as_str()));
+        regions.sort_unstable();
+        regions.dedup();
+        if regions.len() < 2 {
+            return None;
+        }
+        let writer_region = instances
+            .iter()
+            .find(|i| i.session_id == "MASTER_SESSION_ID")
+            .map(|i| i.region.clone())
+            .or_else(|| {
+                clusters
+                    .iter()
+                    .find(|c| c.durability_lag_ms == Some(-1.0) || c.rpo_lag_ms == Some(-1.0))
+                    .map(|c| c.region.clone())
+            });
+        let mine: Vec<&AuroraGlobalInstance> = instances
+            .iter()
+            .filter(|i| i.server_id == instance && i.session_id != "MASTER_SESSION_ID")
+            .filter(|i| writer_region.as_deref() != Some(i.region.as_str()))
+            .collect();
+        if mine.is_empty() && instances.iter().any(|i| i.server_id == instance) {
+            // Only rows in the writer's region (or the writer itself).
+            return None;
+        }
+        let mut out = AuroraGlobalSecondary {
+            instance: instance.to_string(),
+            regions: Vec::new(),
+            writer_region,
+            durable_lsn: None,
+            highest_lsn_rcvd: None,
+            visibility_lag_ms: None,
+            rpo_lag_ms: None,
+            durability_lag_ms: None,
+            last_lag_calculation: None,
+        };
+        // A row without a value makes the whole figure unknown: the worst
+        // of the rows is taken, and a missing one may be the worst.
+        let mut durable_complete = true;
+        for row in &mine {
+            if !out.regions.contains(&row.region) {
+                out.regions.push(row.region.clone());
+            }
+            durable_complete &= row.durable_lsn.is_some();
+            out.durable_lsn = least(out.durable_lsn, row.durable_lsn);
+            out.highest_lsn_rcvd = least(out.highest_lsn_rcvd, row.highest_lsn_rcvd);
+            out.visibility_lag_ms = most(out.visibility_lag_ms, row.visibility_lag_ms);
+        }
+        for cluster in clusters.iter().filter(|c| out.regions.contains(&c.region)) {
+            durable_complete &= cluster.highest_lsn_written.is_some();
+            out.durable_lsn = least(out.durable_lsn, cluster.highest_lsn_written);
+            out.rpo_lag_ms = most(out.rpo_lag_ms, cluster.rpo_lag_ms);
+            out.durability_lag_ms = most(out.durability_lag_ms, cluster.durability_lag_ms);
+            out.last_lag_calculation =
+                least(out.last_lag_calculation, cluster.last_lag_calculation);
+        }
+        if !durable_complete {
+            out.durable_lsn = None;
+        }
+        Some(out)
+    }
+
+    /// Reads both functions on the replica; `None` when this instance is
+    /// not a global database secondary.
+    async fn observe(
+        client: &tokio_postgres::Client,
+        clock: &mut ClockOffset,
+    ) -> Result<Option<ReplicaObservation>, ProbeError> {
+        let err = |e: tokio_postgres::Error| classify(&e, false).on(Side::Replica);
+        let observed_at = Stamp::now();
+        let rows = client
+            .query(AURORA_GLOBAL_INSTANCES_SQL, &[])
+            .await
+            .map_err(err)?;
+        let cluster_rows = client
+            .query(AURORA_GLOBAL_CLUSTERS_SQL, &[])
+            .await
+            .map_err(err)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        if let Some(server) = first.get::<_, Option<f64>>(2).and_then(from_unix_seconds) {
+            clock.record(observed_at, server, Stamp::now());
+        }
+        let in_recovery: bool = first.get(0);
+        let instance: Option<String> = first.get(1);
+        let Some(instance) = instance else {
+            return Ok(None);
+        };
+        let lsn = |text: Option<String>| -> Result<Option<u64>, ProbeError> {
+            match text {
+                None => Ok(None),
+                Some(text) => parse_aurora_lsn(&text).map(Some).ok_or_else(|| {
+                    ProbeError::new(
+                        FailureReason::Parse,
+                        format!("an Aurora global database function returned LSN `{text}`"),
+                    )
+                    .on(Side::Replica)
+                }),
+            }
+        };
+        let mut instances = Vec::new();
+        for row in &rows {
+            instances.push(AuroraGlobalInstance {
+                server_id: row.get::<_, Option<String>>(3).unwrap_or_default(),
+                session_id: row.get::<_, Option<String>>(4).unwrap_or_default(),
+                region: row.get::<_, Option<String>>(5).unwrap_or_default(),
+                durable_lsn: lsn(row.get(6))?,
+                highest_lsn_rcvd: lsn(row.get(7))?,
+                visibility_lag_ms: row.get(8),
+            });
+        }
+        let mut clusters = Vec::new();
+        for row in &cluster_rows {
+            clusters.push(AuroraGlobalCluster {
+                region: row.get::<_, Option<String>>(0).unwrap_or_default(),
+                highest_lsn_written: lsn(row.get(1))?,
+                durability_lag_ms: row.get(2),
+                rpo_lag_ms: row.get(3),
+                last_lag_calculation: row.get::<_, Option<f64>>(4).and_then(from_unix_seconds),
+            });
+        }
+        let Some(global) = AuroraGlobalSecondary::from_rows(&instance, &instances, &clusters)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ReplicaObservation {
+            observed_at,
+            in_recovery,
+            receive_lsn: None,
+            replay_lsn: None,
+            last_xact_replay: None,
+            replay_paused: false,
+            receiver_status: None,
+            receiver_last_message: None,
+            aurora: None,
+            aurora_global: Some(global),
+        }))
+    }
+
+    /// The evidence of one observation (see the rule above): the
+    /// secondary's durable position dated by the writer's samples.
+    fn evidence(
+        &self,
+        writer: &SourceSamples<u64>,
+        primary: Option<&PrimaryObservation>,
+        replica: &ReplicaObservation,
+    ) -> EngineEvidence {
+        let instance = &self.instance;
+        let link = if !replica.in_recovery {
+            LinkState::Unhealthy(format!(
+                "the Aurora instance {instance} is not a reader (promoted, or detached from the global database)"
+            ))
+        } else if primary.is_some_and(|p| p.in_recovery) {
+            LinkState::Unhealthy(
+                "the configured primary is itself in recovery (a reader); check primary_url"
+                    .to_string(),
+            )
+        } else if self.regions.is_empty() {
+            LinkState::Unknown(format!(
+                "aurora_global_db_instance_status() shows no secondary-region row for {instance}"
+            ))
+        } else if self.durable_lsn.is_none() {
+            LinkState::Unknown(format!(
+                "the Aurora global database functions give no durable LSN for {instance} ({})",
+                self.regions.join(", ")
+            ))
+        } else if primary.is_some_and(|p| p.aurora_durable_lsn.is_none()) {
+            LinkState::Unknown(
+                "the writer (primary_url) shows no durable_lsn in aurora_global_db_instance_status(); point primary_url at the global database's writer (cluster) endpoint"
+                    .to_string(),
+            )
+        } else {
+            LinkState::Healthy
+        };
+        // Dated by the writer's samples, taken now or before: a lost writer
+        // region leaves the earlier samples, so the exposure grows from the
+        // last contact. Not while the instance is promoted or misnamed.
+        let recovery_point = match (&link, self.durable_lsn) {
+            (LinkState::Unhealthy(_), _) => None,
+            (_, Some(held)) if replica.in_recovery => {
+                writer.dated(replica.observed_at, |lsn| *lsn <= held)
+            }
             _ => None,
         };
         EngineEvidence {
@@ -1092,6 +1528,7 @@ mod tests {
             in_recovery: false,
             current_lsn: Some(lsn),
             streaming_standbys: 1,
+            aurora_durable_lsn: None,
         }
     }
 
@@ -1111,6 +1548,7 @@ mod tests {
             receiver_status: status.map(str::to_string),
             receiver_last_message: Some(at(t)),
             aurora: None,
+            aurora_global: None,
         }
     }
 
@@ -1157,6 +1595,182 @@ mod tests {
         let mut promoted = aurora_reader(100.0, Some(0.0));
         promoted.in_recovery = false;
         let e = h.evidence(Some(&p), &promoted, None);
+        assert_eq!(e.recovery_point, None);
+        assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("not a reader")));
+    }
+
+    fn instance_row(
+        server: &str,
+        session: &str,
+        region: &str,
+        durable: Option<u64>,
+    ) -> AuroraGlobalInstance {
+        AuroraGlobalInstance {
+            server_id: server.to_string(),
+            session_id: session.to_string(),
+            region: region.to_string(),
+            durable_lsn: durable,
+            highest_lsn_rcvd: durable.map(|d| d + 12),
+            visibility_lag_ms: Some(996.0),
+        }
+    }
+
+    fn cluster_row(region: &str, written: Option<u64>, lag: f64) -> AuroraGlobalCluster {
+        AuroraGlobalCluster {
+            region: region.to_string(),
+            highest_lsn_written: written,
+            durability_lag_ms: Some(lag),
+            rpo_lag_ms: Some(lag),
+            last_lag_calculation: Some(at(0.0)),
+        }
+    }
+
+    /// The user guide's example: the same instance name in two secondary
+    /// regions; the writer in eu-west-1.
+    fn guide_rows() -> (Vec<AuroraGlobalInstance>, Vec<AuroraGlobalCluster>) {
+        (
+            vec![
+                instance_row(
+                    "db-119-001-instance-01",
+                    "MASTER_SESSION_ID",
+                    "eu-west-1",
+                    Some(2534560273),
+                ),
+                instance_row(
+                    "db-119-001-instance-02",
+                    "4ecff34d",
+                    "eu-west-1",
+                    Some(2534560266),
+                ),
+                instance_row(
+                    "db-119-001-global-instance-1",
+                    "a331ffbb",
+                    "eu-central-1",
+                    Some(2534560254),
+                ),
+                instance_row(
+                    "db-119-001-global-instance-1",
+                    "e0955367",
+                    "eu-west-2",
+                    Some(2534560250),
+                ),
+            ],
+            vec![
+                AuroraGlobalCluster {
+                    last_lag_calculation: from_unix_seconds(0.0),
+                    ..cluster_row("eu-west-1", Some(2534560273), -1.0)
+                },
+                cluster_row("eu-central-1", Some(2534560260), 410.0),
+                cluster_row("eu-west-2", Some(2534560260), 0.0),
+            ],
+        )
+    }
+
+    #[test]
+    fn aurora_global_secondary_takes_the_worst_row_of_its_name() {
+        let (instances, clusters) = guide_rows();
+        let g =
+            AuroraGlobalSecondary::from_rows("db-119-001-global-instance-1", &instances, &clusters)
+                .expect("a secondary");
+        assert_eq!(g.writer_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(g.regions, vec!["eu-central-1", "eu-west-2"]);
+        assert_eq!(g.durable_lsn, Some(2534560250));
+        assert_eq!(g.rpo_lag_ms, Some(410.0));
+        // A reader in the writer's region is not a global secondary, nor
+        // is any instance of a database in one region.
+        assert_eq!(
+            AuroraGlobalSecondary::from_rows("db-119-001-instance-02", &instances, &clusters),
+            None
+        );
+        assert_eq!(
+            AuroraGlobalSecondary::from_rows(
+                "db-119-001-instance-02",
+                &instances[..2],
+                &clusters[..1]
+            ),
+            None
+        );
+        // A row without a durable LSN makes it unknown.
+        let mut missing = instances.clone();
+        missing[3].durable_lsn = None;
+        let g =
+            AuroraGlobalSecondary::from_rows("db-119-001-global-instance-1", &missing, &clusters)
+                .unwrap();
+        assert_eq!(g.durable_lsn, None);
+        // The writer's row gone from view (its region lost): the -1 cluster
+        // row still names the writer's region.
+        let g = AuroraGlobalSecondary::from_rows(
+            "db-119-001-global-instance-1",
+            &instances[2..],
+            &clusters,
+        )
+        .unwrap();
+        assert_eq!(g.writer_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(g.durable_lsn, Some(2534560250));
+        assert_eq!(parse_aurora_lsn(" 93763985102 "), Some(93763985102));
+        assert_eq!(parse_aurora_lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(parse_aurora_lsn("x"), None);
+    }
+
+    #[test]
+    fn aurora_global_lag_figures_prove_nothing_the_writer_samples_do() {
+        let (instances, clusters) = guide_rows();
+        let g =
+            AuroraGlobalSecondary::from_rows("db-119-001-global-instance-1", &instances, &clusters)
+                .unwrap();
+        let secondary = |t: f64, g: &AuroraGlobalSecondary| ReplicaObservation {
+            aurora_global: Some(g.clone()),
+            ..aurora_reader(t, None)
+        };
+        let writer = |t: f64, lsn: u64| PrimaryObservation {
+            aurora_durable_lsn: Some(lsn),
+            ..primary(t, 0)
+        };
+        let mut h = PositionHistory::default();
+        h.record_aurora_writer(st(10.0), 2534560200);
+        h.record_aurora_writer(st(11.0), 2534560250);
+        h.record_aurora_writer(st(12.0), 2534560300);
+        // Holds the sample of 11 s, not that of 12 s: dated 11 s, whatever
+        // the lag figures say (rpo_lag 410 ms as of the epoch).
+        let e = h.evidence(Some(&writer(12.0, 2534560300)), &secondary(12.5, &g), None);
+        assert_eq!(e.link, LinkState::Healthy);
+        assert_eq!(e.recovery_point, Some(at(11.0)));
+        // The writer's region lost: the earlier samples still date it.
+        let e = h.evidence(None, &secondary(30.0, &g), None);
+        assert_eq!(e.recovery_point, Some(at(11.0)));
+        // A lag of 0 with no writer sample held: nothing.
+        let mut behind = g.clone();
+        behind.durable_lsn = Some(2534560100);
+        behind.rpo_lag_ms = Some(0.0);
+        let e = h.evidence(
+            Some(&writer(12.0, 2534560300)),
+            &secondary(12.5, &behind),
+            None,
+        );
+        assert_eq!(e.recovery_point, None);
+        // No durable LSN: unknown, named.
+        let mut unknown = g.clone();
+        unknown.durable_lsn = None;
+        let e = h.evidence(
+            Some(&writer(12.0, 2534560300)),
+            &secondary(12.5, &unknown),
+            None,
+        );
+        assert_eq!(e.recovery_point, None);
+        assert!(
+            matches!(e.link, LinkState::Unknown(ref why) if why.contains("db-119-001-global-instance-1"))
+        );
+        // A writer that shows no durable LSN (not the global writer).
+        let e = h.evidence(Some(&primary(12.0, 0)), &secondary(12.5, &g), None);
+        assert!(
+            matches!(e.link, LinkState::Unknown(ref why) if why.contains("primary_url")),
+            "{:?}",
+            e.link
+        );
+        // Promoted (detached): no proof.
+        let mut promoted = secondary(12.5, &g);
+        promoted.in_recovery = false;
+        let e = h.evidence(Some(&writer(12.0, 2534560300)), &promoted, None);
         assert_eq!(e.recovery_point, None);
         assert!(matches!(e.link, LinkState::Unhealthy(ref why) if why.contains("not a reader")));
     }

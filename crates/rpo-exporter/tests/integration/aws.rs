@@ -152,8 +152,11 @@ replicas = ["arn:aws:rds:us-west-2:123456789012:db:erp-db-dr"]
 async fn missing_and_stopped_datapoints_are_never_go() {
     let moto = start_moto().await;
     let east = admin(&moto, "us-east-1");
+    create_queue(&east, "erp-dlq").await;
     for name in ["fresh-q", "stopped-q", "silent-q"] {
         let url = create_queue(&east, name).await;
+        // Redriven before a third receive: the age sees every message.
+        set_redrive_policy(&east, &url, "us-east-1", "erp-dlq", 2).await;
         send_message(&east, &url, "order 1").await;
     }
     create_db_instance(&east, "quiet-db").await;
@@ -576,6 +579,181 @@ async fn rds_mysql_replica_lag_zero_is_no_proof() {
             None,
         );
     }
+    exporter.stop().await;
+}
+
+/// Gives the queue at `queue_url` (in `region`) a redrive policy to the
+/// dead-letter queue `dlq_name` after `max_receive_count` receives.
+pub async fn set_redrive_policy(
+    clients: &AwsClients,
+    queue_url: &str,
+    region: &str,
+    dlq_name: &str,
+    max_receive_count: u32,
+) {
+    clients
+        .sqs()
+        .await
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            format!(
+                r#"{{"deadLetterTargetArn":"arn:aws:sqs:{region}:123456789012:{dlq_name}","maxReceiveCount":"{max_receive_count}"}}"#
+            ),
+        )
+        .send()
+        .await
+        .expect("SetQueueAttributes (RedrivePolicy) on moto");
+}
+
+/// Issue 10 item 3, the poison message: `ApproximateAgeOfOldestMessage`
+/// leaves out a message received three or more times, so on a queue that
+/// lets a message be received that often (no redrive policy, or
+/// `maxReceiveCount` >= 3) the age is a lower bound and dates nothing: with
+/// messages waiting and the queue never seen empty, NO-GO naming the blind
+/// spot and the ways out. Redriven before a third receive, or with
+/// `trust_oldest_message_age = true`, the same datapoint dates the oldest
+/// message. Seen empty, the last empty sighting still bounds the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_age_is_no_proof_when_a_message_can_be_received_three_times() {
+    let moto = start_moto().await;
+    let east = admin(&moto, "us-east-1");
+    create_queue(&east, "erp-dlq").await;
+    let mut urls = std::collections::HashMap::new();
+    for (name, max_receive_count) in [
+        ("late-q", Some(5)),
+        ("bare-q", None),
+        ("trusted-q", None),
+        ("early-q", Some(2)),
+    ] {
+        let url = create_queue(&east, name).await;
+        if let Some(n) = max_receive_count {
+            set_redrive_policy(&east, &url, "us-east-1", "erp-dlq", n).await;
+        }
+        send_message(&east, &url, "order 1").await;
+        urls.insert(name, url);
+    }
+    let t = minute_start_ago(Duration::from_secs(60));
+    for name in ["late-q", "bare-q", "trusted-q", "early-q"] {
+        put_datapoint(
+            &moto,
+            &Regions::new("us-east-1", "us-east-1"),
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            &[("QueueName", name)],
+            t + Duration::from_secs(10),
+            30.0,
+        )
+        .await;
+    }
+    let keys = aws_keys(&moto, "us-east-1");
+    let target = |name: &str, extra: &str| {
+        format!(
+            "[[sqs]]\nname = \"{name}\"\ngroup = \"erp\"\nqueue_name = \"{name}-q\"\n{extra}{keys}\n"
+        )
+    };
+    let exporter = Exporter::start(&aws_config(&format!(
+        "{}{}{}{}",
+        target("late", ""),
+        target("bare", ""),
+        target("trusted", "trust_oldest_message_age = true\n"),
+        target("early", ""),
+    )))
+    .await;
+    let mut text = String::new();
+    for name in ["late", "bare", "trusted", "early"] {
+        text = exporter.wait_for_probe_success(name).await;
+    }
+    let dated = unix_seconds(t) - 30.0;
+    for (name, early) in [
+        ("late", 0.0),
+        ("bare", 0.0),
+        ("trusted", 0.0),
+        ("early", 1.0),
+    ] {
+        let target = [("target", name)];
+        assert_metric(&text, "rpo_sqs_early_redrive_enabled", &target, Some(early));
+        assert_metric(
+            &text,
+            "rpo_sqs_age_of_oldest_message_seconds",
+            &target,
+            Some(30.0),
+        );
+    }
+    for (name, policy) in [
+        (
+            "late",
+            "the redrive policy allows 5 receives (maxReceiveCount 5)",
+        ),
+        ("bare", "the queue has no redrive policy"),
+    ] {
+        let target = [("target", name)];
+        assert_metric(&text, "rpo_recovery_point_timestamp_seconds", &target, None);
+        assert_metric(&text, "rpo_queue_oldest_message_age_seconds", &target, None);
+        assert_metric(&text, "rpo_target_ready", &target, Some(0.0));
+        let verdict = exporter.target_verdict(name).await;
+        assert_eq!(verdict["ready"], false, "{verdict}");
+        assert!(verdict["recovery_point"].is_null(), "{verdict}");
+        let words = reasons(&verdict);
+        for expected in [
+            "ApproximateAgeOfOldestMessage leaves out a message received three or more times",
+            policy,
+            "set maxReceiveCount to 2 or less, or trust_oldest_message_age = true",
+            "recovery point unknown",
+        ] {
+            assert!(words.contains(expected), "{name}: {expected}: {verdict}");
+        }
+    }
+    for name in ["trusted", "early"] {
+        let target = [("target", name)];
+        assert_metric(
+            &text,
+            "rpo_recovery_point_timestamp_seconds",
+            &target,
+            Some(dated),
+        );
+        let verdict = exporter.target_verdict(name).await;
+        assert_eq!(verdict["ready"], true, "{verdict}");
+    }
+    // The board and `check --from` show the same words.
+    let (_, board) = exporter.get("/").await;
+    assert!(
+        board.contains("ApproximateAgeOfOldestMessage leaves out a message"),
+        "{board}"
+    );
+
+    // Drained once and refilled: the last empty sighting is a true bound
+    // (every message now in the queue came later), whatever the age says.
+    let sqs = east.sqs().await;
+    let late = urls["late-q"].clone();
+    sqs.purge_queue().queue_url(&late).send().await.unwrap();
+    exporter
+        .wait_for_target_ready("late", Duration::from_secs(30), "the drained queue GO")
+        .await;
+    let before_send = now_unix();
+    send_message(&east, &late, "order 2").await;
+    let text = exporter
+        .wait_for_metrics(
+            Duration::from_secs(30),
+            "the refilled queue's message counted",
+            |text| metric_value(text, "rpo_queue_messages", &[("target", "late")]) == Some(1.0),
+        )
+        .await;
+    let target = [("target", "late")];
+    let recovery_point =
+        metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target).unwrap();
+    assert!(
+        recovery_point <= before_send,
+        "{recovery_point} > {before_send}"
+    );
+    assert_eq!(
+        Some(recovery_point),
+        metric_value(&text, "rpo_queue_last_empty_timestamp_seconds", &target),
+        "{text}"
+    );
+    // Not the age's date, which is older than the refill.
+    assert!(recovery_point > dated + 30.0, "{recovery_point}");
     exporter.stop().await;
 }
 

@@ -265,7 +265,10 @@ async fn s3_reads_the_destination_metrics_while_the_source_region_is_lost() {
 async fn sqs_keeps_the_last_recovery_point_when_the_queue_region_is_lost() {
     let (moto, proxy) = start_moto_behind_proxy().await;
     let east = admin(&moto, EAST);
+    create_queue(&east, "erp-outbox-dlq").await;
     let queue = create_queue(&east, "erp-outbox").await;
+    // Redriven before a third receive: the age sees every message.
+    super::aws::set_redrive_policy(&east, &queue, EAST, "erp-outbox-dlq", 2).await;
     send_message(&east, &queue, "order 1").await;
     let t = minute_start_ago(Duration::from_secs(60));
     put_datapoint(

@@ -746,3 +746,195 @@ async fn an_aurora_reader_is_read_through_its_own_functions() {
     assert_eq!(status, 503, "{verdict}");
     exporter.stop().await;
 }
+
+/// The Aurora global database functions of the documented output shape
+/// (Aurora user guide, "aurora_global_db_instance_status",
+/// "aurora_global_db_status"), defined on the primary so they replicate.
+/// The lab primary plays the writer in us-east-1 and the replica an
+/// instance of the secondary cluster in us-west-2; the LSNs the functions
+/// report are the pair's real ones (the writer's `pg_current_wal_lsn()`, the
+/// secondary's replayed and received positions), so pausing replay stalls
+/// the secondary and stopping the primary loses the writer's region. The
+/// lag figures come from a table the test updates. No Aurora runs here.
+const FAKE_AURORA_GLOBAL: &str = "
+CREATE TABLE aurora_global_fake (visibility_ms real, rpo_ms real, durability_ms real);
+INSERT INTO aurora_global_fake VALUES (996, 410, 900);
+CREATE FUNCTION aurora_db_instance_identifier() RETURNS varchar LANGUAGE sql STABLE AS
+  $$ SELECT (CASE WHEN pg_is_in_recovery() THEN 'erp-dr-1' ELSE 'erp-writer' END)::varchar $$;
+CREATE FUNCTION aurora_global_db_instance_status() RETURNS TABLE(
+  server_id text, session_id text, aws_region text, durable_lsn bigint,
+  highest_lsn_rcvd bigint, feedback_epoch int, feedback_xmin bigint,
+  oldest_read_view_lsn bigint, visibility_lag_in_msec real) LANGUAGE sql STABLE AS $$
+  SELECT 'erp-writer'::text, 'MASTER_SESSION_ID'::text, 'us-east-1'::text,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_lsn() - '0/0')::bigint END,
+    NULL::bigint, NULL::int, NULL::bigint, NULL::bigint, NULL::real
+  UNION ALL
+  SELECT 'erp-reader-1', '4ecff34d-d57c-409c-ba28-278b31d6fc40', 'us-east-1', NULL, NULL,
+    0, 19669196, NULL, 6
+  UNION ALL
+  SELECT 'erp-dr-1', 'a331ffbb-d982-49ba-8973-527c96329c60', 'us-west-2',
+    (pg_last_wal_replay_lsn() - '0/0')::bigint, (pg_last_wal_receive_lsn() - '0/0')::bigint,
+    0, 19669196, (pg_last_wal_replay_lsn() - '0/0')::bigint,
+    (SELECT visibility_ms FROM aurora_global_fake)
+$$;
+CREATE FUNCTION aurora_global_db_status() RETURNS TABLE(
+  aws_region text, highest_lsn_written bigint, durability_lag_in_msec real,
+  rpo_lag_in_msec real, last_lag_calculation_time timestamptz, feedback_epoch int,
+  feedback_xmin bigint) LANGUAGE sql STABLE AS $$
+  SELECT 'us-east-1'::text,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_lsn() - '0/0')::bigint END,
+    -1::real, -1::real, '1970-01-01 00:00:00+00'::timestamptz, 0, 0::bigint
+  UNION ALL
+  SELECT 'us-west-2', (pg_last_wal_receive_lsn() - '0/0')::bigint,
+    (SELECT durability_ms FROM aurora_global_fake), (SELECT rpo_ms FROM aurora_global_fake),
+    now(), 0, 12640
+$$;
+";
+
+/// Issue 10 item 4, global secondaries: an instance of an Aurora global
+/// database's secondary cluster is read through
+/// `aurora_global_db_instance_status()` and `aurora_global_db_status()`;
+/// its durable position is dated by the writer's durable LSN sampled on
+/// this exporter's clock. The lag figures are shown and never proof: a
+/// stalled secondary reading `rpo_lag_in_msec` 0 is NO-GO; the writer's
+/// region lost keeps the last recovery point (planned NO-GO, unplanned GO
+/// within budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aurora_global_secondary_is_dated_by_the_writers_durable_lsn() {
+    let pair = start_pair().await;
+    pair.primary_sql(FAKE_AURORA_GLOBAL).unwrap();
+    let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
+    let target_labels = labels(T);
+    let metric = |name: &'static str| exporter.metric(name, &target_labels);
+
+    exporter
+        .wait_for_go(
+            "",
+            Duration::from_secs(20),
+            "GO on the secondary's durable LSN",
+        )
+        .await;
+    let text = exporter.metrics().await;
+    let exposure = metric_value(&text, "rpo_exposure_seconds", &target_labels).unwrap();
+    assert!(exposure < 2.0, "exposure {exposure}");
+    assert_metric(&text, "rpo_replication_healthy", &target_labels, Some(1.0));
+    assert_metric(
+        &text,
+        "rpo_postgres_aurora_rpo_lag_seconds",
+        &target_labels,
+        Some(0.41),
+    );
+    assert_metric(
+        &text,
+        "rpo_postgres_aurora_durability_lag_seconds",
+        &target_labels,
+        Some(0.9),
+    );
+    let visibility = metric_value(
+        &text,
+        "rpo_postgres_aurora_visibility_lag_seconds",
+        &target_labels,
+    )
+    .unwrap();
+    assert!((visibility - 0.996).abs() < 1e-6, "{visibility}");
+    assert!(
+        metric_value(
+            &text,
+            "rpo_postgres_aurora_lag_calculation_timestamp_seconds",
+            &target_labels
+        )
+        .is_some(),
+        "{text}"
+    );
+    // Neither the WAL receiver path nor the regional reader's.
+    assert_metric(&text, "rpo_postgres_wal_receiver_up", &target_labels, None);
+    assert_metric(&text, "rpo_postgres_replay_lag_bytes", &target_labels, None);
+
+    // Aurora's figures say "no lag" while the secondary stalls: the
+    // writer's samples still date it, the exposure grows, NO-GO.
+    pair.primary_sql("UPDATE aurora_global_fake SET rpo_ms = 0, durability_ms = 0")
+        .unwrap();
+    exporter
+        .wait_for_metrics(Duration::from_secs(15), "rpo_lag 0 seen", |text| {
+            metric_value(text, "rpo_postgres_aurora_rpo_lag_seconds", &labels(T)) == Some(0.0)
+        })
+        .await;
+    pair.pause_replay().unwrap();
+    let verdict = exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(20),
+            "the stalled secondary over budget",
+            |t| reasons(t).contains("exceeds budget 3s"),
+        )
+        .await;
+    assert_eq!(verdict["ready"], false, "{verdict}");
+    assert_eq!(
+        metric("rpo_postgres_aurora_rpo_lag_seconds").await,
+        Some(0.0)
+    );
+    assert_eq!(metric("rpo_replication_healthy").await, Some(1.0));
+    let e1 = metric("rpo_exposure_seconds").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let e2 = metric("rpo_exposure_seconds").await.unwrap();
+    assert!(e2 > e1 + 1.0, "the exposure must grow: {e1} -> {e2}");
+    let (status, verdict) = exporter.verdict("?group=erp").await;
+    assert_eq!(status, 503, "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("erp-db: exposure "),
+        "{verdict}"
+    );
+    pair.resume_replay().unwrap();
+    exporter
+        .wait_for_go(
+            "",
+            Duration::from_secs(20),
+            "GO once the secondary catches up",
+        )
+        .await;
+
+    // The writer's region lost: the last recovery point stays (no later
+    // than the loss), planned NO-GO naming the source, unplanned GO on the
+    // known loss window.
+    drop(writer);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lost_at = now_unix();
+    pair.stop_primary().unwrap();
+    let planned = exporter
+        .wait_for_target(T, Duration::from_secs(20), "the writer unreachable", |t| {
+            reasons(t).contains("source unreachable")
+        })
+        .await;
+    assert_eq!(planned["ready"], false, "{planned}");
+    assert_eq!(metric("rpo_source_reachable").await, Some(0.0));
+    assert_eq!(metric("rpo_replica_reachable").await, Some(1.0));
+    let rp = metric("rpo_recovery_point_timestamp_seconds")
+        .await
+        .unwrap();
+    assert!(rp <= lost_at, "{rp} > {lost_at}");
+    assert!(
+        rp > lost_at - 5.0,
+        "the last proven point is kept: {rp} vs {lost_at}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let unplanned = rpo_lab::support::aws::target_verdict_in(&exporter, T, "unplanned").await;
+    assert_eq!(unplanned["ready"], true, "{unplanned}");
+    // WAL received before the loss may still be replayed, dated by the
+    // samples taken before it: the recovery point may move, never past the
+    // loss.
+    let later = metric("rpo_recovery_point_timestamp_seconds")
+        .await
+        .unwrap();
+    assert!(
+        (rp..=lost_at).contains(&later),
+        "{later} outside {rp}..={lost_at}"
+    );
+    let planned = rpo_lab::support::aws::target_verdict_in(&exporter, T, "planned").await;
+    assert_eq!(planned["ready"], false, "{planned}");
+    assert!(reasons(&planned).contains("exposure "), "{planned}");
+    exporter.stop().await;
+}

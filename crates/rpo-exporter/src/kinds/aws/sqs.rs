@@ -21,8 +21,14 @@
 //! more times (SQS developer guide, "Available CloudWatch metrics for Amazon
 //! SQS": it then points at the next message; poison-pill messages are
 //! excluded until consumed): such a message cannot be seen by any API
-//! short of receiving it, which this exporter never does; docs/kinds/aws.md
-//! says so, and the dead-letter queue's count shows those that moved on.
+//! short of receiving it, which this exporter never does. So the age dates
+//! the oldest message only when the queue's redrive policy moves a message
+//! to the dead-letter queue before a third receive (`maxReceiveCount` <= 2);
+//! otherwise it is a lower bound of the truth and dates nothing: the
+//! recovery point is the last instant the queue was seen empty, or unknown
+//! (NO-GO, with the reason), unless the target sets
+//! `trust_oldest_message_age = true` to accept the blind spot. The
+//! dead-letter queue's count shows the messages that moved on.
 //! The counts are live, so the evidence time is
 //! the poll instant. The queue lives in one region: it is the target's source
 //! side. When that region does not answer, the poll reports the source
@@ -65,6 +71,9 @@ pub struct SqsTarget {
     pub access: AwsAccess,
     pub queue: SqsQueue,
     pub dead_letter_queue: Option<SqsQueue>,
+    /// Take `ApproximateAgeOfOldestMessage` as proof even when a message can
+    /// be received three or more times (the age then leaves it out).
+    pub trust_oldest_message_age: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +99,7 @@ struct RawSqs {
     queue_name: Option<String>,
     dead_letter_queue_url: Option<String>,
     dead_letter_queue_name: Option<String>,
+    trust_oldest_message_age: Option<bool>,
 }
 
 fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
@@ -112,6 +122,7 @@ fn parse(keys: &mut TargetKeys<'_>) -> Result<Arc<dyn KindSpec>, ConfigError> {
         access,
         queue,
         dead_letter_queue,
+        trust_oldest_message_age: raw.trust_oldest_message_age.unwrap_or(false),
     }))
 }
 
@@ -226,6 +237,19 @@ impl SqsCounts {
     pub fn age_sees_every_message(&self) -> bool {
         self.max_receive_count.is_some_and(|n| n <= 2)
     }
+}
+
+/// Why `ApproximateAgeOfOldestMessage` dates nothing for a queue whose
+/// messages can be received three or more times, which holds messages and
+/// was not seen empty: the words of the NO-GO.
+pub fn blind_age_reason(max_receive_count: Option<u64>) -> String {
+    let policy = match max_receive_count {
+        None => "the queue has no redrive policy".to_string(),
+        Some(n) => format!("the redrive policy allows {n} receives (maxReceiveCount {n})"),
+    };
+    format!(
+        "the oldest message's age is unknown: ApproximateAgeOfOldestMessage leaves out a message received three or more times and {policy}, and the queue holds messages and has not been seen empty since the exporter started (set maxReceiveCount to 2 or less, or trust_oldest_message_age = true to accept the blind spot)"
+    )
 }
 
 /// The counts from `GetQueueAttributes`' answer.
@@ -381,11 +405,16 @@ impl SqsProbe {
             }
         };
 
+        // The age can leave out a message received three or more times
+        // (a poison message): unless the queue redrives before a third
+        // receive (or the user accepts the blind spot), it is only a lower
+        // bound of the oldest message's age and dates nothing.
+        let age_proves = counts.age_sees_every_message() || self.spec.trust_oldest_message_age;
         let observation = QueueObservation {
             as_of,
             waiting: counts.waiting(),
             total: counts.total(),
-            oldest_enqueued: if counts.waiting() > 0 {
+            oldest_enqueued: if counts.waiting() > 0 && age_proves {
                 age.as_ref().and_then(oldest_enqueued)
             } else {
                 None
@@ -401,7 +430,11 @@ impl SqsProbe {
         };
         let mut measurement = Measurement::new(as_of);
         measurement.recovery_point = recovery_point;
-        measurement.link = LinkState::Healthy;
+        measurement.link = if recovery_point.is_none() && !age_proves {
+            LinkState::Unknown(blind_age_reason(counts.max_receive_count))
+        } else {
+            LinkState::Healthy
+        };
         // The queue lives in one region, the source side of this target:
         // there is no replica to reach.
         measurement.source_reachable = Some(true);
@@ -557,6 +590,18 @@ mod tests {
         assert!(counts(Some(2)).age_sees_every_message());
         assert!(!counts(Some(3)).age_sees_every_message());
         assert!(!counts(None).age_sees_every_message());
+    }
+
+    #[test]
+    fn the_blind_age_reason_names_the_policy_and_the_ways_out() {
+        let none = blind_age_reason(None);
+        assert!(none.contains("no redrive policy"), "{none}");
+        let five = blind_age_reason(Some(5));
+        assert!(five.contains("maxReceiveCount 5"), "{five}");
+        for words in [&none, &five] {
+            assert!(words.contains("three or more times"), "{words}");
+            assert!(words.contains("trust_oldest_message_age"), "{words}");
+        }
     }
 
     #[test]
