@@ -23,8 +23,8 @@ use rpo_lab::support::{
 };
 
 const EFS_PATH: &str = "/2015-02-01/file-systems/replication-configurations";
-const SOURCE_FS: &str = "fs-0123456789abcdef0";
-const DESTINATION_FS: &str = "fs-0fedcba9876543210";
+pub(crate) const SOURCE_FS: &str = "fs-0123456789abcdef0";
+pub(crate) const DESTINATION_FS: &str = "fs-0fedcba9876543210";
 
 /// `DescribeReplicationConfigurations` as the EFS API reference shows it:
 /// one source, an ENABLED destination and a PAUSED one.
@@ -45,7 +45,7 @@ fn efs_one_destination(last_replicated: f64) -> String {
 
 /// The EFS answers of both regions: the source's by its ID in us-east-1,
 /// the destination's by its own ID in us-west-2.
-fn record_efs(proxy: &RegionProxy, source_says: f64, destination_says: f64) {
+pub(crate) fn record_efs(proxy: &RegionProxy, source_says: f64, destination_says: f64) {
     proxy.record(Recorded::json(
         Some("us-east-1"),
         &format!("{EFS_PATH}?FileSystemId={SOURCE_FS}"),
@@ -223,7 +223,7 @@ async fn efs_is_described_in_the_destination_region_when_the_source_region_is_lo
 
 /// `DescribeGlobalReplicationGroups` (with member info) as the ElastiCache
 /// API reference shows it.
-const GLOBAL_GROUPS: &str = r#"<DescribeGlobalReplicationGroupsResponse xmlns="http://elasticache.amazonaws.com/doc/2015-02-02/">
+pub(crate) const GLOBAL_GROUPS: &str = r#"<DescribeGlobalReplicationGroupsResponse xmlns="http://elasticache.amazonaws.com/doc/2015-02-02/">
   <DescribeGlobalReplicationGroupsResult>
     <GlobalReplicationGroups>
       <GlobalReplicationGroup>
@@ -263,7 +263,7 @@ const GLOBAL_GROUPS: &str = r#"<DescribeGlobalReplicationGroupsResponse xmlns="h
 </DescribeGlobalReplicationGroupsResponse>"#;
 
 /// `DescribeReplicationGroups` of the secondary, trimmed to what matters.
-const SECONDARY_GROUP: &str = r#"<DescribeReplicationGroupsResponse xmlns="http://elasticache.amazonaws.com/doc/2015-02-02/">
+pub(crate) const SECONDARY_GROUP: &str = r#"<DescribeReplicationGroupsResponse xmlns="http://elasticache.amazonaws.com/doc/2015-02-02/">
   <DescribeReplicationGroupsResult>
     <ReplicationGroups>
       <ReplicationGroup>
