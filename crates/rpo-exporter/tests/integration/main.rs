@@ -23,6 +23,7 @@ mod rabbitmq;
 mod redis;
 mod redis_stream;
 mod region_loss;
+mod region_loss_queues;
 mod reload;
 mod secrets;
 mod shipped;

@@ -39,10 +39,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_rpo-exporter");
 
 /// The AWS regions: the source's, lost with the primary region, and the
 /// replica's, which survives.
-const AWS_PRIMARY: &str = "us-east-1";
-const AWS_RECOVERY: &str = "us-west-2";
-const REGION_PRIMARY: &str = "eu-west-1";
-const REGION_RECOVERY: &str = "eu-central-1";
+pub(crate) const AWS_PRIMARY: &str = "us-east-1";
+pub(crate) const AWS_RECOVERY: &str = "us-west-2";
+pub(crate) const REGION_PRIMARY: &str = "eu-west-1";
+pub(crate) const REGION_RECOVERY: &str = "eu-central-1";
 
 /// How long replication is held back under writes before the cut.
 const LAG: Duration = Duration::from_secs(6);
@@ -57,10 +57,10 @@ const PAIR_TARGETS: [&str; 3] = ["erp-db", "erp-ledger", "erp-cache"];
 /// When something happened: between these two readings of the clock
 /// (Unix seconds).
 #[derive(Debug, Clone, Copy)]
-struct Between(f64, f64);
+pub(crate) struct Between(pub(crate) f64, pub(crate) f64);
 
 /// Runs `act`, dated by the clock readings around it.
-fn between(act: impl FnOnce()) -> Between {
+pub(crate) fn between(act: impl FnOnce()) -> Between {
     let before = now_unix();
     act();
     Between(before, now_unix())
@@ -98,7 +98,7 @@ fn exporter_config(
 }
 
 /// The real binary: `rpo-exporter check ARGS --output json`; exit code and verdict.
-async fn check_json(args: &[&str]) -> (i32, Value) {
+pub(crate) async fn check_json(args: &[&str]) -> (i32, Value) {
     let output = tokio::process::Command::new(BIN)
         .arg("check")
         .args(args)
@@ -117,7 +117,7 @@ async fn check_json(args: &[&str]) -> (i32, Value) {
 }
 
 /// The targets a direct verdict (`/failover-readiness`, `check --from`) says fail.
-fn failing_targets(verdict: &Value) -> BTreeSet<String> {
+pub(crate) fn failing_targets(verdict: &Value) -> BTreeSet<String> {
     verdict["groups"]
         .as_array()
         .unwrap()
@@ -129,7 +129,7 @@ fn failing_targets(verdict: &Value) -> BTreeSet<String> {
 }
 
 /// The targets `check --prometheus` names in its reasons.
-fn targets_named(verdict: &Value) -> BTreeSet<String> {
+pub(crate) fn targets_named(verdict: &Value) -> BTreeSet<String> {
     verdict["reason_details"]
         .as_array()
         .unwrap()
@@ -139,7 +139,7 @@ fn targets_named(verdict: &Value) -> BTreeSet<String> {
 }
 
 /// The board's overall word and the targets whose rows it marks failing.
-fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
+pub(crate) fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
     let overall = html
         .split("<span id=\"verdict\" class=\"")
         .nth(1)
@@ -156,7 +156,7 @@ fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
 }
 
 /// One target's entry in a direct verdict.
-fn target_in<'a>(verdict: &'a Value, target: &str) -> &'a Value {
+pub(crate) fn target_in<'a>(verdict: &'a Value, target: &str) -> &'a Value {
     verdict["groups"]
         .as_array()
         .unwrap()
@@ -240,7 +240,7 @@ async fn assert_paths_agree(
 }
 
 /// Every rule in Prometheus has been evaluated and none errs.
-async fn assert_no_rule_errs(prometheus: &str) {
+pub(crate) async fn assert_no_rule_errs(prometheus: &str) {
     let rules = wait_until(Duration::from_secs(30), "every rule evaluated", || async {
         let body: Value = reqwest::Client::new()
             .get(format!("{prometheus}/api/v1/rules"))
@@ -271,7 +271,7 @@ async fn assert_no_rule_errs(prometheus: &str) {
 }
 
 /// Waits until `alertname` has reached the webhook firing with `labels`.
-async fn wait_for_alert(
+pub(crate) async fn wait_for_alert(
     webhook: &WebhookReceiver,
     alertname: &str,
     labels: &[(&str, &str)],
