@@ -122,6 +122,8 @@ struct State {
     /// Leader index -> follower index for heartbeat documents.
     heartbeat_route: Option<(String, String)>,
     replicating_heartbeats: bool,
+    /// The leader cluster cannot be reached (its region lost).
+    leader_lost: bool,
     /// Actions the Security plugin refuses.
     denied_actions: Vec<String>,
     /// The IAM access of an Amazon OpenSearch Service domain: every request
@@ -239,6 +241,19 @@ impl OpenSearchContract {
 
     pub fn set_replicating_heartbeats(&self, on: bool) {
         self.with(|s| s.replicating_heartbeats = on);
+    }
+
+    /// Plays the leader cluster lost (its region gone): the status of a
+    /// running replication then fails as the plugin fails it (its status
+    /// action asks the leader's shards through the remote-cluster client,
+    /// and any exception becomes HTTP 500 `failed to fetch replication
+    /// status`, `TransportReplicationStatusAction.kt`), heartbeat documents
+    /// stop replicating, and writes to the heartbeat's leader index are
+    /// refused with 503 (the leader is another cluster in reality: its
+    /// endpoint would not answer at all). The follower's own answers
+    /// (follower_stats, documents, a stopped replication's status) stay.
+    pub fn set_leader_lost(&self, lost: bool) {
+        self.with(|s| s.leader_lost = lost);
     }
 
     /// The stored source of a document, if any.
@@ -392,6 +407,11 @@ fn answer(state: &mut State, request: &Request) -> (u16, &'static str, String) {
             let index = index.to_string();
             match state.indices.get(&index) {
                 Some(IndexState::NotFound) => (404, JSON, not_found(&index)),
+                Some(s) if state.leader_lost && s.shards().is_some() => (
+                    500,
+                    JSON,
+                    replication_exception("failed to fetch replication status"),
+                ),
                 Some(s) => (200, JSON, status_body(&index, s, verbose)),
                 None => (
                     200,
@@ -399,6 +419,19 @@ fn answer(state: &mut State, request: &Request) -> (u16, &'static str, String) {
                     status_body(&index, &IndexState::NotInProgress, verbose),
                 ),
             }
+        }
+        ("PUT" | "POST", [index, "_doc", _])
+            if state.leader_lost
+                && state
+                    .heartbeat_route
+                    .as_ref()
+                    .is_some_and(|(leader, _)| leader == index) =>
+        {
+            (
+                503,
+                JSON,
+                r#"{"message":"leader cluster lost"}"#.to_string(),
+            )
         }
         ("PUT" | "POST", [index, "_doc", id]) => {
             let (index, id) = (index.to_string(), id.to_string());
@@ -457,6 +490,21 @@ fn security_exception(action: &str) -> String {
             "reason": reason,
         },
         "status": 403,
+    })
+    .to_string()
+}
+
+/// An exception of the replication plugin (`ReplicationException`, an
+/// `OpenSearchException`: HTTP 500, type `replication_exception`), as
+/// OpenSearch renders it.
+fn replication_exception(reason: &str) -> String {
+    serde_json::json!({
+        "error": {
+            "root_cause": [{ "type": "replication_exception", "reason": reason }],
+            "type": "replication_exception",
+            "reason": reason,
+        },
+        "status": 500,
     })
     .to_string()
 }

@@ -37,7 +37,9 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::{without_url, CheckError, CheckOptions};
-use crate::metrics::catalogue::{FAILOVER_READY, FAILOVER_READY_UNPLANNED};
+use crate::metrics::catalogue::{
+    FAILOVER_READY, FAILOVER_READY_UNPLANNED, TARGET_READY, TARGET_READY_UNPLANNED,
+};
 use crate::readiness::{
     human_duration, ExporterJson, Mode, ReasonCode, ReasonJson, VerdictJson, SCHEMA_VERSION,
 };
@@ -190,7 +192,8 @@ pub struct Observed {
     /// an exporter without `rpo_failover_ready_unplanned` (an older one) is
     /// missing in unplanned mode, not unnoticed.
     pub history: BTreeSet<(String, String)>,
-    /// Planned mode: the targets whose `rpo_target_ready` is 0.
+    /// The targets whose per-target verdict of the mode
+    /// (`rpo_target_ready`, or `rpo_target_ready_unplanned`) is 0.
     pub not_ready: BTreeMap<(String, String), Vec<String>>,
     pub alerts: Vec<ActiveAlert>,
 }
@@ -200,6 +203,14 @@ fn verdict_family(mode: Mode) -> &'static str {
     match mode {
         Mode::Planned => FAILOVER_READY.name,
         Mode::Unplanned => FAILOVER_READY_UNPLANNED.name,
+    }
+}
+
+/// The per-target family of `--mode`: names the targets that block.
+fn target_family(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Planned => TARGET_READY.name,
+        Mode::Unplanned => TARGET_READY_UNPLANNED.name,
     }
 }
 
@@ -240,7 +251,7 @@ async fn observe(
     let identity_history = format!(
         "count by (instance, exporter_instance, region) (last_over_time(rpo_exporter_info{of_job}[{HISTORY}]))"
     );
-    let not_ready = format!("rpo_target_ready{of_group} == 0");
+    let not_ready = format!("{}{of_group} == 0", target_family(mode));
     let up = format!("up{of_job}");
     let (up, verdicts, history, identity_now, identity_history, not_ready, alerts) = tokio::try_join!(
         query(client, base, &up),
@@ -248,13 +259,7 @@ async fn observe(
         query(client, base, &history),
         query(client, base, &identity_now),
         query(client, base, &identity_history),
-        async {
-            match mode {
-                // rpo_target_ready is the planned gate per target.
-                Mode::Planned => query(client, base, &not_ready).await,
-                Mode::Unplanned => Ok(Value::Null),
-            }
-        },
+        query(client, base, &not_ready),
         api(client, base, "api/v1/alerts", &[]),
     )?;
 
@@ -547,6 +552,7 @@ pub fn decide(
     gate: &PrometheusGate,
 ) -> Result<Answer, CheckError> {
     let family = verdict_family(mode);
+    let per_target = target_family(mode);
     let known_groups: BTreeSet<&str> = observed
         .history
         .iter()
@@ -682,7 +688,7 @@ pub fn decide(
                             ReasonCode::ExporterNoGo,
                             Some(g),
                             format!(
-                                "{name} says group {g} is NO-GO: target {target} fails the gate (rpo_target_ready is 0)"
+                                "{name} says group {g} is NO-GO: target {target} fails the gate ({per_target} is 0)"
                             ),
                         );
                         r.target = Some(target.clone());
@@ -993,7 +999,17 @@ mod tests {
             [(Some("dr"), "NO-GO"), (Some("primary"), "GO")]
         );
 
-        // Without target detail (unplanned has none), it says where to look.
+        // Unplanned: the targets whose rpo_target_ready_unplanned is 0.
+        let answer = decided(&o, Mode::Unplanned, &PrometheusGate::default());
+        assert_eq!(codes(&answer), ["exporter_no_go"]);
+        assert_eq!(
+            answer.reasons[0].message,
+            "exporter dr in eu-central-1 at d:9798 says group erp is NO-GO: target erp-db fails the gate (rpo_target_ready_unplanned is 0)"
+        );
+        assert_eq!(answer.reasons[0].target.as_deref(), Some("erp-db"));
+
+        // Without target detail (an exporter older than the per-target
+        // unplanned series), it says where to look.
         o.not_ready.clear();
         let answer = decided(&o, Mode::Unplanned, &PrometheusGate::default());
         assert_eq!(codes(&answer), ["exporter_no_go"]);

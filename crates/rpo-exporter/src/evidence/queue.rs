@@ -1,5 +1,7 @@
-//! What the queue kinds (`rabbitmq`, `sql_queue`) share: the recovery point
-//! of a queue and the `rpo_queue_*` detail series, defined once.
+//! What the queue kinds (`rabbitmq`, `sql_queue`, `redis_stream`, `sqs`)
+//! share: the recovery point of a queue, the `rpo_queue_*` detail series,
+//! and what a queue whose server stops answering still proves
+//! ([`SourceContact`]), defined once.
 //!
 //! For a queue, the recovery point is the enqueue time of the oldest message
 //! still waiting to be processed (exposure = its age), or the instant of the
@@ -11,7 +13,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::probe::{unix_seconds, Detail};
+use crate::probe::{unix_seconds, Detail, FailureReason, LinkState, Measurement, ProbeError, Side};
 
 use crate::metric_def::MetricDef;
 
@@ -90,6 +92,59 @@ impl QueueHistory {
     /// When the queue was last seen empty (this exporter's clock).
     pub fn last_seen_empty(&self) -> Option<SystemTime> {
         self.last_seen_empty
+    }
+}
+
+/// A queue lives where its server (broker, database, Redis) runs: in the
+/// primary region, with the producers. So the server is the target's
+/// *source* side; there is no replica. When it stops answering (its region
+/// lost, or cut off from this exporter), what the last answer proved is all
+/// anyone outside that region knows: the recovery point stays (the store
+/// keeps it), the evidence is as old as that answer and goes stale after
+/// `stale_after`, and the unplanned verdict's known loss window is "last
+/// answer − recovery point": the age of the oldest unprocessed message
+/// when the queue was last seen, the messages that would have to be
+/// replayed up to then (as for a pair, what reached the lost region after
+/// the last contact is not known to anyone outside it).
+#[derive(Debug, Default, Clone)]
+pub struct SourceContact {
+    /// When the server last answered (the answer's evidence time), and the
+    /// backlog it showed then.
+    last_answer: Option<(SystemTime, Option<f64>)>,
+}
+
+impl SourceContact {
+    /// Records a poll the server answered: marks `measurement` as the
+    /// source side reached and remembers its time and backlog.
+    pub fn answered(&mut self, measurement: &mut Measurement) {
+        measurement.source_reachable = Some(true);
+        self.last_answer = Some((measurement.evidence_time, measurement.backlog_operations));
+    }
+
+    /// What a poll that failed with `error` reports. A server that did not
+    /// answer (`connect`, `timeout`) after answering before is the source
+    /// unreachable: a measurement dated at the last answer, proving
+    /// nothing new, with the backlog last seen (`rpo_backlog_operations`,
+    /// as of `rpo_evidence_timestamp_seconds`). Anything else (the server
+    /// answered: a refused password, an unknown queue), or no answer ever,
+    /// fails the poll as before.
+    pub fn unanswered(&self, error: ProbeError) -> Result<Measurement, ProbeError> {
+        let unreachable = matches!(
+            error.reason,
+            FailureReason::Connect | FailureReason::Timeout
+        );
+        let Some((at, backlog)) = self.last_answer.filter(|_| unreachable) else {
+            return Err(error);
+        };
+        let mut measurement = Measurement::new(at);
+        measurement.link = LinkState::Unknown(
+            "the queue's server did not answer: the messages it holds are unknown since the last answer"
+                .to_string(),
+        );
+        measurement.source_reachable = Some(false);
+        measurement.backlog_operations = backlog;
+        measurement.failures = vec![error.on(Side::Source)];
+        Ok(measurement)
     }
 }
 
@@ -190,6 +245,34 @@ mod tests {
             h.recovery_point(&observed(100, 1, 1, Some(130))),
             Some(at(100))
         );
+    }
+
+    #[test]
+    fn a_server_gone_after_answering_is_the_source_unreachable() {
+        let mut contact = SourceContact::default();
+        let refused = || ProbeError::new(FailureReason::Connect, "connection refused");
+        // Never answered: nothing to keep, the poll fails.
+        assert_eq!(contact.unanswered(refused()).unwrap_err(), refused());
+        let mut answer = Measurement::new(at(100));
+        answer.recovery_point = Some(at(40));
+        answer.backlog_operations = Some(3.0);
+        contact.answered(&mut answer);
+        assert_eq!(answer.source_reachable, Some(true));
+
+        let lost = contact.unanswered(refused()).unwrap();
+        assert_eq!(lost.evidence_time, at(100), "dated at the last answer");
+        assert_eq!(lost.recovery_point, None, "proves nothing new");
+        assert_eq!(lost.source_reachable, Some(false));
+        assert_eq!(lost.replica_reachable, None);
+        assert_eq!(lost.backlog_operations, Some(3.0), "the backlog last seen");
+        assert!(matches!(lost.link, LinkState::Unknown(_)));
+        assert_eq!(lost.failures, [refused().on(Side::Source)]);
+        let hung = ProbeError::new(FailureReason::Timeout, "no answer within 3s");
+        assert!(contact.unanswered(hung).is_ok());
+
+        // The server answered, with a refusal: a failed poll, not a lost region.
+        let refusal = ProbeError::new(FailureReason::Auth, "WRONGPASS");
+        assert_eq!(contact.unanswered(refusal.clone()).unwrap_err(), refusal);
     }
 
     #[test]

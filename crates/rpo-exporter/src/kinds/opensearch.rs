@@ -1073,6 +1073,18 @@ impl Cluster {
     }
 }
 
+/// Whether a status answer says the follower could not ask the leader.
+/// For a running replication the plugin's status action asks the leader
+/// cluster's shards through the remote-cluster client, and turns any
+/// exception into HTTP 500 `replication_exception: failed to fetch
+/// replication status` (`TransportReplicationStatusAction.kt`); the
+/// follower's own shards are asked with a broadcast that collects shard
+/// failures instead of throwing. So this answer, from a follower that
+/// answers, is read as the leader not answering it.
+pub fn leader_unreachable(status: u16, body: &str) -> bool {
+    status >= 500 && body.contains("failed to fetch replication status")
+}
+
 /// Turns a non-2xx answer into a failure a person can act on. A 403 names
 /// the permission the request needs (the one the Security plugin reports
 /// missing, if it says) and where to grant it.
@@ -1263,13 +1275,26 @@ impl OpensearchProbe {
             )
             .await?;
         if status != 200 {
-            return Err(http_failure(
+            let failure = http_failure(
                 status,
                 &body,
                 &what,
                 STATUS_GRANT,
                 self.follower.signing.is_some(),
-            ));
+            );
+            return Err(if leader_unreachable(status, &body) {
+                // The follower answered; the leader did not answer it.
+                ProbeError {
+                    message: format!(
+                        "{}; the follower cannot read the leader cluster's checkpoints (the leader unreachable from the follower)",
+                        failure.message
+                    ),
+                    ..failure
+                }
+                .on(Side::Source)
+            } else {
+                failure
+            });
         }
         parse_status(&body).map_err(|e| {
             ProbeError::new(
@@ -1333,12 +1358,36 @@ impl OpensearchProbe {
         let asks = names.iter().map(|index| self.index_status(index));
         let answers = futures::future::join_all(asks).await;
         let mut statuses = Vec::new();
+        // An index whose status the follower could not fetch from the
+        // leader: the follower answered, the source did not.
+        let mut leader_lost = None;
         for (index, answer) in names.iter().zip(answers) {
-            statuses.push((index.clone(), answer.map_err(|e| e.on(Side::Replica))?));
+            match answer {
+                Ok(status) => statuses.push((index.clone(), status)),
+                Err(e) if e.side == Some(Side::Source) => {
+                    leader_lost.get_or_insert(e);
+                }
+                Err(e) => return Err(e.on(Side::Replica)),
+            }
         }
 
         let mut measurement = Measurement::new(asked_at.wall);
         measurement.replica_reachable = Some(true);
+        // A running replication's status carries the leader's checkpoints,
+        // read from the leader while answering: the source answered (through
+        // the follower). A stopped or paused one's does not ask the leader.
+        measurement.source_reachable = if leader_lost.is_some() {
+            Some(false)
+        } else if statuses.iter().any(|(_, status)| {
+            matches!(
+                status.state(),
+                ReplicationStatus::Syncing | ReplicationStatus::Bootstrapping
+            )
+        }) {
+            Some(true)
+        } else {
+            None
+        };
         let mut heartbeat_seen = None;
         if let Some(hb) = self.heartbeat.clone() {
             match self.heartbeat_seen(&hb).await {
@@ -1365,11 +1414,23 @@ impl OpensearchProbe {
             }
             dated.push((index, status, rp));
         }
+        measurement.details = details(&dated, stats.as_ref(), heartbeat_seen);
+        if let Some(lost) = leader_lost {
+            // Nothing new is proven: the follower keeps what it had, and
+            // the store keeps the recovery point proven before; the
+            // unplanned verdict's loss window is the last contact with the
+            // leader minus it.
+            measurement.link = LinkState::Unknown(format!(
+                "the follower cannot reach the leader cluster ({})",
+                lost.message
+            ));
+            measurement.failures.push(lost);
+            return Ok(measurement);
+        }
         let evidence = combine(&dated, stats.as_ref());
         measurement.recovery_point = evidence.recovery_point;
         measurement.link = evidence.link;
         measurement.backlog_operations = evidence.backlog_operations;
-        measurement.details = details(&dated, stats.as_ref(), heartbeat_seen);
         Ok(measurement)
     }
 }
@@ -1602,6 +1663,30 @@ mod tests {
                 leader: 15,
                 follower: 10
             })
+        );
+    }
+
+    #[test]
+    fn the_status_failing_to_reach_the_leader_is_the_source_side() {
+        // As OpenSearch renders the plugin's ReplicationException.
+        let body = r#"{"error":{"root_cause":[{"type":"replication_exception","reason":"failed to fetch replication status"}],"type":"replication_exception","reason":"failed to fetch replication status"},"status":500}"#;
+        assert!(leader_unreachable(500, body));
+        assert!(!leader_unreachable(200, body));
+        assert!(!leader_unreachable(
+            500,
+            r#"{"error":{"type":"null_pointer_exception","reason":"x"},"status":500}"#
+        ));
+        let failure = http_failure(
+            500,
+            body,
+            "follower cluster f, index orders",
+            STATUS_GRANT,
+            false,
+        );
+        assert_eq!(failure.reason, FailureReason::Query);
+        assert_eq!(
+            failure.message,
+            "follower cluster f, index orders: HTTP 500 (replication_exception: failed to fetch replication status)"
         );
     }
 

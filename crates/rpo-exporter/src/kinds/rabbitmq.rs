@@ -14,10 +14,16 @@
 //! as of `statistics_delay` before the poll; an empty queue proves a
 //! recovery point of "poll instant − statistics_delay", not "now".
 //!
-//! A queue has one side: `replica_reachable` reads "the broker answered";
-//! `source_reachable` is not applicable. A poll that learns nothing (broker
-//! down, wrong password, unknown queue) is an `Err`, so its detail series
-//! are dropped and the recovery point stays where it was proven.
+//! The broker is the target's source side (it holds the messages, in the
+//! primary region): `source_reachable` reads "the broker answered"; there
+//! is no replica. A broker that stops answering after it has answered (its
+//! region lost) is reported as the source unreachable, dated at its last
+//! answer ([`crate::evidence::queue::SourceContact`]): the recovery point
+//! and the last backlog stay, the unplanned verdict's loss window is the
+//! oldest waiting message's age at that answer. A poll the broker refuses
+//! (wrong password, unknown queue), or any failure before a first answer,
+//! is an `Err`, so its detail series are dropped and the recovery point
+//! stays where it was proven.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +35,7 @@ use serde::Deserialize;
 use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::http as http_client;
-use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
+use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation, SourceContact};
 use crate::probe::{
     Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError, Side,
 };
@@ -227,6 +233,7 @@ pub struct RabbitmqProbe {
     require_consumers: bool,
     statistics_delay: Duration,
     history: QueueHistory,
+    contact: SourceContact,
 }
 
 impl RabbitmqProbe {
@@ -260,6 +267,7 @@ impl RabbitmqProbe {
             require_consumers: spec.require_consumers,
             statistics_delay: spec.statistics_delay,
             history: QueueHistory::default(),
+            contact: SourceContact::default(),
         })
     }
 
@@ -304,7 +312,10 @@ impl RabbitmqProbe {
 
     async fn poll_once(&mut self) -> Result<Measurement, ProbeError> {
         let polled_at = SystemTime::now();
-        let stats = self.fetch().await.map_err(|e| e.on(Side::Replica))?;
+        let stats = match self.fetch().await {
+            Ok(stats) => stats,
+            Err(e) => return self.contact.unanswered(e.on(Side::Source)),
+        };
         let evidence = evidence(
             &stats,
             polled_at,
@@ -313,7 +324,6 @@ impl RabbitmqProbe {
             &self.queue,
         );
         let mut measurement = Measurement::new(polled_at);
-        measurement.replica_reachable = Some(true);
         measurement.link = evidence.link.clone();
         if let Some(observation) = &evidence.observation {
             measurement.recovery_point = self.history.recovery_point(observation);
@@ -326,6 +336,7 @@ impl RabbitmqProbe {
             );
             measurement.details.extend(rabbit_details(&stats));
         }
+        self.contact.answered(&mut measurement);
         Ok(measurement)
     }
 }

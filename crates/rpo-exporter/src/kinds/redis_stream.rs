@@ -14,8 +14,14 @@
 //! `TIME`) an entry's time proves nothing: the poll reports that failure and
 //! the recovery point stays where it was.
 //!
-//! One endpoint, so there is no source/replica split: a failure to learn
-//! anything fails the poll. The connection code is `crate::drivers::redis`.
+//! One endpoint, the server holding the stream: the target's source side
+//! (in the primary region, with the producers); there is no replica. A
+//! server that stops answering after it has answered (its region lost) is
+//! reported as the source unreachable, dated at its last answer
+//! ([`crate::evidence::queue::SourceContact`]): the recovery point and the
+//! last backlog stay. Any other failure to learn anything (a refused
+//! password, a missing stream), or any failure before a first answer,
+//! fails the poll. The connection code is `crate::drivers::redis`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +39,7 @@ use crate::drivers::redis::{
 };
 use crate::drivers::within;
 use crate::evidence::clock::{convert, ClockOffset, Offset, Stamp, CLOCK_OFFSET_SECONDS};
+use crate::evidence::queue::SourceContact;
 use crate::probe::{
     unix_seconds, Detail, FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError,
     Side,
@@ -361,6 +368,8 @@ pub struct RedisStreamProbe {
     poll_in_progress: bool,
     /// The server's clock offset (`TIME`), which converts entry times.
     clock: ClockOffset,
+    /// The server's last answer, for when it stops answering.
+    contact: SourceContact,
 }
 
 impl RedisStreamProbe {
@@ -382,6 +391,7 @@ impl RedisStreamProbe {
             connection: Connection::new(client, None),
             poll_in_progress: false,
             clock: ClockOffset::default(),
+            contact: SourceContact::default(),
         })
     }
 
@@ -556,7 +566,13 @@ impl Probe for RedisStreamProbe {
                 self.connection.reset();
             }
             self.poll_in_progress = false;
-            result
+            match result {
+                Ok(mut measurement) => {
+                    self.contact.answered(&mut measurement);
+                    Ok(measurement)
+                }
+                Err(e) => self.contact.unanswered(e),
+            }
         })
     }
 }

@@ -15,6 +15,13 @@
 //! usually `DEFAULT now()`), so the skew between the database and this
 //! exporter does not enter; the recovery point is "our instant just before
 //! the transaction − that age", a bound that errs towards more exposure.
+//!
+//! The database is the target's source side (the outbox lives with the
+//! business data, in the primary region). A database that stops answering
+//! after it has answered (its region lost) is reported as the source
+//! unreachable, dated at its last answer
+//! ([`crate::evidence::queue::SourceContact`]); a query the database
+//! refuses, or any failure before a first answer, fails the poll.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +35,7 @@ use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::postgres::{check_url, classify, connect_config, tls_connector, Connection};
 use crate::drivers::within;
-use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation};
+use crate::evidence::queue::{queue_details, QueueHistory, QueueObservation, SourceContact};
 use crate::probe::{FailureReason, LinkState, Measurement, Probe, ProbeContext, ProbeError, Side};
 
 use crate::evidence::queue;
@@ -188,6 +195,8 @@ pub struct SqlQueueProbe {
     /// Whether the query was checked on the current connection.
     validated: bool,
     history: QueueHistory,
+    /// The database's last answer, for when it stops answering.
+    contact: SourceContact,
     poll_in_progress: bool,
 }
 
@@ -203,6 +212,7 @@ impl SqlQueueProbe {
             wrapped: wrapped_query(&spec.query),
             validated: false,
             history: QueueHistory::default(),
+            contact: SourceContact::default(),
             poll_in_progress: false,
         })
     }
@@ -288,11 +298,10 @@ impl SqlQueueProbe {
                     self.connection.reset();
                     self.validated = false;
                 }
-                return Err(err.on(Side::Replica));
+                return self.contact.unanswered(err.on(Side::Source));
             }
         };
         let mut measurement = Measurement::new(observation.as_of);
-        measurement.replica_reachable = Some(true);
         measurement.link = LinkState::Healthy;
         measurement.recovery_point = self.history.recovery_point(&observation);
         measurement.backlog_operations = Some(observation.total as f64);
@@ -305,6 +314,7 @@ impl SqlQueueProbe {
         };
         measurement.details =
             queue_details(observation.total, age, None, self.history.last_seen_empty());
+        self.contact.answered(&mut measurement);
         Ok(measurement)
     }
 }

@@ -43,6 +43,13 @@ pub static TARGET_READY: MetricDef = MetricDef::gauge(
     "rpo_target_ready",
     "1 when this target passes the planned failover gate.",
 );
+/// The unplanned gate per target (the source region gone), so that `check
+/// --prometheus --mode unplanned` and the dashboards can name the targets
+/// that block, as `rpo_target_ready` does for the planned gate.
+pub static TARGET_READY_UNPLANNED: MetricDef = MetricDef::gauge(
+    "rpo_target_ready_unplanned",
+    "1 when this target passes the unplanned failover gate (GO with the source region gone).",
+);
 pub static BACKLOG_BYTES: MetricDef =
     MetricDef::gauge("rpo_backlog_bytes", "Bytes not yet applied on the replica.");
 pub static BACKLOG_OPERATIONS: MetricDef = MetricDef::gauge(
@@ -206,6 +213,7 @@ pub static CORE: &[&MetricDef] = &[
     &REPLICATION_HEALTHY,
     &EVIDENCE_TIMESTAMP_SECONDS,
     &TARGET_READY,
+    &TARGET_READY_UNPLANNED,
     &BACKLOG_BYTES,
     &BACKLOG_OPERATIONS,
     &CATCHUP_SECONDS,
@@ -336,7 +344,8 @@ mod tests {
             "promoted",
             "brain",
             // rpo_failover_ready_unplanned: the 0/1 verdict of the
-            // unplanned gate (the name is fixed by SPEC section 9).
+            // unplanned gate (the name is fixed by SPEC section 9), and
+            // rpo_target_ready_unplanned, its per-target twin.
             "unplanned",
             "successful",
         ];

@@ -50,7 +50,7 @@ pub fn render(
     // About 3.3 KB per Postgres target; one allocation instead of doublings.
     let mut out = String::with_capacity(4096 + config.targets.len() * 4096);
     let never_polled = TargetReport::default();
-    let rows = target_rows(config, snapshot, &verdict, &never_polled);
+    let rows = target_rows(config, snapshot, &verdict, &unplanned, &never_polled);
     render_targets(&mut out, &rows);
     render_promotions(&mut out, &rows);
     render_details(&mut out, &rows);
@@ -66,6 +66,8 @@ struct TargetRow<'a> {
     target: &'a Target,
     report: &'a TargetReport,
     verdict: Option<&'a TargetVerdict>,
+    /// Its verdict in unplanned mode.
+    unplanned: Option<&'a TargetVerdict>,
     /// `group="…",target="…",kind="…"`, escaped once per scrape.
     labels: String,
 }
@@ -77,6 +79,7 @@ fn target_rows<'a>(
     config: &'a Config,
     snapshot: &'a Snapshot,
     verdict: &'a Verdict,
+    unplanned: &'a Verdict,
     never_polled: &'a TargetReport,
 ) -> Vec<TargetRow<'a>> {
     config
@@ -88,6 +91,7 @@ fn target_rows<'a>(
                 target,
                 report: snapshot.report(id).map_or(never_polled, |r| r.as_ref()),
                 verdict: verdict.target(id),
+                unplanned: unplanned.target(id),
                 labels: target_labels(target),
             }
         })
@@ -156,6 +160,9 @@ fn render_targets(out: &mut String, rows: &[TargetRow]) {
     });
     per_target(out, rows, &TARGET_READY, |row| {
         Some(bool_value(row.verdict.is_some_and(|v| v.ready)))
+    });
+    per_target(out, rows, &TARGET_READY_UNPLANNED, |row| {
+        Some(bool_value(row.unplanned.is_some_and(|v| v.ready)))
     });
     per_target(out, rows, &BACKLOG_BYTES, |row| {
         measured(row, |m| m.backlog_bytes)
@@ -510,8 +517,8 @@ region = "eu-west-1"
     /// catalogue existed (`testdata/render-golden.txt`, captured from the
     /// string-literal renderer), apart from the `process_*` series and the
     /// families added since (`rpo_failover_ready_unplanned`,
-    /// `rpo_exporter_info`, `rpo_replication_link_down_total`, whose lines
-    /// were written by hand).
+    /// `rpo_exporter_info`, `rpo_replication_link_down_total`,
+    /// `rpo_target_ready_unplanned`, whose lines were written by hand).
     #[test]
     fn rendering_from_the_catalogue_matches_the_golden_exposition() {
         let text: String = golden_render()

@@ -24,6 +24,7 @@ mod redis;
 mod redis_stream;
 mod region_loss;
 mod region_loss_aws;
+mod region_loss_queues;
 mod reload;
 mod secrets;
 mod shipped;

@@ -57,10 +57,10 @@ const PAIR_TARGETS: [&str; 3] = ["erp-db", "erp-ledger", "erp-cache"];
 /// When something happened: between these two readings of the clock
 /// (Unix seconds).
 #[derive(Debug, Clone, Copy)]
-struct Between(f64, f64);
+pub(crate) struct Between(pub(crate) f64, pub(crate) f64);
 
 /// Runs `act`, dated by the clock readings around it.
-fn between(act: impl FnOnce()) -> Between {
+pub(crate) fn between(act: impl FnOnce()) -> Between {
     let before = now_unix();
     act();
     Between(before, now_unix())
@@ -117,7 +117,7 @@ pub(crate) async fn check_json(args: &[&str]) -> (i32, Value) {
 }
 
 /// The targets a direct verdict (`/failover-readiness`, `check --from`) says fail.
-fn failing_targets(verdict: &Value) -> BTreeSet<String> {
+pub(crate) fn failing_targets(verdict: &Value) -> BTreeSet<String> {
     verdict["groups"]
         .as_array()
         .unwrap()
@@ -129,7 +129,7 @@ fn failing_targets(verdict: &Value) -> BTreeSet<String> {
 }
 
 /// The targets `check --prometheus` names in its reasons.
-fn targets_named(verdict: &Value) -> BTreeSet<String> {
+pub(crate) fn targets_named(verdict: &Value) -> BTreeSet<String> {
     verdict["reason_details"]
         .as_array()
         .unwrap()
@@ -139,7 +139,7 @@ fn targets_named(verdict: &Value) -> BTreeSet<String> {
 }
 
 /// The board's overall word and the targets whose rows it marks failing.
-fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
+pub(crate) fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
     let overall = html
         .split("<span id=\"verdict\" class=\"")
         .nth(1)

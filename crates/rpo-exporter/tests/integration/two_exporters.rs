@@ -288,17 +288,20 @@ async fn check_prometheus_is_as_strict_as_the_strictest_of_two_exporters() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     // Unplanned: a replica that refuses connections blocks there too, read
-    // from rpo_failover_ready_unplanned.
+    // from rpo_failover_ready_unplanned, the target named from
+    // rpo_target_ready_unplanned.
     let (code, unplanned) = check_json(&prom, &["--group", "erp", "--mode", "unplanned"]).await;
     assert_eq!(code, 1, "{unplanned}");
     let no_go = with_code(&unplanned, "exporter_no_go");
     assert_eq!(no_go.len(), 1, "{unplanned}");
-    assert!(
-        no_go[0]["message"].as_str().unwrap().starts_with(&format!(
-            "exporter dr in eu-central-1 at {dr_at} says group erp is NO-GO (rpo_failover_ready_unplanned is 0)"
-        )),
+    assert_eq!(
+        no_go[0]["message"].as_str().unwrap(),
+        format!(
+            "exporter dr in eu-central-1 at {dr_at} says group erp is NO-GO: target erp-db fails the gate (rpo_target_ready_unplanned is 0)"
+        ),
         "{unplanned}"
     );
+    assert_eq!(no_go[0]["target"], "erp-db", "{unplanned}");
     // The tile is NO-GO as soon as one exporter is.
     let tile = verdict_tile(&prom).await;
     assert_eq!(tile[0]["value"][1], "0", "{tile}");
