@@ -9,7 +9,11 @@ use rpo_lab::repo_root as repo;
 
 /// The entries of a `.tar.gz`.
 fn entries(tarball: &Path) -> Vec<String> {
-    let output = Command::new("tar").arg("-tzf").arg(tarball).output().unwrap();
+    let output = Command::new("tar")
+        .arg("-tzf")
+        .arg(tarball)
+        .output()
+        .unwrap();
     assert!(output.status.success());
     String::from_utf8(output.stdout)
         .unwrap()
@@ -104,9 +108,14 @@ fn the_tarball_holds_the_binary_alerts_dashboards_deploy_docs_and_the_notices() 
     }
     // Everything under one directory; nothing built or cached.
     for entry in &all {
-        assert!(entry.starts_with(&format!("{root}/")) || entry == &format!("{root}/"), "{entry}");
         assert!(
-            !entry.contains("/target/") && !entry.contains("__pycache__") && !entry.contains("/crates/"),
+            entry.starts_with(&format!("{root}/")) || entry == &format!("{root}/"),
+            "{entry}"
+        );
+        assert!(
+            !entry.contains("/target/")
+                && !entry.contains("__pycache__")
+                && !entry.contains("/crates/"),
             "{entry}"
         );
     }
@@ -138,7 +147,10 @@ fn the_tarball_holds_the_binary_alerts_dashboards_deploy_docs_and_the_notices() 
         .success());
     let binary = unpacked.join(root).join("rpo-exporter");
     let run = Command::new(&binary).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&run.stdout), "rpo-exporter stand-in\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "rpo-exporter stand-in\n"
+    );
 }
 
 /// When a release build is already there (scripts/release.sh, or
