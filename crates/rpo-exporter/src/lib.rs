@@ -20,6 +20,9 @@
 //!   (and, for `/metrics`, the explicit [`self_metrics`]); every `rpo_*`
 //!   family is declared once as a [`metric_def::MetricDef`] and listed in
 //!   `metrics::catalogue`.
+//! - [`publish`]: the optional `[cloudwatch]` publisher, which puts each
+//!   group's verdicts and each target's exposure into CloudWatch for AWS
+//!   automation (alarms gating a promotion).
 //! - [`reload`]: configuration reload (SIGHUP, `POST /-/reload`), applied
 //!   target by target by the poller.
 //! - [`check`]: the `check` command; [`drill`]: the `drill` command (a
@@ -45,6 +48,7 @@ pub mod metric_def;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
+pub mod publish;
 pub mod readiness;
 pub mod reload;
 pub mod self_metrics;
@@ -89,6 +93,9 @@ pub async fn run_with(
         state = state.with_reloader(reloads.reloader());
     }
     let state = Arc::new(state);
+    // `[cloudwatch]`: its own task, reading what readers read; it never
+    // delays a poll or an answer.
+    let publisher = tokio::spawn(publish::run(state.clone(), probe_context.aws_calls.clone()));
     let (stop_reloads, reloads_stopped) = tokio::sync::oneshot::channel();
     let reloads = tokio::spawn(reload::serve_reloads(
         poller,
@@ -98,6 +105,7 @@ pub async fn run_with(
         reloads_stopped,
     ));
     http::serve(listener, state, options.limits, shutdown).await;
+    publisher.abort();
     let _ = stop_reloads.send(());
     match reloads.await {
         Ok(poller) => poller.shutdown().await,

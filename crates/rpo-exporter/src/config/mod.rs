@@ -122,6 +122,9 @@ pub struct Config {
     pub web: WebConfig,
     pub groups: Vec<Group>,
     pub targets: Vec<Target>,
+    /// `[cloudwatch]`: publish the verdict to CloudWatch (see
+    /// [`crate::publish`]); `None` when the table is absent.
+    pub cloudwatch: Option<crate::publish::CloudWatchPublish>,
 }
 
 #[derive(Debug, Clone)]
@@ -443,7 +446,7 @@ struct RawCommon {
 }
 
 /// The sections of the file that are not kinds of target.
-const SECTIONS: [&str; 4] = ["exporter", "web", "defaults", "group"];
+const SECTIONS: [&str; 5] = ["exporter", "web", "defaults", "group", "cloudwatch"];
 
 // ---------------------------------------------------------------------------
 // Loading and validation.
@@ -541,6 +544,11 @@ impl ConfigFile<'_> {
         let web: RawWeb = self.section(&mut table, "web")?;
         let raw_defaults: RawDefaults = self.section(&mut table, "defaults")?;
         let raw_groups = self.groups(&mut table)?;
+        let raw_cloudwatch = match table.remove("cloudwatch") {
+            None => None,
+            Some(toml::Value::Table(section)) => Some(section),
+            Some(_) => return Err(self.invalid("cloudwatch", "write it as one [cloudwatch] table")),
+        };
         // Everything else must be a kind of target.
         if let Some(unknown) = table.keys().find(|k| Kind::named(k).is_none()) {
             return Err(self.invalid(
@@ -687,8 +695,13 @@ impl ConfigFile<'_> {
             }
         }
 
+        let cloudwatch = raw_cloudwatch
+            .map(|section| crate::publish::parse_section(self.path, section, region.as_deref()))
+            .transpose()?;
+
         Ok(Config {
             source: self.path.to_owned(),
+            cloudwatch,
             instance,
             region,
             web: WebConfig {
@@ -907,6 +920,21 @@ pub struct TargetKeys<'a> {
     /// Hashes what the keys resolve to from outside the file (secrets from
     /// the environment or files, the files named), for [`SettingsDigest`].
     digest: std::collections::hash_map::DefaultHasher,
+}
+
+impl<'a> TargetKeys<'a> {
+    /// The keys of a section that is not a target but takes keys the way
+    /// targets do (`[cloudwatch]` takes the AWS access keys): every error
+    /// names `key.sub`.
+    pub(crate) fn section(path: &'a Path, key: &str, table: toml::Table) -> TargetKeys<'a> {
+        TargetKeys {
+            path,
+            key: key.to_string(),
+            name: String::new(),
+            table,
+            digest: settings_hasher(),
+        }
+    }
 }
 
 impl TargetKeys<'_> {
