@@ -60,6 +60,14 @@ pub enum CheckError {
         url: String,
         problem: String,
     },
+    /// `--from`: the exporter refused the question (an unknown group, a
+    /// bad parameter): the caller's mistake, not a NO-GO.
+    #[error("the exporter at {url} refused the request (HTTP {status}): {problem}")]
+    Refused {
+        url: String,
+        status: u16,
+        problem: String,
+    },
 }
 
 /// Checks the base URL given to `flag` (`--from`, `--prometheus`): an
@@ -187,12 +195,14 @@ pub async fn check_config(
 }
 
 /// Asks a running exporter for its verdict. An exporter that cannot be
-/// reached, or answers nonsense, is a NO-GO with that reason.
+/// reached, or answers nonsense, is a NO-GO with that reason; one that
+/// refuses the question (HTTP 400 or 404 with its JSON error: an unknown
+/// group) is a usage error, as the same mistake with `--config` is.
 pub async fn check_remote(
     base_url: &str,
     options: &CheckOptions,
     timeout: Duration,
-) -> VerdictJson {
+) -> Result<VerdictJson, CheckError> {
     let deadline = options.wait.map(|w| Instant::now() + w);
     let shown = redacted_url(base_url);
     let client = reqwest::Client::builder()
@@ -221,6 +231,13 @@ pub async fn check_remote(
                 match response.json::<serde_json::Value>().await {
                     Ok(value) => match serde_json::from_value::<VerdictJson>(value.clone()) {
                         Ok(verdict) => verdict,
+                        Err(_) if is_refusal(status, &value) => {
+                            return Err(CheckError::Refused {
+                                url: shown.clone(),
+                                status: status.as_u16(),
+                                problem: value["error"].as_str().unwrap_or_default().to_string(),
+                            })
+                        }
                         Err(_) => unreachable_verdict(
                             options.mode,
                             format!(
@@ -245,9 +262,16 @@ pub async fn check_remote(
             {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            _ => return verdict,
+            _ => return Ok(verdict),
         }
     }
+}
+
+/// The exporter's own answer to a bad question: HTTP 400 or 404 with the
+/// `{"error": "..."}` body `/failover-readiness` sends (a 404 from anything
+/// else at that address is no verdict, a NO-GO).
+fn is_refusal(status: reqwest::StatusCode, body: &serde_json::Value) -> bool {
+    matches!(status.as_u16(), 400 | 404) && body["error"].is_string() && body["ready"] == false
 }
 
 /// A transport error without the URL (it may carry credentials): its kind

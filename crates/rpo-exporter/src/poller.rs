@@ -272,7 +272,8 @@ pub async fn poll_and_record(
         ),
         Err(_) => {
             probe.reset();
-            (Err(ProbeError::timeout(deadline)), false)
+            // The target's timeout, as configured: the margin is ours.
+            (Err(ProbeError::timeout(target.timeout)), false)
         }
     };
     // Both clocks again: the store re-expresses what it keeps in this

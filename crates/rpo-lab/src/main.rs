@@ -123,9 +123,11 @@ rpo_budget = "60s"
         mode: Mode::Planned,
         wait: Some(Duration::from_secs(60)),
     };
-    let verdict = check::check_remote(&base, &options, Duration::from_secs(5)).await;
     println!("\n$ rpo-exporter check --from {base}\n");
-    print!("{}", check::render_table(&verdict));
+    match check::check_remote(&base, &options, Duration::from_secs(5)).await {
+        Ok(verdict) => print!("{}", check::render_table(&verdict)),
+        Err(problem) => println!("rpo-exporter check: {problem}"),
+    }
     println!("\nMetrics:            {base}/metrics");
     println!("Failover readiness: {base}/failover-readiness?group=erp");
     println!("Board:              {base}/");
