@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::drivers::http::redacted_url;
 use crate::kinds;
-use crate::poller::{heartbeat_and_record, poll_and_record};
+use crate::poller::{heartbeat_and_record, poll_and_record, StateLog};
 use crate::probe::ProbeContext;
 use crate::readiness::{
     evaluate, human_duration, Mode, Reason, ReasonCode, ReasonJson, VerdictJson, SCHEMA_VERSION,
@@ -132,12 +132,12 @@ pub async fn check_config(
         match kinds::build(target, &context) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
-                probes.push((id, target, Some(probe), writer));
+                probes.push((id, target, Some(probe), writer, Logs::default()));
             }
             Err(error) => {
                 let now = SystemTime::now();
                 store.record_poll(&id, now, now, Err(error));
-                probes.push((id, target, None, None));
+                probes.push((id, target, None, None, Logs::default()));
             }
         }
     }
@@ -151,14 +151,15 @@ pub async fn check_config(
         .clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut first_round = true;
     loop {
-        let round = probes.iter_mut().map(|(id, target, probe, writer)| {
+        let round = probes.iter_mut().map(|(id, target, probe, writer, logs)| {
             let store = &store;
             async move {
                 if let Some(writer) = writer {
-                    heartbeat_and_record(id, target, writer.as_mut(), store).await;
+                    heartbeat_and_record(id, target, writer.as_mut(), store, &mut logs.heartbeat)
+                        .await;
                 }
                 if let Some(probe) = probe {
-                    poll_and_record(id, target, probe.as_mut(), store).await;
+                    poll_and_record(id, target, probe.as_mut(), store, &mut logs.poll).await;
                 }
             }
         });
@@ -169,12 +170,14 @@ pub async fn check_config(
             // earlier sample of the source to be dated by. Take a second one.
             first_round = false;
             tokio::time::sleep(SETTLE).await;
-            let again = probes.iter_mut().filter_map(|(id, target, probe, _)| {
-                let store = &store;
-                probe.as_mut().map(|probe| async move {
-                    poll_and_record(id, target, probe.as_mut(), store).await
-                })
-            });
+            let again = probes
+                .iter_mut()
+                .filter_map(|(id, target, probe, _, logs)| {
+                    let store = &store;
+                    probe.as_mut().map(|probe| async move {
+                        poll_and_record(id, target, probe.as_mut(), store, &mut logs.poll).await
+                    })
+                });
             futures::future::join_all(again).await;
         }
         let verdict = evaluate(
@@ -192,6 +195,14 @@ pub async fn check_config(
             _ => return Ok(verdict.to_json()),
         }
     }
+}
+
+/// One target's log states in a `check` run: each failure is logged once
+/// (on stderr), not once per round.
+#[derive(Default)]
+struct Logs {
+    poll: StateLog,
+    heartbeat: StateLog,
 }
 
 /// Asks a running exporter for its verdict. An exporter that cannot be

@@ -55,7 +55,7 @@ pub trait HeartbeatWriter: Send {
 }
 
 /// Which end of a replication pair a statement is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     Source,
     Replica,
