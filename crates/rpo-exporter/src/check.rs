@@ -330,7 +330,12 @@ fn verdict_from_reasons(mode: Mode, reasons: Vec<Reason>) -> VerdictJson {
     }
 }
 
-/// The table a person reads: one block per group, one row per target.
+/// The width the table keeps to: a terminal on a bridge call.
+pub const TABLE_WIDTH: usize = 120;
+
+/// The table a person reads at a glance: one block per group, one row per
+/// target with its most fundamental reason (cut to fit [`TABLE_WIDTH`]),
+/// and every reason in full below the table.
 pub fn render_table(verdict: &VerdictJson) -> String {
     let mut out = String::new();
     let by = verdict
@@ -366,13 +371,14 @@ pub fn render_table(verdict: &VerdictJson) -> String {
     }
     if verdict.groups.is_empty() {
         for reason in &verdict.reasons {
-            let _ = writeln!(out, "  - {reason}");
+            write_wrapped(&mut out, "  - ", "    ", reason);
         }
     }
     let secs = |s: Option<f64>| {
         s.map(|v| human_duration(Duration::from_secs_f64(v.max(0.0))))
             .unwrap_or_else(|| "-".to_string())
     };
+    let today = verdict.evaluated_at.split('T').next().unwrap_or_default();
     for group in &verdict.groups {
         let _ = writeln!(
             out,
@@ -387,10 +393,11 @@ pub fn render_table(verdict: &VerdictJson) -> String {
             "TARGET".to_string(),
             "KIND".to_string(),
             "STATUS".to_string(),
-            "RECOVERY POINT (UTC)".to_string(),
+            "RECOVERY POINT".to_string(),
             "EXPOSURE".to_string(),
             "BUDGET".to_string(),
-            "EVIDENCE AGE".to_string(),
+            // The evidence's age.
+            "AGE".to_string(),
             "REASON".to_string(),
         ]];
         for t in &group.targets {
@@ -400,7 +407,7 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 if t.ready { "GO" } else { "NO-GO" }.to_string(),
                 t.recovery_point
                     .as_deref()
-                    .map(|s| s.replace('T', " "))
+                    .map(|rp| recovery_point_words(rp, today))
                     .unwrap_or_else(|| "unknown".to_string()),
                 match (t.loss_window_seconds, verdict.mode.as_str()) {
                     (Some(window), "unplanned") => format!(
@@ -412,19 +419,66 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 },
                 secs(Some(t.budget_seconds)),
                 secs(t.evidence_age_seconds),
-                t.reasons.join("; "),
+                // The most fundamental reason; all are listed below.
+                t.reasons.first().cloned().unwrap_or_default(),
             ]);
         }
         write_columns(&mut out, &rows);
-        if !group.reasons.is_empty() {
+        let every: Vec<String> = group
+            .reasons
+            .iter()
+            .filter(|_| group.targets.is_empty())
+            .cloned()
+            .chain(group.targets.iter().flat_map(|t| {
+                t.reasons
+                    .iter()
+                    .map(move |reason| format!("{}: {reason}", t.target))
+            }))
+            .collect();
+        if !every.is_empty() {
             let _ = writeln!(out, "  Reasons:");
-            for reason in &group.reasons {
-                let _ = writeln!(out, "    - {reason}");
+            for reason in &every {
+                write_wrapped(&mut out, "    - ", "      ", reason);
             }
         }
         render_notes(&mut out, group);
     }
     out
+}
+
+/// A recovery point as a person reads it: the time of day when it is of
+/// the day the verdict was evaluated, else the date too (to the second).
+fn recovery_point_words(rfc3339: &str, today: &str) -> String {
+    let seconds = match rfc3339.split_once('.') {
+        Some((whole, _)) => format!("{whole}Z"),
+        None => rfc3339.to_string(),
+    };
+    match seconds.split_once('T') {
+        Some((date, time)) if date == today => time.to_string(),
+        Some((date, time)) => format!("{date} {time}"),
+        None => seconds,
+    }
+}
+
+/// `text` after `first`, wrapped at [`TABLE_WIDTH`] on spaces, each further
+/// line after `rest`.
+fn write_wrapped(out: &mut String, first: &str, rest: &str, text: &str) {
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split(' ') {
+        let fits = line.chars().count() + 1 + word.chars().count() <= TABLE_WIDTH;
+        if !empty && !fits {
+            let _ = writeln!(out, "{}", line.trim_end());
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
 }
 
 /// What a person should know besides the reasons: promotions, the loss
@@ -448,16 +502,24 @@ fn render_notes(out: &mut String, group: &crate::readiness::GroupJson) {
 }
 
 /// Rows as aligned columns, indented two spaces; the last column is not
-/// padded.
+/// padded, and is cut (with `…`) where the line would pass [`TABLE_WIDTH`]
+/// (it keeps at least 16 characters).
 fn write_columns<const N: usize>(out: &mut String, rows: &[[String; N]]) {
     let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    let before_last: usize = 2 + widths[..N - 1].iter().map(|w| w + 2).sum::<usize>();
+    let last_width = TABLE_WIDTH.saturating_sub(before_last).max(16);
     for row in rows {
         let mut line = String::from("  ");
         for (c, cell) in row.iter().enumerate() {
             if c == N - 1 {
-                line.push_str(cell);
+                if cell.chars().count() > last_width {
+                    line.extend(cell.chars().take(last_width - 1));
+                    line.push('…');
+                } else {
+                    line.push_str(cell);
+                }
             } else {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
             }
@@ -525,5 +587,78 @@ mod tests {
         let go = verdict_from_reasons(Mode::Unplanned, Vec::new());
         assert!(go.ready);
         assert!(go.reason_details.is_empty());
+    }
+
+    #[test]
+    fn the_table_fits_120_columns_with_one_reason_a_row_and_all_below() {
+        let refused = "replica unreachable (connect: error connecting to server: Connection refused (os error 111))";
+        let verdict: VerdictJson = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "verdict": "NO-GO", "ready": false, "mode": "planned",
+            "evaluated_at": "2025-03-01T14:02:11.512Z", "evaluated_at_unix": 1740837731.5,
+            "reasons": [], "groups": [{
+                "group": "erp", "verdict": "NO-GO", "ready": false, "rpo_budget_seconds": 5.0,
+                "exposure_seconds": 65.2, "recovery_point_skew_seconds": null,
+                "reasons": [format!("erp-db-eu-central-1-primary: {refused}")],
+                "targets": [{
+                    "target": "erp-db-eu-central-1-primary", "kind": "postgres", "ready": false,
+                    "recovery_point": "2025-03-01T14:01:06.300Z", "recovery_point_unix": 1740837666.3,
+                    "exposure_seconds": 65.2, "budget_seconds": 5.0, "evidence_age_seconds": 65.2,
+                    "replication_healthy": false,
+                    "reasons": [
+                        refused,
+                        "evidence stale (last success 1m 5s ago: connect)",
+                        "exposure 1m 5s exceeds budget 5s"
+                    ]
+                }, {
+                    "target": "erp-files", "kind": "s3", "ready": true,
+                    "recovery_point": "2025-02-28T23:59:58.000Z", "recovery_point_unix": 1740787198.0,
+                    "exposure_seconds": 1.5, "budget_seconds": 900.0, "evidence_age_seconds": 30.0,
+                    "replication_healthy": true, "reasons": []
+                }]
+            }]
+        }))
+        .unwrap();
+        let table = render_table(&verdict);
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= TABLE_WIDTH,
+                "{} chars: {line}\n{table}",
+                line.chars().count()
+            );
+        }
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("  erp-db-eu-central-1-primary "))
+            .unwrap();
+        // One reason in the row (the first), its time of day, durations in words.
+        assert!(
+            row.contains("NO-GO   14:01:06Z ") && row.contains(" 1m 5s "),
+            "{row}"
+        );
+        assert!(row.contains("  replica unreachable (c"), "{row}");
+        assert!(
+            !row.contains("evidence stale") && !row.contains("exceeds"),
+            "{row}"
+        );
+        // Another day's recovery point carries its date.
+        assert!(table.contains("2025-02-28 23:59:58Z"), "{table}");
+        // Every reason in full below the table, each once.
+        let below = table.split("  Reasons:\n").nth(1).unwrap();
+        let unwrapped = below.split("\n      ").collect::<Vec<_>>().join(" ");
+        for reason in [
+            refused,
+            "evidence stale (last success 1m 5s ago: connect)",
+            "exposure 1m 5s exceeds budget 5s",
+        ] {
+            assert!(
+                unwrapped.contains(&format!("- erp-db-eu-central-1-primary: {reason}\n")),
+                "{reason} in:\n{table}"
+            );
+            assert_eq!(
+                table.matches(&reason[..16]).count(),
+                1 + usize::from(reason == refused),
+                "{table}"
+            );
+        }
     }
 }
