@@ -124,10 +124,16 @@ rpo_budget = "60s"
         wait: Some(Duration::from_secs(60)),
     };
     println!("\n$ rpo-exporter check --from {base}\n");
-    match check::check_remote(&base, &options, Duration::from_secs(5)).await {
-        Ok(verdict) => print!("{}", check::render_table(&verdict)),
-        Err(problem) => println!("rpo-exporter check: {problem}"),
-    }
+    let ready = match check::check_remote(&base, &options, Duration::from_secs(5)).await {
+        Ok(verdict) => {
+            print!("{}", check::render_table(&verdict));
+            verdict.ready
+        }
+        Err(problem) => {
+            println!("rpo-exporter check: {problem}");
+            false
+        }
+    };
     println!("\nMetrics:            {base}/metrics");
     println!("Failover readiness: {base}/failover-readiness?group=erp");
     println!("Board:              {base}/");
@@ -157,7 +163,7 @@ rpo_budget = "60s"
     }
     exporter.stop().await;
     drop(lab);
-    if verdict.ready {
+    if ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

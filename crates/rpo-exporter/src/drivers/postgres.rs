@@ -165,7 +165,9 @@ mod tests {
             config,
             tls_connector("erp-db", None).unwrap(),
         );
-        let refused = connection.client().await.err().expect("nothing listens");
+        let Err(refused) = connection.client().await else {
+            panic!("nothing listens");
+        };
         assert_eq!(refused.reason, FailureReason::Connect, "{refused}");
 
         // The server is back: the next call reaches it at once.
