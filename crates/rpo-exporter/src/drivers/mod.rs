@@ -33,8 +33,17 @@ pub async fn within<T>(
     let budget = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(budget, future).await {
         Ok(result) => result,
-        Err(_) => Err(ProbeError::timeout(budget)),
+        // Said to the 100 ms: the remainder of a deadline differs on every
+        // poll ("999ms", "998ms"), and a reason that changes on every poll
+        // reads as news to a person and to the log.
+        Err(_) => Err(ProbeError::timeout(to_the_tenth(budget))),
     }
+}
+
+/// `d` rounded to the nearest 100 ms (at least 100 ms).
+fn to_the_tenth(d: std::time::Duration) -> std::time::Duration {
+    let tenths = (d.as_millis() + 50) / 100;
+    std::time::Duration::from_millis((tenths.max(1) * 100) as u64)
 }
 
 /// An error and its causes on one line (`a: b: c`), each cause once, in
@@ -140,6 +149,19 @@ mod tests {
             let roots = root_store("erp-db", Some(bundle)).unwrap();
             assert!(roots.len() > webpki_roots::TLS_SERVER_ROOTS.len());
         }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_says_its_budget_to_the_tenth_of_a_second() {
+        let deadline = Instant::now() + std::time::Duration::from_millis(999);
+        let err = within(deadline, std::future::pending::<Result<(), ProbeError>>())
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "no answer within 1s");
+        assert_eq!(
+            to_the_tenth(std::time::Duration::from_millis(1_449)),
+            std::time::Duration::from_millis(1_400)
+        );
     }
 
     #[test]
