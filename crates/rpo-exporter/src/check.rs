@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 use crate::drivers::http::redacted_url;
 use crate::kinds;
-use crate::poller::{heartbeat_and_record, poll_and_record};
+use crate::poller::{heartbeat_and_record, poll_and_record, StateLog};
 use crate::probe::ProbeContext;
 use crate::readiness::{
     evaluate, human_duration, Mode, Reason, ReasonCode, ReasonJson, VerdictJson, SCHEMA_VERSION,
@@ -58,6 +58,14 @@ pub enum CheckError {
     BadUrl {
         flag: &'static str,
         url: String,
+        problem: String,
+    },
+    /// `--from`: the exporter refused the question (an unknown group, a
+    /// bad parameter): the caller's mistake, not a NO-GO.
+    #[error("the exporter at {url} refused the request (HTTP {status}): {problem}")]
+    Refused {
+        url: String,
+        status: u16,
         problem: String,
     },
 }
@@ -124,12 +132,12 @@ pub async fn check_config(
         match kinds::build(target, &context) {
             Ok(mut probe) => {
                 let writer = probe.heartbeat_writer();
-                probes.push((id, target, Some(probe), writer));
+                probes.push((id, target, Some(probe), writer, Logs::default()));
             }
             Err(error) => {
                 let now = SystemTime::now();
                 store.record_poll(&id, now, now, Err(error));
-                probes.push((id, target, None, None));
+                probes.push((id, target, None, None, Logs::default()));
             }
         }
     }
@@ -143,14 +151,15 @@ pub async fn check_config(
         .clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut first_round = true;
     loop {
-        let round = probes.iter_mut().map(|(id, target, probe, writer)| {
+        let round = probes.iter_mut().map(|(id, target, probe, writer, logs)| {
             let store = &store;
             async move {
                 if let Some(writer) = writer {
-                    heartbeat_and_record(id, target, writer.as_mut(), store).await;
+                    heartbeat_and_record(id, target, writer.as_mut(), store, &mut logs.heartbeat)
+                        .await;
                 }
                 if let Some(probe) = probe {
-                    poll_and_record(id, target, probe.as_mut(), store).await;
+                    poll_and_record(id, target, probe.as_mut(), store, &mut logs.poll).await;
                 }
             }
         });
@@ -161,12 +170,14 @@ pub async fn check_config(
             // earlier sample of the source to be dated by. Take a second one.
             first_round = false;
             tokio::time::sleep(SETTLE).await;
-            let again = probes.iter_mut().filter_map(|(id, target, probe, _)| {
-                let store = &store;
-                probe.as_mut().map(|probe| async move {
-                    poll_and_record(id, target, probe.as_mut(), store).await
-                })
-            });
+            let again = probes
+                .iter_mut()
+                .filter_map(|(id, target, probe, _, logs)| {
+                    let store = &store;
+                    probe.as_mut().map(|probe| async move {
+                        poll_and_record(id, target, probe.as_mut(), store, &mut logs.poll).await
+                    })
+                });
             futures::future::join_all(again).await;
         }
         let verdict = evaluate(
@@ -186,13 +197,23 @@ pub async fn check_config(
     }
 }
 
+/// One target's log states in a `check` run: each failure is logged once
+/// (on stderr), not once per round.
+#[derive(Default)]
+struct Logs {
+    poll: StateLog,
+    heartbeat: StateLog,
+}
+
 /// Asks a running exporter for its verdict. An exporter that cannot be
-/// reached, or answers nonsense, is a NO-GO with that reason.
+/// reached, or answers nonsense, is a NO-GO with that reason; one that
+/// refuses the question (HTTP 400 or 404 with its JSON error: an unknown
+/// group) is a usage error, as the same mistake with `--config` is.
 pub async fn check_remote(
     base_url: &str,
     options: &CheckOptions,
     timeout: Duration,
-) -> VerdictJson {
+) -> Result<VerdictJson, CheckError> {
     let deadline = options.wait.map(|w| Instant::now() + w);
     let shown = redacted_url(base_url);
     let client = reqwest::Client::builder()
@@ -221,6 +242,13 @@ pub async fn check_remote(
                 match response.json::<serde_json::Value>().await {
                     Ok(value) => match serde_json::from_value::<VerdictJson>(value.clone()) {
                         Ok(verdict) => verdict,
+                        Err(_) if is_refusal(status, &value) => {
+                            return Err(CheckError::Refused {
+                                url: shown.clone(),
+                                status: status.as_u16(),
+                                problem: value["error"].as_str().unwrap_or_default().to_string(),
+                            })
+                        }
                         Err(_) => unreachable_verdict(
                             options.mode,
                             format!(
@@ -245,9 +273,16 @@ pub async fn check_remote(
             {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            _ => return verdict,
+            _ => return Ok(verdict),
         }
     }
+}
+
+/// The exporter's own answer to a bad question: HTTP 400 or 404 with the
+/// `{"error": "..."}` body `/failover-readiness` sends (a 404 from anything
+/// else at that address is no verdict, a NO-GO).
+fn is_refusal(status: reqwest::StatusCode, body: &serde_json::Value) -> bool {
+    matches!(status.as_u16(), 400 | 404) && body["error"].is_string() && body["ready"] == false
 }
 
 /// A transport error without the URL (it may carry credentials): its kind
@@ -295,7 +330,12 @@ fn verdict_from_reasons(mode: Mode, reasons: Vec<Reason>) -> VerdictJson {
     }
 }
 
-/// The table a person reads: one block per group, one row per target.
+/// The width the table keeps to: a terminal on a bridge call.
+pub const TABLE_WIDTH: usize = 120;
+
+/// The table a person reads at a glance: one block per group, one row per
+/// target with its most fundamental reason (cut to fit [`TABLE_WIDTH`]),
+/// and every reason in full below the table.
 pub fn render_table(verdict: &VerdictJson) -> String {
     let mut out = String::new();
     let by = verdict
@@ -331,13 +371,14 @@ pub fn render_table(verdict: &VerdictJson) -> String {
     }
     if verdict.groups.is_empty() {
         for reason in &verdict.reasons {
-            let _ = writeln!(out, "  - {reason}");
+            write_wrapped(&mut out, "  - ", "    ", reason);
         }
     }
     let secs = |s: Option<f64>| {
         s.map(|v| human_duration(Duration::from_secs_f64(v.max(0.0))))
             .unwrap_or_else(|| "-".to_string())
     };
+    let today = verdict.evaluated_at.split('T').next().unwrap_or_default();
     for group in &verdict.groups {
         let _ = writeln!(
             out,
@@ -352,10 +393,11 @@ pub fn render_table(verdict: &VerdictJson) -> String {
             "TARGET".to_string(),
             "KIND".to_string(),
             "STATUS".to_string(),
-            "RECOVERY POINT (UTC)".to_string(),
+            "RECOVERY POINT".to_string(),
             "EXPOSURE".to_string(),
             "BUDGET".to_string(),
-            "EVIDENCE AGE".to_string(),
+            // The evidence's age.
+            "AGE".to_string(),
             "REASON".to_string(),
         ]];
         for t in &group.targets {
@@ -365,7 +407,7 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 if t.ready { "GO" } else { "NO-GO" }.to_string(),
                 t.recovery_point
                     .as_deref()
-                    .map(|s| s.replace('T', " "))
+                    .map(|rp| recovery_point_words(rp, today))
                     .unwrap_or_else(|| "unknown".to_string()),
                 match (t.loss_window_seconds, verdict.mode.as_str()) {
                     (Some(window), "unplanned") => format!(
@@ -377,19 +419,66 @@ pub fn render_table(verdict: &VerdictJson) -> String {
                 },
                 secs(Some(t.budget_seconds)),
                 secs(t.evidence_age_seconds),
-                t.reasons.join("; "),
+                // The most fundamental reason; all are listed below.
+                t.reasons.first().cloned().unwrap_or_default(),
             ]);
         }
         write_columns(&mut out, &rows);
-        if !group.reasons.is_empty() {
+        let every: Vec<String> = group
+            .reasons
+            .iter()
+            .filter(|_| group.targets.is_empty())
+            .cloned()
+            .chain(group.targets.iter().flat_map(|t| {
+                t.reasons
+                    .iter()
+                    .map(move |reason| format!("{}: {reason}", t.target))
+            }))
+            .collect();
+        if !every.is_empty() {
             let _ = writeln!(out, "  Reasons:");
-            for reason in &group.reasons {
-                let _ = writeln!(out, "    - {reason}");
+            for reason in &every {
+                write_wrapped(&mut out, "    - ", "      ", reason);
             }
         }
         render_notes(&mut out, group);
     }
     out
+}
+
+/// A recovery point as a person reads it: the time of day when it is of
+/// the day the verdict was evaluated, else the date too (to the second).
+fn recovery_point_words(rfc3339: &str, today: &str) -> String {
+    let seconds = match rfc3339.split_once('.') {
+        Some((whole, _)) => format!("{whole}Z"),
+        None => rfc3339.to_string(),
+    };
+    match seconds.split_once('T') {
+        Some((date, time)) if date == today => time.to_string(),
+        Some((date, time)) => format!("{date} {time}"),
+        None => seconds,
+    }
+}
+
+/// `text` after `first`, wrapped at [`TABLE_WIDTH`] on spaces, each further
+/// line after `rest`.
+fn write_wrapped(out: &mut String, first: &str, rest: &str, text: &str) {
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split(' ') {
+        let fits = line.chars().count() + 1 + word.chars().count() <= TABLE_WIDTH;
+        if !empty && !fits {
+            let _ = writeln!(out, "{}", line.trim_end());
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
 }
 
 /// What a person should know besides the reasons: promotions, the loss
@@ -413,16 +502,24 @@ fn render_notes(out: &mut String, group: &crate::readiness::GroupJson) {
 }
 
 /// Rows as aligned columns, indented two spaces; the last column is not
-/// padded.
+/// padded, and is cut (with `…`) where the line would pass [`TABLE_WIDTH`]
+/// (it keeps at least 16 characters).
 fn write_columns<const N: usize>(out: &mut String, rows: &[[String; N]]) {
     let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    let before_last: usize = 2 + widths[..N - 1].iter().map(|w| w + 2).sum::<usize>();
+    let last_width = TABLE_WIDTH.saturating_sub(before_last).max(16);
     for row in rows {
         let mut line = String::from("  ");
         for (c, cell) in row.iter().enumerate() {
             if c == N - 1 {
-                line.push_str(cell);
+                if cell.chars().count() > last_width {
+                    line.extend(cell.chars().take(last_width - 1));
+                    line.push('…');
+                } else {
+                    line.push_str(cell);
+                }
             } else {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
             }
@@ -490,5 +587,78 @@ mod tests {
         let go = verdict_from_reasons(Mode::Unplanned, Vec::new());
         assert!(go.ready);
         assert!(go.reason_details.is_empty());
+    }
+
+    #[test]
+    fn the_table_fits_120_columns_with_one_reason_a_row_and_all_below() {
+        let refused = "replica unreachable (connect: error connecting to server: Connection refused (os error 111))";
+        let verdict: VerdictJson = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "verdict": "NO-GO", "ready": false, "mode": "planned",
+            "evaluated_at": "2025-03-01T14:02:11.512Z", "evaluated_at_unix": 1740837731.5,
+            "reasons": [], "groups": [{
+                "group": "erp", "verdict": "NO-GO", "ready": false, "rpo_budget_seconds": 5.0,
+                "exposure_seconds": 65.2, "recovery_point_skew_seconds": null,
+                "reasons": [format!("erp-db-eu-central-1-primary: {refused}")],
+                "targets": [{
+                    "target": "erp-db-eu-central-1-primary", "kind": "postgres", "ready": false,
+                    "recovery_point": "2025-03-01T14:01:06.300Z", "recovery_point_unix": 1740837666.3,
+                    "exposure_seconds": 65.2, "budget_seconds": 5.0, "evidence_age_seconds": 65.2,
+                    "replication_healthy": false,
+                    "reasons": [
+                        refused,
+                        "evidence stale (last success 1m 5s ago: connect)",
+                        "exposure 1m 5s exceeds budget 5s"
+                    ]
+                }, {
+                    "target": "erp-files", "kind": "s3", "ready": true,
+                    "recovery_point": "2025-02-28T23:59:58.000Z", "recovery_point_unix": 1740787198.0,
+                    "exposure_seconds": 1.5, "budget_seconds": 900.0, "evidence_age_seconds": 30.0,
+                    "replication_healthy": true, "reasons": []
+                }]
+            }]
+        }))
+        .unwrap();
+        let table = render_table(&verdict);
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= TABLE_WIDTH,
+                "{} chars: {line}\n{table}",
+                line.chars().count()
+            );
+        }
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("  erp-db-eu-central-1-primary "))
+            .unwrap();
+        // One reason in the row (the first), its time of day, durations in words.
+        assert!(
+            row.contains("NO-GO   14:01:06Z ") && row.contains(" 1m 5s "),
+            "{row}"
+        );
+        assert!(row.contains("  replica unreachable (c"), "{row}");
+        assert!(
+            !row.contains("evidence stale") && !row.contains("exceeds"),
+            "{row}"
+        );
+        // Another day's recovery point carries its date.
+        assert!(table.contains("2025-02-28 23:59:58Z"), "{table}");
+        // Every reason in full below the table, each once.
+        let below = table.split("  Reasons:\n").nth(1).unwrap();
+        let unwrapped = below.split("\n      ").collect::<Vec<_>>().join(" ");
+        for reason in [
+            refused,
+            "evidence stale (last success 1m 5s ago: connect)",
+            "exposure 1m 5s exceeds budget 5s",
+        ] {
+            assert!(
+                unwrapped.contains(&format!("- erp-db-eu-central-1-primary: {reason}\n")),
+                "{reason} in:\n{table}"
+            );
+            assert_eq!(
+                table.matches(&reason[..16]).count(),
+                1 + usize::from(reason == refused),
+                "{table}"
+            );
+        }
     }
 }

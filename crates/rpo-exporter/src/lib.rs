@@ -41,6 +41,7 @@ pub mod drill;
 pub mod drivers;
 pub mod evidence;
 pub mod http;
+pub mod human;
 
 pub mod kinds;
 pub mod logging;

@@ -33,11 +33,40 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. `level` is a level (`info`) or a full
-/// filter directive (`info,rpo_exporter=debug`).
+/// The levels `--log.level` takes on its own.
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks `--log.level`: a level (`info`), or filter directives whose every
+/// part ends in a level (`info,rpo_exporter=debug`). The filter library
+/// would take `warnn` as the name of a module to trace and, with nothing
+/// else enabled, log nothing at all without a word.
+pub fn parse_level(level: &str) -> Result<EnvFilter, String> {
+    let is_level = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
+    let bad = |why: String| {
+        format!(
+            "--log.level `{level}`: {why}; use one of {} (or directives like info,rpo_exporter=debug)",
+            LEVELS.join(", ")
+        )
+    };
+    if level.trim().is_empty() {
+        return Err(bad("empty".to_string()));
+    }
+    for part in level.split(',') {
+        let word = match part.rsplit_once('=') {
+            Some((_, word)) => word,
+            None => part,
+        };
+        if !is_level(word) {
+            return Err(bad(format!("`{}` is not a level", word.trim())));
+        }
+    }
+    EnvFilter::try_new(level).map_err(|e| bad(e.to_string()))
+}
+
+/// Installs the global subscriber. `level` is a level (`info`) or filter
+/// directives (`info,rpo_exporter=debug`), checked by [`parse_level`].
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter =
-        EnvFilter::try_new(level).map_err(|e| format!("bad --log.level `{level}`: {e}"))?;
+    let filter = parse_level(level)?;
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(filter_fn(|metadata| !is_capped(metadata)));
@@ -112,5 +141,38 @@ fn quote(value: &str) -> String {
         value.to_string()
     } else {
         format!("{value:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_level_is_refused_naming_the_flag() {
+        for good in [
+            "info",
+            "WARN",
+            "debug",
+            "off",
+            "info,rpo_exporter=debug",
+            "warn,aws_config=error",
+        ] {
+            assert!(parse_level(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "warnn",
+            "",
+            "info,rpo_exporter",
+            "rpo_exporter=loud",
+            "verbose",
+        ] {
+            let problem = parse_level(bad).unwrap_err();
+            assert!(
+                problem.starts_with(&format!("--log.level `{bad}`")),
+                "{problem}"
+            );
+            assert!(problem.contains("error, warn, info, debug"), "{problem}");
+        }
     }
 }

@@ -27,7 +27,8 @@ struct Cli {
     /// The TOML configuration file.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to serve HTTP on (overrides web.listen_address).
+    /// Address to serve HTTP on (overrides web.listen_address): host:port,
+    /// or :port for every interface.
     #[arg(long = "web.listen-address", global = true, value_name = "ADDR")]
     listen_address: Option<String>,
     /// Path of the metrics endpoint (overrides web.telemetry_path).
@@ -44,7 +45,8 @@ struct Cli {
     #[arg(long = "web.header-read-timeout", global = true, value_name = "DURATION",
           default_value = "15s", value_parser = parse_header_timeout)]
     header_read_timeout: Duration,
-    /// Log level: error, warn, info, debug, or a filter directive.
+    /// Log level: error, warn, info, debug, trace, off, or filter directives
+    /// each ending in a level (info,rpo_exporter=debug).
     #[arg(long = "log.level", global = true, default_value = "info")]
     log_level: String,
     /// Log format.
@@ -61,12 +63,22 @@ enum Command {
     /// Print the failover verdict: exit 0 GO, 1 NO-GO, 2 bad config or usage.
     Check(CheckArgs),
     /// Check the configuration without touching any target: exit 0 or 2.
-    Validate,
+    Validate(ValidateArgs),
     /// Run a failover drill: poll and write heartbeats, show the verdict,
     /// wait for the group's promotions, write the report: exit 0 when every
     /// measured loss is within its budget, 1 otherwise or on timeout, 2 on
     /// bad config or usage.
     Drill(DrillArgs),
+}
+
+#[derive(Args, Debug)]
+struct ValidateArgs {
+    /// Check everything but the secrets given as `*_env` or `*_file`:
+    /// neither the environment nor those files are read (for CI and pull
+    /// requests, where the secrets are absent). Inline secrets are still
+    /// checked. A config that passes may still fail where the secrets are.
+    #[arg(long = "no-secrets")]
+    no_secrets: bool,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +165,15 @@ fn main() -> ExitCode {
         eprintln!("rpo-exporter: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
+    // Every flag is checked whatever the command: a misspelt global flag
+    // is a usage error, never silently ignored.
+    let overrides = match WebOverrides::of(&cli) {
+        Ok(overrides) => overrides,
+        Err(problem) => {
+            eprintln!("rpo-exporter: {problem}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,28 +184,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async_main(cli));
+    let code = runtime.block_on(async_main(cli, overrides));
     // Dropping the runtime would wait for every blocking thread; a hung
     // DNS lookup would hold SIGTERM for the resolver's whole timeout.
     runtime.shutdown_timeout(EXIT_GRACE);
     code
 }
 
-async fn async_main(cli: Cli) -> ExitCode {
+async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
     match cli.command {
-        None | Some(Command::Serve) => serve(&cli).await,
-        Some(Command::Validate) => match load(&cli) {
-            Ok(config) => {
-                println!(
-                    "{}: valid ({} groups, {} targets)",
-                    config.source.display(),
-                    config.groups.len(),
-                    config.targets.len()
-                );
-                ExitCode::SUCCESS
+        None | Some(Command::Serve) => serve(&cli, overrides).await,
+        Some(Command::Validate(ref args)) => {
+            let loaded = if args.no_secrets {
+                load_with(&cli, Config::load_without_secrets)
+            } else {
+                load(&cli)
+            };
+            match loaded {
+                Ok(config) => {
+                    println!(
+                        "{}: valid ({} groups, {} targets{})",
+                        config.source.display(),
+                        config.groups.len(),
+                        config.targets.len(),
+                        if args.no_secrets {
+                            "; secrets given as *_env or *_file not read"
+                        } else {
+                            ""
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Some(Command::Drill(ref args)) => match load(&cli) {
             Ok(config) => ExitCode::from(
                 rpo_exporter::drill::run(
@@ -207,11 +240,17 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             let output: Output = args.output.parse().expect("clap checked the value");
             let verdict = if let Some(url) = &args.from {
-                if let Err(problem) = check::parse_base_url("--from", url) {
-                    eprintln!("rpo-exporter check: {problem}");
-                    return ExitCode::from(EXIT_USAGE);
+                let answer = match check::parse_base_url("--from", url) {
+                    Ok(_) => check::check_remote(url, &options, Duration::from_secs(10)).await,
+                    Err(problem) => Err(problem),
+                };
+                match answer {
+                    Ok(verdict) => verdict,
+                    Err(problem) => {
+                        eprintln!("rpo-exporter check: {problem}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
                 }
-                check::check_remote(url, &options, Duration::from_secs(10)).await
             } else if let Some(url) = &args.prometheus {
                 let gate = check::PrometheusGate {
                     regions: args.region.clone(),
@@ -263,11 +302,18 @@ async fn async_main(cli: Cli) -> ExitCode {
 /// Loads the configuration named by `--config`; prints the problem and
 /// returns exit code 2 when it is missing or invalid.
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    load_with(cli, Config::load)
+}
+
+fn load_with(
+    cli: &Cli,
+    load: fn(&std::path::Path) -> Result<Config, rpo_exporter::config::ConfigError>,
+) -> Result<Config, ExitCode> {
     let Some(path) = &cli.config else {
         eprintln!("rpo-exporter: --config FILE is required");
         return Err(ExitCode::from(EXIT_USAGE));
     };
-    Config::load(path).map_err(|problem| {
+    load(path).map_err(|problem| {
         eprintln!("rpo-exporter: {problem}");
         ExitCode::from(EXIT_USAGE)
     })
@@ -284,9 +330,13 @@ impl WebOverrides {
     fn of(cli: &Cli) -> Result<WebOverrides, String> {
         let listen_address = match &cli.listen_address {
             None => None,
-            Some(addr) => Some(addr.parse().map_err(|_| {
-                format!("--web.listen-address `{addr}` is not an address like 0.0.0.0:9798")
-            })?),
+            Some(addr) => Some(
+                rpo_exporter::config::parse_listen_address(addr).ok_or_else(|| {
+                    format!(
+                        "--web.listen-address `{addr}` is not an address like 0.0.0.0:9798, [::]:9798 or :9798 (every interface)"
+                    )
+                })?,
+            ),
         };
         if let Some(path) = &cli.telemetry_path {
             if !path.starts_with('/') {
@@ -335,7 +385,7 @@ fn open_files_soft_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-async fn serve(cli: &Cli) -> ExitCode {
+async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     // Before anything else: until a handler is installed, SIGHUP kills.
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -343,13 +393,6 @@ async fn serve(cli: &Cli) -> ExitCode {
         Err(e) => {
             eprintln!("rpo-exporter: cannot handle SIGHUP: {e}");
             return ExitCode::FAILURE;
-        }
-    };
-    let overrides = match WebOverrides::of(cli) {
-        Ok(overrides) => overrides,
-        Err(problem) => {
-            eprintln!("rpo-exporter: {problem}");
-            return ExitCode::from(EXIT_USAGE);
         }
     };
     let mut config = match load(cli) {

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -28,8 +28,9 @@ use crate::config::{Config, Target};
 use futures::FutureExt;
 
 use crate::evidence::clock::Stamp;
+use crate::human::human_duration;
 use crate::kinds;
-use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError};
+use crate::probe::{FailureReason, HeartbeatWriter, Probe, ProbeContext, ProbeError, Side};
 use crate::store::{Store, TargetId};
 
 /// The running poll tasks, by target.
@@ -251,6 +252,7 @@ pub async fn poll_and_record(
     target: &Target,
     probe: &mut dyn Probe,
     store: &Store,
+    log: &mut StateLog,
 ) -> PollOutcome {
     let started = Stamp::now();
     let deadline = poll_deadline(target);
@@ -272,7 +274,8 @@ pub async fn poll_and_record(
         ),
         Err(_) => {
             probe.reset();
-            (Err(ProbeError::timeout(deadline)), false)
+            // The target's timeout, as configured: the margin is ours.
+            (Err(ProbeError::timeout(target.timeout)), false)
         }
     };
     // Both clocks again: the store re-expresses what it keeps in this
@@ -282,24 +285,134 @@ pub async fn poll_and_record(
         .steady
         .duration_since(started.steady)
         .unwrap_or_default();
-    match &result {
-        Ok(m) if m.failures.is_empty() => {
-            tracing::debug!(target = %target.name, duration_ms = took.as_millis() as u64, "poll succeeded")
-        }
-        Ok(m) => {
-            for failure in &m.failures {
-                tracing::warn!(target = %target.name, reason = %failure.reason, error = %failure, "poll partly failed");
-            }
-        }
-        Err(error) => {
-            tracing::warn!(target = %target.name, reason = %error.reason, %error, "poll failed")
-        }
+    let failures: &[ProbeError] = match &result {
+        Ok(m) => &m.failures,
+        Err(error) => std::slice::from_ref(error),
+    };
+    if failures.is_empty() {
+        tracing::debug!(target = %target.name, duration_ms = took.as_millis() as u64, "poll succeeded");
     }
+    log.observe(Instant::now(), failures)
+        .emit(&target.name, "poll", result.is_err());
     store.record_poll(id, started, finished, result);
     if panicked {
         PollOutcome::ProbePanicked
     } else {
         PollOutcome::Done
+    }
+}
+
+/// How often a target that stays in the same failing state is logged again.
+pub const LOG_REMINDER: Duration = Duration::from_secs(300);
+
+/// What the log says about one target's polls (or heartbeat writes): one
+/// line when the state changes (it starts failing, fails for another
+/// reason, recovers) and a reminder every [`LOG_REMINDER`] while it stays
+/// failing, never a line per poll (8 targets down at 1 s polls were 8
+/// warnings a second). The state is the set of failing sides and their
+/// bounded reasons; the words of the line are the latest failure's.
+#[derive(Debug, Default)]
+pub struct StateLog {
+    /// The failing (side, reason) pairs of the last attempt; empty when it
+    /// succeeded.
+    state: Vec<(Option<Side>, FailureReason)>,
+    /// When the current failing state began, and when it was last logged.
+    since: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// Attempts in the current failing state.
+    attempts: u64,
+}
+
+/// What one attempt's outcome adds to the log.
+#[derive(Debug, PartialEq)]
+pub enum StateChange {
+    /// Nothing to say: same state as before, reminder not due.
+    None,
+    /// It started failing, or fails for other reasons than before.
+    Failing(Vec<ProbeError>),
+    /// Still failing in the same way after `for_` (`attempts` attempts).
+    StillFailing {
+        failures: Vec<ProbeError>,
+        for_: Duration,
+        attempts: u64,
+    },
+    /// It succeeded again after failing for `after`.
+    Recovered { after: Duration, attempts: u64 },
+}
+
+impl StateLog {
+    /// Records one attempt's failures (none: it succeeded) at `now`.
+    pub fn observe(&mut self, now: Instant, failures: &[ProbeError]) -> StateChange {
+        let mut state: Vec<(Option<Side>, FailureReason)> =
+            failures.iter().map(|f| (f.side, f.reason)).collect();
+        state.sort();
+        state.dedup();
+        if state.is_empty() {
+            let was_failing = !self.state.is_empty();
+            let change = match (was_failing, self.since) {
+                (true, Some(since)) => StateChange::Recovered {
+                    after: now.duration_since(since),
+                    attempts: self.attempts,
+                },
+                _ => StateChange::None,
+            };
+            *self = StateLog::default();
+            return change;
+        }
+        if state != self.state {
+            if self.state.is_empty() {
+                self.since = Some(now);
+                self.attempts = 0;
+            }
+            self.state = state;
+            self.attempts += 1;
+            self.last_logged = Some(now);
+            return StateChange::Failing(failures.to_vec());
+        }
+        self.attempts += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= LOG_REMINDER);
+        if !due {
+            return StateChange::None;
+        }
+        self.last_logged = Some(now);
+        StateChange::StillFailing {
+            failures: failures.to_vec(),
+            for_: self
+                .since
+                .map(|s| now.duration_since(s))
+                .unwrap_or_default(),
+            attempts: self.attempts,
+        }
+    }
+}
+
+impl StateChange {
+    /// Logs the change for `target`; `what` is "poll" or "heartbeat write".
+    /// `whole` says a failure failed the whole attempt (else: partly).
+    pub fn emit(self, target: &str, what: &str, whole: bool) {
+        let failed = if whole { "failed" } else { "partly failed" };
+        match self {
+            StateChange::None => {}
+            StateChange::Failing(failures) => {
+                for failure in &failures {
+                    tracing::warn!(target = %target, reason = %failure.reason, error = %failure, "{what} {failed}; logged again when this changes, or every 5m while it lasts");
+                }
+            }
+            StateChange::StillFailing {
+                failures,
+                for_,
+                attempts,
+            } => {
+                for failure in &failures {
+                    tracing::warn!(target = %target, reason = %failure.reason, error = %failure, failing_for = %human_duration(for_), attempts, "{what} still {failed}");
+                }
+            }
+            StateChange::Recovered { after, attempts } => {
+                tracing::info!(target = %target, failed_for = %human_duration(after), attempts, "{what} succeeded again");
+            }
+        }
     }
 }
 
@@ -325,6 +438,7 @@ pub async fn heartbeat_and_record(
     target: &Target,
     writer: &mut dyn HeartbeatWriter,
     store: &Store,
+    log: &mut StateLog,
 ) {
     let at = SystemTime::now();
     let result = match tokio::time::timeout(target.timeout, writer.write(at)).await {
@@ -337,9 +451,13 @@ pub async fn heartbeat_and_record(
     {
         writer.reset();
     }
-    if let Err(error) = &result {
-        tracing::warn!(target = %target.name, reason = %error.reason, %error, "heartbeat write failed");
-    }
+    let failures = result
+        .as_ref()
+        .err()
+        .map(std::slice::from_ref)
+        .unwrap_or_default();
+    log.observe(Instant::now(), failures)
+        .emit(&target.name, "heartbeat write", true);
     store.record_heartbeat_on(id, at, writer.destination(), result);
 }
 
@@ -352,9 +470,11 @@ async fn poll_loop(
 ) {
     let mut ticker = tokio::time::interval(target.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut log = StateLog::default();
     loop {
         ticker.tick().await;
-        if poll_and_record(&id, &target, probe.as_mut(), &store).await == PollOutcome::ProbePanicked
+        if poll_and_record(&id, &target, probe.as_mut(), &store, &mut log).await
+            == PollOutcome::ProbePanicked
         {
             tracing::error!(target = %target.name, "the probe panicked; building a new one");
             if let Ok(fresh) = kinds::build(&target, &context) {
@@ -372,9 +492,10 @@ async fn heartbeat_loop(
 ) {
     let mut ticker = tokio::time::interval(writer.interval());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut log = StateLog::default();
     loop {
         ticker.tick().await;
-        heartbeat_and_record(&id, &target, writer.as_mut(), &store).await;
+        heartbeat_and_record(&id, &target, writer.as_mut(), &store, &mut log).await;
     }
 }
 
@@ -459,7 +580,14 @@ mod tests {
         .unwrap();
         let id = TargetId::of(&config.targets[0]);
         let store = Store::new([id.clone()]);
-        let outcome = poll_and_record(&id, &config.targets[0], &mut Panicking, &store).await;
+        let outcome = poll_and_record(
+            &id,
+            &config.targets[0],
+            &mut Panicking,
+            &store,
+            &mut StateLog::default(),
+        )
+        .await;
         assert_eq!(outcome, PollOutcome::ProbePanicked);
         let report = store.snapshot().report(&id).unwrap().clone();
         assert_eq!(report.failures(FailureReason::Query), 1);
@@ -469,5 +597,55 @@ mod tests {
             .unwrap()
             .message
             .contains("index out of bounds"));
+    }
+
+    #[test]
+    fn the_log_speaks_on_a_change_and_reminds_every_five_minutes() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let refused =
+            ProbeError::new(FailureReason::Connect, "Connection refused").on(Side::Replica);
+        let slow = ProbeError::timeout(Duration::from_secs(2)).on(Side::Replica);
+        let mut log = StateLog::default();
+        assert_eq!(log.observe(at(0), &[]), StateChange::None);
+        // The first failure is logged; the same failure a poll later is not.
+        assert_eq!(
+            log.observe(at(1), std::slice::from_ref(&refused)),
+            StateChange::Failing(vec![refused.clone()])
+        );
+        for second in 2..300 {
+            assert_eq!(
+                log.observe(at(second), std::slice::from_ref(&refused)),
+                StateChange::None,
+                "at {second}s"
+            );
+        }
+        // Five minutes on: a reminder, then quiet again.
+        assert_eq!(
+            log.observe(at(301), std::slice::from_ref(&refused)),
+            StateChange::StillFailing {
+                failures: vec![refused.clone()],
+                for_: Duration::from_secs(300),
+                attempts: 300,
+            }
+        );
+        assert_eq!(
+            log.observe(at(302), std::slice::from_ref(&refused)),
+            StateChange::None
+        );
+        // Another reason is a change, logged at once.
+        assert_eq!(
+            log.observe(at(303), std::slice::from_ref(&slow)),
+            StateChange::Failing(vec![slow.clone()])
+        );
+        // Back: one line, with how long it failed.
+        assert_eq!(
+            log.observe(at(310), &[]),
+            StateChange::Recovered {
+                after: Duration::from_secs(309),
+                attempts: 302,
+            }
+        );
+        assert_eq!(log.observe(at(311), &[]), StateChange::None);
     }
 }

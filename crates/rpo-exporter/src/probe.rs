@@ -55,7 +55,7 @@ pub trait HeartbeatWriter: Send {
 }
 
 /// Which end of a replication pair a statement is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     Source,
     Replica,
@@ -272,7 +272,7 @@ impl ProbeError {
     pub fn timeout(after: Duration) -> ProbeError {
         ProbeError::new(
             FailureReason::Timeout,
-            format!("no answer within {}", humantime::format_duration(after)),
+            format!("no answer within {}", crate::human::human_duration(after)),
         )
     }
 }
@@ -301,6 +301,15 @@ mod tests {
     fn error_display_names_side_and_reason() {
         let err = ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Replica);
         assert_eq!(err.to_string(), "replica connect: connection refused");
+    }
+
+    #[test]
+    fn a_timeout_says_its_duration_as_people_do() {
+        // A deadline's remainder: never "1s 995ms 104us 438ns".
+        let err = ProbeError::timeout(Duration::new(1, 995_104_438));
+        assert_eq!(err.message, "no answer within 2s");
+        let err = ProbeError::timeout(Duration::from_millis(2_480)).on(Side::Replica);
+        assert_eq!(err.to_string(), "replica timeout: no answer within 2.5s");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
 use crate::evidence::promotion::{ConfiguredSide, Promotion, PromotionWatch, SplitBrain};
+pub use crate::human::{human_bytes, human_duration};
 use crate::kinds::Kind;
 use crate::probe::{unix_seconds, LinkState};
 use crate::store::{Snapshot, TargetId, TargetReport};
@@ -128,6 +129,42 @@ impl ReasonCode {
             ReasonCode::ExporterDown => "exporter_down",
             ReasonCode::VerdictStale => "verdict_stale",
             ReasonCode::ExporterNoGo => "exporter_no_go",
+        }
+    }
+}
+
+impl ReasonCode {
+    /// Where a target's reason stands among its others (lower first): the
+    /// cause before what follows from it. A side that does not answer (or
+    /// both taking writes) is why nothing is proven, so it comes before
+    /// "no evidence"/"stale" (which carry the last failure's words), and
+    /// those before a bare "last poll failed"; lag over budget is last: it
+    /// is the figure, not why the figure is unknown. `check`'s table shows
+    /// a target's first reason, and a group lists each failing target's.
+    pub fn precedence(self) -> u8 {
+        match self {
+            ReasonCode::SplitBrain => 0,
+            ReasonCode::FirstPollPending => 1,
+            ReasonCode::ReplicaUnreachable => 2,
+            ReasonCode::SourceUnreachable => 3,
+            ReasonCode::ReplicaPromoted => 4,
+            ReasonCode::LinkUnhealthy => 5,
+            ReasonCode::NoEvidenceYet => 6,
+            ReasonCode::EvidenceStale => 7,
+            ReasonCode::LastPollFailed => 8,
+            ReasonCode::LinkUnknown => 9,
+            ReasonCode::RecoveryPointUnknown => 10,
+            ReasonCode::LossWindowOverBudget | ReasonCode::ExposureOverBudget => 11,
+            // Not a target's: `check`'s own and the group's.
+            ReasonCode::GroupHasNoTargets
+            | ReasonCode::ExporterUnavailable
+            | ReasonCode::PrometheusUnavailable
+            | ReasonCode::VerdictSeriesMissing
+            | ReasonCode::GateAlertFiring
+            | ReasonCode::GateAlertPending
+            | ReasonCode::ExporterDown
+            | ReasonCode::VerdictStale
+            | ReasonCode::ExporterNoGo => 12,
         }
     }
 }
@@ -590,6 +627,8 @@ pub fn evaluate_target(
         }
     }
 
+    // Most fundamental first, whatever order they were found in.
+    reasons.sort_by_key(|r| r.code.precedence());
     let (roles, notes) = roles_view(watch);
     TargetVerdict {
         target: id,
@@ -654,24 +693,6 @@ pub fn clock(t: SystemTime) -> String {
         .unwrap_or(text)
 }
 
-/// "1.2 MiB": a byte count as people read it.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    format!("{value:.1} {unit}")
-}
-
 /// "replica promoted at 14:02:11Z".
 pub fn promotion_headline(p: &Promotion) -> String {
     match p.side {
@@ -715,47 +736,15 @@ fn split_brain_words(split: &SplitBrain) -> String {
     )
 }
 
-/// A duration as people say it on a call: "120ms", "4.2s", "42s", "6m 5s",
-/// "2h 3m". Never "0s" for a small non-zero figure.
-pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    let pair = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
-        if small == 0 {
-            format!("{big}{big_unit}")
-        } else {
-            format!("{big}{big_unit} {small}{small_unit}")
-        }
-    };
-    if secs < 1.0 {
-        format!("{}ms", d.as_millis())
-    } else if secs < 10.0 {
-        let tenths = (secs * 10.0).round() / 10.0;
-        if tenths.fract() == 0.0 {
-            format!("{}s", tenths as u64)
-        } else {
-            format!("{tenths:.1}s")
-        }
-    } else if secs < 60.0 {
-        format!("{}s", secs.round() as u64)
-    } else if secs < 3600.0 {
-        let s = secs.round() as u64;
-        pair(s / 60, "m", s % 60, "s")
-    } else if secs < 86400.0 {
-        let m = (secs / 60.0).round() as u64;
-        pair(m / 60, "h", m % 60, "m")
-    } else {
-        let h = (secs / 3600.0).round() as u64;
-        pair(h / 24, "d", h % 24, "h")
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The JSON form, shared by /failover-readiness and `check --output json`.
 //
 // Every level (the verdict, each group, each target) has `reasons`, the
 // lines a person reads, and `reason_details`, the same reasons in the same
-// order with their codes: `reason_details[i].message == reasons[i]`. The
-// verdict's lists are its groups' lists, concatenated.
+// order with their codes: `reason_details[i].message == reasons[i]`. A
+// group lists one reason per failing target (its first); the verdict lists
+// every reason of every failing target (and each group's own), so nothing a
+// target says is lost at the top.
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VerdictJson {
@@ -959,6 +948,35 @@ fn verdict_word(ready: bool) -> &'static str {
 impl Verdict {
     pub fn to_json(&self) -> VerdictJson {
         let groups: Vec<GroupJson> = self.groups.iter().map(GroupVerdict::to_json).collect();
+        // Every reason, group by group: the group's own (no target), then
+        // each failing target's, all of them, prefixed with its name.
+        let all_reasons: Vec<ReasonJson> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                let own = g
+                    .reasons
+                    .iter()
+                    .filter(|r| r.target.is_none())
+                    .map(|r| ReasonJson {
+                        code: r.code.as_str().to_string(),
+                        group: Some(g.group.clone()),
+                        target: None,
+                        exporter: None,
+                        message: r.message.clone(),
+                    });
+                let targets = g.targets.iter().flat_map(move |t| {
+                    t.reasons.iter().map(move |r| ReasonJson {
+                        code: r.code.as_str().to_string(),
+                        group: Some(g.group.clone()),
+                        target: Some(t.target.to_string()),
+                        exporter: None,
+                        message: format!("{}: {}", t.target, r.message),
+                    })
+                });
+                own.chain(targets)
+            })
+            .collect();
         VerdictJson {
             schema_version: SCHEMA_VERSION,
             verdict: verdict_word(self.ready).to_string(),
@@ -968,14 +986,8 @@ impl Verdict {
             evaluated_at_unix: unix_seconds(self.evaluated_at),
             exporter: Some(ExporterJson::new(&self.exporter)),
             exporters: Vec::new(),
-            reasons: groups
-                .iter()
-                .flat_map(|g| g.reasons.iter().cloned())
-                .collect(),
-            reason_details: groups
-                .iter()
-                .flat_map(|g| g.reason_details.iter().cloned())
-                .collect(),
+            reasons: all_reasons.iter().map(|r| r.message.clone()).collect(),
+            reason_details: all_reasons,
             groups,
         }
     }
@@ -1280,6 +1292,48 @@ replica_url = "postgres://a@127.0.0.1:2/x"
             db.reasons[0].message,
             "no evidence yet (replica auth: password rejected)"
         );
+    }
+
+    #[test]
+    fn the_cause_comes_first_and_the_verdict_lists_every_reason() {
+        // A fresh run whose replica refuses: nothing is proven because the
+        // replica does not answer; that is the target's first reason.
+        let mut m = healthy(100.0, 0.0);
+        m.recovery_point = None;
+        m.replica_reachable = Some(false);
+        m.link = LinkState::Unknown("the replica did not answer".to_string());
+        m.failures
+            .push(ProbeError::new(FailureReason::Connect, "connection refused").on(Side::Replica));
+        let report = TargetReport::default().after_poll(at(100.0), at(100.0), Ok(m));
+        let s = snapshot([report, polled(healthy(100.0, 100.0))]);
+        let v = evaluate(&config(), &s, Mode::Planned, at(100.0), None);
+        let db = v.target("erp-db").unwrap();
+        assert_eq!(
+            codes(&db.reasons),
+            [
+                ReasonCode::ReplicaUnreachable,
+                ReasonCode::NoEvidenceYet,
+                ReasonCode::RecoveryPointUnknown
+            ]
+        );
+        assert_eq!(
+            lines(&v.groups[0].reasons),
+            ["erp-db: replica unreachable (connect: connection refused)"]
+        );
+        // The top-level list has every reason of every failing target.
+        let json = v.to_json();
+        assert_eq!(json.reasons.len(), 3, "{:?}", json.reasons);
+        assert_eq!(
+            json.reasons[0],
+            "erp-db: replica unreachable (connect: connection refused)"
+        );
+        assert!(json.reasons[2].starts_with("erp-db: recovery point unknown"));
+        for (detail, line) in json.reason_details.iter().zip(&json.reasons) {
+            assert_eq!(&detail.message, line);
+            assert_eq!(detail.target.as_deref(), Some("erp-db"));
+            assert_eq!(detail.group.as_deref(), Some("erp"));
+        }
+        assert_eq!(json.reason_details[1].code, "no_evidence_yet");
     }
 
     #[test]
@@ -1684,16 +1738,5 @@ replica_url = "postgres://a@127.0.0.1:2/x"
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human_duration(Duration::from_millis(840)), "840ms");
-        assert_eq!(human_duration(Duration::from_secs(60)), "1m");
-        assert_eq!(human_duration(Duration::from_millis(4240)), "4.2s");
-        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
-        assert_eq!(human_duration(Duration::from_secs(365)), "6m 5s");
-        assert_eq!(human_duration(Duration::from_secs(7380)), "2h 3m");
     }
 }

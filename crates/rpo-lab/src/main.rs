@@ -123,9 +123,17 @@ rpo_budget = "60s"
         mode: Mode::Planned,
         wait: Some(Duration::from_secs(60)),
     };
-    let verdict = check::check_remote(&base, &options, Duration::from_secs(5)).await;
     println!("\n$ rpo-exporter check --from {base}\n");
-    print!("{}", check::render_table(&verdict));
+    let ready = match check::check_remote(&base, &options, Duration::from_secs(5)).await {
+        Ok(verdict) => {
+            print!("{}", check::render_table(&verdict));
+            verdict.ready
+        }
+        Err(problem) => {
+            println!("rpo-exporter check: {problem}");
+            false
+        }
+    };
     println!("\nMetrics:            {base}/metrics");
     println!("Failover readiness: {base}/failover-readiness?group=erp");
     println!("Board:              {base}/");
@@ -155,7 +163,7 @@ rpo_budget = "60s"
     }
     exporter.stop().await;
     drop(lab);
-    if verdict.ready {
+    if ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

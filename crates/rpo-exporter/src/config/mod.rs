@@ -207,15 +207,38 @@ pub struct Defaults {
 
 /// A value that must never be printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// Given as `*_env`/`*_file` and not read (`validate --no-secrets`):
+    /// checks that need the value skip it.
+    unresolved: bool,
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        Secret {
+            value: value.into(),
+            unresolved: false,
+        }
     }
+
+    /// A secret named but not read (`validate --no-secrets`).
+    fn unresolved() -> Secret {
+        Secret {
+            value: String::new(),
+            unresolved: true,
+        }
+    }
+
     /// The secret itself, for the one place that must hand it to a driver.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// True for a secret `validate --no-secrets` did not read: a check of
+    /// its value (a URL's form) is skipped, never failed.
+    pub fn is_unresolved(&self) -> bool {
+        self.unresolved
     }
 }
 
@@ -456,31 +479,34 @@ impl Config {
     /// regular file of at most [`MAX_CONFIG_FILE_BYTES`] (a FIFO would hang,
     /// `/dev/zero` would be read until memory runs out).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = read_regular_file(path, MAX_CONFIG_FILE_BYTES).map_err(|problem| {
-            ConfigError::Read {
-                path: path.to_owned(),
-                problem,
-            }
-        })?;
-        let text = String::from_utf8(bytes).map_err(|err| ConfigError::Parse {
-            path: path.to_owned(),
-            message: format!(
-                "not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                err.utf8_error().valid_up_to()
-            ),
-        })?;
-        Config::from_toml(&text, path)
+        Config::parse(&read_config_text(path)?, path, true)
+    }
+
+    /// Like [`Config::load`], but secrets given as `*_env` or `*_file` are
+    /// not read (`validate --no-secrets`, for CI and pull requests): every
+    /// other key is checked. Only for validating: the result cannot poll
+    /// the targets whose secrets it did not read.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Config::parse(&read_config_text(path)?, path, false)
     }
 
     /// Parses and validates configuration text; `path` is used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse(text, path, true)
+    }
+
+    fn parse(text: &str, path: &Path, resolve_secrets: bool) -> Result<Config, ConfigError> {
         let table: toml::Table =
             text.parse()
                 .map_err(|err: toml::de::Error| ConfigError::Parse {
                     path: path.to_owned(),
                     message: syntax_error_message(text, &err),
                 })?;
-        ConfigFile { path }.validate(table)
+        ConfigFile {
+            path,
+            resolve_secrets,
+        }
+        .validate(table)
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {
@@ -497,9 +523,36 @@ impl Config {
     }
 }
 
+/// A listen address: `host:port` (`0.0.0.0:9798`, `[::]:9798`), or
+/// `:port` for every interface (IPv4), as the Prometheus exporters take it.
+pub fn parse_listen_address(text: &str) -> Option<SocketAddr> {
+    match text.strip_prefix(':') {
+        Some(port) => Some(SocketAddr::from(([0, 0, 0, 0], port.parse::<u16>().ok()?))),
+        None => text.parse().ok(),
+    }
+}
+
+/// The configuration file's text: a regular file of bounded size, UTF-8.
+fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes =
+        read_regular_file(path, MAX_CONFIG_FILE_BYTES).map_err(|problem| ConfigError::Read {
+            path: path.to_owned(),
+            problem,
+        })?;
+    String::from_utf8(bytes).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        message: format!(
+            "not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+            err.utf8_error().valid_up_to()
+        ),
+    })
+}
+
 /// The file being validated, for messages.
 struct ConfigFile<'a> {
     path: &'a Path,
+    /// False for `validate --no-secrets`: `*_env`/`*_file` are not read.
+    resolve_secrets: bool,
 }
 
 impl ConfigFile<'_> {
@@ -590,10 +643,10 @@ impl ConfigFile<'_> {
         };
 
         let listen_address = match &web.listen_address {
-            Some(addr) => addr.parse::<SocketAddr>().map_err(|_| {
+            Some(addr) => parse_listen_address(addr).ok_or_else(|| {
                 self.invalid(
                     "web.listen_address",
-                    "not an address; write it like \"0.0.0.0:9798\" or \"[::]:9798\"",
+                    "not an address; write it like \"0.0.0.0:9798\", \"[::]:9798\" or \":9798\" (every interface)",
                 )
             })?,
             None => DEFAULT_LISTEN_ADDRESS
@@ -773,6 +826,7 @@ impl ConfigFile<'_> {
             name: common.name.clone(),
             table: entry,
             digest,
+            resolve_secrets: self.resolve_secrets,
         };
         let spec = (kind.def().parse)(&mut keys)?;
         if let Some(left) = keys.table.keys().next() {
@@ -920,6 +974,8 @@ pub struct TargetKeys<'a> {
     /// Hashes what the keys resolve to from outside the file (secrets from
     /// the environment or files, the files named), for [`SettingsDigest`].
     digest: std::collections::hash_map::DefaultHasher,
+    /// False for `validate --no-secrets`: `*_env`/`*_file` are not read.
+    resolve_secrets: bool,
 }
 
 impl<'a> TargetKeys<'a> {
@@ -1031,13 +1087,25 @@ impl TargetKeys<'_> {
             ));
         }
         if let Some(value) = inline {
-            return Ok(Some(Secret(value)));
+            return Ok(Some(Secret::new(value)));
+        }
+        if !self.resolve_secrets {
+            // Named, not read: the name itself must still be usable.
+            let (key, named) = match (&env, &file) {
+                (Some(var), _) => (format!("{name}_env"), var),
+                (_, Some(path)) => (format!("{name}_file"), path),
+                _ => unreachable!("one of three is set"),
+            };
+            if named.trim().is_empty() {
+                return Err(self.invalid(&key, "is empty; name an environment variable or a file"));
+            }
+            return Ok(Some(Secret::unresolved()));
         }
         if let Some(var) = env {
             return match std::env::var(&var) {
                 Ok(value) if !value.trim().is_empty() => {
                     value.trim().hash(&mut self.digest);
-                    Ok(Some(Secret(value.trim().to_string())))
+                    Ok(Some(Secret::new(value.trim())))
                 }
                 _ => Err(self.invalid(
                     &format!("{name}_env"),
@@ -1059,7 +1127,7 @@ impl TargetKeys<'_> {
         }
         // A rotated secret file is a changed setting.
         value.trim().hash(&mut self.digest);
-        Ok(Some(Secret(value.trim().to_string())))
+        Ok(Some(Secret::new(value.trim())))
     }
 
     /// A duration key of the kind (`heartbeat.interval`), or its default.

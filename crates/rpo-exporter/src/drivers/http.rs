@@ -15,7 +15,6 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::ca_certificates;
 use crate::config::{ConfigError, Secret, TargetKeys};
@@ -31,6 +30,10 @@ pub fn check_url(
     password_set_apart: bool,
     example: &str,
 ) -> Result<(), ConfigError> {
+    if url.is_unresolved() {
+        // `validate --no-secrets`: the URL's form is not known.
+        return Ok(());
+    }
     let parsed = reqwest::Url::parse(url.expose()).map_err(|err| {
         keys.invalid(
             name,
@@ -188,7 +191,7 @@ impl AwsSigner {
                     FailureReason::Auth,
                     format!(
                         "{what}: no AWS credentials to sign the request with ({}); provide them through the standard chain (environment, `profile`, web identity, container or instance role)",
-                        DisplayErrorContext(&e)
+                        super::error_chain(&e)
                     ),
                 )
             })?;

@@ -1,5 +1,14 @@
-//! Driver plumbing the kinds share, written once: reconnect backoff,
-//! deadlines, TLS CA loading, and error messages that never contain a URL.
+//! Driver plumbing the kinds share, written once: deadlines, TLS CA
+//! loading, and error messages that never contain a URL.
+//!
+//! Reconnecting: a kept connection that is lost (or was never made) is
+//! attempted again on the next poll, every poll, with no backoff that would
+//! repeat a cached error. A side that comes back is seen by the first poll
+//! after it does: the "unreachable" reason never outlives the truth by more
+//! than one poll. The cost of an attempt is capped by the side's share of
+//! the poll's timeout, and polls are paced by `poll_interval`, so a dead
+//! server sees one connection attempt per poll; the log says so once per
+//! change of state (see [`crate::poller`]), not once per attempt.
 //!
 //! One module per wire protocol: [`postgres`] (`postgres`, `sql_queue`),
 //! [`mysql`] (`mysql`), [`redis`] (`redis`, `redis_stream`) and [`http`]
@@ -12,49 +21,9 @@ pub mod postgres;
 pub mod redis;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::probe::{FailureReason, ProbeError};
-
-/// The longest wait between reconnect attempts.
-pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
-
-/// Reconnect backoff of one kept connection. After the n-th consecutive
-/// failure to connect, no new attempt is made for 0.5 s × 2^n (1 s, 2 s,
-/// 4 s, 8 s, then [`MAX_RECONNECT_BACKOFF`]); meanwhile the last connect
-/// error is repeated, so a dead server is not hammered by every poll.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    consecutive_failures: u32,
-    next_attempt: Option<Instant>,
-    last_error: Option<ProbeError>,
-}
-
-impl Backoff {
-    /// The error to repeat while the backoff holds; `None` when a new
-    /// attempt may be made now.
-    pub fn holding(&self) -> Option<ProbeError> {
-        match (self.next_attempt, &self.last_error) {
-            (Some(next), Some(err)) if Instant::now() < next => Some(err.clone()),
-            _ => None,
-        }
-    }
-
-    /// Records a failed attempt.
-    pub fn failed(&mut self, error: ProbeError) {
-        self.consecutive_failures += 1;
-        let wait = Duration::from_millis(500)
-            .saturating_mul(1 << self.consecutive_failures.min(8))
-            .min(MAX_RECONNECT_BACKOFF);
-        self.next_attempt = Some(Instant::now() + wait);
-        self.last_error = Some(error);
-    }
-
-    /// Records a successful attempt.
-    pub fn succeeded(&mut self) {
-        *self = Backoff::default();
-    }
-}
 
 /// Runs `future` until `deadline`, turning a late answer into a timeout.
 pub async fn within<T>(
@@ -64,13 +33,24 @@ pub async fn within<T>(
     let budget = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(budget, future).await {
         Ok(result) => result,
-        Err(_) => Err(ProbeError::timeout(budget)),
+        // Said to the 100 ms: the remainder of a deadline differs on every
+        // poll ("999ms", "998ms"), and a reason that changes on every poll
+        // reads as news to a person and to the log.
+        Err(_) => Err(ProbeError::timeout(to_the_tenth(budget))),
     }
 }
 
-/// An error and its causes on one line (`a: b: c`), each cause once. Only
-/// for driver errors that never carry the URL they were given.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// `d` rounded to the nearest 100 ms (at least 100 ms).
+fn to_the_tenth(d: std::time::Duration) -> std::time::Duration {
+    let tenths = (d.as_millis() + 50) / 100;
+    std::time::Duration::from_millis((tenths.max(1) * 100) as u64)
+}
+
+/// An error and its causes on one line (`a: b: c`), each cause once, in
+/// words: the `Display` of each, never a `Debug` struct (the AWS SDK's
+/// `DisplayErrorContext` appends one: `DispatchFailure { ... }`). Only for
+/// driver errors that never carry the URL they were given.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -145,16 +125,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_holds_the_last_error_then_lets_go() {
-        let mut backoff = Backoff::default();
-        assert!(backoff.holding().is_none());
-        backoff.failed(ProbeError::new(FailureReason::Connect, "refused"));
-        assert_eq!(backoff.holding().unwrap().message, "refused");
-        backoff.succeeded();
-        assert!(backoff.holding().is_none());
-    }
-
-    #[test]
     fn ca_files_are_read_or_refused_with_the_target_and_the_file_named() {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.pem");
@@ -179,6 +149,19 @@ mod tests {
             let roots = root_store("erp-db", Some(bundle)).unwrap();
             assert!(roots.len() > webpki_roots::TLS_SERVER_ROOTS.len());
         }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_says_its_budget_to_the_tenth_of_a_second() {
+        let deadline = Instant::now() + std::time::Duration::from_millis(999);
+        let err = within(deadline, std::future::pending::<Result<(), ProbeError>>())
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "no answer within 1s");
+        assert_eq!(
+            to_the_tenth(std::time::Duration::from_millis(1_449)),
+            std::time::Duration::from_millis(1_400)
+        );
     }
 
     #[test]

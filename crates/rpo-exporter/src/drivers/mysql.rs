@@ -1,5 +1,5 @@
 //! The MySQL wire protocol (MySQL 8, MariaDB 10.x, and their RDS/Aurora
-//! endpoints), for `mysql`: kept connections with reconnect backoff, TLS
+//! endpoints), for `mysql`: kept connections (reconnected on the next poll), TLS
 //! on rustls with the target's CA file, URL checks for the config, and
 //! driver errors sorted into the bounded reasons with messages that never
 //! contain the connection URL or its password.
@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, UrlError, Value};
 
-use super::Backoff;
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::probe::{FailureReason, ProbeError, Side};
 
@@ -72,6 +71,14 @@ pub struct UrlFacts {
 /// Checks a MySQL URL for the config without ever echoing it or any value
 /// in it.
 pub fn check_url(keys: &TargetKeys<'_>, key: &str, url: &Secret) -> Result<UrlFacts, ConfigError> {
+    if url.is_unresolved() {
+        // `validate --no-secrets`: nothing is known of the URL, so nothing
+        // that depends on it is refused (TLS or a default database).
+        return Ok(UrlFacts {
+            tls: true,
+            database: Some(String::new()),
+        });
+    }
     let example = "write it like \"mysql://monitor@host:3306/rpo\" (add ?require_ssl=true for TLS)";
     let opts = Opts::from_url(url.expose()).map_err(|err| {
         keys.invalid(
@@ -158,14 +165,14 @@ pub fn connect_opts(
     Ok(builder.into())
 }
 
-/// One kept connection to one server, with reconnect backoff; knows the
+/// One kept connection to one server, connected again on the first call
+/// after it was lost (see the [`super`] doc: no backoff); knows the
 /// server's [`Flavor`] once connected.
 pub struct Connection {
     side: Side,
     opts: Opts,
     conn: Option<Conn>,
     flavor: Option<Flavor>,
-    backoff: Backoff,
 }
 
 impl Connection {
@@ -175,7 +182,6 @@ impl Connection {
             opts,
             conn: None,
             flavor: None,
-            backoff: Backoff::default(),
         }
     }
 
@@ -191,24 +197,15 @@ impl Connection {
     }
 
     /// A live connection and its server's flavor, connecting when needed
-    /// (but not before the backoff allows it: then the last connect error is
-    /// repeated). Connecting asks the server's version, to know its flavor.
+    /// (every call while disconnected makes an attempt). Connecting asks the server's version, to know its flavor.
     pub async fn conn(&mut self) -> Result<(&mut Conn, Flavor), ProbeError> {
         if self.conn.is_none() {
-            if let Some(err) = self.backoff.holding() {
-                return Err(err);
-            }
             match self.connect().await {
                 Ok((conn, flavor)) => {
                     self.conn = Some(conn);
                     self.flavor = Some(flavor);
-                    self.backoff.succeeded();
                 }
-                Err(error) => {
-                    let error = error.on(self.side);
-                    self.backoff.failed(error.clone());
-                    return Err(error);
-                }
+                Err(error) => return Err(error.on(self.side)),
             }
         }
         let flavor = self.flavor.expect("known once connected");

@@ -1,5 +1,5 @@
 //! The PostgreSQL wire protocol, shared by `postgres` and `sql_queue`: kept
-//! connections with reconnect backoff, TLS with the target's CA file,
+//! connections (reconnected on the next poll), TLS with the target's CA file,
 //! URL checks for the config, and driver errors sorted into the bounded
 //! reasons with messages that never contain the connection URL.
 
@@ -11,12 +11,16 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config as PgConfig};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{error_chain, root_store, Backoff};
+use super::{error_chain, root_store};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::probe::{FailureReason, ProbeError, Side};
 
 /// Checks a PostgreSQL URL for the config, without ever echoing it.
 pub fn check_url(keys: &TargetKeys<'_>, name: &str, url: &Secret) -> Result<(), ConfigError> {
+    if url.is_unresolved() {
+        // `validate --no-secrets`: the URL's form is not known.
+        return Ok(());
+    }
     match PgConfig::from_str(url.expose()) {
         Ok(_) => Ok(()),
         // The driver's message never contains the URL, so it is safe to show.
@@ -43,13 +47,13 @@ pub fn connect_config(target: &Target, url: &Secret, side: Side) -> Result<PgCon
     Ok(config)
 }
 
-/// One kept connection to one side, with reconnect backoff.
+/// One kept connection to one side, connected again on the first call
+/// after it was lost (see the [`super`] doc: no backoff).
 pub struct Connection {
     side: Side,
     config: PgConfig,
     tls: MakeRustlsConnect,
     client: Option<Client>,
-    backoff: Backoff,
 }
 
 impl Connection {
@@ -59,7 +63,6 @@ impl Connection {
             config,
             tls,
             client: None,
-            backoff: Backoff::default(),
         }
     }
 
@@ -74,16 +77,14 @@ impl Connection {
         self.config.get_user().unwrap_or("<monitoring user>")
     }
 
-    /// A live client, connecting when needed (but not before the backoff
-    /// allows it: then the last connect error is repeated).
+    /// A live client, connecting when needed: every call while
+    /// disconnected makes an attempt, so a server that came back is seen at
+    /// once.
     pub async fn client(&mut self) -> Result<&Client, ProbeError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
         if self.client.is_none() {
-            if let Some(err) = self.backoff.holding() {
-                return Err(err);
-            }
             match self.config.connect(self.tls.clone()).await {
                 Ok((client, connection)) => {
                     tokio::spawn(async move {
@@ -91,12 +92,9 @@ impl Connection {
                         let _ = connection.await;
                     });
                     self.client = Some(client);
-                    self.backoff.succeeded();
                 }
                 Err(err) => {
-                    let error = classify(&err, true).on(self.side);
-                    self.backoff.failed(error.clone());
-                    return Err(error);
+                    return Err(classify(&err, true).on(self.side));
                 }
             }
         }
@@ -147,4 +145,41 @@ pub fn tls_connector(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that was down is tried again by the very next call: no
+    /// cached "Connection refused" outlives the server's return.
+    #[tokio::test]
+    async fn a_lost_server_is_tried_again_on_the_next_call() {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let config = PgConfig::from_str(&format!("postgres://m@127.0.0.1:{port}/x")).unwrap();
+        let mut connection = Connection::new(
+            Side::Replica,
+            config,
+            tls_connector("erp-db", None).unwrap(),
+        );
+        let Err(refused) = connection.client().await else {
+            panic!("nothing listens");
+        };
+        assert_eq!(refused.reason, FailureReason::Connect, "{refused}");
+
+        // The server is back: the next call reaches it at once.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await.is_ok() });
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), connection.client()).await;
+        let reached = tokio::time::timeout(std::time::Duration::from_secs(2), accepted)
+            .await
+            .map(|joined| joined.unwrap_or(false))
+            .unwrap_or(false);
+        assert!(reached, "the second call made no connection attempt");
+    }
 }

@@ -1,6 +1,6 @@
 //! The Redis protocol, shared by `redis` and `redis_stream`: clients with
 //! the password kept apart and TLS with the target's CA file, kept
-//! connections with reconnect backoff, URL checks for the config, and driver
+//! connections (reconnected on the next poll), URL checks for the config, and driver
 //! errors sorted into the bounded reasons with messages that never contain
 //! the URL or the password.
 
@@ -13,7 +13,6 @@ use redis::{
     TlsCertificates,
 };
 
-use super::Backoff;
 use crate::config::{ConfigError, Secret, TargetKeys};
 use crate::evidence::clock::{ClockOffset, Stamp};
 use crate::probe::{FailureReason, ProbeError, Side};
@@ -25,6 +24,11 @@ pub fn check_url(
     url: &Secret,
     password_set_apart: bool,
 ) -> Result<bool, ConfigError> {
+    if url.is_unresolved() {
+        // `validate --no-secrets`: not known to be without TLS, so a
+        // `tls_ca_file` is not refused.
+        return Ok(true);
+    }
     let info = url.expose().into_connection_info().map_err(|err| {
         keys.invalid(
             key,
@@ -140,12 +144,12 @@ pub fn read_ca_file(target: &str, path: Option<&Path>) -> Result<Option<Vec<u8>>
         .transpose()
 }
 
-/// One kept connection to one Redis server, with reconnect backoff.
+/// One kept connection to one Redis server, connected again on the first
+/// call after it was lost (see the [`super`] doc: no backoff).
 pub struct Connection {
     side: Option<Side>,
     client: redis::Client,
     connection: Option<MultiplexedConnection>,
-    backoff: Backoff,
 }
 
 impl Connection {
@@ -154,7 +158,6 @@ impl Connection {
             side,
             client,
             connection: None,
-            backoff: Backoff::default(),
         }
     }
 
@@ -175,14 +178,11 @@ impl Connection {
         }
     }
 
-    /// A live connection (a cheap handle), connecting when needed — but not
-    /// before the backoff allows it: then the last connect error is repeated.
+    /// A live connection (a cheap handle), connecting when needed: every
+    /// call while disconnected makes an attempt.
     pub async fn get(&mut self) -> Result<MultiplexedConnection, ProbeError> {
         if let Some(connection) = &self.connection {
             return Ok(connection.clone());
-        }
-        if let Some(err) = self.backoff.holding() {
-            return Err(err);
         }
         // Our own deadlines bound every call; the driver's defaults (1 s to
         // connect, 500 ms per answer) would fire first with less useful errors.
@@ -196,14 +196,9 @@ impl Connection {
         {
             Ok(connection) => {
                 self.connection = Some(connection.clone());
-                self.backoff.succeeded();
                 Ok(connection)
             }
-            Err(err) => {
-                let error = self.on_side(classify(&err, true));
-                self.backoff.failed(error.clone());
-                Err(error)
-            }
+            Err(err) => Err(self.on_side(classify(&err, true))),
         }
     }
 

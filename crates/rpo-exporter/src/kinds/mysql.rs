@@ -27,9 +27,10 @@
 //! so a promotion's loss is measured and, after a failback, the other
 //! direction is measured without a config change.
 //!
-//! Connections are kept between polls and re-established after a failure,
-//! with bounded backoff. Each side gets half of the poll's timeout, so a
-//! hung primary never hides what the replica shows, and vice versa.
+//! Connections are kept between polls and re-established after a failure
+//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! side gets half of the poll's timeout, so a hung primary never hides what
+//! the replica shows, and vice versa.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

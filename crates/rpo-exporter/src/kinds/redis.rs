@@ -25,10 +25,11 @@
 //! `rpo_clock_offset_seconds{side}` (a user without the `TIME` grant just
 //! has no offset series).
 //!
-//! Connections are kept between polls and re-established after a failure,
-//! with bounded backoff. Each side gets half of the poll's timeout, so a
-//! hung primary never hides what the replica shows, and vice versa. The
-//! connection code here is shared with the `redis_stream` kind.
+//! Connections are kept between polls and re-established after a failure
+//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! side gets half of the poll's timeout, so a hung primary never hides what
+//! the replica shows, and vice versa. The connection code here is shared
+//! with the `redis_stream` kind.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -636,7 +637,7 @@ impl OffsetHistory {
             return LinkState::Unhealthy(match link.down_seconds {
                 Some(s) => format!(
                     "master link down for {}",
-                    humantime::format_duration(Duration::from_secs(s))
+                    crate::human::human_duration(Duration::from_secs(s))
                 ),
                 None => "master link down".to_string(),
             });

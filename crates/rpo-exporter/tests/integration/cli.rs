@@ -238,9 +238,10 @@ async fn serve_answers_check_from_and_stops_on_sigterm() {
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("GROUP erp: GO"));
+    // An unknown group is the caller's mistake whichever source is asked.
     let output = run(&["check", "--from", &base, "--group", "nope"]).await;
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("unknown group `nope`"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown group `nope`"));
     let (readiness, _) = served.verdict("?group=erp&mode=unplanned").await;
     assert_eq!(readiness, 200);
     let (bad_mode, _) = served.get("/failover-readiness?mode=sideways").await;
@@ -441,4 +442,278 @@ async fn shipped_example_configs_validate() {
         checked += 1;
     }
     assert!(checked >= 1);
+}
+
+/// A config whose one target is down for real: nothing listens on its ports.
+fn down_target_config(dir: &Path, poll_interval: &str) -> std::path::PathBuf {
+    let port = rpo_lab::free_port();
+    let text = config_with(&format!(
+        "[[postgres]]\nname = \"erp-db\"\ngroup = \"erp\"\npoll_interval = \"{poll_interval}\"\nprimary_url = \"postgres://m@127.0.0.1:{port}/x\"\nreplica_url = \"postgres://m@127.0.0.1:{port}/x\"\n"
+    ));
+    write_file(dir, "down.toml", &text)
+}
+
+/// The README's exit-code table, row by row: 0 GO, 1 NO-GO, 2 for every
+/// usage, config or input mistake, whichever source `check` asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_follow_the_readme_table_for_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = down_target_config(dir.path(), "500ms");
+    let down = down.to_str().unwrap();
+    let text = std::fs::read_to_string(down).unwrap();
+    let exporter = Exporter::start(&text).await;
+    let base = exporter.url("");
+
+    let readme = std::fs::read_to_string(rpo_lab::repo_root().join("README.md")).unwrap();
+    for row in [
+        "| 0 | GO",
+        "| 1 | NO-GO",
+        "| 2 | a usage, configuration or input mistake",
+    ] {
+        assert!(
+            readme.contains(row),
+            "the README's exit-code table lacks `{row}`"
+        );
+    }
+
+    let two: Vec<Vec<&str>> = vec![
+        vec!["check", "--config", down, "--group", "crm"],
+        vec!["check", "--from", &base, "--group", "crm"],
+        vec!["check", "--from", "127.0.0.1:9798"],
+        vec!["check", "--prometheus", "prometheus:9090"],
+        vec!["drill", "--config", down, "--group", "crm"],
+        vec!["validate", "--config", "/nonexistent/rpo.toml"],
+        vec!["validate", "--config", down, "--log.level", "warnn"],
+        vec![
+            "check",
+            "--config",
+            down,
+            "--web.listen-address",
+            "localhost",
+        ],
+        vec!["--config", down, "--web.listen-address", "9798"],
+    ];
+    for args in &two {
+        let output = run(args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.is_empty(), "{args:?} says why");
+    }
+    // A bad flag is named, with what it takes.
+    let output = run(&["validate", "--config", down, "--log.level", "warnn"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--log.level `warnn`") && stderr.contains("error, warn, info, debug"),
+        "{stderr}"
+    );
+    let output = run(&["--config", down, "--web.listen-address", "9798"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--web.listen-address `9798`"), "{stderr}");
+
+    // NO-GO: exit 1 from every source that has a verdict to give.
+    for args in [
+        vec!["check", "--config", down],
+        vec!["check", "--from", &base],
+    ] {
+        let output = run(&args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Valid: exit 0.
+    let output = run(&[
+        "validate",
+        "--config",
+        down,
+        "--log.level",
+        "info,rpo_exporter=debug",
+    ])
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exporter.stop().await;
+}
+
+/// `:PORT` listens on every interface, as the Prometheus exporters do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colon_port_listen_address_serves_on_every_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = down_target_config(dir.path(), "1s");
+    let port = rpo_lab::free_port();
+    let mut daemon = tokio::process::Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &format!(":{port}"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let served = ExporterClient::new(format!("http://127.0.0.1:{port}"));
+    served.wait_until_ready(Duration::from_secs(10)).await;
+    assert_eq!(served.get("/-/healthy").await.0, 200);
+    let pid = daemon.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), daemon.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `validate --no-secrets` checks a config whose secrets are absent (CI, a
+/// pull request), and still refuses every other mistake.
+#[tokio::test]
+async fn validate_no_secrets_checks_all_but_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_with(
+        "[[postgres]]\nname = \"erp-db\"\ngroup = \"erp\"\nprimary_url_env = \"RPO_TEST_SURELY_UNSET_PRIMARY\"\nreplica_url_file = \"/nonexistent/replica-url\"\n\n[[redis]]\nname = \"erp-cache\"\ngroup = \"erp\"\nprimary_url_env = \"RPO_TEST_SURELY_UNSET_REDIS\"\nreplica_url = \"redis://127.0.0.1:1\"\n",
+    );
+    let config = write_file(dir.path(), "ci.toml", &good);
+    let config = config.to_str().unwrap();
+    // Without the flag the absent secrets are named: exit 2.
+    let output = run(&["validate", "--config", config]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("RPO_TEST_SURELY_UNSET_PRIMARY"));
+    // With it: valid, and it says what it did not read.
+    let output = run(&["validate", "--no-secrets", "--config", config]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("valid (1 groups, 2 targets; secrets given as *_env or *_file not read)"),
+        "{stdout}"
+    );
+    // Everything else is still checked: an unknown key, a bad inline URL.
+    for (bad, named) in [
+        (
+            good.replace(
+                "group = \"erp\"\nprimary_url_env",
+                "group = \"erp\"\nrpo_budgt = \"5s\"\nprimary_url_env",
+            ),
+            "rpo_budgt",
+        ),
+        (
+            good.replace("redis://127.0.0.1:1", "http://127.0.0.1:1"),
+            "replica_url",
+        ),
+        (
+            good.replace(
+                "replica_url_file = \"/nonexistent/replica-url\"",
+                "replica_url_file = \"\"",
+            ),
+            "replica_url_file",
+        ),
+    ] {
+        let config = write_file(dir.path(), "bad.toml", &bad);
+        let output = run(&[
+            "validate",
+            "--no-secrets",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{named}: {stderr}");
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+}
+
+/// A target that stays down is logged when it starts failing, not on every
+/// poll; the log is on stderr, never mixed into the table on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_target_is_logged_once_per_change_not_per_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = down_target_config(dir.path(), "100ms");
+    let port = rpo_lab::free_port();
+    let mut daemon = tokio::process::Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let served = ExporterClient::new(format!("http://127.0.0.1:{port}"));
+    served.wait_until_ready(Duration::from_secs(10)).await;
+    // About 30 polls of a target refusing both sides.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = served
+        .metric("rpo_probe_runs_total", &[("target", "erp-db")])
+        .await
+        .unwrap_or(0.0);
+    let pid = daemon.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let _ = daemon.wait().await;
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("level=warn") && l.contains("target=erp-db"))
+        .collect();
+    assert!(polls >= 10.0, "{polls} polls in 3 s: {stderr}");
+    // One line per failing side when it starts failing; none per poll.
+    assert!(
+        !warnings.is_empty() && warnings.len() <= 2,
+        "{} warnings over {polls} polls:\n{stderr}",
+        warnings.len()
+    );
+    assert!(
+        warnings[0].contains("Connection refused") || warnings[0].contains("connect"),
+        "{stderr}"
+    );
+
+    // `check`: the table alone on stdout, the log on stderr.
+    let output = run(&["check", "--config", config.to_str().unwrap()]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("VERDICT: NO-GO"), "{stdout}");
+    assert!(!stdout.contains("level="), "a log line on stdout: {stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("level=warn"));
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "{} chars: {line}",
+            line.chars().count()
+        );
+        assert!(
+            !line.contains("ns") || !line.contains("us "),
+            "nanoseconds: {line}"
+        );
+    }
+    assert!(
+        stdout.contains("  Reasons:\n    - erp-db: replica unreachable ("),
+        "{stdout}"
+    );
 }

@@ -936,5 +936,61 @@ async fn an_aurora_global_secondary_is_dated_by_the_writers_durable_lsn() {
     let planned = rpo_lab::support::aws::target_verdict_in(&exporter, T, "planned").await;
     assert_eq!(planned["ready"], false, "{planned}");
     assert!(reasons(&planned).contains("exposure "), "{planned}");
+/// A replica that comes back is seen by the next poll: the "unreachable"
+/// reason never outlives the truth by more than a poll. (A reconnect
+/// backoff used to repeat the cached "Connection refused" for up to 10 s
+/// after the replica accepted connections again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_comes_back_is_reachable_by_the_next_poll() {
+    let pair = start_pair().await;
+    // Polls every 500 ms, timeout 1 s.
+    let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "60s", false))).await;
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO at the start")
+        .await;
+    let stopped = pair.clone();
+    tokio::task::spawn_blocking(move || stopped.stop_replica())
+        .await
+        .unwrap()
+        .unwrap();
+    exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(10),
+            "the replica to be unreachable",
+            |t| reasons(t).contains("replica unreachable"),
+        )
+        .await;
+    // Down for a while: long enough for a doubling backoff to reach 8 s.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let started = pair.clone();
+    tokio::task::spawn_blocking(move || started.start_replica())
+        .await
+        .unwrap()
+        .unwrap();
+    // The replica accepts connections now.
+    let back = Instant::now();
+    let seen = exporter
+        .wait_for_target(
+            T,
+            Duration::from_secs(20),
+            "the replica to be reachable",
+            |t| !reasons(t).contains("replica unreachable"),
+        )
+        .await;
+    let stale_for = back.elapsed();
+    // One poll interval (500 ms) plus the poll itself (timeout 1 s), with
+    // room for a loaded machine; the backoff held it for seconds more.
+    assert!(
+        stale_for < Duration::from_millis(3000),
+        "\"replica unreachable\" outlived the replica's return by {stale_for:?}: {seen}"
+    );
+    assert_eq!(
+        exporter.metric("rpo_replica_reachable", &labels(T)).await,
+        Some(1.0)
+    );
+    exporter
+        .wait_for_go("", Duration::from_secs(15), "GO after the replica returns")
+        .await;
     exporter.stop().await;
 }

@@ -197,13 +197,19 @@ async fn sigstopped_replica_grows_lag_and_exposure_then_recovers() {
     let (status, verdict) = exporter.verdict("?group=erp").await;
     assert_eq!(status, 503);
     assert_eq!(verdict["verdict"], "NO-GO");
-    // Frozen longer than stale_after (5 s): stale first, then why.
+    // Frozen longer than stale_after (5 s): the cause first (the replica
+    // does not answer), then the stale evidence that follows from it.
     assert!(
-        first_reason(&verdict).starts_with("erp-sessions: evidence stale (last success"),
+        first_reason(&verdict)
+            .starts_with("erp-sessions: replica unreachable (timeout: no answer within"),
         "{verdict}"
     );
     let target = exporter.target_verdict(T).await;
     let target_reasons = reasons(&target);
+    assert!(
+        target_reasons.contains("evidence stale (last success"),
+        "{target}"
+    );
     assert!(
         target_reasons.contains("replica unreachable (timeout: no answer within"),
         "{target}"

@@ -73,7 +73,6 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{oneshot, Notify};
 
@@ -344,7 +343,7 @@ impl AwsClients {
                 format!(
                     "{service} {operation} in {}: no answer within {}",
                     self.access.region,
-                    humantime::format_duration(timeout)
+                    crate::human::human_duration(timeout)
                 ),
             ),
         };
@@ -435,7 +434,7 @@ impl AwsClients {
                 format!(
                     "cloudwatch GetMetricData in {}: no answer within {}",
                     self.access.region,
-                    humantime::format_duration(timeout)
+                    crate::human::human_duration(timeout)
                 ),
             )),
         }
@@ -723,7 +722,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: Debug,
 {
-    let chain = DisplayErrorContext(err).to_string();
+    let chain = crate::drivers::error_chain(err);
     let mentions_credentials = chain.contains("credential") || chain.contains("identity");
     match err {
         SdkError::ServiceError(_) => {
@@ -1079,6 +1078,28 @@ mod tests {
         for status in [StatusCode::InternalError, StatusCode::PartialData] {
             let err = series_failure(&q, Some(&status), &[], "eu-west-1").unwrap();
             assert_eq!(err.reason, FailureReason::AwsApi, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn sdk_errors_are_told_in_words_never_as_debug_structs() {
+        use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let err: SdkError<GetMetricDataError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        let (reason, message) = classify(&err);
+        assert_eq!(reason, FailureReason::Connect);
+        assert_eq!(
+            message,
+            "cannot reach the endpoint (dispatch failure: io error: Connection refused (os error 111))"
+        );
+        for debug in ["DispatchFailure", "ConnectorError", "{", "kind:"] {
+            assert!(!message.contains(debug), "{message}");
         }
     }
 
