@@ -474,3 +474,83 @@ async fn validate_and_serve_check_the_web_config_file_and_never_print_a_secret()
         assert!(!log.contains(secret), "the log holds a secret: {log}");
     }
 }
+
+/// A real Prometheus scrapes the exporter the way a platform team sets it
+/// up: HTTPS with the test CA, basic auth, under a route prefix (and, as
+/// Prometheus always does, asking for gzip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_over_tls_with_basic_auth_under_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let hash = password_hash();
+    let web = security(
+        dir.path(),
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    );
+    let served = Served::start(WebOptions {
+        security: Some(web),
+        route_prefix: RoutePrefix::parse("/rpo").unwrap(),
+    })
+    .await;
+    let password_file = write_file(dir.path(), "password", PASSWORD);
+    let options = format!(
+        "    scheme: https\n    metrics_path: /rpo/metrics\n    tls_config:\n      ca_file: '{}'\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      password_file: '{}'\n",
+        dir.path().join("ca.crt").display(),
+        password_file.display()
+    );
+    let targets = [format!("127.0.0.1:{}", served.port)];
+    let prometheus = tokio::task::spawn_blocking(move || {
+        rpo_lab::monitoring::Prometheus::start_with("rpo-exporter", &targets, &[], None, &options)
+    })
+    .await
+    .unwrap()
+    .expect("prometheus starts (scripts/install-deps.sh installs it)");
+    let url = prometheus.url();
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to scrape the exporter",
+        || {
+            let url = url.clone();
+            async move {
+                let answer = prometheus_query(
+                    &url,
+                    "rpo_exporter_info{exporter_instance=\"dr\"} * on(instance) up",
+                )
+                .await;
+                let value = answer["data"]["result"][0]["value"][1].clone();
+                (value == "1", answer.to_string())
+            }
+        },
+    )
+    .await;
+    // The same Prometheus with a wrong password is refused (up == 0).
+    let wrong = write_file(dir.path(), "wrong", "nope");
+    let options = format!(
+        "    scheme: https\n    metrics_path: /rpo/metrics\n    tls_config:\n      ca_file: '{}'\n    basic_auth:\n      username: prometheus\n      password_file: '{}'\n",
+        dir.path().join("ca.crt").display(),
+        wrong.display()
+    );
+    let targets = [format!("127.0.0.1:{}", served.port)];
+    let refused = tokio::task::spawn_blocking(move || {
+        rpo_lab::monitoring::Prometheus::start_with("rpo-exporter", &targets, &[], None, &options)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let url = refused.url();
+    let seen = wait_until(Duration::from_secs(30), "a failed scrape", || {
+        let url = url.clone();
+        async move {
+            let answer = prometheus_query(&url, "up").await;
+            let value = answer["data"]["result"][0]["value"][1].clone();
+            (value == "0", answer.to_string())
+        }
+    })
+    .await;
+    assert!(seen.contains("\"0\""), "{seen}");
+    drop(prometheus);
+    drop(refused);
+    served.stop().await;
+}
