@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -96,6 +96,9 @@ struct Loaded {
     tls: Option<Arc<ServerConfig>>,
     /// User name -> bcrypt hash; empty: no authentication.
     users: Arc<BTreeMap<String, String>>,
+    /// A hash of the users' cost for a password nobody has: an unknown user
+    /// is checked against it, so timing does not tell which users exist.
+    unknown_user: Arc<String>,
     /// The files read and what they looked like, to notice a change.
     files: Vec<FileStamp>,
 }
@@ -201,6 +204,7 @@ impl WebSecurity {
                         guard.0 = Arc::new(Loaded {
                             tls: guard.0.tls.clone(),
                             users: guard.0.users.clone(),
+                            unknown_user: guard.0.unknown_user.clone(),
                             files: guard
                                 .0
                                 .files
@@ -227,9 +231,10 @@ impl WebSecurity {
             return false;
         };
         let known = loaded.users.get(&user);
-        // An unknown user costs a bcrypt too, so timing does not tell
-        // which user names exist.
-        let hash = known.cloned().unwrap_or_else(|| dummy_hash().to_string());
+        // An unknown user costs a bcrypt of the same cost too.
+        let hash = known
+            .cloned()
+            .unwrap_or_else(|| loaded.unknown_user.to_string());
         let key = credential_key(&user, &hash, &password);
         if known.is_some()
             && self
@@ -259,12 +264,17 @@ impl WebSecurity {
     }
 }
 
-/// A bcrypt hash of a password nobody has, for unknown users.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        bcrypt::hash("rpo-exporter: no such user", bcrypt::DEFAULT_COST).unwrap_or_default()
-    })
+/// A bcrypt hash, of the cost `users` use, of a password nobody has.
+fn unknown_user_hash(users: &BTreeMap<String, String>) -> String {
+    let cost = users
+        .values()
+        .next()
+        .and_then(|h| h.get(4..6))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(bcrypt::DEFAULT_COST);
+    let mut secret = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
+    bcrypt::hash(secret, cost).unwrap_or_default()
 }
 
 fn credential_key(user: &str, hash: &str, password: &str) -> [u8; 32] {
@@ -345,9 +355,15 @@ fn load(path: &Path) -> Result<Loaded, WebConfigError> {
             ))
         }
     };
+    let unknown_user = if users.is_empty() {
+        String::new()
+    } else {
+        unknown_user_hash(&users)
+    };
     Ok(Loaded {
         tls,
         users: Arc::new(users),
+        unknown_user: Arc::new(unknown_user),
         files,
     })
 }
@@ -633,5 +649,60 @@ mod tests {
                 .await
         );
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_changed_file_is_read_again_and_a_broken_change_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        let header = |user: &str, password: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        };
+        let alice = bcrypt::hash("a-pass", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: '{alice}'\n")).unwrap();
+        let security = WebSecurity::load(&path).unwrap();
+        assert!(
+            security
+                .authorize(Some(header("alice", "a-pass").as_bytes()))
+                .await
+        );
+        // Rotated: bob replaces alice.
+        let bob = bcrypt::hash("b-pass", 4).unwrap();
+        std::fs::write(
+            &path,
+            format!("basic_auth_users:\n  bob: '{bob}'\n  carol: '{bob}'\n"),
+        )
+        .unwrap();
+        tokio::time::sleep(RECHECK_EVERY + Duration::from_millis(100)).await;
+        assert!(
+            security
+                .authorize(Some(header("bob", "b-pass").as_bytes()))
+                .await
+        );
+        assert!(
+            !security
+                .authorize(Some(header("alice", "a-pass").as_bytes()))
+                .await
+        );
+        assert_eq!(security.user_count(), 2);
+        // A broken change is refused; bob still gets in.
+        std::fs::write(&path, "basic_auth_users:\n  bob: not-a-hash-at-all\n").unwrap();
+        tokio::time::sleep(RECHECK_EVERY + Duration::from_millis(100)).await;
+        assert!(
+            security
+                .authorize(Some(header("bob", "b-pass").as_bytes()))
+                .await
+        );
+        assert_eq!(security.user_count(), 2);
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_at_the_users_cost() {
+        let users: BTreeMap<String, String> =
+            [("alice".to_string(), bcrypt::hash("x", 5).unwrap())].into();
+        assert!(unknown_user_hash(&users).starts_with("$2b$05$"));
     }
 }
