@@ -1,9 +1,13 @@
 //! The HTTP server (hyper): `/metrics` (or the configured telemetry path),
 //! `/failover-readiness`, the HTML board at `/`, `/-/healthy`, `/-/ready`
-//! and `POST /-/reload`.
+//! and `POST /-/reload`, all under `--web.route-prefix` when one is set.
 //!
 //! Every answer is computed from the latest snapshot; no request waits on a
-//! probe.
+//! probe. With `--web.config.file` ([`crate::web_config`]) connections are
+//! TLS and every request needs basic authentication (a `401` with
+//! `WWW-Authenticate` otherwise). A client that sends `Accept-Encoding: gzip`
+//! (Prometheus does) gets its answer gzip-compressed. A method an endpoint
+//! does not serve is a `405` whose `Allow` header lists the ones it does.
 //!
 //! The server is built to stay reachable for a scraper and for failover
 //! automation while others abuse it:
@@ -30,7 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderMap, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING,
+    CONTENT_TYPE, LOCATION, VARY, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -45,6 +52,7 @@ use crate::readiness::{evaluate, Mode};
 use crate::reload::Reloader;
 use crate::self_metrics::{AwsCallCounters, ConfigReloadStatus};
 use crate::store::Store;
+use crate::web_config::WebSecurity;
 
 /// The largest request head (request line and headers) read; a larger one
 /// is answered `431` by hyper.
@@ -79,6 +87,57 @@ impl Default for WebLimits {
     }
 }
 
+/// Where the endpoints are and who may reach them: `--web.route-prefix`
+/// and `--web.config.file`.
+#[derive(Debug, Clone, Default)]
+pub struct WebOptions {
+    pub route_prefix: RoutePrefix,
+    /// TLS and basic authentication; `None`: plain HTTP, no authentication.
+    pub security: Option<Arc<WebSecurity>>,
+}
+
+/// The path every endpoint is served under (`--web.route-prefix`), without
+/// a trailing slash; empty for none (`/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePrefix(String);
+
+impl RoutePrefix {
+    /// `/`, `/rpo` or `/rpo/` (the same), `/a/b`: a path starting with '/'
+    /// of plain path characters.
+    pub fn parse(prefix: &str) -> Result<RoutePrefix, String> {
+        if !prefix.starts_with('/') {
+            return Err(format!(
+                "--web.route-prefix `{prefix}` must start with '/' (e.g. /rpo)"
+            ));
+        }
+        if prefix.contains("//")
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c))
+        {
+            return Err(format!(
+                "--web.route-prefix `{prefix}`: use letters, digits, '-', '.', '_', '~' between single slashes"
+            ));
+        }
+        Ok(RoutePrefix(prefix.trim_end_matches('/').to_string()))
+    }
+
+    /// The prefix as links start with it: empty, or `/rpo`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path below the prefix (`/rpo/metrics` -> `/metrics`); `Some("")`
+    /// for the prefix itself without its slash; `None` outside it.
+    fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.0.is_empty() {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.0.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
 /// What request handlers read.
 pub struct AppState {
     /// The running configuration; a reload swaps it.
@@ -94,6 +153,10 @@ pub struct AppState {
     /// Set once the first poll round is done: `/-/ready` stays 200 after
     /// that, also while a reload's new targets make their first poll.
     ready: AtomicBool,
+    /// The route prefix, TLS and basic authentication.
+    web: WebOptions,
+    /// Each target's exposure against its budget lately, for the board.
+    pub history: Arc<board::History>,
 }
 
 impl AppState {
@@ -110,7 +173,15 @@ impl AppState {
             reload_status: Arc::new(ConfigReloadStatus::loaded_at(SystemTime::now())),
             reloader: None,
             ready: AtomicBool::new(false),
+            web: WebOptions::default(),
+            history: Arc::new(board::History::default()),
         }
+    }
+
+    /// Serves under `web`'s route prefix, with its TLS and authentication.
+    pub fn with_web(mut self, web: WebOptions) -> AppState {
+        self.web = web;
+        self
     }
 
     /// Answers `POST /-/reload` through `reloader`.
@@ -299,6 +370,36 @@ async fn serve_connection(
         }
         _ = slot.close.notified() => return,
     }
+    let tls = state.web.security.as_ref().and_then(|s| s.tls());
+    match tls {
+        None => serve_http(stream, state, limits, slot, registered).await,
+        Some(tls) => {
+            // The handshake gets the header-read timeout too.
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => done,
+                _ = slot.close.notified() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_http(stream, state, limits, slot, registered).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on a connection (plain or TLS) until it ends or is
+/// closed to make room.
+async fn serve_http<S>(
+    stream: S,
+    state: Arc<AppState>,
+    limits: WebLimits,
+    slot: Arc<Slot>,
+    registered: Registered,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let epoch = registered.connections.epoch;
     let touched = slot.clone();
     let service = service_fn(move |req| {
@@ -343,32 +444,119 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     .await;
 }
 
-async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/-/reload" {
-        return reload(state, req.method()).await;
+/// The endpoints, found by the path below the route prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Metrics,
+    Readiness,
+    Board,
+    Healthy,
+    Ready,
+    Reload,
+}
+
+impl Endpoint {
+    fn of(path: &str, telemetry_path: &str) -> Option<Endpoint> {
+        Some(match path {
+            p if p == telemetry_path => Endpoint::Metrics,
+            "/failover-readiness" => Endpoint::Readiness,
+            "/" => Endpoint::Board,
+            "/-/healthy" => Endpoint::Healthy,
+            "/-/ready" => Endpoint::Ready,
+            "/-/reload" => Endpoint::Reload,
+            _ => return None,
+        })
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served (and POST on /-/reload)\n",
-        );
+
+    /// The methods it serves, as the `Allow` header lists them.
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::Reload => "POST, PUT",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn serves(self, method: &Method) -> bool {
+        match self {
+            Endpoint::Reload => method == Method::POST || method == Method::PUT,
+            _ => method == Method::GET || method == Method::HEAD,
+        }
+    }
+}
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let gzip = accepts_gzip(req.headers());
+    let response = route(state, req).await;
+    if gzip { compress(response) } else { response }.map(Full::new)
+}
+
+async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
+    if let Some(security) = &state.web.security {
+        let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        if !security.authorize(authorization).await {
+            let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"rpo-exporter\""),
+            );
+            return response;
+        }
     }
     let now = SystemTime::now();
     let config = state.config();
-    let path = req.uri().path();
-    let query = parse_query(req.uri().query().unwrap_or(""));
-    if path == config.web.telemetry_path {
-        let mut body = metrics::render(&config, &state.store.snapshot(), &state.aws_calls, now);
-        metrics::render_config_reload(&mut body, &state.reload_status);
-        return respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            body,
+    let prefix = &state.web.route_prefix;
+    let Some(path) = prefix.strip(req.uri().path()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "not found; every endpoint is under {}/ (--web.route-prefix)\n",
+                prefix.as_str()
+            ),
         );
+    };
+    if path.is_empty() {
+        // The prefix without its slash: the board is one slash further.
+        let mut response = text(StatusCode::PERMANENT_REDIRECT, "");
+        if let Ok(location) = format!("{}/", prefix.as_str()).parse() {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        return response;
     }
-    match path {
-        "/failover-readiness" => readiness(state, &config, &query, now),
-        "/" => {
+    let Some(endpoint) = Endpoint::of(path, &config.web.telemetry_path) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "not found; try {p}/ , {p}/failover-readiness or {p}{}\n",
+                config.web.telemetry_path,
+                p = prefix.as_str()
+            ),
+        );
+    };
+    if !endpoint.serves(req.method()) {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method not allowed here; use {}\n", endpoint.allow()),
+        );
+        response.headers_mut().insert(
+            ALLOW,
+            hyper::header::HeaderValue::from_static(endpoint.allow()),
+        );
+        return response;
+    }
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    match endpoint {
+        Endpoint::Reload => reload(state).await,
+        Endpoint::Metrics => {
+            let mut body = metrics::render(&config, &state.store.snapshot(), &state.aws_calls, now);
+            metrics::render_config_reload(&mut body, &state.reload_status);
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
+        }
+        Endpoint::Readiness => readiness(state, &config, &query, now),
+        Endpoint::Board => {
             let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
                 None => Mode::Planned,
                 Some(Ok(mode)) => mode,
@@ -380,11 +568,18 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
             respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                board::render(&verdict, &config.web.telemetry_path),
+                board::render(
+                    &verdict,
+                    &board::Links {
+                        prefix: prefix.as_str(),
+                        telemetry_path: &config.web.telemetry_path,
+                    },
+                    &state.history,
+                ),
             )
         }
-        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
-        "/-/ready" => {
+        Endpoint::Healthy => text(StatusCode::OK, "Healthy\n"),
+        Endpoint::Ready => {
             if state.ready.load(Ordering::Relaxed) || state.store.snapshot().first_round_done() {
                 state.ready.store(true, Ordering::Relaxed);
                 text(StatusCode::OK, "Ready\n")
@@ -395,22 +590,59 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
                 )
             }
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try / , /failover-readiness or the telemetry path\n",
-        ),
     }
+}
+
+/// Whether the client takes gzip: `gzip` (or `*`) in `Accept-Encoding`
+/// with a non-zero weight.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let weight = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+        })
+}
+
+/// The answer gzip-compressed (a body too small to gain is sent as is).
+fn compress(mut response: Response<Bytes>) -> Response<Bytes> {
+    use std::io::Write as _;
+    response.headers_mut().insert(
+        VARY,
+        hyper::header::HeaderValue::from_static("Accept-Encoding"),
+    );
+    if response.body().len() < 256 {
+        return response;
+    }
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(response.body().len() / 4),
+        flate2::Compression::fast(),
+    );
+    if encoder.write_all(response.body()).is_err() {
+        return response;
+    }
+    let Ok(compressed) = encoder.finish() else {
+        return response;
+    };
+    response.headers_mut().insert(
+        CONTENT_ENCODING,
+        hyper::header::HeaderValue::from_static("gzip"),
+    );
+    *response.body_mut() = Bytes::from(compressed);
+    response
 }
 
 /// `POST /-/reload` (or `PUT`, as Prometheus): 200 with what changed, or
 /// 500 with why the new configuration was refused (the old one runs on).
-async fn reload(state: &AppState, method: &Method) -> Response<Full<Bytes>> {
-    if method != Method::POST && method != Method::PUT {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /-/reload to reload the configuration\n",
-        );
-    }
+async fn reload(state: &AppState) -> Response<Bytes> {
     let Some(reloader) = &state.reloader else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -440,7 +672,7 @@ fn readiness(
     config: &Config,
     query: &HashMap<String, String>,
     now: SystemTime,
-) -> Response<Full<Bytes>> {
+) -> Response<Bytes> {
     let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
         None => Mode::Planned,
         Some(Ok(mode)) => mode,
@@ -472,7 +704,7 @@ fn readiness(
     respond(status, "application/json", body + "\n")
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+fn json_error(status: StatusCode, message: &str) -> Response<Bytes> {
     let body = serde_json::json!({
         "schema_version": crate::readiness::SCHEMA_VERSION,
         "verdict": "NO-GO",
@@ -482,16 +714,16 @@ fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     respond(status, "application/json", body.to_string() + "\n")
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: &str) -> Response<Bytes> {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Bytes> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, content_type)
         .header(CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)))
+        .body(Bytes::from(body))
         .expect("static headers are valid")
 }
 
@@ -553,6 +785,37 @@ mod tests {
         third_slot.last_request.store(now, Ordering::Relaxed);
         assert!(connections.admit(2).is_none());
         assert_eq!(connections.open.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn route_prefixes_are_normalized_and_strip_only_whole_segments() {
+        let none = RoutePrefix::parse("/").unwrap();
+        assert_eq!(none.as_str(), "");
+        assert_eq!(none.strip("/metrics"), Some("/metrics"));
+        let rpo = RoutePrefix::parse("/rpo/").unwrap();
+        assert_eq!(rpo, RoutePrefix::parse("/rpo").unwrap());
+        assert_eq!(rpo.strip("/rpo/metrics"), Some("/metrics"));
+        assert_eq!(rpo.strip("/rpo"), Some(""));
+        assert_eq!(rpo.strip("/rpometrics"), None);
+        assert_eq!(rpo.strip("/metrics"), None);
+        assert!(RoutePrefix::parse("rpo").is_err());
+        assert!(RoutePrefix::parse("/a b").is_err());
+        assert!(RoutePrefix::parse("/a//b").is_err());
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, value.parse().unwrap());
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("br, identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub mod readiness;
 pub mod reload;
 pub mod self_metrics;
 pub mod store;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct RunOptions {
     /// Where reloads come from and how to load the configuration; `None`:
     /// the configuration is fixed (`POST /-/reload` answers 503).
     pub reloads: Option<reload::Reloads>,
+    /// The route prefix, TLS and basic authentication.
+    pub web: http::WebOptions,
 }
 
 /// Runs the daemon: polls every target and serves HTTP on `listener` until
@@ -89,7 +92,8 @@ pub async fn run_with(
     let store = Arc::new(Store::new(config.targets.iter().map(TargetId::of)));
     let probe_context = probe::ProbeContext::new(config.instance.clone());
     let poller = poller::Poller::start(config.clone(), store.clone(), probe_context.clone());
-    let mut state = http::AppState::new(config, store, probe_context.aws_calls.clone());
+    let mut state = http::AppState::new(config, store, probe_context.aws_calls.clone())
+        .with_web(options.web.clone());
     if let Some(reloads) = &options.reloads {
         state = state.with_reloader(reloads.reloader());
     }
@@ -97,6 +101,7 @@ pub async fn run_with(
     // `[cloudwatch]`: its own task, reading what readers read; it never
     // delays a poll or an answer.
     let publisher = tokio::spawn(publish::run(state.clone(), probe_context.aws_calls.clone()));
+    let history = tokio::spawn(record_history(state.clone()));
     let (stop_reloads, reloads_stopped) = tokio::sync::oneshot::channel();
     let reloads = tokio::spawn(reload::serve_reloads(
         poller,
@@ -107,9 +112,28 @@ pub async fn run_with(
     ));
     http::serve(listener, state, options.limits, shutdown).await;
     publisher.abort();
+    history.abort();
     let _ = stop_reloads.send(());
     match reloads.await {
         Ok(poller) => poller.shutdown().await,
         Err(error) => tracing::error!(%error, "the reload task ended abnormally"),
+    }
+}
+
+/// Records each target's exposure against its budget for the board's chart
+/// every [`board::HISTORY_EVERY`], whether or not anyone looks.
+async fn record_history(state: Arc<http::AppState>) {
+    let mut every = tokio::time::interval(board::HISTORY_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let verdict = readiness::evaluate(
+            &state.config(),
+            &state.store.snapshot(),
+            readiness::Mode::Planned,
+            std::time::SystemTime::now(),
+            None,
+        );
+        state.history.record(&verdict);
     }
 }

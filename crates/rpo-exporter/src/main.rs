@@ -45,6 +45,14 @@ struct Cli {
     #[arg(long = "web.header-read-timeout", global = true, value_name = "DURATION",
           default_value = "15s", value_parser = parse_header_timeout)]
     header_read_timeout: Duration,
+    /// TLS and basic authentication, in the Prometheus exporter toolkit's
+    /// web configuration format (YAML; see the README).
+    #[arg(long = "web.config.file", global = true, value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+    /// Serve every endpoint under this path (e.g. /rpo behind a proxy).
+    #[arg(long = "web.route-prefix", global = true, value_name = "PATH",
+          default_value = "/", value_parser = rpo_exporter::http::RoutePrefix::parse)]
+    route_prefix: rpo_exporter::http::RoutePrefix,
     /// Log level: error, warn, info, debug, trace, off, or filter directives
     /// each ending in a level (info,rpo_exporter=debug).
     #[arg(long = "log.level", global = true, default_value = "info")]
@@ -195,10 +203,12 @@ async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
     match cli.command {
         None | Some(Command::Serve) => serve(&cli, overrides).await,
         Some(Command::Validate(ref args)) => {
+            // The web configuration names key files and password hashes:
+            // read with the secrets, not without them.
             let loaded = if args.no_secrets {
                 load_with(&cli, Config::load_without_secrets)
             } else {
-                load(&cli)
+                load(&cli).and_then(|config| load_web(&cli).map(|_| config))
             };
             match loaded {
                 Ok(config) => {
@@ -319,6 +329,21 @@ fn load_with(
     })
 }
 
+/// `--web.config.file`, read and checked (TLS files, bcrypt hashes);
+/// prints the problem and returns exit code 2 when it does not load.
+fn load_web(cli: &Cli) -> Result<Option<Arc<rpo_exporter::web_config::WebSecurity>>, ExitCode> {
+    let Some(path) = &cli.web_config_file else {
+        return Ok(None);
+    };
+    match rpo_exporter::web_config::WebSecurity::load(path) {
+        Ok(security) => Ok(Some(Arc::new(security))),
+        Err(problem) => {
+            eprintln!("rpo-exporter: {problem}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
 /// The web settings the command line overrides in the file's.
 #[derive(Clone)]
 struct WebOverrides {
@@ -400,6 +425,10 @@ async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
         Err(code) => return code,
     };
     overrides.apply(&mut config);
+    let security = match load_web(cli) {
+        Ok(security) => security,
+        Err(code) => return code,
+    };
     let path = cli.config.clone().expect("load checked --config");
     let (reloader, reloads) = rpo_exporter::reload::channel(Box::new(move || {
         let mut config = Config::load(&path).map_err(|e| e.to_string())?;
@@ -429,6 +458,9 @@ async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
     };
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        route_prefix = %cli.route_prefix.as_str(),
+        tls = security.as_ref().is_some_and(|s| s.tls_enabled()),
+        basic_auth_users = security.as_ref().map(|s| s.user_count()).unwrap_or(0),
         targets = config.targets.len(),
         instance = %config.instance,
         version = rpo_exporter::metrics::VERSION,
@@ -437,6 +469,10 @@ async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
     let options = rpo_exporter::RunOptions {
         limits,
         reloads: Some(reloads),
+        web: rpo_exporter::http::WebOptions {
+            route_prefix: cli.route_prefix.clone(),
+            security,
+        },
     };
     rpo_exporter::run_with(Arc::new(config), listener, options, shutdown_signal()).await;
     tracing::info!("stopped");

@@ -122,6 +122,7 @@ pub fn parse_section(
     path: &Path,
     mut table: toml::Table,
     exporter_region: Option<&str>,
+    resolve_secrets: bool,
 ) -> Result<CloudWatchPublish, ConfigError> {
     let invalid = |key: &str, problem: String| ConfigError::Invalid {
         path: path.to_owned(),
@@ -147,7 +148,7 @@ pub fn parse_section(
             }
         }
     }
-    let mut keys = TargetKeys::section(path, "cloudwatch", table);
+    let mut keys = TargetKeys::section(path, "cloudwatch", table, resolve_secrets);
     let access = aws_config::access(&mut keys)?;
     let namespace = keys
         .take_string("namespace")?

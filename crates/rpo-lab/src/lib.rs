@@ -445,8 +445,9 @@ fn lab_parent_dir(as_postgres: bool) -> PathBuf {
 
 /// A test CA (`ca.crt`, `ca.key`) and a server certificate for 127.0.0.1 and
 /// localhost signed by it (`server.crt`, `server.key`) in `dir`, made with
-/// the `openssl` command (the Redis and MariaDB labs' TLS).
-fn make_certificates(dir: &Path) -> LabResult<()> {
+/// the `openssl` command (the Redis and MariaDB labs' TLS, the exporter's own
+/// HTTPS). The server certificate also serves as a client certificate.
+pub fn make_certificates(dir: &Path) -> LabResult<()> {
     let openssl = |name: &str, args: &[&str]| {
         let mut cmd = Command::new("openssl");
         cmd.args(args).current_dir(dir).stdin(Stdio::null());

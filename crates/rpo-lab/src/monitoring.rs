@@ -121,6 +121,19 @@ impl Prometheus {
         rule_files: &[PathBuf],
         alertmanager: Option<u16>,
     ) -> LabResult<Prometheus> {
+        Prometheus::start_with(job, targets, rule_files, alertmanager, "")
+    }
+
+    /// [`Prometheus::start`] with `scrape_options` (YAML lines indented for
+    /// a scrape config: `scheme`, `metrics_path`, `tls_config`,
+    /// `basic_auth`, ...) added to the job.
+    pub fn start_with(
+        job: &str,
+        targets: &[String],
+        rule_files: &[PathBuf],
+        alertmanager: Option<u16>,
+        scrape_options: &str,
+    ) -> LabResult<Prometheus> {
         let bin = binary(&["prometheus"])?;
         let dir = tempfile::Builder::new()
             .prefix("rpo-lab-prometheus-")
@@ -137,7 +150,7 @@ impl Prometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
              rule_files: [{rules}]\n{alerting}\
-             scrape_configs:\n  - job_name: '{job}'\n    static_configs:\n      - targets: [{targets}]\n",
+             scrape_configs:\n  - job_name: '{job}'\n{scrape_options}    static_configs:\n      - targets: [{targets}]\n",
             rules = quote(rule_files.iter().map(|p| p.display().to_string()).collect()),
             alerting = match alertmanager {
                 Some(am) => format!(

@@ -749,7 +749,14 @@ impl ConfigFile<'_> {
         }
 
         let cloudwatch = raw_cloudwatch
-            .map(|section| crate::publish::parse_section(self.path, section, region.as_deref()))
+            .map(|section| {
+                crate::publish::parse_section(
+                    self.path,
+                    section,
+                    region.as_deref(),
+                    self.resolve_secrets,
+                )
+            })
             .transpose()?;
 
         Ok(Config {
@@ -982,13 +989,19 @@ impl<'a> TargetKeys<'a> {
     /// The keys of a section that is not a target but takes keys the way
     /// targets do (`[cloudwatch]` takes the AWS access keys): every error
     /// names `key.sub`.
-    pub(crate) fn section(path: &'a Path, key: &str, table: toml::Table) -> TargetKeys<'a> {
+    pub(crate) fn section(
+        path: &'a Path,
+        key: &str,
+        table: toml::Table,
+        resolve_secrets: bool,
+    ) -> TargetKeys<'a> {
         TargetKeys {
             path,
             key: key.to_string(),
             name: String::new(),
             table,
             digest: settings_hasher(),
+            resolve_secrets,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use rpo_exporter::metrics::catalogue;
 use rpo_lab::repo_root as repo;
-use rpo_lab::support::files_in;
+use rpo_lab::support::{files_in, shipped_runbook_url};
 
 fn promtool(args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new("promtool")
@@ -39,6 +39,77 @@ fn promtool_checks_and_unit_tests_pass() {
         let (ok, out) = promtool(&["test", "rules", file.to_str().unwrap()]);
         assert!(ok, "{out}");
     }
+}
+
+/// `scripts/gen-prometheusrule.sh --runbook-base URL --out DIR` points every
+/// alert and its promtool tests at the user's copy of the runbooks, and
+/// what it writes still passes promtool; the repository is left as it was.
+#[test]
+fn the_generator_points_every_runbook_url_at_a_base_of_the_users() {
+    let before = std::fs::read_to_string(repo().join("alerts/rpo-exporter.rules.yml")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (base, expected) in [
+        (
+            "https://git.corp.test/sre/rpo/blob/v1/docs/runbooks",
+            "https://git.corp.test/sre/rpo/blob/v1/docs/runbooks/RPOBudgetExceeded.md",
+        ),
+        (
+            "https://wiki.corp.test/rpo/{alert}",
+            "https://wiki.corp.test/rpo/RPOBudgetExceeded",
+        ),
+    ] {
+        let output = std::process::Command::new("bash")
+            .arg(repo().join("scripts/gen-prometheusrule.sh"))
+            .args(["--runbook-base", base, "--out"])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut urls = 0;
+        for file in files_in(&out.path().join("alerts"), "yml")
+            .into_iter()
+            .chain(files_in(&out.path().join("alerts/tests"), "yml"))
+            .chain([out.path().join("prometheusrule.yaml")])
+        {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for line in text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("runbook_url:"))
+            {
+                let url = line.trim_start().trim_start_matches("runbook_url: ");
+                let prefix = expected
+                    .trim_end_matches("RPOBudgetExceeded.md")
+                    .trim_end_matches("RPOBudgetExceeded");
+                assert!(url.starts_with(prefix), "{}: {line}", file.display());
+                urls += 1;
+            }
+        }
+        assert!(urls >= 20, "{urls} runbook_url lines rewritten");
+        let rules =
+            std::fs::read_to_string(out.path().join("alerts/rpo-exporter.rules.yml")).unwrap();
+        assert!(
+            rules.contains(&format!("runbook_url: {expected}\n")),
+            "{rules}"
+        );
+        for file in files_in(&out.path().join("alerts/tests"), "yml") {
+            let (ok, text) = promtool(&["test", "rules", file.to_str().unwrap()]);
+            assert!(ok, "{}: {text}", file.display());
+        }
+    }
+    // A relative base is refused: the links must work from Alertmanager.
+    let refused = std::process::Command::new("bash")
+        .arg(repo().join("scripts/gen-prometheusrule.sh"))
+        .args(["--runbook-base", "docs/runbooks", "--stdout"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("absolute"));
+    let after = std::fs::read_to_string(repo().join("alerts/rpo-exporter.rules.yml")).unwrap();
+    assert!(before == after, "--out must not touch alerts/");
 }
 
 /// Each `- alert:` block of every rule file, as (name, block text).
@@ -81,11 +152,18 @@ fn every_alert_has_gate_severity_and_an_existing_runbook() {
         assert!(body.contains("severity: "), "{name} lacks severity");
         assert!(body.contains("summary: "), "{name} lacks summary");
         assert!(body.contains("description: "), "{name} lacks description");
-        let runbook = format!("docs/runbooks/{name}.md");
+        // An absolute URL (Alertmanager and Grafana link it as is) of the
+        // runbook that exists in this repository.
+        let url = shipped_runbook_url(name);
         assert!(
-            body.contains(&format!("runbook_url: {runbook}")),
-            "{name}: runbook_url must be {runbook}"
+            url.starts_with("https://") || url.starts_with("http://"),
+            "{url}"
         );
+        assert!(
+            body.contains(&format!("runbook_url: {url}\n")),
+            "{name}: runbook_url must be {url}"
+        );
+        let runbook = format!("docs/runbooks/{name}.md");
         assert!(repo().join(&runbook).is_file(), "{runbook} does not exist");
         // Every alert is exercised by at least one promtool case.
         assert!(

@@ -181,7 +181,7 @@ async fn lag_alerts_reach_alertmanager_and_gate_check_prometheus() {
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(
         alert["annotations"]["runbook_url"],
-        "docs/runbooks/RPOBudgetExceeded.md"
+        rpo_lab::support::shipped_runbook_url("RPOBudgetExceeded").as_str()
     );
     assert!(
         alert["annotations"]["description"]

@@ -33,4 +33,5 @@ mod shipped;
 mod signals;
 mod sql_queue;
 mod two_exporters;
+mod web;
 mod web_limits;

@@ -936,6 +936,9 @@ async fn an_aurora_global_secondary_is_dated_by_the_writers_durable_lsn() {
     let planned = rpo_lab::support::aws::target_verdict_in(&exporter, T, "planned").await;
     assert_eq!(planned["ready"], false, "{planned}");
     assert!(reasons(&planned).contains("exposure "), "{planned}");
+    exporter.stop().await;
+}
+
 /// A replica that comes back is seen by the next poll: the "unreachable"
 /// reason never outlives the truth by more than a poll. (A reconnect
 /// backoff used to repeat the cached "Connection refused" for up to 10 s

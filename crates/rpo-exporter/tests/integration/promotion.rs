@@ -393,7 +393,7 @@ async fn split_brain_is_no_go_in_both_modes_within_two_polls_and_alerts() {
     assert_eq!(alert["labels"]["target"], T);
     assert_eq!(
         alert["annotations"]["runbook_url"],
-        "docs/runbooks/RPOSplitBrain.md"
+        rpo_lab::support::shipped_runbook_url("RPOSplitBrain").as_str()
     );
     exporter.stop().await;
 }

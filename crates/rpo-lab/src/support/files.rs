@@ -47,3 +47,20 @@ pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn has_extension(path: &Path, ext: &str) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some(ext)
 }
+
+/// The base the shipped alerts' `runbook_url`s are built from:
+/// `DEFAULT_RUNBOOK_BASE` of `scripts/gen-prometheusrule.sh`, its one home.
+pub fn shipped_runbook_base() -> String {
+    let script = crate::repo_root().join("scripts/gen-prometheusrule.sh");
+    let text = std::fs::read_to_string(&script)
+        .unwrap_or_else(|e| panic!("read {}: {e}", script.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix("DEFAULT_RUNBOOK_BASE="))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("scripts/gen-prometheusrule.sh sets DEFAULT_RUNBOOK_BASE")
+}
+
+/// The `runbook_url` the shipped rules give `alert`.
+pub fn shipped_runbook_url(alert: &str) -> String {
+    format!("{}{alert}.md", shipped_runbook_base())
+}
