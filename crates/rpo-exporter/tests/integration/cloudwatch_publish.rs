@@ -211,6 +211,10 @@ async fn the_verdict_is_published_read_back_and_a_lost_region_is_only_counted() 
     let west = admin(&moto, WEST);
     create_queue(&east, "erp-outbox").await;
     let stuck = create_queue(&east, "billing-outbox").await;
+    // Dead-lettered before a third receive: the oldest message's age is
+    // then proof (docs/kinds/aws.md, `sqs`).
+    create_queue(&east, "billing-dlq").await;
+    crate::aws::set_redrive_policy(&east, &stuck, EAST, "billing-dlq", 2).await;
     send_message(&east, &stuck, "invoice 42").await;
     // The oldest message has waited ten minutes: over billing's 1m budget.
     let t = minute_start_ago(Duration::from_secs(60));

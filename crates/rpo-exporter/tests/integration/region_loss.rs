@@ -233,7 +233,8 @@ pub(crate) async fn assert_paths_agree(
     assert_eq!(board_word, word, "board, {mode}");
     assert_eq!(&board_failing, expected_failing, "board, {mode}");
     assert!(
-        html.contains(&format!("({mode} mode,")),
+        html.contains(&format!("· {mode} mode ·"))
+            && html.contains(&format!("data-mode=\"{mode}\"")),
         "board, {mode}: {html}"
     );
     from

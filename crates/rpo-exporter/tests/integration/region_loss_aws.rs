@@ -140,6 +140,10 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     create_replicated_buckets(&moto, &regions, "erp-files", "erp-files-dr", "to-dr").await;
     let east = admin(&moto, AWS_PRIMARY);
     let queue = create_queue(&east, "erp-outbox").await;
+    // Dead-lettered before a third receive: the oldest message's age is
+    // then proof (docs/kinds/aws.md, `sqs`).
+    create_queue(&east, "erp-outbox-dlq").await;
+    crate::aws::set_redrive_policy(&east, &queue, AWS_PRIMARY, "erp-outbox-dlq", 2).await;
     send_message(&east, &queue, "order 1").await;
     record_elasticache(&proxy);
 

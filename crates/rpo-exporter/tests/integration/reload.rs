@@ -135,7 +135,7 @@ async fn reload_keeps_a_lagging_targets_history_refuses_a_bad_file_and_adds_and_
     // it in the wall clock (microseconds), far below any poll's resolution.
     assert!(
         (after["recovery_point_unix"].as_f64().unwrap() - recovery_point).abs() < 1e-3,
-        "the recovery point is kept: {after}"
+        "the recovery point is kept: {recovery_point} before the reload; after: {after}"
     );
     assert!(
         exporter
