@@ -44,6 +44,114 @@ pub struct CheckOptions {
     pub group: Option<String>,
     pub mode: Mode,
     pub wait: Option<Duration>,
+    /// How `--from` and `--prometheus` reach a server behind TLS with a
+    /// private CA and basic authentication (an exporter served with
+    /// `--web.config.file`, a secured Prometheus).
+    pub access: RemoteAccess,
+}
+
+/// `--http.ca-file`, `--http.username`, `--http.password-file`.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteAccess {
+    /// PEM certificates trusted besides the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Basic authentication: the user and the password read from a file
+    /// (never from the command line, where `ps` would show it).
+    pub basic_auth: Option<(String, crate::config::Secret)>,
+}
+
+impl RemoteAccess {
+    /// From the flags; a username without a password file (or the
+    /// reverse), an unreadable file or a bad CA file is a usage error
+    /// naming the flag.
+    pub fn from_flags(
+        ca_file: Option<std::path::PathBuf>,
+        username: Option<String>,
+        password_file: Option<std::path::PathBuf>,
+    ) -> Result<RemoteAccess, CheckError> {
+        let bad = |flag: &'static str, problem: String| CheckError::BadFlag { flag, problem };
+        let basic_auth = match (username, password_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(
+                    "--http.username",
+                    "give its password with --http.password-file FILE".to_string(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "--http.password-file",
+                    "give the user with --http.username".to_string(),
+                ))
+            }
+            (Some(user), Some(path)) => {
+                if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                    return Err(bad(
+                        "--http.username",
+                        "must be non-empty, without ':' or control characters".to_string(),
+                    ));
+                }
+                let password = std::fs::read_to_string(&path).map_err(|e| {
+                    bad(
+                        "--http.password-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let password = password.trim_end_matches(['\r', '\n']).to_string();
+                Some((user, crate::config::Secret::new(password)))
+            }
+        };
+        let access = RemoteAccess {
+            ca_file,
+            basic_auth,
+        };
+        // Read the CA file now: a mistake is a usage error, not a NO-GO.
+        access.client(Duration::from_secs(1))?;
+        Ok(access)
+    }
+
+    /// A client trusting the public roots and `ca_file`.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, CheckError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(timeout)
+            .user_agent(concat!("rpo-exporter/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &self.ca_file {
+            let certificates =
+                crate::drivers::ca_certificates("--http.ca-file", path).map_err(|e| {
+                    CheckError::BadFlag {
+                        flag: "--http.ca-file",
+                        problem: e.message,
+                    }
+                })?;
+            for der in certificates {
+                let certificate =
+                    reqwest::Certificate::from_der(&der).map_err(|e| CheckError::BadFlag {
+                        flag: "--http.ca-file",
+                        problem: format!("{}: {e}", path.display()),
+                    })?;
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{}", password.expose()));
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|_| CheckError::BadFlag {
+                    flag: "--http.password-file",
+                    problem: "the password holds characters a header cannot carry".to_string(),
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        builder.build().map_err(|e| CheckError::BadFlag {
+            flag: "--http.ca-file",
+            problem: format!("HTTP client setup failed: {}", e.without_url()),
+        })
+    }
 }
 
 /// Why `check` could not produce a verdict at all (exit code 2).
@@ -54,6 +162,10 @@ pub enum CheckError {
     /// `--region` names a region no exporter known to Prometheus runs in.
     #[error("unknown region `{region}`; the exporters Prometheus knows run in: {known}")]
     UnknownRegion { region: String, known: String },
+    /// A flag's value is unusable (a file that cannot be read, a missing
+    /// companion flag).
+    #[error("{flag}: {problem}")]
+    BadFlag { flag: &'static str, problem: String },
     #[error("{flag} `{url}` is not a base URL: {problem}")]
     BadUrl {
         flag: &'static str,
@@ -216,10 +328,7 @@ pub async fn check_remote(
 ) -> Result<VerdictJson, CheckError> {
     let deadline = options.wait.map(|w| Instant::now() + w);
     let shown = redacted_url(base_url);
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("HTTP client builds");
+    let client = options.access.client(timeout)?;
     let mut url = format!(
         "{}/failover-readiness?mode={}",
         base_url.trim_end_matches('/'),

@@ -137,6 +137,17 @@ struct CheckArgs {
     /// Set it to 2-3 times your scrape_interval.
     #[arg(long = "max-sample-age", value_name = "DURATION", requires = "prometheus", value_parser = parse_duration)]
     max_sample_age: Option<Duration>,
+    /// With --from or --prometheus: PEM CA certificates to trust besides the
+    /// public roots (an exporter served with --web.config.file TLS).
+    #[arg(long = "http.ca-file", value_name = "FILE")]
+    http_ca_file: Option<PathBuf>,
+    /// With --from or --prometheus: the basic-authentication user.
+    #[arg(long = "http.username", value_name = "USER")]
+    http_username: Option<String>,
+    /// With --http.username: a file holding its password (never a flag:
+    /// `ps` would show it).
+    #[arg(long = "http.password-file", value_name = "FILE")]
+    http_password_file: Option<PathBuf>,
 }
 
 /// `--wait`: a duration of at most a day (a deadline that cannot overflow).
@@ -243,10 +254,30 @@ async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
             Err(code) => code,
         },
         Some(Command::Check(ref args)) => {
+            let remote = args.from.is_some() || args.prometheus.is_some();
+            let given = args.http_ca_file.is_some()
+                || args.http_username.is_some()
+                || args.http_password_file.is_some();
+            if given && !remote {
+                eprintln!("rpo-exporter check: --http.ca-file, --http.username and --http.password-file apply to --from or --prometheus only");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let access = match check::RemoteAccess::from_flags(
+                args.http_ca_file.clone(),
+                args.http_username.clone(),
+                args.http_password_file.clone(),
+            ) {
+                Ok(access) => access,
+                Err(problem) => {
+                    eprintln!("rpo-exporter check: {problem}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
             let options = CheckOptions {
                 group: args.group.clone(),
                 mode: args.mode.parse::<Mode>().expect("clap checked the value"),
                 wait: args.wait,
+                access,
             };
             let output: Output = args.output.parse().expect("clap checked the value");
             let verdict = if let Some(url) = &args.from {

@@ -122,6 +122,7 @@ rpo_budget = "60s"
         group: None,
         mode: Mode::Planned,
         wait: Some(Duration::from_secs(60)),
+        access: check::RemoteAccess::default(),
     };
     println!("\n$ rpo-exporter check --from {base}\n");
     let ready = match check::check_remote(&base, &options, Duration::from_secs(5)).await {

@@ -87,10 +87,7 @@ pub async fn check_prometheus(
     timeout: Duration,
 ) -> Result<VerdictJson, CheckError> {
     let deadline = options.wait.map(|w| Instant::now() + w);
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("HTTP client builds");
+    let client = options.access.client(timeout)?;
     let shown = super::shown_url(base);
     loop {
         let verdict = match observe(&client, base, options.group.as_deref(), options.mode).await {

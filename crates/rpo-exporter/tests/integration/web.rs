@@ -465,6 +465,62 @@ async fn validate_and_serve_check_the_web_config_file_and_never_print_a_secret()
     .await;
     let refused = https.get(&url).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 401);
+
+    // `check --from` reaches it with the CA and the credentials (the
+    // password from a file, never a flag); without them it cannot, and says
+    // so as a NO-GO; a half-given credential is a usage error.
+    let base = format!("https://127.0.0.1:{port}/rpo");
+    let password_file = write_file(dir.path(), "password", &format!("{PASSWORD}\n"));
+    let ca = dir.path().join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let with_access = [
+        "--http.ca-file",
+        ca,
+        "--http.username",
+        "prometheus",
+        "--http.password-file",
+        password_file.to_str().unwrap(),
+    ];
+    let asked = run_binary(
+        &[
+            &["check", "--from", base.as_str(), "--output", "json"][..],
+            &with_access[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&asked.stdout);
+    let verdict: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&asked.stderr)));
+    assert_eq!(verdict["exporter"]["instance"], "dr", "{verdict}");
+    assert_eq!(verdict["exporter"]["region"], "eu-central-1", "{verdict}");
+    let without = run_binary(&["check", "--from", base.as_str(), "--http.ca-file", ca]).await;
+    let out = String::from_utf8_lossy(&without.stdout);
+    assert_eq!(without.status.code(), Some(1), "{out}");
+    assert!(out.contains("NO-GO") && out.contains("401"), "{out}");
+    for (args, flag) in [
+        (
+            vec!["--http.username", "prometheus"],
+            "--http.password-file",
+        ),
+        (
+            vec!["--http.ca-file", "/nonexistent/ca.crt"],
+            "--http.ca-file",
+        ),
+    ] {
+        let bad = run_binary(&[&["check", "--from", base.as_str()][..], &args[..]].concat()).await;
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    for output in [&asked, &without] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains(PASSWORD), "{all}");
+    }
     let _ = child.kill().await;
     let log = std::fs::read_to_string(dir.path().join("exporter.log")).unwrap();
     assert!(log.contains("tls=true"), "{log}");
