@@ -1380,11 +1380,7 @@ impl MysqlProbe {
         // The primary first: the caught-up test needs its position read
         // before the replica's.
         let aurora_seen = self.aurora_seen;
-        let primary = match within(
-            started + half,
-            Self::observe_primary(source, aurora_seen),
-        )
-        .await
+        let primary = match within(started + half, Self::observe_primary(source, aurora_seen)).await
         {
             Ok((observation, writable)) => {
                 measurement.source_reachable = Some(true);

@@ -84,7 +84,12 @@ async fn an_aurora_mysql_global_secondary_is_dated_by_the_writers_durable_lsn() 
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(exposure < 2.0, "exposure {exposure}");
     assert_metric(&metrics, "rpo_replication_healthy", &labels(T), Some(1.0));
-    assert_metric(&metrics, "rpo_mysql_aurora_rpo_lag_seconds", &labels(T), Some(0.0));
+    assert_metric(
+        &metrics,
+        "rpo_mysql_aurora_rpo_lag_seconds",
+        &labels(T),
+        Some(0.0),
+    );
     assert_metric(
         &metrics,
         "rpo_mysql_aurora_durability_lag_seconds",
@@ -106,7 +111,12 @@ async fn an_aurora_mysql_global_secondary_is_dated_by_the_writers_durable_lsn() 
     let metrics = exporter.metrics().await;
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     assert!(exposure > 3.0, "exposure {exposure} must grow on a stall");
-    assert_metric(&metrics, "rpo_mysql_aurora_rpo_lag_seconds", &labels(T), Some(0.0));
+    assert_metric(
+        &metrics,
+        "rpo_mysql_aurora_rpo_lag_seconds",
+        &labels(T),
+        Some(0.0),
+    );
     assert_metric(&metrics, "rpo_replication_healthy", &labels(T), Some(1.0));
     assert_metric(&metrics, "rpo_target_ready", &labels(T), Some(0.0));
     let (status, verdict) = exporter.verdict("?group=erp").await;
@@ -143,7 +153,10 @@ async fn an_aurora_mysql_global_secondary_is_dated_by_the_writers_durable_lsn() 
         .metric("rpo_recovery_point_timestamp_seconds", &labels(T))
         .await
         .unwrap();
-    assert!((rp2 - rp1).abs() < 0.01, "recovery point moved: {rp1} -> {rp2}");
+    assert!(
+        (rp2 - rp1).abs() < 0.01,
+        "recovery point moved: {rp1} -> {rp2}"
+    );
     let (status, planned) = exporter.verdict("?group=erp&mode=planned").await;
     assert_eq!(status, 503, "{planned}");
     assert!(

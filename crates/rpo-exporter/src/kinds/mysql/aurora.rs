@@ -137,7 +137,12 @@ async fn instance_id(conn: &mut Conn) -> Result<Option<String>, mysql_async::Err
         .await
     {
         Ok(id) => Ok(id.flatten()),
-        Err(e) if matches!(server_code(&e), Some(SP_DOES_NOT_EXIST) | Some(NO_DB_SELECTED)) => {
+        Err(e)
+            if matches!(
+                server_code(&e),
+                Some(SP_DOES_NOT_EXIST) | Some(NO_DB_SELECTED)
+            ) =>
+        {
             Ok(None)
         }
         Err(e) => Err(e),
