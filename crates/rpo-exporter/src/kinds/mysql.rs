@@ -43,6 +43,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use serde::Deserialize;
 
+pub mod aurora;
+
+use self::aurora::AuroraReplica;
 use super::{KindDef, KindSpec};
 use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::mysql::{
@@ -207,6 +210,22 @@ pub static RELAY_LOG_SPACE_BYTES: MetricDef = MetricDef::gauge(
     "rpo_mysql_relay_log_space_bytes",
     "Total size of the replica's relay logs (Relay_Log_Space).",
 );
+pub static AURORA_REPLICA_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_mysql_aurora_replica_lag_seconds",
+    "Aurora MySQL reader: REPLICA_LAG_IN_MILLISECONDS of its row in information_schema.replica_host_status, in seconds; shown, never proof.",
+);
+pub static AURORA_RPO_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_mysql_aurora_rpo_lag_seconds",
+    "Aurora MySQL global database secondary: RPO_LAG_IN_MILLISECONDS of its region (information_schema.aurora_global_db_status), in seconds; shown, never proof.",
+);
+pub static AURORA_DURABILITY_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_mysql_aurora_durability_lag_seconds",
+    "Aurora MySQL global database secondary: DURABILITY_LAG_IN_MILLISECONDS of its region, in seconds; shown, never proof.",
+);
+pub static AURORA_VISIBILITY_LAG_SECONDS: MetricDef = MetricDef::gauge(
+    "rpo_mysql_aurora_visibility_lag_seconds",
+    "Aurora MySQL global database secondary: VISIBILITY_LAG_IN_MSEC of this instance (information_schema.aurora_global_db_instance_status), in seconds; shown, never proof.",
+);
 pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &IO_THREAD_RUNNING,
     &SQL_THREAD_RUNNING,
@@ -216,6 +235,10 @@ pub static DETAIL_FAMILIES: &[&MetricDef] = &[
     &RECEIVED_LAG_TRANSACTIONS,
     &EXECUTED_LAG_TRANSACTIONS,
     &RELAY_LOG_SPACE_BYTES,
+    &AURORA_REPLICA_LAG_SECONDS,
+    &AURORA_RPO_LAG_SECONDS,
+    &AURORA_DURABILITY_LAG_SECONDS,
+    &AURORA_VISIBILITY_LAG_SECONDS,
     &HEARTBEAT_TIMESTAMP_SECONDS,
 ];
 
@@ -471,16 +494,19 @@ impl GtidState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourcePosition {
     pub server_id: u32,
-    pub binlog: BinlogCoordinates,
+    /// `None` on a server without a binary log (an Aurora MySQL writer of
+    /// a global database, whose positions are its `DURABLE_LSN`).
+    pub binlog: Option<BinlogCoordinates>,
     pub gtid: Option<GtidState>,
 }
 
 impl Position for SourcePosition {
     fn went_back_from(&self, earlier: &SourcePosition) -> bool {
-        let binlog_back = self
-            .binlog
-            .compare(&earlier.binlog)
-            .is_none_or(|o| o == Ordering::Less);
+        let binlog_back = match (&self.binlog, &earlier.binlog) {
+            (Some(now), Some(before)) => now.compare(before).is_none_or(|o| o == Ordering::Less),
+            (None, None) => false,
+            _ => true,
+        };
         let gtid_back = match (&self.gtid, &earlier.gtid) {
             (Some(now), Some(before)) => now.missing(before).is_none_or(|m| m > 0),
             _ => false,
@@ -515,7 +541,8 @@ impl ExecutedPosition {
                     && self
                         .binlog
                         .as_ref()
-                        .and_then(|b| b.compare(&sample.binlog))
+                        .zip(sample.binlog.as_ref())
+                        .and_then(|(b, s)| b.compare(s))
                         .is_some_and(|o| o != Ordering::Less)
             }
         }
@@ -697,6 +724,9 @@ pub struct PrimaryObservation {
     pub position: SourcePosition,
     /// `SHOW BINARY LOGS`, when the grants allow it.
     pub binlog_sizes: Option<BinlogSizes>,
+    /// An Aurora MySQL writer of a global database: its own `DURABLE_LSN`
+    /// (`aurora_global_db_instance_status`, the `MASTER_SESSION_ID` row).
+    pub aurora_durable_lsn: Option<u64>,
 }
 
 /// What the replica said at one poll.
@@ -710,6 +740,9 @@ pub struct ReplicaObservation {
     /// MariaDB `@@gtid_slave_pos` (updated by every replicated transaction,
     /// whether or not the replica connects by GTID).
     pub executed_gtid: Option<GtidState>,
+    /// Set when the server shows no replica status and is an Aurora MySQL
+    /// instance: what Aurora's own tables say (see `aurora`).
+    pub aurora: Option<AuroraReplica>,
 }
 
 /// What the engine positions prove, from one pair of observations and the
@@ -742,6 +775,9 @@ pub struct PositionHistory {
     last_executed: Option<BinlogCoordinates>,
     executed_bytes: u64,
     apply: ApplyRate,
+    /// An Aurora writer's `DURABLE_LSN` samples, which date a global
+    /// secondary's durable LSN.
+    aurora_writer: SourceSamples<u64>,
 }
 
 impl PositionHistory {
@@ -750,6 +786,43 @@ impl PositionHistory {
             .record(observation.observed_at, observation.position.clone());
         if observation.binlog_sizes.is_some() {
             self.sizes = observation.binlog_sizes.clone();
+        }
+        if let Some(lsn) = observation.aurora_durable_lsn {
+            self.aurora_writer.record(observation.observed_at, lsn);
+        }
+    }
+
+    /// The evidence of an Aurora MySQL replica (no binlog replica status):
+    /// a global secondary's durable LSN dated by the writer's samples; a
+    /// reader of one cluster proves nothing by itself (the heartbeat does).
+    pub fn aurora_evidence(
+        &self,
+        aurora: &AuroraReplica,
+        replica: &ReplicaObservation,
+        heartbeat: bool,
+    ) -> EngineEvidence {
+        let link = match aurora.link_problem(heartbeat) {
+            Some((true, why)) => LinkState::Unhealthy(why),
+            Some((false, why)) => LinkState::Unknown(why),
+            None => LinkState::Healthy,
+        };
+        let recovery_point = match (&aurora.global, link.is_healthy()) {
+            (Some(global), true) => global.durable_lsn.and_then(|durable| {
+                self.aurora_writer
+                    .dated(replica.observed_at, |writer| *writer <= durable)
+            }),
+            _ => None,
+        };
+        EngineEvidence {
+            recovery_point,
+            link,
+            status: None,
+            received_lag_bytes: None,
+            executed_lag_bytes: None,
+            received_lag_transactions: None,
+            executed_lag_transactions: None,
+            backlog_bytes: None,
+            catchup_seconds: None,
         }
     }
 
@@ -842,7 +915,7 @@ impl PositionHistory {
             if !same_source(s) {
                 return None;
             }
-            distance_bytes(coordinates?, &c.binlog, sizes).map(|b| b as f64)
+            distance_bytes(coordinates?, c.binlog.as_ref()?, sizes).map(|b| b as f64)
         };
         let received_lag_bytes = lag_bytes(status.as_ref().and_then(|s| s.received.as_ref()));
         let executed_lag_bytes = lag_bytes(status.as_ref().and_then(|s| s.executed.as_ref()));
@@ -992,6 +1065,9 @@ pub struct MysqlProbe {
     writer: WriterSide,
     /// This target's heartbeat writes, which date the heartbeat seen.
     heartbeat_log: HeartbeatLog,
+    /// The replica was seen to be an Aurora MySQL instance: the primary is
+    /// asked for the writer's durable LSN too.
+    aurora_seen: bool,
 }
 
 #[derive(Clone)]
@@ -1059,6 +1135,7 @@ impl MysqlProbe {
             direction: Direction::Forward,
             writer: WriterSide::default(),
             heartbeat_log,
+            aurora_seen: false,
         })
     }
 
@@ -1066,6 +1143,7 @@ impl MysqlProbe {
     /// writes.
     async fn observe_primary(
         server: &mut Server,
+        aurora_seen: bool,
     ) -> Result<(PrimaryObservation, bool), ProbeError> {
         let side = Side::Source;
         let user = server.connection.user().to_string();
@@ -1104,28 +1182,43 @@ impl MysqlProbe {
         let rows = show(conn, &mut server.binlog_status_sql, BINLOG_STATUS_SQL)
             .await
             .map_err(|e| failed(&e))?;
-        let Some(row) = rows.first() else {
-            return Err(ProbeError::new(
-                FailureReason::Config,
-                "the primary writes no binary log (log_bin is OFF), so it cannot be a replication source; check primary_url",
-            )
-            .on(side));
+        // An Aurora writer of a global database: its own durable LSN, read
+        // after `observed_at` like every position here. Asked once the
+        // replica was seen to be Aurora, or when there is no binary log
+        // (Aurora MySQL's default).
+        let aurora_durable_lsn = if aurora_seen || rows.is_empty() {
+            aurora::writer_durable_lsn(conn)
+                .await
+                .map_err(|e| failed(&e))?
+        } else {
+            None
         };
-        let binlog = match (
-            non_empty(column(row, &["File"])),
-            number::<u64>(row, &["Position"]).map_err(|e| parse_error(side, e))?,
-        ) {
-            (Some(file), Some(position)) => BinlogCoordinates { file, position },
-            _ => {
-                return Err(parse_error(
-                    side,
-                    "the binary log status has no File/Position".to_string(),
-                ))
+        let binlog = match rows.first() {
+            None if aurora_durable_lsn.is_some() => None,
+            None => {
+                return Err(ProbeError::new(
+                    FailureReason::Config,
+                    "the primary writes no binary log (log_bin is OFF), so it cannot be a replication source; check primary_url",
+                )
+                .on(side));
             }
+            Some(row) => match (
+                non_empty(column(row, &["File"])),
+                number::<u64>(row, &["Position"]).map_err(|e| parse_error(side, e))?,
+            ) {
+                (Some(file), Some(position)) => Some(BinlogCoordinates { file, position }),
+                _ => {
+                    return Err(parse_error(
+                        side,
+                        "the binary log status has no File/Position".to_string(),
+                    ))
+                }
+            },
         };
-        let gtid_text = match flavor {
-            Flavor::MariaDb => mariadb_gtid,
-            Flavor::MySql => non_empty(column(row, &["Executed_Gtid_Set"])),
+        let gtid_text = match (flavor, rows.first()) {
+            (Flavor::MariaDb, _) => mariadb_gtid,
+            (Flavor::MySql, Some(row)) => non_empty(column(row, &["Executed_Gtid_Set"])),
+            (Flavor::MySql, None) => None,
         };
         let gtid = match gtid_text {
             Some(text) => Some(
@@ -1172,6 +1265,7 @@ impl MysqlProbe {
                     gtid,
                 },
                 binlog_sizes,
+                aurora_durable_lsn,
             },
             accepts_writes(read_only, &statuses),
         ))
@@ -1230,10 +1324,20 @@ impl MysqlProbe {
             status.received_gtid = gtid(status.retrieved_gtid.as_deref(), "received GTIDs")?;
         }
         let writable = accepts_writes(read_only, &statuses);
+        // No binlog replica status: an Aurora reader or global secondary
+        // describes itself in its own tables (see `aurora`).
+        let aurora = if statuses.is_empty() {
+            AuroraReplica::observe(conn, read_only)
+                .await
+                .map_err(|e| failed(&e))?
+        } else {
+            None
+        };
         let observation = ReplicaObservation {
             observed_at,
             executed_gtid: gtid(executed_text.as_deref(), "executed GTIDs")?,
             statuses,
+            aurora,
         };
         let heartbeat_seen = match heartbeat {
             None => None,
@@ -1275,7 +1379,9 @@ impl MysqlProbe {
 
         // The primary first: the caught-up test needs its position read
         // before the replica's.
-        let primary = match within(started + half, Self::observe_primary(source)).await {
+        let aurora_seen = self.aurora_seen;
+        let primary = match within(started + half, Self::observe_primary(source, aurora_seen)).await
+        {
             Ok((observation, writable)) => {
                 measurement.source_reachable = Some(true);
                 self.history.record_primary(&observation);
@@ -1311,7 +1417,14 @@ impl MysqlProbe {
                         self.history.record_executed(replica.observed_at, executed);
                     }
                 }
-                let evidence = self.history.evidence(primary.as_ref(), &replica);
+                let evidence = match &replica.aurora {
+                    Some(aurora) => {
+                        self.aurora_seen = true;
+                        self.history
+                            .aurora_evidence(aurora, &replica, roles.heartbeat_configured)
+                    }
+                    None => self.history.evidence(primary.as_ref(), &replica),
+                };
                 // Only heartbeats this process wrote (or an earlier run, not
                 // later than the evidence) are dated; see evidence::heartbeat.
                 let heartbeat_dated = heartbeat_seen
@@ -1333,7 +1446,11 @@ impl MysqlProbe {
                 measurement.backlog_bytes = evidence.backlog_bytes;
                 measurement.backlog_operations = evidence.executed_lag_transactions;
                 measurement.catchup_seconds = evidence.catchup_seconds;
-                details.extend(replica_details(&evidence, heartbeat_seen));
+                details.extend(replica_details(
+                    &evidence,
+                    replica.aurora.as_ref(),
+                    heartbeat_seen,
+                ));
             }
             Err(err) => {
                 replica_side.reset();
@@ -1365,24 +1482,51 @@ impl MysqlProbe {
         }
     }
 }
-fn replica_details(evidence: &EngineEvidence, heartbeat_seen: Option<SystemTime>) -> Vec<Detail> {
+fn replica_details(
+    evidence: &EngineEvidence,
+    aurora: Option<&AuroraReplica>,
+    heartbeat_seen: Option<SystemTime>,
+) -> Vec<Detail> {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let status = evidence.status.as_ref();
-    let mut details = vec![
-        Detail::new(
-            &IO_THREAD_RUNNING,
-            flag(status.is_some_and(|s| s.io_running())),
-        ),
-        Detail::new(
-            &SQL_THREAD_RUNNING,
-            flag(status.is_some_and(|s| s.sql_running())),
-        ),
-    ];
+    // An Aurora replica has no replica threads: their series would only
+    // say "stopped".
+    let mut details = match aurora {
+        Some(_) => Vec::new(),
+        None => vec![
+            Detail::new(
+                &IO_THREAD_RUNNING,
+                flag(status.is_some_and(|s| s.io_running())),
+            ),
+            Detail::new(
+                &SQL_THREAD_RUNNING,
+                flag(status.is_some_and(|s| s.sql_running())),
+            ),
+        ],
+    };
     let mut optional = |family: &'static MetricDef, value: Option<f64>| {
         if let Some(v) = value {
             details.push(Detail::new(family, v));
         }
     };
+    let seconds = |ms: Option<f64>| ms.filter(|ms| *ms >= 0.0).map(|ms| ms / 1000.0);
+    if let Some(aurora) = aurora {
+        optional(
+            &AURORA_REPLICA_LAG_SECONDS,
+            seconds(aurora.host_row.as_ref().and_then(|r| r.lag_ms)),
+        );
+        if let Some(global) = &aurora.global {
+            optional(&AURORA_RPO_LAG_SECONDS, seconds(global.rpo_lag_ms));
+            optional(
+                &AURORA_DURABILITY_LAG_SECONDS,
+                seconds(global.durability_lag_ms),
+            );
+            optional(
+                &AURORA_VISIBILITY_LAG_SECONDS,
+                seconds(global.visibility_lag_ms),
+            );
+        }
+    }
     optional(
         &ENGINE_REPORTED_LAG_SECONDS,
         status.and_then(|s| s.seconds_behind).map(|s| s as f64),
@@ -1730,10 +1874,11 @@ Source_SSL_Verify_Server_Cert: No
             observed_at: Stamp::unstepped(at(t)),
             position: SourcePosition {
                 server_id: 1,
-                binlog: coords(file, position),
+                binlog: Some(coords(file, position)),
                 gtid: gtid.map(|g| GtidState::parse(Flavor::MariaDb, g).unwrap()),
             },
             binlog_sizes: None,
+            aurora_durable_lsn: None,
         }
     }
 
@@ -1747,6 +1892,7 @@ Source_SSL_Verify_Server_Cert: No
             observed_at: Stamp::unstepped(at(t)),
             statuses: vec![status],
             executed_gtid: slave_pos.map(|g| GtidState::parse(Flavor::MariaDb, g).unwrap()),
+            aurora: None,
         }
     }
 
@@ -1915,10 +2061,11 @@ Source_SSL_Verify_Server_Cert: No
             observed_at: Stamp::unstepped(at(t)),
             position: SourcePosition {
                 server_id: 1,
-                binlog: coords("source-bin.000002", position),
+                binlog: Some(coords("source-bin.000002", position)),
                 gtid: Some(GtidState::parse(Flavor::MySql, set).unwrap()),
             },
             binlog_sizes: None,
+            aurora_durable_lsn: None,
         };
         let mut h = PositionHistory::default();
         h.record_primary(&sample(10.0, 900, &format!("{uuid}:1-3")));
@@ -1936,6 +2083,7 @@ Source_SSL_Verify_Server_Cert: No
             observed_at: Stamp::unstepped(at(12.0)),
             statuses: vec![status],
             executed_gtid: Some(executed),
+            aurora: None,
         };
         // Executed 1-4 of the source: everything before the sample at 11 s.
         let e = h.evidence(Some(&p), &r);
@@ -2049,7 +2197,7 @@ Source_SSL_Verify_Server_Cert: No
         let mut samples = SourceSamples::default();
         let p = |server_id, position| SourcePosition {
             server_id,
-            binlog: coords("mysql-bin.000009", position),
+            binlog: Some(coords("mysql-bin.000009", position)),
             gtid: None,
         };
         samples.record(Stamp::unstepped(at(0.0)), p(1, 500));

@@ -17,6 +17,7 @@ mod deploy;
 mod docs;
 mod e2e;
 mod mysql;
+mod mysql_aurora;
 mod opensearch;
 mod postgres;
 mod promotion;
