@@ -5,8 +5,10 @@
 //! clocks and the conversion of a server's timestamps ([`clock`]), the
 //! dating of this exporter's own heartbeat ([`heartbeat`]), and following a
 //! pair across a promotion: split brain and the loss actually taken
-//! ([`promotion`]).
+//! ([`promotion`]), and what proves an Aurora global database secondary's
+//! recovery point ([`aurora_global`]).
 
+pub mod aurora_global;
 pub mod clock;
 pub mod heartbeat;
 pub mod positions;

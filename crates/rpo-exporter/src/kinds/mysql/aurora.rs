@@ -38,7 +38,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 
 use crate::drivers::mysql::{codes, rows_by_name, server_code};
-use crate::kinds::postgres::{AuroraGlobalCluster, AuroraGlobalInstance, AuroraGlobalSecondary};
+use crate::evidence::aurora_global::{
+    AuroraGlobalCluster, AuroraGlobalInstance, AuroraGlobalSecondary,
+};
 
 /// `ER_UNKNOWN_TABLE`: "Unknown table 'x' in information_schema".
 const UNKNOWN_TABLE: u16 = 1109;
