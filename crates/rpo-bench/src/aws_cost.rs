@@ -56,9 +56,15 @@ pub(crate) fn unit_price(service: &str, operation: &str) -> (Option<f64>, &'stat
                 .iter()
                 .any(|p| operation.starts_with(p));
             if tier1 {
-                (Some(0.005 / 1000.0), "$0.005 per 1,000 (PUT, COPY, POST, LIST)")
+                (
+                    Some(0.005 / 1000.0),
+                    "$0.005 per 1,000 (PUT, COPY, POST, LIST)",
+                )
             } else {
-                (Some(0.0004 / 1000.0), "$0.0004 per 1,000 (GET and all other)")
+                (
+                    Some(0.0004 / 1000.0),
+                    "$0.0004 per 1,000 (GET and all other)",
+                )
             }
         }
         "sqs" => (
@@ -134,7 +140,10 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
         .config_blocks
         .replace("poll_interval = \"5s\"\n", "")
         .replace("stale_after = \"10m\"\n", "")
-        .replace("canary = { interval = \"2s\"", "canary = { interval = \"30s\"");
+        .replace(
+            "canary = { interval = \"2s\"",
+            "canary = { interval = \"30s\"",
+        );
     let port = rpo_lab::free_port();
     let dir = std::env::temp_dir().join(format!("rpo-bench-aws-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -208,7 +217,13 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
             .lines()
             .filter(|l| l.starts_with("rpo_probe_success{"))
             .collect();
-        Ok((first, aws_counters(&text), window, verdict, successes.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+        Ok((
+            first,
+            aws_counters(&text),
+            window,
+            verdict,
+            successes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ))
     }
     .await;
     let _ = std::process::Command::new("kill")
@@ -256,11 +271,17 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
          and scaled to a 30-day month. `/failover-readiness?group=erp` at the end: HTTP {verdict}.\n",
         window.as_secs_f64()
     );
-    println!("| service | operation | requests in window | per month | list price | per month (USD) |");
+    println!(
+        "| service | operation | requests in window | per month | list price | per month (USD) |"
+    );
     println!("|---|---|---:|---:|---|---:|");
     let mut total = 0.0;
     for ((service, operation), value) in &last.0 {
-        let before = first.0.get(&(service.clone(), operation.clone())).copied().unwrap_or(0.0);
+        let before = first
+            .0
+            .get(&(service.clone(), operation.clone()))
+            .copied()
+            .unwrap_or(0.0);
         let delta = value - before;
         let monthly = delta * scale;
         let (price, words) = unit_price(service, operation);
@@ -274,7 +295,8 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
         total += cost.unwrap_or(0.0);
         println!(
             "| {service} | {operation} | {delta:.0} | {monthly:.0} | {words} | {} |",
-            cost.map(|c| format!("{c:.2}")).unwrap_or_else(|| "0".to_string())
+            cost.map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "0".to_string())
         );
     }
     println!(
@@ -334,9 +356,15 @@ mod tests {
     fn prices_follow_the_billing_tiers() {
         assert_eq!(unit_price("s3", "PutObject").0, Some(0.005 / 1000.0));
         assert_eq!(unit_price("s3", "GetObject").0, Some(0.0004 / 1000.0));
-        assert_eq!(unit_price("s3", "GetBucketReplication").0, Some(0.0004 / 1000.0));
+        assert_eq!(
+            unit_price("s3", "GetBucketReplication").0,
+            Some(0.0004 / 1000.0)
+        );
         assert_eq!(unit_price("rds", "DescribeDBInstances").0, None);
         assert_eq!(unit_price("sqs", "GetQueueAttributes").0, Some(0.4 / 1e6));
-        assert_eq!(unit_price("cloudwatch", "GetMetricData").0, Some(0.01 / 1000.0));
+        assert_eq!(
+            unit_price("cloudwatch", "GetMetricData").0,
+            Some(0.01 / 1000.0)
+        );
     }
 }

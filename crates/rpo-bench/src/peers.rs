@@ -285,8 +285,10 @@ async fn run(
         .wait_for_link_up(Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
     // The application: an INSERT every 200 ms, so WAL flows.
-    pg.primary_sql("CREATE TABLE bench_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())")
-        .map_err(|e| e.to_string())?;
+    pg.primary_sql(
+        "CREATE TABLE bench_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())",
+    )
+    .map_err(|e| e.to_string())?;
     let written = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn({
         let url = pg.primary_url();
@@ -390,7 +392,12 @@ async fn run(
             &dir,
         )?;
         let base = format!("http://127.0.0.1:{port}");
-        let ready = wait_for(&client, &format!("{base}/-/ready"), Duration::from_secs(300)).await;
+        let ready = wait_for(
+            &client,
+            &format!("{base}/-/ready"),
+            Duration::from_secs(300),
+        )
+        .await;
         let ready_after = started.elapsed();
         if let Err(e) = ready {
             let log = std::fs::read_to_string(dir.join(format!("rpo-exporter-{n}.log")))
@@ -428,7 +435,12 @@ async fn run(
     for p in &mut peers {
         p.terminate();
     }
-    print_results(&results, options, &load_before, written.load(Ordering::Relaxed));
+    print_results(
+        &results,
+        options,
+        &load_before,
+        written.load(Ordering::Relaxed),
+    );
     drop(pg);
     drop(redis);
     for r in &results {
@@ -440,7 +452,12 @@ async fn run(
         }
         match r.stop {
             Some((status, _)) if status.success() => {}
-            _ => return Err(format!("at {} targets rpo-exporter did not exit 0 on SIGTERM", r.n)),
+            _ => {
+                return Err(format!(
+                    "at {} targets rpo-exporter did not exit 0 on SIGTERM",
+                    r.n
+                ))
+            }
         }
     }
     Ok(())
@@ -535,7 +552,9 @@ async fn measure(
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
+    if b > 0.0 && a / b < 0.1 {
+        format!("{:.4}×", a / b)
+    } else if b > 0.0 {
         format!("{:.2}×", a / b)
     } else {
         "–".to_string()
@@ -654,7 +673,12 @@ mod tests {
         assert_eq!(config.targets.len(), 4);
         assert_eq!(text.matches("[[postgres]]").count(), 2);
         assert_eq!(text.matches("[[redis]]").count(), 2);
-        for t in ["rpo_hb_00000", "rpo_hb_00001", "rpo:hb:00002", "rpo:hb:00003"] {
+        for t in [
+            "rpo_hb_00000",
+            "rpo_hb_00001",
+            "rpo:hb:00002",
+            "rpo:hb:00003",
+        ] {
             assert_eq!(text.matches(t).count(), 1, "{t}");
         }
         // One target: a postgres one.
