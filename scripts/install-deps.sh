@@ -11,17 +11,26 @@
 # (with a single `apt-get update`) only if something is missing.
 # Run as root, or as a user with sudo.
 #
-# Usage: scripts/install-deps.sh [--check]
+# With --bench it also installs what only the peer benchmark needs (not the
+# tests): postgres_exporter and redis_exporter (Debian packages
+# prometheus-postgres-exporter, prometheus-redis-exporter), which
+# `rpo-bench --peers` runs beside rpo-exporter.
+#
+# Usage: scripts/install-deps.sh [--check] [--bench]
 #   --check   only report what is present or missing; exit 1 if anything is missing
+#   --bench   also the benchmark's peers (postgres_exporter, redis_exporter)
 set -euo pipefail
 
 check_only=0
-case "${1:-}" in
-  --check) check_only=1 ;;
-  "") ;;
-  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-esac
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    --bench) bench=1 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
 
 # System binaries such as rabbitmq-server live in sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -69,6 +78,9 @@ find_component() {
       # The same places rpo_lab::faketime looks in.
       dir=$( (ls -d /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 2>/dev/null || true) | head -n 1)
       [ -n "$dir" ] && echo "($(dirname "$dir"))" ;;
+    # The benchmark's peers (--bench); Debian installs them under these names.
+    postgres_exporter) cmd_at prometheus-postgres-exporter ;;
+    redis_exporter) cmd_at prometheus-redis-exporter ;;
     *) return 1 ;;
   esac
 }
@@ -90,10 +102,15 @@ package_of() {
     chromium) echo chromium ;;
     openssl) echo openssl ;;
     libfaketime) echo libfaketime ;;
+    postgres_exporter) echo prometheus-postgres-exporter ;;
+    redis_exporter) echo prometheus-redis-exporter ;;
   esac
 }
 
 components="postgres psql mariadb redis rabbitmq promtool alertmanager curl ca-certificates python3-venv cc chromium openssl libfaketime"
+if [ "$bench" -eq 1 ]; then
+  components="$components postgres_exporter redis_exporter"
+fi
 
 missing_components=""
 missing_packages=""
@@ -122,7 +139,9 @@ if [ -n "$missing_packages" ] && [ "$check_only" -eq 0 ]; then
   # shellcheck disable=SC2086 # word splitting of the package list is intended
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing_packages
   # Debian's postgresql and mariadb-server packages create and may start a
-  # system instance (ports 5432, 3306); the lab never touches them.
+  # system instance (ports 5432, 3306); the lab never touches them. The
+  # exporter packages (--bench) may likewise start a system service (ports
+  # 9187, 9121); the benchmark runs its own instances on free ports.
 fi
 
 status=0

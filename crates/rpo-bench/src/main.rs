@@ -44,6 +44,9 @@ use rpo_exporter::self_metrics::AwsCallCounters;
 use rpo_exporter::store::{Store, TargetId};
 use rpo_lab::{self as lab, PostgresPair};
 
+mod aws_cost;
+mod peers;
+
 /// Benchmarks of rpo-exporter, printed as Markdown.
 ///
 /// By default the render path: `/metrics` and `/failover-readiness` latency
@@ -55,8 +58,24 @@ use rpo_lab::{self as lab, PostgresPair};
 struct Options {
     /// Measure the daemon's footprint (CPU, RSS, scrape time, SIGTERM)
     /// instead of the render path.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peers")]
     daemon: bool,
+    /// Side by side with postgres_exporter and redis_exporter: the real
+    /// daemon with each of --targets targets on one lab Postgres pair and
+    /// one lab Redis pair, the peers watching the same servers (install
+    /// them with `scripts/install-deps.sh --bench`). --seconds is the
+    /// footprint window per size, --requests the timed scrapes per process.
+    #[arg(long, conflicts_with = "aws_cost")]
+    peers: bool,
+    /// The AWS calls (and their list price per month) of the reference
+    /// architecture's AWS targets at the default intervals, counted by the
+    /// exporter against the lab's AWS emulator over --seconds (use a
+    /// multiple of 60, e.g. 240); then CloudWatch batching at 10,000 series.
+    #[arg(long, conflicts_with = "daemon")]
+    aws_cost: bool,
+    /// With --peers: every target's heartbeat interval.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    heartbeat: String,
     /// With --daemon: how long to measure, in seconds.
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = positive::<u64>)]
     seconds: u64,
@@ -89,6 +108,10 @@ fn main() -> ExitCode {
     }
     let result = if options.daemon {
         daemon_bench(&options)
+    } else if options.aws_cost {
+        aws_cost::aws_cost_bench(&options)
+    } else if options.peers {
+        peers::peers_bench(&options)
     } else {
         render_bench(&options)
     };
