@@ -23,6 +23,9 @@
 //! `/proc/<pid>/{status,stat}` for RSS and CPU; stops it with SIGTERM and
 //! checks it exits 0.
 //!
+//! Scale (`--scale --targets 1000,9000`): the real binary watching N Redis
+//! pair targets on one lab pair; see `scale.rs`.
+//!
 //! Prints Markdown, ready to paste into the README. Timings are measured
 //! here and never asserted in tests.
 
@@ -31,6 +34,8 @@ use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+mod scale;
 
 use clap::Parser;
 use rpo_exporter::config::Config;
@@ -76,6 +81,18 @@ struct Options {
     /// With --peers: every target's heartbeat interval.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     heartbeat: String,
+    /// The real binary watching N Redis pair targets (--targets) on one lab
+    /// Redis pair: start-up, endpoint latency while it polls, poll cadence
+    /// jitter, RSS, descriptors, SIGTERM.
+    #[arg(long, conflicts_with = "daemon")]
+    scale: bool,
+    /// With --scale: the exporter binary to measure (default: the
+    /// `rpo-exporter` beside this binary), e.g. an older build to compare.
+    #[arg(long, value_name = "PATH")]
+    exporter: Option<PathBuf>,
+    /// With --scale: the targets' poll interval, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = positive::<u64>)]
+    interval_ms: u64,
     /// With --daemon: how long to measure, in seconds.
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = positive::<u64>)]
     seconds: u64,
@@ -112,6 +129,20 @@ fn main() -> ExitCode {
         aws_cost::aws_cost_bench(&options)
     } else if options.peers {
         peers::peers_bench(&options)
+    } else if options.scale {
+        let exporter = match &options.exporter {
+            Some(path) => Ok(path.clone()),
+            None => sibling_exporter(),
+        };
+        exporter.and_then(|exporter| {
+            scale::run(
+                &exporter,
+                &options.sizes,
+                options.requests,
+                options.seconds,
+                Duration::from_millis(options.interval_ms),
+            )
+        })
     } else {
         render_bench(&options)
     };
@@ -675,6 +706,22 @@ fn proc_sample(pid: u32) -> Result<ProcSample, String> {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The `rpo-exporter` binary built beside this one.
+fn sibling_exporter() -> Result<PathBuf, String> {
+    let exporter = std::env::current_exe()
+        .map_err(|e| format!("current_exe: {e}"))?
+        .parent()
+        .map(|d| d.join("rpo-exporter"))
+        .ok_or("current_exe has no directory")?;
+    if !exporter.is_file() {
+        return Err(format!(
+            "{} not found; build both binaries first (cargo build --release --bins)",
+            exporter.display()
+        ));
+    }
+    Ok(exporter)
 }
 
 fn daemon_bench(options: &Options) -> Result<(), String> {

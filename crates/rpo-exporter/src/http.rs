@@ -157,6 +157,9 @@ pub struct AppState {
     web: WebOptions,
     /// Each target's exposure against its budget lately, for the board.
     pub history: Arc<board::History>,
+    /// `/metrics`: each target's lines from the last scrape, rewritten only
+    /// for the targets whose report changed since.
+    render_cache: metrics::RenderCache,
 }
 
 impl AppState {
@@ -175,6 +178,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             web: WebOptions::default(),
             history: Arc::new(board::History::default()),
+            render_cache: metrics::RenderCache::default(),
         }
     }
 
@@ -317,15 +321,27 @@ pub async fn serve(
     let connections = Arc::new(Connections::new());
     let max_connections = limits.max_connections.max(1);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut reserve = FdReserve::new(RESERVED_FDS);
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            // Reap finished connections so the set does not grow.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            // Reap finished connections so the set does not grow; a closed
+            // connection's descriptor refills the reserve.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                reserve.refill();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    // Out of file descriptors and the like: log, breathe, go on.
+                    // Out of file descriptors (the targets' connections
+                    // took them): give one of the reserve to the listener
+                    // and accept again at once.
+                    if is_out_of_fds(&error) && reserve.release() {
+                        tracing::warn!(%error, reserve = reserve.len(), "accept failed: out of file descriptors; used one held in reserve for HTTP (raise LimitNOFILE)");
+                        continue;
+                    }
+                    // Otherwise: log, breathe, go on.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -350,6 +366,52 @@ pub async fn serve(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// Descriptors the HTTP server holds in reserve (open handles on
+/// `/dev/null`) so that `/metrics` and the verdict still answer when the
+/// targets' connections have taken every other descriptor.
+const RESERVED_FDS: usize = 16;
+
+/// Placeholder descriptors, given back one at a time when `accept` runs out.
+struct FdReserve {
+    held: Vec<std::fs::File>,
+    want: usize,
+}
+
+impl FdReserve {
+    fn new(want: usize) -> FdReserve {
+        let mut reserve = FdReserve {
+            held: Vec::with_capacity(want),
+            want,
+        };
+        reserve.refill();
+        reserve
+    }
+
+    /// Takes descriptors back up to the reserve's size, while any are free.
+    fn refill(&mut self) {
+        while self.held.len() < self.want {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => self.held.push(file),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Closes one held descriptor; false when none is left.
+    fn release(&mut self) -> bool {
+        self.held.pop().is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// `EMFILE` or `ENFILE`: the process (or the system) has no descriptor left.
+fn is_out_of_fds(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(23 | 24))
 }
 
 async fn serve_connection(
@@ -547,7 +609,13 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
     match endpoint {
         Endpoint::Reload => reload(state).await,
         Endpoint::Metrics => {
-            let mut body = metrics::render(&config, &state.store.snapshot(), &state.aws_calls, now);
+            let mut body = metrics::render_cached(
+                &config,
+                &state.store.snapshot(),
+                &state.aws_calls,
+                now,
+                &state.render_cache,
+            );
             metrics::render_config_reload(&mut body, &state.reload_status);
             respond(
                 StatusCode::OK,

@@ -434,6 +434,54 @@ fn connection_cap(asked: usize) -> usize {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit, when it is lower
+/// (a shell's default 1,024 against a hard 524,288, say): each pair target
+/// keeps a connection to each side, and 10,000 of them need 20,000
+/// descriptors besides HTTP's. Nothing is called when the two are equal
+/// (systemd's `LimitNOFILE=N` sets both), so a seccomp filter that denies
+/// `setrlimit` (the unit's `~@resources`) is never reached. Then warns when
+/// the targets' connections and the HTTP cap may not fit.
+fn raise_open_files_limit(targets: &[rpo_exporter::config::Target], max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), hard) = (limit.current, limit.maximum) {
+        if hard.is_none_or(|hard| hard > soft) {
+            let raised = Rlimit {
+                current: hard,
+                maximum: hard,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::info!(
+                    from = soft,
+                    to = hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
+                    "raised the open-file soft limit to the hard limit"
+                ),
+                Err(error) => {
+                    tracing::debug!(%error, "could not raise the open-file soft limit")
+                }
+            }
+        }
+    }
+    let Some(limit) = open_files_soft_limit() else {
+        return;
+    };
+    // Each target: a connection per side at most, and its heartbeat
+    // writer's; then HTTP, the listener and a margin for files and DNS.
+    let needed = targets.len() as u64 * 3 + max_connections as u64 + OPEN_FILES_MARGIN;
+    if needed > limit {
+        tracing::warn!(
+            targets = targets.len(),
+            open_files_limit = limit,
+            needed,
+            "the open-file limit may be too low for these targets (3 per target, plus the HTTP connections and a margin); raise it (LimitNOFILE=) or some connections will fail with `Too many open files`"
+        );
+    }
+}
+
+/// Open files beyond targets' connections and HTTP: the listener, the
+/// configuration and TLS files, DNS lookups, the runtime's own.
+const OPEN_FILES_MARGIN: u64 = 64;
+
 /// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
 fn open_files_soft_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -473,6 +521,7 @@ async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
             let _ = reloader.reload().await;
         }
     });
+    raise_open_files_limit(&config.targets, cli.max_connections as usize);
     let limits = rpo_exporter::http::WebLimits {
         max_connections: connection_cap(cli.max_connections as usize),
         header_read_timeout: cli.header_read_timeout,

@@ -90,13 +90,16 @@ impl Poller {
             context,
             running: HashMap::new(),
         };
-        for target in &config.targets {
-            poller.start_target(target);
+        let step = first_poll_step(config.targets.len(), &config.targets);
+        for (k, target) in config.targets.iter().enumerate() {
+            poller.start_target(target, step * k as u32);
         }
         poller
     }
 
-    fn start_target(&mut self, target: &Target) {
+    /// Starts a target's tasks; its first poll (and heartbeat) `after` from
+    /// now (see [`first_poll_step`]).
+    fn start_target(&mut self, target: &Target, after: Duration) {
         let id = TargetId::of(target);
         let mut tasks = Vec::new();
         let store = self.store.clone();
@@ -110,6 +113,7 @@ impl Poller {
                         owned.clone(),
                         writer,
                         store.clone(),
+                        after,
                     )));
                 }
                 tasks.push(tokio::spawn(poll_loop(
@@ -118,6 +122,7 @@ impl Poller {
                     context,
                     probe,
                     store,
+                    after,
                 )));
             }
             Err(error) => {
@@ -208,8 +213,9 @@ impl Poller {
         // would have its first results dropped.
         self.store
             .track_exactly(config.targets.iter().map(TargetId::of), &forget);
-        for target in to_start {
-            self.start_target(target);
+        let step = first_poll_step(to_start.len(), to_start.iter().copied());
+        for (k, target) in to_start.into_iter().enumerate() {
+            self.start_target(target, step * k as u32);
         }
         for list in [
             &mut changes.kept,
@@ -238,6 +244,26 @@ impl Poller {
         }
     }
 }
+
+/// How far apart the first polls of `n` targets starting together are
+/// spread: the shortest poll interval among them divided by `n`, and at
+/// most 10 ms. So 10,000 targets at a 5 s interval start one every 0.5 ms,
+/// over one interval (no connection storm, and their polls stay spread
+/// after), while a handful start within a few tens of milliseconds.
+pub fn first_poll_step<'a>(n: usize, targets: impl IntoIterator<Item = &'a Target>) -> Duration {
+    let shortest = targets
+        .into_iter()
+        .map(|t| t.poll_interval)
+        .min()
+        .unwrap_or_default();
+    match u32::try_from(n) {
+        Ok(n) if n > 0 => (shortest / n).min(FIRST_POLL_STEP_MAX),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The most [`first_poll_step`] waits between two targets' first polls.
+pub const FIRST_POLL_STEP_MAX: Duration = Duration::from_millis(10);
 
 /// The outer bound of one poll: the target's timeout, plus a little for the
 /// probe to report its own per-side timeouts first.
@@ -467,8 +493,10 @@ async fn poll_loop(
     context: ProbeContext,
     mut probe: Box<dyn Probe>,
     store: Arc<Store>,
+    after: Duration,
 ) {
-    let mut ticker = tokio::time::interval(target.poll_interval);
+    let first = tokio::time::Instant::now() + after;
+    let mut ticker = tokio::time::interval_at(first, target.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut log = StateLog::default();
     loop {
@@ -489,8 +517,10 @@ async fn heartbeat_loop(
     target: Target,
     mut writer: Box<dyn HeartbeatWriter>,
     store: Arc<Store>,
+    after: Duration,
 ) {
-    let mut ticker = tokio::time::interval(writer.interval());
+    let first = tokio::time::Instant::now() + after;
+    let mut ticker = tokio::time::interval_at(first, writer.interval());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut log = StateLog::default();
     loop {
@@ -647,5 +677,33 @@ mod tests {
             }
         );
         assert_eq!(log.observe(at(311), &[]), StateChange::None);
+    }
+
+    fn redis_targets(intervals: &[&str]) -> Config {
+        let mut toml = String::from("[[group]]\nname = \"g\"\nrpo_budget = \"60s\"\n");
+        for (i, interval) in intervals.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[redis]]\nname = \"t{i}\"\ngroup = \"g\"\npoll_interval = \"{interval}\"\n\
+                 primary_url = \"redis://127.0.0.1:1\"\nreplica_url = \"redis://127.0.0.1:2\"\n"
+            ));
+        }
+        Config::from_toml(&toml, std::path::Path::new("spread.toml")).unwrap()
+    }
+
+    /// Many targets start over one (the shortest) interval; a few start at
+    /// most 10 ms apart.
+    #[test]
+    fn first_polls_are_spread_over_one_interval_and_at_most_10ms_apart() {
+        let many = redis_targets(&["1s"; 1000]);
+        assert_eq!(
+            first_poll_step(1000, &many.targets),
+            Duration::from_millis(1)
+        );
+        let mixed = redis_targets(&["5s", "500ms", "5s", "5s", "5s"]);
+        let spread = first_poll_step(100, &mixed.targets);
+        assert_eq!(spread, Duration::from_millis(5));
+        let few = redis_targets(&["5s", "5s", "5s"]);
+        assert_eq!(first_poll_step(3, &few.targets), FIRST_POLL_STEP_MAX);
+        assert_eq!(first_poll_step(0, &few.targets[..0]), Duration::ZERO);
     }
 }

@@ -13,14 +13,16 @@ pub mod catalogue;
 mod exposition;
 mod process;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use crate::config::{Config, Target};
 use crate::evidence::promotion::{Promotion, PromotionWatch};
 use crate::metric_def::MetricDef;
 use crate::probe::{unix_seconds, FailureReason};
-use crate::readiness::{evaluate, Mode, TargetVerdict, Verdict};
+use crate::readiness::{evaluate, Mode, Verdict};
 use crate::self_metrics::AwsCallCounters;
 use crate::store::{Snapshot, TargetId, TargetReport};
 pub use exposition::{escape, format_value};
@@ -41,19 +43,56 @@ pub fn render(
     aws_calls: &AwsCallCounters,
     now: SystemTime,
 ) -> String {
+    render_inner(config, snapshot, aws_calls, now, None)
+}
+
+/// [`render`], reusing the per-target fragments of earlier scrapes whose
+/// report has not changed since (see [`RenderCache`]). The output is the
+/// same, byte for byte.
+pub fn render_cached(
+    config: &Arc<Config>,
+    snapshot: &Snapshot,
+    aws_calls: &AwsCallCounters,
+    now: SystemTime,
+    cache: &RenderCache,
+) -> String {
+    render_inner(config, snapshot, aws_calls, now, Some((config, cache)))
+}
+
+fn render_inner(
+    config: &Config,
+    snapshot: &Snapshot,
+    aws_calls: &AwsCallCounters,
+    now: SystemTime,
+    cache: Option<(&Arc<Config>, &RenderCache)>,
+) -> String {
     let verdict = evaluate(config, snapshot, Mode::Planned, now, None);
     // Both gates are published, so the alerting view (and `check
     // --prometheus --mode unplanned`) reads the same verdict as
     // `/failover-readiness?mode=unplanned`. One more pass of the pure
     // verdict: a fraction of rendering the per-target series.
     let unplanned = evaluate(config, snapshot, Mode::Unplanned, now, None);
-    // About 3.3 KB per Postgres target; one allocation instead of doublings.
-    let mut out = String::with_capacity(4096 + config.targets.len() * 4096);
-    let never_polled = TargetReport::default();
-    let rows = target_rows(config, snapshot, &verdict, &unplanned, &never_polled);
-    render_targets(&mut out, &rows);
-    render_promotions(&mut out, &rows);
-    render_details(&mut out, &rows);
+    let fragments = fragments(config, snapshot, cache);
+    let live: Vec<LiveFacts> = config
+        .targets
+        .iter()
+        .map(|target| {
+            let id = TargetId::key(target);
+            let planned = verdict.target(id);
+            LiveFacts {
+                replication_healthy: planned.is_some_and(|v| v.replication_healthy),
+                ready: planned.is_some_and(|v| v.ready),
+                ready_unplanned: unplanned.target(id).is_some_and(|v| v.ready),
+            }
+        })
+        .collect();
+    // The cached lines, and the three live ones per target.
+    let body: usize = fragments
+        .iter()
+        .map(|f| f.text.len() + 3 * (f.labels.len() + 64))
+        .sum();
+    let mut out = String::with_capacity(16384 + body);
+    render_targets(&mut out, &fragments, &live);
     render_groups(&mut out, &verdict, &unplanned);
     render_meta(&mut out, config);
     render_aws_calls(&mut out, config, aws_calls);
@@ -61,41 +100,327 @@ pub fn render(
     out
 }
 
-/// One configured target with its latest report and its verdict.
-struct TargetRow<'a> {
-    target: &'a Target,
-    report: &'a TargetReport,
-    verdict: Option<&'a TargetVerdict>,
-    /// Its verdict in unplanned mode.
-    unplanned: Option<&'a TargetVerdict>,
-    /// `group="…",target="…",kind="…"`, escaped once per scrape.
-    labels: String,
+/// The per-target facts that depend on the scrape's time (the verdict),
+/// so they are never cached.
+struct LiveFacts {
+    replication_healthy: bool,
+    ready: bool,
+    ready_unplanned: bool,
 }
 
-/// Joins the configuration with the store and the verdict by target id:
-/// each configured target with its report (a target the store does not
-/// track yet reads as never polled) and its verdict, in configuration order.
-fn target_rows<'a>(
-    config: &'a Config,
-    snapshot: &'a Snapshot,
-    verdict: &'a Verdict,
-    unplanned: &'a Verdict,
-    never_polled: &'a TargetReport,
-) -> Vec<TargetRow<'a>> {
-    config
+/// What a target contributes to the per-target families that depend only on
+/// its configuration and its report: the sample lines of each family, one
+/// after the other in the order the exposition writes families, with where
+/// each family's lines end. The exposition is family by family, so a scrape
+/// interleaves the targets' fragments: one copy per family and target.
+struct Fragment {
+    /// `group="…",target="…",kind="…"`, escaped.
+    labels: String,
+    text: String,
+    /// (slot, end of its lines in `text`), slots ascending; a slot with no
+    /// line has no span. Slots are [`COLUMNS`] then the detail families'
+    /// [`detail_rank`] after them.
+    spans: Vec<(u16, u32)>,
+    /// Detail families missing from the catalogue (a bug the debug build
+    /// asserts on): written after the catalogued ones, by name.
+    uncatalogued: Vec<(&'static MetricDef, String)>,
+}
+
+/// A per-target family: a sample (or, for the failure counters, several)
+/// from the target's configuration and report, or from the verdict.
+enum Column {
+    Cached(
+        &'static MetricDef,
+        fn(&Target, &TargetReport) -> Option<f64>,
+    ),
+    Failures,
+    Live(&'static MetricDef, fn(&LiveFacts) -> bool),
+}
+
+/// The per-target families in exposition order.
+static COLUMNS: &[Column] = {
+    use catalogue::*;
+    use Column::{Cached, Failures, Live};
+    fn measured(
+        r: &TargetReport,
+        field: fn(&crate::probe::Measurement) -> Option<f64>,
+    ) -> Option<f64> {
+        r.measurement.as_ref().and_then(field)
+    }
+    fn watch(r: &TargetReport) -> Option<&PromotionWatch> {
+        Some(&r.promotion).filter(|w| w.followed)
+    }
+    fn latest(r: &TargetReport) -> Option<&Promotion> {
+        watch(r).and_then(|w| w.latest.as_ref())
+    }
+    &[
+        Cached(&RECOVERY_POINT_TIMESTAMP_SECONDS, |_, r| {
+            r.recovery_point.map(unix_seconds)
+        }),
+        Cached(&EXPOSURE_SECONDS, |_, r| {
+            r.exposure.map(|d| d.as_secs_f64())
+        }),
+        Cached(&BUDGET_SECONDS, |t, _| Some(t.rpo_budget.as_secs_f64())),
+        Cached(&STALE_AFTER_SECONDS, |t, _| {
+            Some(t.stale_after.as_secs_f64())
+        }),
+        Live(&REPLICATION_HEALTHY, |l| l.replication_healthy),
+        Cached(&EVIDENCE_TIMESTAMP_SECONDS, |_, r| {
+            r.evidence_time.map(unix_seconds)
+        }),
+        Live(&TARGET_READY, |l| l.ready),
+        Live(&TARGET_READY_UNPLANNED, |l| l.ready_unplanned),
+        Cached(&BACKLOG_BYTES, |_, r| measured(r, |m| m.backlog_bytes)),
+        Cached(&BACKLOG_OPERATIONS, |_, r| {
+            measured(r, |m| m.backlog_operations)
+        }),
+        Cached(&CATCHUP_SECONDS, |_, r| measured(r, |m| m.catchup_seconds)),
+        Cached(&SOURCE_REACHABLE, |_, r| {
+            measured(r, |m| m.source_reachable.map(bool_value))
+        }),
+        Cached(&REPLICA_REACHABLE, |_, r| {
+            measured(r, |m| m.replica_reachable.map(bool_value))
+        }),
+        Cached(&PROBE_SUCCESS, |_, r| {
+            (r.runs_total > 0).then_some(bool_value(r.last_poll_succeeded))
+        }),
+        Cached(&PROBE_DURATION_SECONDS, |_, r| {
+            r.last_duration.map(|d| d.as_secs_f64())
+        }),
+        Cached(&PROBE_LAST_SUCCESS_TIMESTAMP_SECONDS, |_, r| {
+            r.last_success.map(unix_seconds)
+        }),
+        Cached(&HEARTBEAT_LAST_WRITE_TIMESTAMP_SECONDS, |_, r| {
+            r.heartbeat.last_write.map(unix_seconds)
+        }),
+        Cached(&PROBE_RUNS_TOTAL, |_, r| Some(r.runs_total as f64)),
+        Failures,
+        Cached(&HEARTBEAT_WRITE_FAILURES_TOTAL, |t, r| {
+            t.heartbeat_interval()
+                .map(|_| r.heartbeat.failures_total as f64)
+        }),
+        // From 0 for every target, like the failures above, so `increase()`
+        // sees the first drop.
+        Cached(&REPLICATION_LINK_DOWN_TOTAL, |_, r| {
+            Some(r.link_down_total as f64)
+        }),
+        // Pair kinds: the roles followed across promotions (see
+        // `evidence::promotion`); no sample for a kind that reports no roles.
+        Cached(&PROMOTED, |_, r| {
+            watch(r).and_then(|w| w.replica_writable).map(bool_value)
+        }),
+        Cached(&SPLIT_BRAIN, |_, r| {
+            watch(r).map(|w| bool_value(w.split_brain.is_some()))
+        }),
+        Cached(&MEASURED_LOSS_SECONDS, |_, r| {
+            latest(r)
+                .and_then(|p| p.measured_loss())
+                .map(|d| d.as_secs_f64())
+        }),
+        Cached(&PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS, |_, r| {
+            latest(r).and_then(|p| p.predicted).map(|d| d.as_secs_f64())
+        }),
+        Cached(&PROMOTION_TIMESTAMP_SECONDS, |_, r| {
+            latest(r).map(|p| unix_seconds(p.seen_at))
+        }),
+        Cached(&MEASURED_LOSS_BYTES, |_, r| {
+            latest(r).and_then(|p| p.lost_bytes).map(|b| b as f64)
+        }),
+    ]
+};
+
+/// Every catalogued family's rank in name order: the detail families are
+/// written in name order, after [`COLUMNS`].
+fn detail_rank(family: &MetricDef) -> Option<u16> {
+    static RANKS: OnceLock<HashMap<&'static str, u16>> = OnceLock::new();
+    RANKS
+        .get_or_init(|| {
+            let mut names: Vec<&'static str> = catalogue::all().iter().map(|f| f.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(i, name)| (name, (COLUMNS.len() + i) as u16))
+                .collect()
+        })
+        .get(family.name)
+        .copied()
+}
+
+impl Fragment {
+    fn build(target: &Target, report: &TargetReport) -> Fragment {
+        let labels = target_labels(target);
+        let mut text = String::with_capacity(2048);
+        let mut spans = Vec::with_capacity(COLUMNS.len() + 16);
+        /// Ends the span of `slot` begun at `before`, if it wrote a line.
+        fn close(text: &str, spans: &mut Vec<(u16, u32)>, slot: usize, before: usize) {
+            if text.len() > before {
+                spans.push((slot as u16, text.len() as u32));
+            }
+        }
+        for (slot, column) in COLUMNS.iter().enumerate() {
+            let before = text.len();
+            match column {
+                Column::Cached(family, value) => {
+                    if let Some(v) = value(target, report) {
+                        sample(&mut text, family.name, &labels, None, v);
+                    }
+                }
+                Column::Failures => {
+                    for reason in FailureReason::ALL {
+                        sample(
+                            &mut text,
+                            catalogue::PROBE_FAILURES_TOTAL.name,
+                            &labels,
+                            Some(("reason", reason.as_str())),
+                            report.failures(reason) as f64,
+                        );
+                    }
+                }
+                Column::Live(..) => {}
+            }
+            close(&text, &mut spans, slot, before);
+        }
+        let mut uncatalogued = Vec::new();
+        if let Some(m) = &report.measurement {
+            // Detail series by family name; a family's samples keep the
+            // probe's order (the sort is stable).
+            let mut details: Vec<(Option<u16>, &crate::probe::Detail)> = m
+                .details
+                .iter()
+                .map(|d| {
+                    debug_assert!(
+                        catalogue::is_catalogued(d.family),
+                        "{} is not in its kind's DETAIL_FAMILIES",
+                        d.family.name
+                    );
+                    (detail_rank(d.family), d)
+                })
+                .collect();
+            details.sort_by_key(|(rank, _)| *rank);
+            let mut open: Option<(u16, usize)> = None;
+            for (rank, detail) in details {
+                let Some(rank) = rank else {
+                    let mut line = String::new();
+                    detail_line(&mut line, &labels, detail);
+                    uncatalogued.push((detail.family, line));
+                    continue;
+                };
+                match open {
+                    Some((slot, _)) if slot == rank => {}
+                    Some((slot, before)) => {
+                        close(&text, &mut spans, slot as usize, before);
+                        open = Some((rank, text.len()));
+                    }
+                    None => open = Some((rank, text.len())),
+                }
+                detail_line(&mut text, &labels, detail);
+            }
+            if let Some((slot, before)) = open {
+                close(&text, &mut spans, slot as usize, before);
+            }
+        }
+        Fragment {
+            labels,
+            text,
+            spans,
+            uncatalogued,
+        }
+    }
+}
+
+fn detail_line(out: &mut String, labels: &str, detail: &crate::probe::Detail) {
+    out.push_str(detail.family.name);
+    out.push('{');
+    out.push_str(labels);
+    for (k, v) in &detail.labels {
+        push_label(out, k, v);
+    }
+    out.push_str("} ");
+    push_value(out, detail.value);
+    out.push('\n');
+}
+
+/// The fragments of the previous scrape, each with the report it was
+/// written from, so a scrape rewrites only the targets polled since (at
+/// 10,000 targets polled every 5 s, a scrape every 15 s rewrites most; one
+/// every second a fifth). Kept for one configuration: a reload (a new
+/// `Arc<Config>`: labels, budgets may differ) starts afresh.
+#[derive(Default)]
+pub struct RenderCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    config: Option<Arc<Config>>,
+    entries: HashMap<TargetId, (Arc<TargetReport>, Arc<Fragment>)>,
+}
+
+impl fmt::Debug for RenderCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RenderCache")
+    }
+}
+
+/// Each configured target's fragment, in configuration order: from the
+/// cache when its report is the one the cached fragment was written from
+/// (the same `Arc`: a poll or heartbeat replaces it), else written now.
+fn fragments(
+    config: &Config,
+    snapshot: &Snapshot,
+    cache: Option<(&Arc<Config>, &RenderCache)>,
+) -> Vec<Arc<Fragment>> {
+    let never_polled = TargetReport::default();
+    let Some((config_arc, cache)) = cache else {
+        return config
+            .targets
+            .iter()
+            .map(|t| {
+                let report = snapshot
+                    .report(TargetId::key(t))
+                    .map_or(&never_polled, |r| r.as_ref());
+                Arc::new(Fragment::build(t, report))
+            })
+            .collect();
+    };
+    // Taken out of the lock for the work: a concurrent scrape finds it
+    // empty and writes its own (same output, more work), never waits.
+    let mut old = {
+        let mut state = cache.state.lock().unwrap_or_else(|e| e.into_inner());
+        let same_config = state
+            .config
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, config_arc));
+        let entries = std::mem::take(&mut state.entries);
+        if same_config {
+            entries
+        } else {
+            HashMap::new()
+        }
+    };
+    let mut fresh = HashMap::with_capacity(config.targets.len());
+    let out = config
         .targets
         .iter()
-        .map(|target| {
-            let id = TargetId::key(target);
-            TargetRow {
-                target,
-                report: snapshot.report(id).map_or(never_polled, |r| r.as_ref()),
-                verdict: verdict.target(id),
-                unplanned: unplanned.target(id),
-                labels: target_labels(target),
-            }
+        .map(|t| {
+            let key = TargetId::key(t);
+            let Some((id, report)) = snapshot.entry(key) else {
+                return Arc::new(Fragment::build(t, &never_polled));
+            };
+            let fragment = match old.remove(key) {
+                Some((was, fragment)) if Arc::ptr_eq(&was, report) => fragment,
+                _ => Arc::new(Fragment::build(t, report)),
+            };
+            fresh.insert(id.clone(), (report.clone(), fragment.clone()));
+            fragment
         })
-        .collect()
+        .collect();
+    let mut state = cache.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.config = Some(config_arc.clone());
+    state.entries = fresh;
+    out
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -118,183 +443,77 @@ fn target_labels(target: &Target) -> String {
     labels
 }
 
-/// One per-target family: a sample for every target `value` knows.
-fn per_target(
-    out: &mut String,
-    rows: &[TargetRow],
-    family: &MetricDef,
-    value: impl Fn(&TargetRow) -> Option<f64>,
-) {
-    header(out, family);
-    for row in rows {
-        if let Some(v) = value(row) {
-            sample(out, family.name, &row.labels, None, v);
-        }
-    }
-}
-
-fn render_targets(out: &mut String, rows: &[TargetRow]) {
-    use catalogue::*;
-    let measured = |row: &TargetRow, field: fn(&crate::probe::Measurement) -> Option<f64>| {
-        row.report.measurement.as_ref().and_then(field)
-    };
-    per_target(out, rows, &RECOVERY_POINT_TIMESTAMP_SECONDS, |row| {
-        row.report.recovery_point.map(unix_seconds)
-    });
-    per_target(out, rows, &EXPOSURE_SECONDS, |row| {
-        row.report.exposure.map(|d| d.as_secs_f64())
-    });
-    per_target(out, rows, &BUDGET_SECONDS, |row| {
-        Some(row.target.rpo_budget.as_secs_f64())
-    });
-    per_target(out, rows, &STALE_AFTER_SECONDS, |row| {
-        Some(row.target.stale_after.as_secs_f64())
-    });
-    per_target(out, rows, &REPLICATION_HEALTHY, |row| {
-        Some(bool_value(
-            row.verdict.is_some_and(|v| v.replication_healthy),
-        ))
-    });
-    per_target(out, rows, &EVIDENCE_TIMESTAMP_SECONDS, |row| {
-        row.report.evidence_time.map(unix_seconds)
-    });
-    per_target(out, rows, &TARGET_READY, |row| {
-        Some(bool_value(row.verdict.is_some_and(|v| v.ready)))
-    });
-    per_target(out, rows, &TARGET_READY_UNPLANNED, |row| {
-        Some(bool_value(row.unplanned.is_some_and(|v| v.ready)))
-    });
-    per_target(out, rows, &BACKLOG_BYTES, |row| {
-        measured(row, |m| m.backlog_bytes)
-    });
-    per_target(out, rows, &BACKLOG_OPERATIONS, |row| {
-        measured(row, |m| m.backlog_operations)
-    });
-    per_target(out, rows, &CATCHUP_SECONDS, |row| {
-        measured(row, |m| m.catchup_seconds)
-    });
-    per_target(out, rows, &SOURCE_REACHABLE, |row| {
-        measured(row, |m| m.source_reachable.map(bool_value))
-    });
-    per_target(out, rows, &REPLICA_REACHABLE, |row| {
-        measured(row, |m| m.replica_reachable.map(bool_value))
-    });
-    per_target(out, rows, &PROBE_SUCCESS, |row| {
-        (row.report.runs_total > 0).then_some(bool_value(row.report.last_poll_succeeded))
-    });
-    per_target(out, rows, &PROBE_DURATION_SECONDS, |row| {
-        row.report.last_duration.map(|d| d.as_secs_f64())
-    });
-    per_target(out, rows, &PROBE_LAST_SUCCESS_TIMESTAMP_SECONDS, |row| {
-        row.report.last_success.map(unix_seconds)
-    });
-    per_target(out, rows, &HEARTBEAT_LAST_WRITE_TIMESTAMP_SECONDS, |row| {
-        row.report.heartbeat.last_write.map(unix_seconds)
-    });
-    per_target(out, rows, &PROBE_RUNS_TOTAL, |row| {
-        Some(row.report.runs_total as f64)
-    });
-
-    header(out, &PROBE_FAILURES_TOTAL);
-    for row in rows {
-        for reason in FailureReason::ALL {
-            sample(
-                out,
-                PROBE_FAILURES_TOTAL.name,
-                &row.labels,
-                Some(("reason", reason.as_str())),
-                row.report.failures(reason) as f64,
-            );
-        }
-    }
-
-    per_target(out, rows, &HEARTBEAT_WRITE_FAILURES_TOTAL, |row| {
-        row.target
-            .heartbeat_interval()
-            .map(|_| row.report.heartbeat.failures_total as f64)
-    });
-    // From 0 for every target, like the failures above, so `increase()`
-    // sees the first drop.
-    per_target(out, rows, &REPLICATION_LINK_DOWN_TOTAL, |row| {
-        Some(row.report.link_down_total as f64)
-    });
-}
-
-/// Pair kinds: the roles followed across promotions (see
-/// `evidence::promotion`); no sample for a kind that reports no roles.
-fn render_promotions(out: &mut String, rows: &[TargetRow]) {
-    use catalogue::*;
-    fn watch<'a>(row: &TargetRow<'a>) -> Option<&'a PromotionWatch> {
-        Some(&row.report.promotion).filter(|w| w.followed)
-    }
-    fn latest<'a>(row: &TargetRow<'a>) -> Option<&'a Promotion> {
-        watch(row).and_then(|w| w.latest.as_ref())
-    }
-    per_target(out, rows, &PROMOTED, |row| {
-        watch(row).and_then(|w| w.replica_writable).map(bool_value)
-    });
-    per_target(out, rows, &SPLIT_BRAIN, |row| {
-        watch(row).map(|w| bool_value(w.split_brain.is_some()))
-    });
-    per_target(out, rows, &MEASURED_LOSS_SECONDS, |row| {
-        latest(row)
-            .and_then(|p| p.measured_loss())
-            .map(|d| d.as_secs_f64())
-    });
-    per_target(out, rows, &PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS, |row| {
-        latest(row)
-            .and_then(|p| p.predicted)
-            .map(|d| d.as_secs_f64())
-    });
-    per_target(out, rows, &PROMOTION_TIMESTAMP_SECONDS, |row| {
-        latest(row).map(|p| unix_seconds(p.seen_at))
-    });
-    per_target(out, rows, &MEASURED_LOSS_BYTES, |row| {
-        latest(row).and_then(|p| p.lost_bytes).map(|b| b as f64)
-    });
-}
-
-/// Kind-specific detail series, grouped into families by name (in name
-/// order). Each sample keeps what its line needs, so writing a family does
-/// not go back to the `Detail`s (scattered over the heap: cache misses at
-/// 12,000).
-fn render_details(out: &mut String, rows: &[TargetRow]) {
-    type Samples<'a> = Vec<(&'a str, &'a [(&'static str, String)], f64)>;
-    let mut families: BTreeMap<&str, (&MetricDef, Samples)> = BTreeMap::new();
-    for row in rows {
-        let Some(m) = &row.report.measurement else {
-            continue;
-        };
-        for detail in &m.details {
-            let family = detail.family;
-            let (known, samples) = families.entry(family.name).or_insert_with(|| {
-                debug_assert!(
-                    catalogue::is_catalogued(family),
-                    "{} is not in its kind's DETAIL_FAMILIES",
-                    family.name
-                );
-                (family, Vec::new())
-            });
-            debug_assert!(
-                std::ptr::eq(*known, family),
-                "{} is declared twice",
-                family.name
-            );
-            samples.push((&row.labels, detail.labels.as_slice(), detail.value));
-        }
-    }
-    for (family, samples) in families.into_values() {
-        header(out, family);
-        for (labels, extra, value) in samples {
-            out.push_str(family.name);
-            out.push('{');
-            out.push_str(labels);
-            for (k, v) in extra {
-                push_label(out, k, v);
+/// The per-target families: each family's header, then each target's lines
+/// of it (its fragment's span, or the live value), in configuration order;
+/// then the detail families present, in name order.
+fn render_targets(out: &mut String, fragments: &[Arc<Fragment>], live: &[LiveFacts]) {
+    // Per target: the next span to take, and where it starts.
+    let mut next: Vec<(usize, u32)> = vec![(0, 0); fragments.len()];
+    let take = |out: &mut String, slot: u16, next: &mut [(usize, u32)]| {
+        for (fragment, (span, start)) in fragments.iter().zip(next.iter_mut()) {
+            if let Some(&(s, end)) = fragment.spans.get(*span) {
+                if s == slot {
+                    out.push_str(&fragment.text[*start as usize..end as usize]);
+                    *span += 1;
+                    *start = end;
+                }
             }
-            out.push_str("} ");
-            push_value(out, value);
-            out.push('\n');
+        }
+    };
+    for (slot, column) in COLUMNS.iter().enumerate() {
+        match column {
+            Column::Cached(family, _) => {
+                header(out, family);
+                take(out, slot as u16, &mut next);
+            }
+            Column::Failures => {
+                header(out, &catalogue::PROBE_FAILURES_TOTAL);
+                take(out, slot as u16, &mut next);
+            }
+            Column::Live(family, value) => {
+                header(out, family);
+                for (fragment, l) in fragments.iter().zip(live) {
+                    sample(
+                        out,
+                        family.name,
+                        &fragment.labels,
+                        None,
+                        bool_value(value(l)),
+                    );
+                }
+            }
+        }
+    }
+    // The detail families some target has, in name order.
+    let mut present: Vec<u16> = fragments
+        .iter()
+        .flat_map(|f| f.spans.iter().map(|(slot, _)| *slot))
+        .filter(|slot| *slot as usize >= COLUMNS.len())
+        .collect();
+    present.sort_unstable();
+    present.dedup();
+    let by_rank: HashMap<u16, &'static MetricDef> = catalogue::all()
+        .iter()
+        .filter_map(|f| detail_rank(f).map(|r| (r, *f)))
+        .collect();
+    for slot in present {
+        header(out, by_rank[&slot]);
+        take(out, slot, &mut next);
+    }
+    let mut uncatalogued: BTreeMap<&str, (&MetricDef, Vec<&str>)> = BTreeMap::new();
+    for fragment in fragments {
+        for (family, line) in &fragment.uncatalogued {
+            uncatalogued
+                .entry(family.name)
+                .or_insert_with(|| (family, Vec::new()))
+                .1
+                .push(line.as_str());
+        }
+    }
+    for (family, lines) in uncatalogued.into_values() {
+        header(out, family);
+        for line in lines {
+            out.push_str(line);
         }
     }
 }
@@ -561,5 +780,76 @@ region = "eu-west-1"
                 assert_eq!(labels, def.all_labels().collect::<Vec<_>>(), "{line}");
             }
         }
+    }
+
+    fn without_process(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.contains(" process_") && !l.starts_with("process_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// The cache changes nothing: each scrape with fragments reused (a
+    /// target not polled since) is byte-identical to one written afresh; a
+    /// target's changed report is rewritten, an unchanged one's fragment is
+    /// the very one cached, and a reloaded configuration is not served the
+    /// old one's lines.
+    #[test]
+    fn cached_rendering_is_byte_identical_and_reuses_unchanged_targets() {
+        let config = Arc::new(
+            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = Duration::from_secs_f64;
+        let ids: Vec<TargetId> = config.targets.iter().map(TargetId::of).collect();
+        let store = Store::new(ids.iter().cloned());
+        let calls = AwsCallCounters::default();
+        let cache = RenderCache::default();
+        let scrape = |at: f64| {
+            let snapshot = store.snapshot();
+            let cached = render_cached(&config, &snapshot, &calls, t0 + s(at), &cache);
+            let fresh = render(&config, &snapshot, &calls, t0 + s(at));
+            assert_eq!(without_process(&cached), without_process(&fresh), "at {at}");
+            cached
+        };
+        let cached_fragment = |id: &TargetId| cache.state.lock().unwrap().entries[id].1.clone();
+        scrape(1.0);
+        let mut pg = Measurement::new(t0 + s(10.0));
+        pg.recovery_point = Some(t0 + s(7.5));
+        pg.link = LinkState::Healthy;
+        pg.replica_reachable = Some(true);
+        pg.details = vec![
+            Detail::new(&postgres::REPLAY_LAG_BYTES, 4096.0),
+            Detail::new(&postgres::REPLICATION_SLOT_ACTIVE, 1.0).with_label("slot", "a"),
+            Detail::new(&HEARTBEAT_TIMESTAMP_SECONDS, 1_700_000_007.25),
+            Detail::new(&postgres::REPLICATION_SLOT_ACTIVE, 0.0).with_label("slot", "b"),
+        ];
+        store.record_poll(&ids[0], t0 + s(9.9), t0 + s(10.0), Ok(pg));
+        let text = scrape(11.0);
+        assert!(text.contains("slot=\"a\"} 1\n"), "{text}");
+        let erp_db = cached_fragment(&ids[0]);
+        // Another target polled: erp-db's fragment is reused as it was.
+        let refused = ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica);
+        store.record_poll(&ids[1], t0 + s(11.0), t0 + s(11.5), Err(refused));
+        scrape(12.0);
+        assert!(Arc::ptr_eq(&erp_db, &cached_fragment(&ids[0])));
+        // erp-db's heartbeat: its report changed, so it is rewritten.
+        store.record_heartbeat(&ids[0], t0 + s(12.0), Ok(()));
+        scrape(13.0);
+        assert!(!Arc::ptr_eq(&erp_db, &cached_fragment(&ids[0])));
+        // A reload with another budget: the same reports, new lines.
+        let reloaded = Arc::new(
+            Config::from_toml(
+                &GOLDEN_CONFIG.replace("rpo_budget = \"5s\"", "rpo_budget = \"7s\""),
+                std::path::Path::new("golden.toml"),
+            )
+            .unwrap(),
+        );
+        let text = render_cached(&reloaded, &store.snapshot(), &calls, t0 + s(14.0), &cache);
+        let line = format!(
+            "{}{{group=\"erp\",target=\"erp-db\",kind=\"postgres\"}} 7\n",
+            catalogue::BUDGET_SECONDS.name
+        );
+        assert!(text.contains(&line), "{text}");
     }
 }

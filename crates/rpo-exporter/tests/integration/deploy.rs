@@ -75,6 +75,16 @@ fn the_systemd_unit_raises_the_open_file_limit_and_reloads_by_sighup() {
         limit >= 2 * rpo_exporter::http::DEFAULT_MAX_CONNECTIONS as u64 + 1024,
         "{limit}"
     );
+    // 10,000 targets (3 descriptors each at most: a connection per side
+    // and the heartbeat writer's) beside HTTP and a margin (README, "Open
+    // files").
+    assert!(
+        limit >= 3 * 10_000 + 2 * rpo_exporter::http::DEFAULT_MAX_CONNECTIONS as u64 + 64,
+        "{limit}"
+    );
+    // The exporter raises a lower soft limit with setrlimit, which the
+    // unit's filter (@resources) denies: a denied call must fail, not kill.
+    assert!(unit.contains("SystemCallErrorNumber=EPERM"), "{unit}");
     assert!(
         unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
         "{unit}"
