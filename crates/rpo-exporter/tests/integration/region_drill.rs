@@ -356,14 +356,19 @@ pub(crate) async fn check_json(args: &[&str]) -> (i32, Value) {
 
 /// The targets a direct verdict (`/failover-readiness`, `check --from`) says fail.
 pub(crate) fn failing_targets(verdict: &Value) -> BTreeSet<String> {
+    targets_in(verdict)
+        .filter(|t| t["ready"] == false)
+        .map(|t| t["target"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every target's entry in a direct verdict, group by group.
+fn targets_in(verdict: &Value) -> impl Iterator<Item = &Value> {
     verdict["groups"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|g| g["targets"].as_array().unwrap().iter())
-        .filter(|t| t["ready"] == false)
-        .map(|t| t["target"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The targets `check --prometheus` names in its reasons.
@@ -395,11 +400,7 @@ pub(crate) fn board_verdict(html: &str) -> (String, BTreeSet<String>) {
 
 /// One target's entry in a direct verdict.
 pub(crate) fn target_in<'a>(verdict: &'a Value, target: &str) -> &'a Value {
-    verdict["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["targets"].as_array().unwrap().iter())
+    targets_in(verdict)
         .find(|t| t["target"] == target)
         .unwrap_or_else(|| panic!("no target {target} in {verdict}"))
 }
