@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: rustfmt and clippy (warnings are errors), unit tests, integration tests against real servers
 # (Postgres pairs and the other lab components, started on free ports in temp
-# dirs and torn down), and the alert-rule tests. Installs what it needs first.
+# dirs and torn down), the alert-rule tests, and a short smoke run of every
+# benchmark mode. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 # cores is fine; RPO_TEST_THREADS overrides.
 threads="${RPO_TEST_THREADS:-4}"
 cargo test --locked --workspace --all-targets -- --test-threads="$threads"
+
+# Every benchmark mode, briefly: a broken benchmark fails CI too.
+scripts/bench-smoke.sh

@@ -105,17 +105,7 @@ pub(crate) fn aws_counters(text: &str) -> (BTreeMap<(String, String), f64>, f64)
 }
 
 pub(crate) fn aws_cost_bench(options: &Options) -> Result<(), String> {
-    let exporter = std::env::current_exe()
-        .map_err(|e| format!("current_exe: {e}"))?
-        .parent()
-        .map(|d| d.join("rpo-exporter"))
-        .ok_or("current_exe has no directory")?;
-    if !exporter.is_file() {
-        return Err(format!(
-            "{} not found; build both binaries first (cargo build --release -p rpo-exporter -p rpo-bench)",
-            exporter.display()
-        ));
-    }
+    let exporter = crate::sibling_exporter()?;
     // Before any thread starts: dummy credentials, the user's files kept out.
     moto::use_emulator_credentials();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -226,10 +216,7 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
         ))
     }
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    crate::support::stop_with_sigterm(&mut child, Duration::from_secs(10));
     let (first, last, window, verdict, successes) = match outcome {
         Ok(o) => o,
         Err(e) => {

@@ -31,7 +31,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +50,9 @@ use rpo_lab::{self as lab, PostgresPair};
 
 mod aws_cost;
 mod peers;
+mod support;
+
+use support::{stop_with_sigterm, OrderWriter};
 
 /// Benchmarks of rpo-exporter, printed as Markdown.
 ///
@@ -717,7 +719,7 @@ fn sibling_exporter() -> Result<PathBuf, String> {
         .ok_or("current_exe has no directory")?;
     if !exporter.is_file() {
         return Err(format!(
-            "{} not found; build both binaries first (cargo build --release --bins)",
+            "{} not found; build both binaries first (cargo build --release -p rpo-exporter -p rpo-bench)",
             exporter.display()
         ));
     }
@@ -725,17 +727,7 @@ fn sibling_exporter() -> Result<PathBuf, String> {
 }
 
 fn daemon_bench(options: &Options) -> Result<(), String> {
-    let exporter = std::env::current_exe()
-        .map_err(|e| format!("current_exe: {e}"))?
-        .parent()
-        .map(|d| d.join("rpo-exporter"))
-        .ok_or("current_exe has no directory")?;
-    if !exporter.is_file() {
-        return Err(format!(
-            "{} not found; build both binaries first (cargo build --release --bins)",
-            exporter.display()
-        ));
-    }
+    let exporter = sibling_exporter()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -750,36 +742,8 @@ async fn daemon_run(exporter: PathBuf, seconds: u64) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    pair.primary_sql(
-        "CREATE TABLE bench_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())",
-    )
-    .map_err(|e| e.to_string())?;
-
     // An application writing an order every 200 ms.
-    let writer_url = pair.primary_url();
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn({
-        let written = written.clone();
-        async move {
-            let Ok((client, connection)) =
-                tokio_postgres::connect(&writer_url, tokio_postgres::NoTls).await
-            else {
-                return;
-            };
-            tokio::spawn(connection);
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                if client
-                    .execute("INSERT INTO bench_orders DEFAULT VALUES", &[])
-                    .await
-                    .is_ok()
-                {
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    let writer = OrderWriter::start(&pair)?;
 
     let port = lab::free_port();
     let config_path = pair.data_dir().join("rpo-bench.toml");
@@ -912,27 +876,8 @@ replica_url = "{replica}"
     .await;
 
     // Stop it like an init system would, whatever happened above.
-    let term_sent = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let exit = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if term_sent.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let stop_took = term_sent.elapsed();
-    writer.abort();
-    let _ = writer.await;
-    let written = written.load(Ordering::Relaxed);
+    let stopped = stop_with_sigterm(&mut child, Duration::from_secs(10));
+    let written = writer.stop().await;
 
     let (
         ready_after,
@@ -965,9 +910,9 @@ replica_url = "{replica}"
     let min_rss = samples.iter().map(|s| s.rss_kib).min().unwrap_or(0);
     let max_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let scrape = (!scrape_times.is_empty()).then(|| stats(&mut scrape_times));
-    let exit_text = match exit {
-        Some(status) if status.success() => format!("exit 0 after {} ms", stop_took.as_millis()),
-        Some(status) => format!("**{status}** after {} ms", stop_took.as_millis()),
+    let exit_text = match stopped {
+        Some((status, took)) if status.success() => format!("exit 0 after {} ms", took.as_millis()),
+        Some((status, took)) => format!("**{status}** after {} ms", took.as_millis()),
         None => "**did not exit within 10 s; killed**".to_string(),
     };
 
@@ -1027,8 +972,8 @@ replica_url = "{replica}"
         exporter.display()
     );
     drop(pair);
-    match exit {
-        Some(status) if status.success() => Ok(()),
+    match stopped {
+        Some((status, _)) if status.success() => Ok(()),
         _ => Err("the exporter did not exit 0 on SIGTERM".to_string()),
     }
 }

@@ -42,16 +42,15 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpo_lab::redis::RedisPair;
 use rpo_lab::{self as lab, PostgresPair};
 
+use crate::support::{stop_with_sigterm, OrderWriter};
 use crate::{
-    clock_ticks, command_line, load_average, machine, mib, ms, proc_sample, size, stats, Options,
-    ProcSample, Stats,
+    clock_ticks, command_line, load_average, machine, mib, ms, proc_sample, sibling_exporter, size,
+    stats, Options, ProcSample, Stats,
 };
 
 /// The peers' binaries as Debian installs them.
@@ -85,24 +84,11 @@ struct Guard {
 
 impl Guard {
     fn terminate(&mut self) -> Option<(std::process::ExitStatus, Duration)> {
-        let sent = Instant::now();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some((status, sent.elapsed())),
-                Ok(None) if sent.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                _ => {
-                    eprintln!("rpo-bench: {} did not stop on SIGTERM; killed", self.name);
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return None;
-                }
-            }
+        let stopped = stop_with_sigterm(&mut self.child, Duration::from_secs(10));
+        if stopped.is_none() {
+            eprintln!("rpo-bench: {} did not stop on SIGTERM; killed", self.name);
         }
+        stopped
     }
 }
 
@@ -222,17 +208,7 @@ async fn wait_for(client: &reqwest::Client, url: &str, within: Duration) -> Resu
 }
 
 pub(crate) fn peers_bench(options: &Options) -> Result<(), String> {
-    let exporter = std::env::current_exe()
-        .map_err(|e| format!("current_exe: {e}"))?
-        .parent()
-        .map(|d| d.join("rpo-exporter"))
-        .ok_or("current_exe has no directory")?;
-    if !exporter.is_file() {
-        return Err(format!(
-            "{} not found; build both binaries first (cargo build --release -p rpo-exporter -p rpo-bench)",
-            exporter.display()
-        ));
-    }
+    let exporter = sibling_exporter()?;
     let pg_exporter = which(POSTGRES_EXPORTER)?;
     let redis_exporter = which(REDIS_EXPORTER)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -285,34 +261,7 @@ async fn run(
         .wait_for_link_up(Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
     // The application: an INSERT every 200 ms, so WAL flows.
-    pg.primary_sql(
-        "CREATE TABLE bench_orders (id bigserial PRIMARY KEY, placed_at timestamptz DEFAULT now())",
-    )
-    .map_err(|e| e.to_string())?;
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn({
-        let url = pg.primary_url();
-        let written = written.clone();
-        async move {
-            let Ok((client, connection)) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-            else {
-                return;
-            };
-            tokio::spawn(connection);
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                if client
-                    .execute("INSERT INTO bench_orders DEFAULT VALUES", &[])
-                    .await
-                    .is_ok()
-                {
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    let writer = OrderWriter::start(&pg)?;
 
     let dir = pg.data_dir().to_path_buf();
     let pg_dsn = |url: String| format!("{url}?sslmode=disable");
@@ -430,17 +379,11 @@ async fn run(
             stop: stopped,
         });
     }
-    writer.abort();
-    let _ = writer.await;
+    let written = writer.stop().await;
     for p in &mut peers {
         p.terminate();
     }
-    print_results(
-        &results,
-        options,
-        &load_before,
-        written.load(Ordering::Relaxed),
-    );
+    print_results(&results, options, &load_before, written);
     drop(pg);
     drop(redis);
     for r in &results {

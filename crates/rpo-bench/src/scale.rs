@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rpo_lab::redis::RedisPair;
 use rpo_lab::{self as lab};
 
+use crate::support::stop_with_sigterm;
 use crate::{load_average, machine, mib, ms, proc_sample, size, stats, Stats};
 
 /// What `--scale` measures at one size.
@@ -333,23 +334,10 @@ async fn one(
     }
     .await;
 
-    let term_sent = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let stop = loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break Ok(term_sent.elapsed()),
-            Ok(Some(status)) => break Err(format!("{status}")),
-            Ok(None) if term_sent.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err("did not exit within 20 s; killed".to_string());
-            }
-        }
+    let stop = match stop_with_sigterm(&mut child, Duration::from_secs(20)) {
+        Some((status, took)) if status.success() => Ok(took),
+        Some((status, _)) => Err(format!("{status}")),
+        None => Err("did not exit within 20 s; killed".to_string()),
     };
     let (ready_after, fds_at_ready, endpoints, jitter, jitter_samples, after, fds, cpu_percent) =
         match outcome {

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use rpo_exporter::check::{self, CheckOptions, Output};
 use rpo_exporter::config::Config;
 use rpo_exporter::logging::{self, LogFormat};
-use rpo_exporter::readiness::Mode;
+use rpo_exporter::readiness::{Mode, VerdictJson};
 
 /// jemalloc, built to return freed memory to the system within about a
 /// second (`.cargo/config.toml`): after a burst of connections the daemon
@@ -268,10 +268,7 @@ async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
                 args.http_password_file.clone(),
             ) {
                 Ok(access) => access,
-                Err(problem) => {
-                    eprintln!("rpo-exporter check: {problem}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(problem) => return check_usage_error(problem),
             };
             let options = CheckOptions {
                 group: args.group.clone(),
@@ -280,49 +277,9 @@ async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
                 access,
             };
             let output: Output = args.output.parse().expect("clap checked the value");
-            let verdict = if let Some(url) = &args.from {
-                let answer = match check::parse_base_url("--from", url) {
-                    Ok(_) => check::check_remote(url, &options, Duration::from_secs(10)).await,
-                    Err(problem) => Err(problem),
-                };
-                match answer {
-                    Ok(verdict) => verdict,
-                    Err(problem) => {
-                        eprintln!("rpo-exporter check: {problem}");
-                        return ExitCode::from(EXIT_USAGE);
-                    }
-                }
-            } else if let Some(url) = &args.prometheus {
-                let gate = check::PrometheusGate {
-                    regions: args.region.clone(),
-                    max_sample_age: args.max_sample_age.unwrap_or(check::DEFAULT_MAX_SAMPLE_AGE),
-                };
-                let answer = match check::parse_base_url("--prometheus", url) {
-                    Ok(base) => {
-                        check::check_prometheus(&base, &options, &gate, Duration::from_secs(10))
-                            .await
-                    }
-                    Err(problem) => Err(problem),
-                };
-                match answer {
-                    Ok(verdict) => verdict,
-                    Err(problem) => {
-                        eprintln!("rpo-exporter check: {problem}");
-                        return ExitCode::from(EXIT_USAGE);
-                    }
-                }
-            } else {
-                let config = match load(&cli) {
-                    Ok(config) => config,
-                    Err(code) => return code,
-                };
-                match check::check_config(config, &options).await {
-                    Ok(verdict) => verdict,
-                    Err(problem) => {
-                        eprintln!("rpo-exporter check: {problem}");
-                        return ExitCode::from(EXIT_USAGE);
-                    }
-                }
+            let verdict = match check_verdict(&cli, args, &options).await {
+                Ok(verdict) => verdict,
+                Err(code) => return code,
             };
             match output {
                 Output::Json => println!(
@@ -338,6 +295,42 @@ async fn async_main(cli: Cli, overrides: WebOverrides) -> ExitCode {
             }
         }
     }
+}
+
+/// The verdict `check` asks for: from a running exporter (`--from`), from
+/// Prometheus (`--prometheus`) or by polling the configured targets once.
+/// A problem is printed and becomes exit code 2.
+async fn check_verdict(
+    cli: &Cli,
+    args: &CheckArgs,
+    options: &CheckOptions,
+) -> Result<VerdictJson, ExitCode> {
+    let answer = if let Some(url) = &args.from {
+        match check::parse_base_url("--from", url) {
+            Ok(_) => check::check_remote(url, options, Duration::from_secs(10)).await,
+            Err(problem) => Err(problem),
+        }
+    } else if let Some(url) = &args.prometheus {
+        let gate = check::PrometheusGate {
+            regions: args.region.clone(),
+            max_sample_age: args.max_sample_age.unwrap_or(check::DEFAULT_MAX_SAMPLE_AGE),
+        };
+        match check::parse_base_url("--prometheus", url) {
+            Ok(base) => {
+                check::check_prometheus(&base, options, &gate, Duration::from_secs(10)).await
+            }
+            Err(problem) => Err(problem),
+        }
+    } else {
+        check::check_config(load(cli)?, options).await
+    };
+    answer.map_err(check_usage_error)
+}
+
+/// A problem with what `check` was asked: printed, exit code 2.
+fn check_usage_error(problem: impl std::fmt::Display) -> ExitCode {
+    eprintln!("rpo-exporter check: {problem}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// Loads the configuration named by `--config`; prints the problem and

@@ -24,6 +24,7 @@ mod promotion;
 mod rabbitmq;
 mod redis;
 mod redis_stream;
+mod region_drill;
 mod region_loss;
 mod region_loss_aws;
 mod region_loss_queues;

@@ -30,16 +30,11 @@ use std::time::{Duration, Instant};
 
 use rpo_exporter::probe::unix_seconds;
 use rpo_lab::aws_proxy::{Recorded, RegionFault, RegionProxy};
-use rpo_lab::monitoring::{Alertmanager, Prometheus, WebhookReceiver};
 use rpo_lab::support::aws::*;
 use rpo_lab::support::*;
 
 use crate::aws_recorded::{record_efs, DESTINATION_FS, GLOBAL_GROUPS, SECONDARY_GROUP, SOURCE_FS};
-use crate::e2e::{fast_rules, notified};
-use crate::region_loss::{
-    assert_no_rule_errs, assert_paths_agree, check_json, target_in, wait_for_alert, AWS_PRIMARY,
-    AWS_RECOVERY, REGION_PRIMARY, REGION_RECOVERY,
-};
+use crate::region_drill::{target_in, Drill, AWS_PRIMARY, AWS_RECOVERY, REGION_RECOVERY};
 
 /// The targets, in the order of `injected` below.
 const TARGETS: [&str; 5] = [
@@ -212,45 +207,20 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     ];
 
     let endpoint = proxy.endpoint_url();
-    let config = |name, region| exporter_config(name, region, &endpoint, &secondary_arn);
-    let primary = Exporter::start(&config("primary", REGION_PRIMARY)).await;
-    let recovery = Exporter::start(&config("recovery", REGION_RECOVERY)).await;
-    let (primary_at, recovery_at) = (primary.addr.to_string(), recovery.addr.to_string());
-    let rules_dir = tempfile::tempdir().unwrap();
-    let webhook = WebhookReceiver::start().unwrap();
-    let alertmanager = Alertmanager::start(&webhook.url()).unwrap();
-    let prometheus = Prometheus::start(
-        "rpo-exporter",
-        &[primary_at.clone(), recovery_at.clone()],
-        &fast_rules(rules_dir.path()),
-        Some(alertmanager.port()),
-    )
-    .unwrap();
-    let prom = prometheus.url();
+    let mut drill =
+        Drill::start(|name, region| exporter_config(name, region, &endpoint, &secondary_arn)).await;
 
     // 1. All GO, on both exporters and through Prometheus, each target on
     // the recovery point its injected lag says.
-    for exporter in [&primary, &recovery] {
-        exporter
-            .wait_for_go("?group=erp", Duration::from_secs(60), "each exporter GO")
-            .await;
+    drill.wait_for_go(Duration::from_secs(60)).await;
+    for exporter in [drill.primary(), &drill.recovery] {
         for (target, rp) in TARGETS.iter().zip(injected) {
             wait_for_recovery_point(exporter, target, rp).await;
         }
     }
-    wait_until(
-        Duration::from_secs(30),
-        "check --prometheus GO from both exporters",
-        || async {
-            let (code, v) = check_json(&["--prometheus", &prom, "--group", "erp"]).await;
-            (
-                code == 0 && v["exporters"].as_array().is_some_and(|e| e.len() == 2),
-                v,
-            )
-        },
-    )
-    .await;
-    assert_paths_agree(&recovery, &prom, "planned", true, &BTreeSet::new()).await;
+    drill
+        .assert_paths_agree("planned", true, &BTreeSet::new())
+        .await;
     // Every region asked only for what it answers: the replica-side lags in
     // the replica's region, the queue's and the source bucket's in the
     // source's.
@@ -267,7 +237,7 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     // 2. The cut: the primary region's exporter and AWS region gone.
     let lost_at = now_unix();
     proxy.lose(AWS_PRIMARY, RegionFault::Blackhole);
-    primary.stop().await;
+    drill.stop_primary().await;
     eprintln!("cut at {:?}", started.elapsed());
 
     // 3. The recovery exporter, every kind: the recovery point kept, the
@@ -276,7 +246,8 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     for (target, rp) in TARGETS.iter().zip(injected) {
         let replica_reachable = (*target != "erp-outbox").then_some(1.0);
         let unplanned =
-            assert_source_region_lost(&recovery, target, rp, lost_at, replica_reachable).await;
+            assert_source_region_lost(&drill.recovery, target, rp, lost_at, replica_reachable)
+                .await;
         let window = unplanned["loss_window_seconds"].as_f64().unwrap();
         eprintln!(
             "{target}: loss window {window:.3}s, lost {:.3}s after the recovery point",
@@ -291,9 +262,10 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
         metric_value(text, "rpo_exposure_seconds", &labels(target))
             .unwrap_or_else(|| panic!("{target}: no exposure\n{text}"))
     };
-    let text = recovery.metrics().await;
+    let text = drill.recovery.metrics().await;
     let exposures: Vec<f64> = TARGETS.iter().map(|t| exposure(&text, t)).collect();
-    let text = recovery
+    let text = drill
+        .recovery
         .wait_for_metrics(
             Duration::from_secs(30),
             "every exposure to grow by 6 s",
@@ -331,7 +303,7 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     // The paths agree, in both modes: planned NO-GO naming every target
     // (its source is gone); unplanned GO, each loss window within budget.
     let all: BTreeSet<String> = TARGETS.iter().map(|t| t.to_string()).collect();
-    let from = assert_paths_agree(&recovery, &prom, "planned", false, &all).await;
+    let from = drill.assert_paths_agree("planned", false, &all).await;
     assert_eq!(from["exporter"]["region"], REGION_RECOVERY, "{from}");
     for target in TARGETS {
         let verdict = target_in(&from, target);
@@ -342,7 +314,9 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
             "{target}: {verdict}"
         );
     }
-    let from = assert_paths_agree(&recovery, &prom, "unplanned", true, &BTreeSet::new()).await;
+    let from = drill
+        .assert_paths_agree("unplanned", true, &BTreeSet::new())
+        .await;
     for (target, rp) in TARGETS.iter().zip(injected) {
         let verdict = target_in(&from, target);
         let window = verdict["loss_window_seconds"]
@@ -358,7 +332,7 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     // The link: known from the surviving region where AWS answers there
     // (the global members, EFS's destination); unknown, so not healthy,
     // where only the lost region knows it (S3's rules, the queue itself).
-    let text = recovery.metrics().await;
+    let text = drill.recovery.metrics().await;
     for (target, healthy) in [
         ("erp-aurora", 1.0),
         ("erp-sessions", 1.0),
@@ -376,60 +350,22 @@ async fn the_recovery_region_keeps_every_aws_kinds_truth_when_the_primary_region
     // The alerts: the lost exporter down, the recovery exporter's planned
     // NO-GO, every AWS target's failing probe (its source region's calls),
     // the links only the lost region knew; none errs.
-    let down = wait_for_alert(&webhook, "RPOExporterDown", &[("instance", &primary_at)]).await;
-    assert!(
-        down["annotations"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("(exporter primary in {REGION_PRIMARY})")),
-        "{down}"
-    );
-    wait_for_alert(
-        &webhook,
-        "FailoverNotReady",
-        &[("instance", &recovery_at), ("group", "erp")],
-    )
-    .await;
-    for target in TARGETS {
-        wait_for_alert(
-            &webhook,
-            "RPOProbeFailing",
-            &[("instance", &recovery_at), ("target", target)],
+    drill
+        .assert_alerts_after_the_cut(
+            &[
+                ("RPOProbeFailing", &TARGETS),
+                ("ReplicationLinkDown", &["erp-files", "erp-outbox"]),
+            ],
+            // The evidence is kept, not lost or over budget.
+            &[
+                "RPOEvidenceStale",
+                "RPOBudgetExceeded",
+                "RPOSplitBrain",
+                "RPOGroupRecoveryPointSkewHigh",
+            ],
         )
         .await;
-    }
-    for target in ["erp-files", "erp-outbox"] {
-        wait_for_alert(
-            &webhook,
-            "ReplicationLinkDown",
-            &[("instance", &recovery_at), ("target", target)],
-        )
-        .await;
-    }
-    assert!(
-        notified(&webhook, "RPOExporterDown", "firing")
-            .iter()
-            .all(|a| a["labels"]["instance"] == primary_at.as_str()),
-        "only the lost exporter is down"
-    );
-    // The evidence is kept, not lost or over budget.
-    for alert in [
-        "RPOExporterAbsent",
-        "RPOEvidenceStale",
-        "RPOBudgetExceeded",
-        "RPOSplitBrain",
-        "RPOGroupRecoveryPointSkewHigh",
-    ] {
-        assert!(
-            notified(&webhook, alert, "firing").is_empty(),
-            "{alert}: {:?}",
-            notified(&webhook, alert, "firing")
-        );
-    }
-    assert_no_rule_errs(&prom).await;
 
-    recovery.stop().await;
-    drop(prometheus);
-    drop(alertmanager);
+    drill.stop().await;
     eprintln!("drill done in {:?}", started.elapsed());
 }

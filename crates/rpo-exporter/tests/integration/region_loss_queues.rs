@@ -30,18 +30,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
-
-use rpo_lab::monitoring::{Alertmanager, Prometheus, WebhookReceiver};
 use rpo_lab::opensearch::{IndexState, OpenSearchContract};
 use rpo_lab::support::aws::{reason_codes, target_verdict_in};
 use rpo_lab::support::*;
 
-use crate::e2e::{fast_rules, notified};
-use crate::region_loss::{
-    assert_no_rule_errs, between, board_verdict, check_json, failing_targets, targets_named,
-    wait_for_alert, Between, REGION_PRIMARY, REGION_RECOVERY,
-};
+use crate::region_drill::{between, Between, Drill, REGION_RECOVERY};
 
 /// How long the backlog waits before the cut.
 const LAG: Duration = Duration::from_secs(6);
@@ -90,83 +83,6 @@ fn exporter_config(
     )
 }
 
-/// The three paths a person reads about the recovery region, in `mode`:
-/// `check --from` the recovery exporter, `check --prometheus --region` and
-/// the board give the same verdict and name the same failing targets
-/// (through Prometheus from `rpo_target_ready` or, unplanned,
-/// `rpo_target_ready_unplanned`). Returns the `check --from` verdict.
-async fn assert_paths_agree(
-    recovery: &ExporterClient,
-    prometheus: &str,
-    mode: &str,
-    expected_failing: &BTreeSet<String>,
-) -> Value {
-    let base = recovery.url("");
-    let base = base.trim_end_matches('/');
-    let (from_code, from) = check_json(&["--from", base, "--group", "erp", "--mode", mode]).await;
-    assert_eq!(from_code, 1, "check --from, {mode}: {from}");
-    assert_eq!(from["verdict"], "NO-GO", "check --from, {mode}: {from}");
-    assert_eq!(
-        &failing_targets(&from),
-        expected_failing,
-        "check --from, {mode}: {from}"
-    );
-    let via_prometheus = wait_until(
-        Duration::from_secs(15),
-        &format!(
-            "check --prometheus --region {REGION_RECOVERY} in {mode} mode to say NO-GO naming {expected_failing:?}"
-        ),
-        || async {
-            let (c, v) = check_json(&[
-                "--prometheus",
-                prometheus,
-                "--group",
-                "erp",
-                "--mode",
-                mode,
-                "--region",
-                REGION_RECOVERY,
-            ])
-            .await;
-            // The exporter's own per-target NO-GO, in both modes, and no
-            // reason about a target the exporter finds ready.
-            let no_go: BTreeSet<String> = v["reason_details"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["code"] == "exporter_no_go")
-                .filter_map(|r| r["target"].as_str().map(str::to_string))
-                .collect();
-            let agrees = c == 1
-                && v["verdict"] == "NO-GO"
-                && targets_named(&v).is_subset(expected_failing)
-                && &no_go == expected_failing;
-            (agrees, v)
-        },
-    )
-    .await;
-    let family = match mode {
-        "planned" => "rpo_target_ready",
-        _ => "rpo_target_ready_unplanned",
-    };
-    for reason in via_prometheus["reason_details"].as_array().unwrap() {
-        if reason["code"] == "exporter_no_go" {
-            let message = reason["message"].as_str().unwrap();
-            assert!(
-                message.contains(&format!("({family} is 0)"))
-                    && message.contains(&format!("recovery in {REGION_RECOVERY}")),
-                "{mode}: {via_prometheus}"
-            );
-        }
-    }
-    let (status, html) = recovery.get(&format!("/?mode={mode}")).await;
-    assert_eq!(status, 200);
-    let (board_word, board_failing) = board_verdict(&html);
-    assert_eq!(board_word, "NO-GO", "board, {mode}");
-    assert_eq!(&board_failing, expected_failing, "board, {mode}");
-    from
-}
-
 fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -187,7 +103,7 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
         .unwrap();
     search.set_index("orders", IndexState::InStep { checkpoint: 10 });
 
-    let config = |name, region| {
+    let mut drill = Drill::start(|name, region| {
         exporter_config(
             name,
             region,
@@ -196,40 +112,11 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
             &redis.url(),
             &search.url(),
         )
-    };
-    let primary = Exporter::start(&config("primary", REGION_PRIMARY)).await;
-    let recovery = Exporter::start(&config("recovery", REGION_RECOVERY)).await;
-    let (primary_at, recovery_at) = (primary.addr.to_string(), recovery.addr.to_string());
-    let rules_dir = tempfile::tempdir().unwrap();
-    let webhook = WebhookReceiver::start().unwrap();
-    let alertmanager = Alertmanager::start(&webhook.url()).unwrap();
-    let prometheus = Prometheus::start(
-        "rpo-exporter",
-        &[primary_at.clone(), recovery_at.clone()],
-        &fast_rules(rules_dir.path()),
-        Some(alertmanager.port()),
-    )
-    .unwrap();
-    let prom = prometheus.url();
+    })
+    .await;
 
     // 1. All GO, on both exporters and through Prometheus.
-    for exporter in [&primary, &recovery] {
-        exporter
-            .wait_for_go("?group=erp", Duration::from_secs(40), "each exporter GO")
-            .await;
-    }
-    wait_until(
-        Duration::from_secs(30),
-        "check --prometheus GO from both exporters",
-        || async {
-            let (code, v) = check_json(&["--prometheus", &prom, "--group", "erp"]).await;
-            (
-                code == 0 && v["exporters"].as_array().is_some_and(|e| e.len() == 2),
-                v,
-            )
-        },
-    )
-    .await;
+    drill.wait_for_go(Duration::from_secs(40)).await;
 
     // 2. A backlog nobody processes, and the follower held behind.
     let lag_from: [Between; 4] = [
@@ -259,7 +146,8 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
         }),
     ];
     tokio::time::sleep(LAG).await;
-    let text = recovery
+    let text = drill
+        .recovery
         .wait_for_metrics(
             Duration::from_secs(10),
             "every queue's backlog seen",
@@ -291,46 +179,13 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
         between(|| redis.kill()),
         between(|| search.set_leader_lost(true)),
     ];
-    primary.stop().await;
+    drill.stop_primary().await;
     eprintln!("cut at {:?}", started.elapsed());
 
     // 3. The recovery exporter: every source unreachable, what was proven kept.
-    let text = recovery
-        .wait_for_metrics(
-            Duration::from_secs(20),
-            "every target's source unreachable",
-            |text| {
-                TARGETS
-                    .iter()
-                    .all(|t| metric_value(text, "rpo_source_reachable", &labels(t)) == Some(0.0))
-            },
-        )
+    let text = drill
+        .assert_kept_while_exposure_grows(&TARGETS, &before)
         .await;
-    let exposure_then = Instant::now();
-    let exposures: Vec<f64> = TARGETS
-        .iter()
-        .map(|t| metric_value(&text, "rpo_exposure_seconds", &labels(t)).unwrap())
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let text = recovery.metrics().await;
-    let waited = exposure_then.elapsed().as_secs_f64();
-    for ((target, rp), exposure) in TARGETS.iter().zip(&before).zip(&exposures) {
-        let kept = metric_value(
-            &text,
-            "rpo_recovery_point_timestamp_seconds",
-            &labels(target),
-        );
-        assert!(
-            kept.is_some_and(|kept| (kept - *rp).abs() < 1e-3),
-            "{target}: the recovery point is kept, never reset, never \"now\" ({kept:?} vs {rp})\n{text}"
-        );
-        let grown =
-            metric_value(&text, "rpo_exposure_seconds", &labels(target)).unwrap() - exposure;
-        assert!(
-            (waited - 1.0..=waited + 1.0).contains(&grown),
-            "{target}: exposure grew {grown}s in {waited}s"
-        );
-    }
     for target in QUEUES {
         // The last backlog seen is kept (as of the last answer), and no
         // replica is claimed for a queue.
@@ -346,14 +201,14 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
     );
 
     for (i, target) in TARGETS.into_iter().enumerate() {
-        let planned = target_verdict_in(&recovery, target, "planned").await;
+        let planned = target_verdict_in(&drill.recovery, target, "planned").await;
         assert_eq!(planned["ready"], false, "{target}: {planned}");
         assert!(
             reason_codes(&planned).contains(&"source_unreachable".to_string())
                 && reasons(&planned).contains("source unreachable ("),
             "{target}: {planned}"
         );
-        let unplanned = target_verdict_in(&recovery, target, "unplanned").await;
+        let unplanned = target_verdict_in(&drill.recovery, target, "unplanned").await;
         let window = unplanned["loss_window_seconds"]
             .as_f64()
             .unwrap_or_else(|| panic!("{target}: no loss window in {unplanned}"));
@@ -398,38 +253,20 @@ async fn queues_and_opensearch_keep_the_truth_when_the_primary_region_is_lost() 
     }
 
     // The paths agree, in both modes.
-    assert_paths_agree(&recovery, &prom, "planned", &names(&TARGETS)).await;
-    let from = assert_paths_agree(&recovery, &prom, "unplanned", &names(&[OVER_BUDGET])).await;
+    drill
+        .assert_paths_agree("planned", false, &names(&TARGETS))
+        .await;
+    let from = drill
+        .assert_paths_agree("unplanned", false, &names(&[OVER_BUDGET]))
+        .await;
     assert_eq!(from["exporter"]["region"], REGION_RECOVERY, "{from}");
 
     // The alerts: the lost exporter, the recovery exporter's NO-GO and every
     // source's link unknown; none errs.
-    let down = wait_for_alert(&webhook, "RPOExporterDown", &[("instance", &primary_at)]).await;
-    assert_eq!(down["labels"]["failover_gate"], "block", "{down}");
-    wait_for_alert(
-        &webhook,
-        "FailoverNotReady",
-        &[("instance", &recovery_at), ("group", "erp")],
-    )
-    .await;
-    for target in TARGETS {
-        wait_for_alert(
-            &webhook,
-            "ReplicationLinkDown",
-            &[("instance", &recovery_at), ("target", target)],
-        )
+    drill
+        .assert_alerts_after_the_cut(&[("ReplicationLinkDown", &TARGETS)], &[])
         .await;
-    }
-    assert!(
-        notified(&webhook, "RPOExporterDown", "firing")
-            .iter()
-            .all(|a| a["labels"]["instance"] == primary_at.as_str()),
-        "only the lost exporter is down"
-    );
-    assert_no_rule_errs(&prom).await;
 
-    recovery.stop().await;
-    drop(prometheus);
-    drop(alertmanager);
+    drill.stop().await;
     eprintln!("drill done in {:?}", started.elapsed());
 }

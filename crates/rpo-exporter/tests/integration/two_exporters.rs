@@ -413,42 +413,11 @@ async fn check_prometheus_is_as_strict_as_the_strictest_of_two_exporters() {
     drop(prometheus);
 }
 
-/// Every rule in Prometheus has been evaluated and none errs (`health`
-/// `err` is what a many-to-many match looks like live).
+/// Every rule in Prometheus has been evaluated and none errs, the queue
+/// and evidence rules among them.
 async fn assert_rules_healthy(prometheus: &str) {
-    let rules = wait_until(Duration::from_secs(30), "every rule evaluated", || async {
-        let body: Value = reqwest::Client::new()
-            .get(format!("{prometheus}/api/v1/rules"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rules: Vec<Value> = body["data"]["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|g| g["rules"].as_array().unwrap().clone())
-            .collect();
-        let evaluated = !rules.is_empty() && rules.iter().all(|r| r["health"] != "unknown");
-        (evaluated, Value::from(rules))
-    })
-    .await;
-    let unhealthy: Vec<String> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["health"] != "ok")
-        .map(|r| format!("{}: {} {}", r["name"], r["health"], r["lastError"]))
-        .collect();
-    assert!(unhealthy.is_empty(), "rules in error: {unhealthy:?}");
-    let names: Vec<&str> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
+    let rules = crate::region_drill::assert_no_rule_errs(prometheus).await;
+    let names: Vec<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
     assert!(names.contains(&"IntegrationQueueBacklogAging"), "{names:?}");
     assert!(names.contains(&"RPOEvidenceMissing"), "{names:?}");
 }
