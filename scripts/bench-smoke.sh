@@ -2,7 +2,7 @@
 # A short run of every benchmark mode with the debug build, so that a broken
 # benchmark fails CI (scripts/test.sh runs it last). The figures of a debug
 # build on a busy machine mean nothing and nothing is compared: each mode
-# must only run to its end and exit 0. Real figures: README, "Performance".
+# must only run to its end and exit 0. Real figures: README, "Benchmarks".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
