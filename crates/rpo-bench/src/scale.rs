@@ -1,6 +1,6 @@
 //! `--scale`: the real `rpo-exporter` binary watching N real Redis pair
-//! targets that all name one lab Redis pair (each target keeps its own
-//! connection to each side), measured while it polls:
+//! targets that all name one lab Redis pair (with the same URLs, so they
+//! share one kept connection to each side), measured while it polls:
 //!
 //! - start-up: spawn to `/-/ready` (every target polled once; the first
 //!   polls are spread over one poll interval), and the open descriptors;
@@ -90,7 +90,7 @@ pub fn run(
     );
     println!(
         "The `rpo-exporter` binary watching N `redis` targets that all name one lab Redis pair \
-         (each target its own connection to each side), `poll_interval = \"{}\"`, `timeout = \"2s\"`. \
+         (the same URLs: one connection to each side, shared), `poll_interval = \"{}\"`, `timeout = \"2s\"`. \
          Latency: {requests} sequential GETs of `/metrics` (50 of `/failover-readiness` and `/`) \
          over one keep-alive connection while it polls. Cadence: `/metrics` read every third of \
          the interval for {seconds} s; a poll's start is its last success minus its duration.\n",
@@ -146,7 +146,7 @@ pub fn run(
     }
     if let [.., a, b] = results.as_slice() {
         println!(
-            "\nMarginal RSS per target between {} and {} targets: {:.1} KiB (connections' buffers included).",
+            "\nMarginal RSS per target between {} and {} targets: {:.1} KiB (the targets share their connections: this is all per-target memory).",
             a.targets,
             b.targets,
             (b.rss_kib as f64 - a.rss_kib as f64) / (b.targets - a.targets) as f64

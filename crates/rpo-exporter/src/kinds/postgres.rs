@@ -915,7 +915,8 @@ impl Probe for PostgresProbe {
     }
 }
 
-/// Writes this exporter's heartbeat row over its own connection, so a slow
+/// Writes this exporter's heartbeat row over a connection apart from the
+/// polls' (shared with other targets' heartbeat writers to the server), so a slow
 /// poll never delays a heartbeat: on the primary, or, after a promotion,
 /// on the side the probe saw accepting writes.
 struct PostgresHeartbeatWriter {

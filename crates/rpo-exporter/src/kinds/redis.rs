@@ -45,7 +45,7 @@ use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::redis::{
     check_tls_ca_file, check_url, classify, read_ca_file, read_clock, redis_client, server_error,
-    Connection,
+    Client, Connection,
 };
 use crate::drivers::within;
 use crate::evidence::clock::{ClockOffset, Stamp, CLOCK_OFFSET_SECONDS};
@@ -683,8 +683,8 @@ pub struct RedisProbe {
     primary: Connection,
     replica: Connection,
     /// The clients, for the heartbeat writer's own connections.
-    primary_client: redis::Client,
-    replica_client: redis::Client,
+    primary_client: Client,
+    replica_client: Client,
     /// How the source lists the configured replica (and, measured the other
     /// way after a failback, the configured primary).
     replica_listed: ListedAs,
@@ -1185,8 +1185,8 @@ impl Probe for RedisProbe {
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(RedisHeartbeatWriter {
-            connection: Connection::new(self.primary_client.clone(), Some(Side::Source)),
-            other: Connection::new(self.replica_client.clone(), Some(Side::Source)),
+            connection: Connection::heartbeat(self.primary_client.clone(), Some(Side::Source)),
+            other: Connection::heartbeat(self.replica_client.clone(), Some(Side::Source)),
             side: ConfiguredSide::Primary,
             writer: self.writer.clone(),
             settings,
@@ -1195,7 +1195,8 @@ impl Probe for RedisProbe {
     }
 }
 
-/// Writes this exporter's heartbeat key over its own connection, so a slow
+/// Writes this exporter's heartbeat key over a connection apart from the
+/// polls' (shared with other targets' heartbeat writers to the server), so a slow
 /// poll never delays a heartbeat: on the primary, or, after a promotion, on
 /// the side the probe saw accepting writes.
 struct RedisHeartbeatWriter {
