@@ -108,10 +108,9 @@ impl Connection {
         // with the password and the CA file, everything that reaches the
         // server or decides whom it trusts.
         let settings = format!("{config:?}");
-        let ca = tls
-            .ca_file
-            .as_ref()
-            .map_or(b"\0none".to_vec(), |p| p.as_os_str().as_encoded_bytes().to_vec());
+        let ca = tls.ca_file.as_ref().map_or(b"\0none".to_vec(), |p| {
+            p.as_os_str().as_encoded_bytes().to_vec()
+        });
         let key = ShareKey::new(&[
             b"postgres",
             purpose.as_bytes(),

@@ -150,7 +150,10 @@ replica_url = "redis://:hunter3@127.0.0.1:{r}"
     );
     let why = reasons(&daemon.target_verdict("wrong-password").await);
     assert!(why.contains("WRONGPASS"), "{why}");
-    assert!(!metrics.contains("hunter"), "a password leaked into /metrics");
+    assert!(
+        !metrics.contains("hunter"),
+        "a password leaked into /metrics"
+    );
     let (status, _) = daemon.verdict("?group=erp").await;
     assert_eq!(status, 200, "the other password's failure is its own");
 
@@ -163,8 +166,12 @@ replica_url = "redis://:hunter3@127.0.0.1:{r}"
             "every sharer's exposure past 3 s",
             |m| {
                 (0..SHARERS).all(|i| {
-                    metric_value(m, "rpo_exposure_seconds", &labels(&format!("sharer-{i:02}")))
-                        .is_some_and(|e| e > 3.0)
+                    metric_value(
+                        m,
+                        "rpo_exposure_seconds",
+                        &labels(&format!("sharer-{i:02}")),
+                    )
+                    .is_some_and(|e| e > 3.0)
                 })
             },
         )
@@ -209,12 +216,7 @@ async fn postgres_targets_on_one_pair_share_connections() {
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(50)).await;
     let mut targets = String::new();
     for i in 0..20 {
-        targets.push_str(&postgres_target(
-            &format!("pg-{i:02}"),
-            &pair,
-            "2s",
-            false,
-        ));
+        targets.push_str(&postgres_target(&format!("pg-{i:02}"), &pair, "2s", false));
     }
     // Two with heartbeats (tables of their own): one writers' connection.
     for i in 0..2 {
@@ -237,20 +239,16 @@ async fn postgres_targets_on_one_pair_share_connections() {
         daemon.wait_for_probe_success(&format!("pg-hb-{i}")).await;
     }
     let metrics = daemon
-        .wait_for_metrics(
-            Duration::from_secs(10),
-            "both heartbeats written",
-            |m| {
-                (0..2).all(|i| {
-                    metric_value(
-                        m,
-                        "rpo_heartbeat_last_write_timestamp_seconds",
-                        &labels(&format!("pg-hb-{i}")),
-                    )
-                    .is_some()
-                })
-            },
-        )
+        .wait_for_metrics(Duration::from_secs(10), "both heartbeats written", |m| {
+            (0..2).all(|i| {
+                metric_value(
+                    m,
+                    "rpo_heartbeat_last_write_timestamp_seconds",
+                    &labels(&format!("pg-hb-{i}")),
+                )
+                .is_some()
+            })
+        })
         .await;
     for target in (0..20)
         .map(|i| format!("pg-{i:02}"))
@@ -266,7 +264,10 @@ async fn postgres_targets_on_one_pair_share_connections() {
         Some(3.0)
     );
     let fds = open_fds(daemon.pid);
-    assert!(fds < 60, "{fds} descriptors open for 22 targets on one pair");
+    assert!(
+        fds < 60,
+        "{fds} descriptors open for 22 targets on one pair"
+    );
     drop(writer);
     daemon.stop().await;
 }
@@ -296,11 +297,9 @@ async fn targets_beyond_the_descriptor_budget_fail_with_the_reason_and_metrics_a
     )
     .await;
     let metrics = daemon
-        .wait_for_metrics(
-            Duration::from_secs(20),
-            "the budget used up",
-            |m| metric_value(m, "rpo_server_connections", &[]) == Some(26.0),
-        )
+        .wait_for_metrics(Duration::from_secs(20), "the budget used up", |m| {
+            metric_value(m, "rpo_server_connections", &[]) == Some(26.0)
+        })
         .await;
     assert_metric(&metrics, "rpo_server_connections_limit", &[], Some(26.0));
     let (status, verdict) = daemon.verdict("?group=erp").await;
