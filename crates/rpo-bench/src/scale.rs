@@ -60,8 +60,9 @@ pub fn run(
     let pair = RedisPair::start().map_err(|e| e.to_string())?;
     pair.wait_for_link_up(Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
-    // Every target connects to each side: raise Redis's client cap (its
-    // default is 10,000) as far as its descriptors allow.
+    // Targets share their connections now, but another build
+    // (`--exporter`) may connect once per target and side: raise Redis's
+    // client cap (its default is 10,000) as far as its descriptors allow.
     for set in [
         pair.primary_command(&["CONFIG", "SET", "maxclients", "19500"]),
         pair.replica_command(&["CONFIG", "SET", "maxclients", "19500"]),
