@@ -24,8 +24,10 @@
 //! Every poll reads `clock_timestamp()` on each side between two readings of
 //! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
-//! Connections are kept between polls and re-established after a failure
-//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! Connections are kept between polls (shared with every target that names
+//! the same server with the same settings: `drivers::shared`) and
+//! re-established after a failure on the next poll (no backoff: a side
+//! that is back is seen at once). Each
 //! side gets half of the poll's timeout, so a hung primary never hides what
 //! the replica shows, and vice versa.
 

@@ -25,8 +25,10 @@
 //! `rpo_clock_offset_seconds{side}` (a user without the `TIME` grant just
 //! has no offset series).
 //!
-//! Connections are kept between polls and re-established after a failure
-//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! Connections are kept between polls (shared with every target that names
+//! the same server with the same settings: `drivers::shared`) and
+//! re-established after a failure on the next poll (no backoff: a side
+//! that is back is seen at once). Each
 //! side gets half of the poll's timeout, so a hung primary never hides what
 //! the replica shows, and vice versa. The connection code here is shared
 //! with the `redis_stream` kind.
