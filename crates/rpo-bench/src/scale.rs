@@ -1,6 +1,6 @@
 //! `--scale`: the real `rpo-exporter` binary watching N real Redis pair
-//! targets that all name one lab Redis pair (each target keeps its own
-//! connection to each side), measured while it polls:
+//! targets that all name one lab Redis pair (with the same URLs, so they
+//! share one kept connection to each side), measured while it polls:
 //!
 //! - start-up: spawn to `/-/ready` (every target polled once; the first
 //!   polls are spread over one poll interval), and the open descriptors;
@@ -61,8 +61,9 @@ pub fn run(
     let pair = RedisPair::start().map_err(|e| e.to_string())?;
     pair.wait_for_link_up(Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
-    // Every target connects to each side: raise Redis's client cap (its
-    // default is 10,000) as far as its descriptors allow.
+    // Targets share their connections now, but another build
+    // (`--exporter`) may connect once per target and side: raise Redis's
+    // client cap (its default is 10,000) as far as its descriptors allow.
     for set in [
         pair.primary_command(&["CONFIG", "SET", "maxclients", "19500"]),
         pair.replica_command(&["CONFIG", "SET", "maxclients", "19500"]),
@@ -91,7 +92,7 @@ pub fn run(
     );
     println!(
         "The `rpo-exporter` binary watching N `redis` targets that all name one lab Redis pair \
-         (each target its own connection to each side), `poll_interval = \"{}\"`, `timeout = \"2s\"`. \
+         (the same URLs: one connection to each side, shared), `poll_interval = \"{}\"`, `timeout = \"2s\"`. \
          Latency: {requests} sequential GETs of `/metrics` (50 of `/failover-readiness` and `/`) \
          over one keep-alive connection while it polls. Cadence: `/metrics` read every third of \
          the interval for {seconds} s; a poll's start is its last success minus its duration.\n",
@@ -147,7 +148,7 @@ pub fn run(
     }
     if let [.., a, b] = results.as_slice() {
         println!(
-            "\nMarginal RSS per target between {} and {} targets: {:.1} KiB (connections' buffers included).",
+            "\nMarginal RSS per target between {} and {} targets: {:.1} KiB (the targets share their connections: this is all per-target memory).",
             a.targets,
             b.targets,
             (b.rss_kib as f64 - a.rss_kib as f64) / (b.targets - a.targets) as f64

@@ -371,7 +371,7 @@ pub async fn serve(
 /// Descriptors the HTTP server holds in reserve (open handles on
 /// `/dev/null`) so that `/metrics` and the verdict still answer when the
 /// targets' connections have taken every other descriptor.
-const RESERVED_FDS: usize = 16;
+pub const RESERVED_FDS: usize = 16;
 
 /// Placeholder descriptors, given back one at a time when `accept` runs out.
 struct FdReserve {
@@ -617,6 +617,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
                 &state.render_cache,
             );
             metrics::render_config_reload(&mut body, &state.reload_status);
+            metrics::render_server_connections(&mut body);
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

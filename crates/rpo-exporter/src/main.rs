@@ -428,13 +428,12 @@ fn connection_cap(asked: usize) -> usize {
 }
 
 /// Raises the open-file soft limit to the hard limit, when it is lower
-/// (a shell's default 1,024 against a hard 524,288, say): each pair target
-/// keeps a connection to each side, and 10,000 of them need 20,000
-/// descriptors besides HTTP's. Nothing is called when the two are equal
-/// (systemd's `LimitNOFILE=N` sets both), so a seccomp filter that denies
-/// `setrlimit` (the unit's `~@resources`) is never reached. Then warns when
-/// the targets' connections and the HTTP cap may not fit.
-fn raise_open_files_limit(targets: &[rpo_exporter::config::Target], max_connections: usize) {
+/// (a shell's default 1,024 against a hard 524,288, say): targets keep
+/// connections to their servers (shared where they name the same server
+/// and settings). Nothing is called when the two are equal (systemd's
+/// `LimitNOFILE=N` sets both), so a seccomp filter that denies `setrlimit`
+/// (the unit's `~@resources`) is never reached.
+fn raise_open_files_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     if let (Some(soft), hard) = (limit.current, limit.maximum) {
@@ -455,18 +454,32 @@ fn raise_open_files_limit(targets: &[rpo_exporter::config::Target], max_connecti
             }
         }
     }
+}
+
+/// Sets the descriptor budget of the connections to monitored servers: the
+/// open-file limit minus HTTP's connections, its reserve and a margin, so
+/// the targets can never take the listener's descriptors. Warns when it is
+/// lower than the number of targets (targets on distinct servers need at
+/// least one connection each).
+fn set_connection_budget(targets: usize, max_connections: usize) {
     let Some(limit) = open_files_soft_limit() else {
         return;
     };
-    // Each target: a connection per side at most, and its heartbeat
-    // writer's; then HTTP, the listener and a margin for files and DNS.
-    let needed = targets.len() as u64 * 3 + max_connections as u64 + OPEN_FILES_MARGIN;
-    if needed > limit {
+    let http = max_connections as u64 + rpo_exporter::http::RESERVED_FDS as u64;
+    let budget = limit.saturating_sub(http + OPEN_FILES_MARGIN);
+    rpo_exporter::drivers::shared::set_descriptor_limit(budget.min(usize::MAX as u64) as usize);
+    if budget < targets as u64 {
         tracing::warn!(
-            targets = targets.len(),
+            targets,
             open_files_limit = limit,
-            needed,
-            "the open-file limit may be too low for these targets (3 per target, plus the HTTP connections and a margin); raise it (LimitNOFILE=) or some connections will fail with `Too many open files`"
+            connections_allowed = budget,
+            "the open-file limit leaves fewer connections to monitored servers than there are targets; targets that name distinct servers or users need their own, and those beyond the limit will fail their polls: raise it (LimitNOFILE=)"
+        );
+    } else {
+        tracing::info!(
+            open_files_limit = limit,
+            connections_allowed = budget,
+            "connections to monitored servers limited by the open-file limit"
         );
     }
 }
@@ -514,11 +527,12 @@ async fn serve(cli: &Cli, overrides: WebOverrides) -> ExitCode {
             let _ = reloader.reload().await;
         }
     });
-    raise_open_files_limit(&config.targets, cli.max_connections as usize);
+    raise_open_files_limit();
     let limits = rpo_exporter::http::WebLimits {
         max_connections: connection_cap(cli.max_connections as usize),
         header_read_timeout: cli.header_read_timeout,
     };
+    set_connection_budget(config.targets.len(), limits.max_connections);
     let listener = match tokio::net::TcpListener::bind(config.web.listen_address).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -33,9 +33,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
 
-/// The largest configuration file read (a config is a few KB; this bounds
-/// what a wrong path such as `/dev/zero` can cost).
-pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+/// The largest configuration file read (a config is a few KB, 10,000
+/// targets about 1.5 MB; this bounds what a wrong path such as `/dev/zero`
+/// can cost).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
 /// The largest secret (`*_file`) or CA file read.
 pub const MAX_SECRET_FILE_BYTES: u64 = 1 << 20;
 

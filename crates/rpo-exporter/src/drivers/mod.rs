@@ -14,11 +14,16 @@
 //! [`mysql`] (`mysql`), [`redis`] (`redis`, `redis_stream`) and [`http`]
 //! (`rabbitmq`, `opensearch`). A kind never imports another kind's module;
 //! what two kinds share (or could: a MySQL outbox table) lives here.
+//!
+//! Kept Redis and PostgreSQL connections are shared between targets that
+//! name the same server with the same settings, and counted against the
+//! process's descriptor budget: see [`shared`].
 
 pub mod http;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod shared;
 
 use std::path::Path;
 use std::time::Instant;

@@ -3,14 +3,16 @@
 //! URL checks for the config, and driver errors sorted into the bounded
 //! reasons with messages that never contain the connection URL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config as PgConfig};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::shared::{Purpose, Registry, ShareKey, Slot};
 use super::{error_chain, root_store};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::probe::{FailureReason, ProbeError, Side};
@@ -47,29 +49,97 @@ pub fn connect_config(target: &Target, url: &Secret, side: Side) -> Result<PgCon
     Ok(config)
 }
 
-/// One kept connection to one side, connected again on the first call
-/// after it was lost (see the [`super`] doc: no backoff).
+/// Kept PostgreSQL connections, by key: targets naming the same server
+/// with the same settings share one client, which pipelines their queries.
+static CONNECTIONS: LazyLock<Registry<Arc<Client>>> = LazyLock::new(Registry::new);
+
+/// Distinct PostgreSQL connection keys held by targets now (for tests).
+pub fn shared_keys() -> usize {
+    CONNECTIONS.len()
+}
+
+/// A target's handle on a kept connection to one side, shared with every
+/// target that names the server with the same settings (see
+/// [`super::shared`]); connected again on the first call after it was lost
+/// (see the [`super`] doc: no backoff).
+///
+/// PostgreSQL runs one statement at a time per connection: a statement
+/// that waits (a lock on a heartbeat row) holds every sharer's queries
+/// behind it. So a shared connection sets `statement_timeout` and
+/// `lock_timeout` to the target's timeout as it connects (targets with
+/// another timeout have another key): no statement outlives the timeout
+/// on the server, and sharers are delayed by at most that much, as a
+/// target of their own would be by its own slow server.
 pub struct Connection {
     side: Side,
     config: PgConfig,
-    tls: MakeRustlsConnect,
-    client: Option<Client>,
+    tls: Tls,
+    /// Set for a connection no one shares (see [`Connection::exclusive`]).
+    exclusive: Option<u64>,
+    slot: Arc<Slot<Arc<Client>>>,
+    held: Option<(Arc<Client>, u64)>,
 }
 
+/// Numbers exclusive connections apart.
+static EXCLUSIVE: AtomicU64 = AtomicU64::new(0);
+
 impl Connection {
-    pub fn new(side: Side, config: PgConfig, tls: MakeRustlsConnect) -> Connection {
+    /// A connection for polls, shared.
+    pub fn new(side: Side, config: PgConfig, tls: Tls) -> Connection {
+        Connection::build(side, config, tls, Purpose::Poll, None)
+    }
+
+    /// A connection of its own, still counted against the descriptor
+    /// budget: for a probe that opens transactions, which would take in
+    /// other sharers' pipelined queries (`sql_queue`).
+    pub fn exclusive(side: Side, config: PgConfig, tls: Tls) -> Connection {
+        let n = EXCLUSIVE.fetch_add(1, Ordering::Relaxed);
+        Connection::build(side, config, tls, Purpose::Poll, Some(n))
+    }
+
+    fn build(
+        side: Side,
+        config: PgConfig,
+        tls: Tls,
+        purpose: Purpose,
+        exclusive: Option<u64>,
+    ) -> Connection {
+        // The driver's Debug shows every setting but the password (`_`):
+        // with the password and the CA file, everything that reaches the
+        // server or decides whom it trusts.
+        let settings = format!("{config:?}");
+        let ca = tls.ca_file.as_ref().map_or(b"\0none".to_vec(), |p| {
+            p.as_os_str().as_encoded_bytes().to_vec()
+        });
+        let key = ShareKey::new(&[
+            b"postgres",
+            purpose.as_bytes(),
+            settings.as_bytes(),
+            config.get_password().unwrap_or(b"\0none"),
+            &ca,
+            &exclusive.map_or([0xff; 8], u64::to_le_bytes),
+        ]);
         Connection {
             side,
+            slot: CONNECTIONS.slot(key),
             config,
             tls,
-            client: None,
+            exclusive,
+            held: None,
         }
     }
 
-    /// Another, not yet connected, connection to the same server with the
-    /// same settings (a heartbeat writer's own, so a slow poll never delays it).
+    /// Another handle on the same server with the same settings, for a
+    /// heartbeat writer: apart from the polls' connection, so a slow poll
+    /// never delays it (writers of targets on the same server share theirs).
     pub fn twin(&self) -> Connection {
-        Connection::new(self.side, self.config.clone(), self.tls.clone())
+        Connection::build(
+            self.side,
+            self.config.clone(),
+            self.tls.clone(),
+            Purpose::Heartbeat,
+            self.exclusive,
+        )
     }
 
     /// The user the URL logs in as, for messages about grants.
@@ -81,29 +151,57 @@ impl Connection {
     /// disconnected makes an attempt, so a server that came back is seen at
     /// once.
     pub async fn client(&mut self) -> Result<&Client, ProbeError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
-        }
-        if self.client.is_none() {
-            match self.config.connect(self.tls.clone()).await {
-                Ok((client, connection)) => {
-                    tokio::spawn(async move {
-                        // Ends when the client is dropped or the server goes away.
-                        let _ = connection.await;
-                    });
-                    self.client = Some(client);
-                }
-                Err(err) => {
-                    return Err(classify(&err, true).on(self.side));
-                }
+        if let Some((client, generation)) = &self.held {
+            if client.is_closed() {
+                self.slot.drop_if(*generation);
             }
         }
-        Ok(self.client.as_ref().expect("connected above"))
+        let (config, tls) = (&self.config, &self.tls);
+        let connected = self
+            .slot
+            .get_or_connect(|| async move {
+                let (client, connection) = config
+                    .connect(tls.connector.clone())
+                    .await
+                    .map_err(|err| classify(&err, true))?;
+                tokio::spawn(async move {
+                    // Ends when the client is dropped or the server goes away.
+                    let _ = connection.await;
+                });
+                // No statement outlives the target's timeout on the server
+                // (a lock wait would hold every sharer's queries).
+                let timeout = config
+                    .get_connect_timeout()
+                    .map_or(0, |t| t.as_millis().max(1));
+                client
+                    .batch_execute(&format!(
+                        "SET statement_timeout = {timeout}; SET lock_timeout = {timeout}"
+                    ))
+                    .await
+                    .map_err(|err| classify(&err, true))?;
+                Ok(Arc::new(client))
+            })
+            .await;
+        match connected {
+            Ok(held) => {
+                // The old handle (if another) is let go: its socket closes
+                // when the last sharer lets go of it.
+                self.held = Some(held);
+                Ok(&self.held.as_ref().expect("set above").0)
+            }
+            Err(error) => {
+                self.held = None;
+                Err(error.on(self.side))
+            }
+        }
     }
 
-    /// Forgets the connection after a failure that may have left it unusable.
+    /// Forgets the connection after a failure that may have left it
+    /// unusable: for every sharer, unless one of them made a new one since.
     pub fn reset(&mut self) {
-        self.client = None;
+        if let Some((_, generation)) = self.held.take() {
+            self.slot.drop_if(generation);
+        }
     }
 }
 
@@ -132,11 +230,15 @@ pub fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
     ProbeError::new(reason, error_chain(err))
 }
 
+/// A TLS connector and the CA file it trusts (part of a connection's key).
+#[derive(Clone)]
+pub struct Tls {
+    connector: MakeRustlsConnect,
+    ca_file: Option<PathBuf>,
+}
+
 /// The TLS connector: webpki roots plus the target's own CA file (RDS).
-pub fn tls_connector(
-    target: &str,
-    ca_file: Option<&Path>,
-) -> Result<MakeRustlsConnect, ProbeError> {
+pub fn tls_connector(target: &str, ca_file: Option<&Path>) -> Result<Tls, ProbeError> {
     let roots = root_store(target, ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -144,7 +246,10 @@ pub fn tls_connector(
         .map_err(|e| ProbeError::new(FailureReason::Config, format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+    Ok(Tls {
+        connector: MakeRustlsConnect::new(config),
+        ca_file: ca_file.map(Path::to_path_buf),
+    })
 }
 
 #[cfg(test)]

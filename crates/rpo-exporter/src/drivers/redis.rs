@@ -5,6 +5,7 @@
 //! the URL or the password.
 
 use std::path::Path;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
@@ -13,6 +14,7 @@ use redis::{
     TlsCertificates,
 };
 
+use super::shared::{Purpose, Registry, ShareKey, Slot};
 use crate::config::{ConfigError, Secret, TargetKeys};
 use crate::evidence::clock::{ClockOffset, Stamp};
 use crate::probe::{FailureReason, ProbeError, Side};
@@ -88,7 +90,7 @@ pub fn redis_client(
     url: &Secret,
     password: Option<&Secret>,
     tls_ca: Option<&[u8]>,
-) -> Result<redis::Client, ProbeError> {
+) -> Result<Client, ProbeError> {
     let bad = |problem: String| {
         ProbeError::new(
             FailureReason::Config,
@@ -110,7 +112,7 @@ pub fn redis_client(
         // one provider this crate builds, whatever else is linked in.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    match (tls, tls_ca) {
+    let client = match (tls, tls_ca) {
         (true, Some(pem)) => redis::Client::build_with_tls(
             info,
             TlsCertificates {
@@ -120,7 +122,31 @@ pub fn redis_client(
         ),
         _ => redis::Client::open(info),
     }
-    .map_err(|e| bad(e.to_string()))
+    .map_err(|e| bad(e.to_string()))?;
+    // Everything that reaches the server: targets with the same key may
+    // share a connection (see `super::shared`).
+    let key = ShareKey::new(&[
+        url.expose().as_bytes(),
+        password.map_or(b"\0none".as_slice(), |p| p.expose().as_bytes()),
+        tls_ca.unwrap_or(b"\0none"),
+    ]);
+    Ok(Client { client, key })
+}
+
+/// A Redis client and the key of the connections it makes (its URL,
+/// password and CA), which no one can print.
+#[derive(Clone)]
+pub struct Client {
+    client: redis::Client,
+    key: ShareKey,
+}
+
+impl std::ops::Deref for Client {
+    type Target = redis::Client;
+
+    fn deref(&self) -> &redis::Client {
+        &self.client
+    }
 }
 
 /// The driver's complaint about a URL without the part of the URL it
@@ -144,20 +170,46 @@ pub fn read_ca_file(target: &str, path: Option<&Path>) -> Result<Option<Vec<u8>>
         .transpose()
 }
 
-/// One kept connection to one Redis server, connected again on the first
-/// call after it was lost (see the [`super`] doc: no backoff).
+/// Kept Redis connections, by key: targets naming the same server with
+/// the same settings share one (a multiplexed connection pipelines their
+/// commands).
+static CONNECTIONS: LazyLock<Registry<MultiplexedConnection>> = LazyLock::new(Registry::new);
+
+/// Distinct Redis connection keys held by targets now (for tests).
+pub fn shared_keys() -> usize {
+    CONNECTIONS.len()
+}
+
+/// A target's handle on a kept connection to one Redis server, shared with
+/// every target that names the server with the same settings (see
+/// [`super::shared`]); connected again on the first call after it was lost
+/// (see the [`super`] doc: no backoff).
 pub struct Connection {
     side: Option<Side>,
     client: redis::Client,
-    connection: Option<MultiplexedConnection>,
+    slot: Arc<Slot<MultiplexedConnection>>,
+    /// The generation this handle was last given, to drop only that one.
+    generation: Option<u64>,
 }
 
 impl Connection {
-    pub fn new(client: redis::Client, side: Option<Side>) -> Connection {
+    /// A connection for polls.
+    pub fn new(client: Client, side: Option<Side>) -> Connection {
+        Connection::for_purpose(client, side, Purpose::Poll)
+    }
+
+    /// A connection for heartbeat writes, apart from the polls'.
+    pub fn heartbeat(client: Client, side: Option<Side>) -> Connection {
+        Connection::for_purpose(client, side, Purpose::Heartbeat)
+    }
+
+    fn for_purpose(client: Client, side: Option<Side>, purpose: Purpose) -> Connection {
+        let key = ShareKey::new(&[b"redis", purpose.as_bytes(), client.key.as_bytes()]);
         Connection {
             side,
-            client,
-            connection: None,
+            slot: CONNECTIONS.slot(key),
+            client: client.client,
+            generation: None,
         }
     }
 
@@ -181,30 +233,37 @@ impl Connection {
     /// A live connection (a cheap handle), connecting when needed: every
     /// call while disconnected makes an attempt.
     pub async fn get(&mut self) -> Result<MultiplexedConnection, ProbeError> {
-        if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
-        }
-        // Our own deadlines bound every call; the driver's defaults (1 s to
-        // connect, 500 ms per answer) would fire first with less useful errors.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(None)
-            .set_response_timeout(None);
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(connection) => {
-                self.connection = Some(connection.clone());
+        let client = &self.client;
+        let connected = self
+            .slot
+            .get_or_connect(|| async move {
+                // Our own deadlines bound every call; the driver's defaults
+                // (1 s to connect, 500 ms per answer) would fire first with
+                // less useful errors.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(None)
+                    .set_response_timeout(None);
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|err| classify(&err, true))
+            })
+            .await;
+        match connected {
+            Ok((connection, generation)) => {
+                self.generation = Some(generation);
                 Ok(connection)
             }
-            Err(err) => Err(self.on_side(classify(&err, true))),
+            Err(error) => Err(self.on_side(error)),
         }
     }
 
-    /// Forgets the connection after a failure that may have left it unusable.
+    /// Forgets the connection after a failure that may have left it
+    /// unusable: for every sharer, unless one of them made a new one since.
     pub fn reset(&mut self) {
-        self.connection = None;
+        if let Some(generation) = self.generation.take() {
+            self.slot.drop_if(generation);
+        }
     }
 }
 

@@ -24,8 +24,10 @@
 //! Every poll reads `clock_timestamp()` on each side between two readings of
 //! this exporter's clock: the servers' offsets (`rpo_clock_offset_seconds`).
 //!
-//! Connections are kept between polls and re-established after a failure
-//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! Connections are kept between polls (shared with every target that names
+//! the same server with the same settings: `drivers::shared`) and
+//! re-established after a failure on the next poll (no backoff: a side
+//! that is back is seen at once). Each
 //! side gets half of the poll's timeout, so a hung primary never hides what
 //! the replica shows, and vice versa.
 
@@ -915,7 +917,8 @@ impl Probe for PostgresProbe {
     }
 }
 
-/// Writes this exporter's heartbeat row over its own connection, so a slow
+/// Writes this exporter's heartbeat row over a connection apart from the
+/// polls' (shared with other targets' heartbeat writers to the server), so a slow
 /// poll never delays a heartbeat: on the primary, or, after a promotion,
 /// on the side the probe saw accepting writes.
 struct PostgresHeartbeatWriter {

@@ -25,8 +25,10 @@
 //! `rpo_clock_offset_seconds{side}` (a user without the `TIME` grant just
 //! has no offset series).
 //!
-//! Connections are kept between polls and re-established after a failure
-//! on the next poll (no backoff: a side that is back is seen at once). Each
+//! Connections are kept between polls (shared with every target that names
+//! the same server with the same settings: `drivers::shared`) and
+//! re-established after a failure on the next poll (no backoff: a side
+//! that is back is seen at once). Each
 //! side gets half of the poll's timeout, so a hung primary never hides what
 //! the replica shows, and vice versa. The connection code here is shared
 //! with the `redis_stream` kind.
@@ -45,7 +47,7 @@ use super::{KindDef, KindSpec};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::drivers::redis::{
     check_tls_ca_file, check_url, classify, read_ca_file, read_clock, redis_client, server_error,
-    Connection,
+    Client, Connection,
 };
 use crate::drivers::within;
 use crate::evidence::clock::{ClockOffset, Stamp, CLOCK_OFFSET_SECONDS};
@@ -683,8 +685,8 @@ pub struct RedisProbe {
     primary: Connection,
     replica: Connection,
     /// The clients, for the heartbeat writer's own connections.
-    primary_client: redis::Client,
-    replica_client: redis::Client,
+    primary_client: Client,
+    replica_client: Client,
     /// How the source lists the configured replica (and, measured the other
     /// way after a failback, the configured primary).
     replica_listed: ListedAs,
@@ -1185,8 +1187,8 @@ impl Probe for RedisProbe {
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(RedisHeartbeatWriter {
-            connection: Connection::new(self.primary_client.clone(), Some(Side::Source)),
-            other: Connection::new(self.replica_client.clone(), Some(Side::Source)),
+            connection: Connection::heartbeat(self.primary_client.clone(), Some(Side::Source)),
+            other: Connection::heartbeat(self.replica_client.clone(), Some(Side::Source)),
             side: ConfiguredSide::Primary,
             writer: self.writer.clone(),
             settings,
@@ -1195,7 +1197,8 @@ impl Probe for RedisProbe {
     }
 }
 
-/// Writes this exporter's heartbeat key over its own connection, so a slow
+/// Writes this exporter's heartbeat key over a connection apart from the
+/// polls' (shared with other targets' heartbeat writers to the server), so a slow
 /// poll never delays a heartbeat: on the primary, or, after a promotion, on
 /// the side the probe saw accepting writes.
 struct RedisHeartbeatWriter {

@@ -207,7 +207,9 @@ impl SqlQueueProbe {
         Ok(SqlQueueProbe {
             target: target.name.clone(),
             timeout: target.timeout,
-            connection: Connection::new(Side::Replica, config, tls),
+            // Its own connection: the query runs in a transaction, which
+            // would take in other targets' pipelined queries.
+            connection: Connection::exclusive(Side::Replica, config, tls),
             query: spec.query.clone(),
             wrapped: wrapped_query(&spec.query),
             validated: false,

@@ -202,6 +202,16 @@ pub static CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: MetricDef = MetricDef::
     "When the configuration was last loaded successfully (at start or by a reload).",
 )
 .exporter_wide();
+pub static SERVER_CONNECTIONS: MetricDef = MetricDef::gauge(
+    "rpo_server_connections",
+    "Connections the exporter keeps open to monitored Redis and PostgreSQL servers (one per server, settings and purpose, shared by the targets that name them).",
+)
+.exporter_wide();
+pub static SERVER_CONNECTIONS_LIMIT: MetricDef = MetricDef::gauge(
+    "rpo_server_connections_limit",
+    "The most connections to monitored servers the open-file limit allows after HTTP's share; a target that needs one more fails its poll (raise LimitNOFILE).",
+)
+.exporter_wide();
 
 /// The families `metrics` renders itself (every kind's detail families
 /// come from [`crate::kinds::detail_families`]).
@@ -245,6 +255,8 @@ pub static CORE: &[&MetricDef] = &[
     &CLOUDWATCH_METRICS_REQUESTED_TOTAL,
     &CONFIG_LAST_RELOAD_SUCCESSFUL,
     &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+    &SERVER_CONNECTIONS,
+    &SERVER_CONNECTIONS_LIMIT,
 ];
 
 /// Every family the exporter can publish: [`CORE`], then each kind's detail

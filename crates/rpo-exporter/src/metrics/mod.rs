@@ -624,6 +624,19 @@ pub fn render_config_reload(out: &mut String, status: &crate::self_metrics::Conf
     );
 }
 
+/// The connections kept to monitored servers and their descriptor budget
+/// (process-wide, see [`crate::drivers::shared`]), which only the daemon
+/// sets: `/metrics` appends them to [`render`]'s exposition.
+pub fn render_server_connections(out: &mut String) {
+    use crate::drivers::shared::{descriptor_limit, open_connections};
+    use catalogue::{SERVER_CONNECTIONS, SERVER_CONNECTIONS_LIMIT};
+    header(out, &SERVER_CONNECTIONS);
+    exporter_sample(out, &SERVER_CONNECTIONS, &[], open_connections() as f64);
+    header(out, &SERVER_CONNECTIONS_LIMIT);
+    let limit = descriptor_limit().map_or(f64::INFINITY, |l| l as f64);
+    exporter_sample(out, &SERVER_CONNECTIONS_LIMIT, &[], limit);
+}
+
 /// One sample of an exporter-wide family: `values` in the family's label order.
 fn exporter_sample(out: &mut String, family: &MetricDef, values: &[&str], value: f64) {
     debug_assert_eq!(family.labels.len(), values.len(), "{}", family.name);

@@ -31,6 +31,7 @@ mod region_loss_queues;
 mod release;
 mod reload;
 mod secrets;
+mod shared_connections;
 mod shipped;
 mod signals;
 mod sql_queue;

@@ -1,0 +1,317 @@
+//! Connections shared between targets, and the descriptor budget they are
+//! counted against.
+//!
+//! **Sharing.** Targets that name the same server with the same credentials
+//! and connection settings (the whole URL: user, password, database or db
+//! index; the password kept apart; the TLS CA file; the timeout) share one
+//! kept connection per purpose (polls; heartbeat writes), instead of one
+//! each: 10,000 targets on one pair hold a handful of descriptors, not
+//! 20,000. The key that says "same" is the secret-bearing settings
+//! themselves, held in memory only: [`ShareKey`] has no `Display`, its
+//! `Debug` prints nothing of it, and it is never logged. Targets on
+//! different servers (or with another password) have different keys and
+//! never share, so a bad or hanging server delays only its own targets.
+//!
+//! A shared connection that fails is dropped once for all its sharers: each
+//! handle remembers the generation it was given, and [`Slot::drop_if`] drops
+//! the connection only while it is still that generation, so sharers that
+//! saw the same failure do not each throw away the fresh connection the
+//! first of them made. The next call (the next poll of any sharer)
+//! connects again; connecting is done by one caller at a time per key,
+//! so a server coming back sees one connection, not a storm.
+//!
+//! **Descriptor budget.** Every connection the drivers keep (shared or
+//! not) takes a [`Permit`] from a process-wide count, limited to the
+//! open-file limit minus what HTTP needs (set by the daemon at start,
+//! [`set_descriptor_limit`]). A target that would exceed it fails its poll
+//! with a reason that names the limit and what to do (raise
+//! `LimitNOFILE`), never with `Too many open files` from somewhere else,
+//! and the HTTP listener keeps its descriptors.
+//!
+//! These are process-wide statics (unlike the other self-metrics): open
+//! files are a property of the process, and two exporters in one process
+//! (the tests) may share a connection as two targets of one exporter do.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::probe::{FailureReason, ProbeError};
+
+/// What makes two connections the same: the settings that reach the
+/// server, secrets included. Compared whole (no hash that could collide
+/// into another user's connection), never shown.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ShareKey(Arc<[u8]>);
+
+impl std::fmt::Debug for ShareKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShareKey(..)")
+    }
+}
+
+impl ShareKey {
+    /// A key from parts, each length-prefixed so that no two different
+    /// lists of parts give the same bytes.
+    pub fn new(parts: &[&[u8]]) -> ShareKey {
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+        for part in parts {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+        ShareKey(bytes.into())
+    }
+
+    /// The key's bytes, to build a longer key; never to show.
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What a kept connection is used for: polls and heartbeat writes keep
+/// apart, so a slow poll never delays a heartbeat (and the reverse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Poll,
+    Heartbeat,
+}
+
+impl Purpose {
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Purpose::Poll => b"poll",
+            Purpose::Heartbeat => b"heartbeat",
+        }
+    }
+}
+
+/// The slots of one driver, by key. A slot lives while a target holds it
+/// (a reload that removes the last sharer closes the connection).
+pub struct Registry<C: 'static> {
+    slots: Mutex<HashMap<ShareKey, Weak<Slot<C>>>>,
+}
+
+impl<C: Clone + Send + 'static> Registry<C> {
+    pub fn new() -> Registry<C> {
+        Registry {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot for `key`, shared with every other holder of the key.
+    pub fn slot(&'static self, key: ShareKey) -> Arc<Slot<C>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get(&key).and_then(Weak::upgrade) {
+            return slot;
+        }
+        let slot = Arc::new(Slot {
+            key: key.clone(),
+            registry: self,
+            state: Mutex::new(State {
+                live: None,
+                generation: 0,
+            }),
+            connecting: tokio::sync::Mutex::new(()),
+        });
+        slots.insert(key, Arc::downgrade(&slot));
+        slot
+    }
+
+    /// How many keys have a slot (for tests).
+    pub fn len(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.values().filter(|s| s.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<C: Clone + Send + 'static> Default for Registry<C> {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+/// One kept connection (or none yet) for one key.
+pub struct Slot<C: 'static> {
+    key: ShareKey,
+    registry: &'static Registry<C>,
+    state: Mutex<State<C>>,
+    /// Held while connecting: one attempt at a time per key.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct State<C> {
+    live: Option<Live<C>>,
+    /// Of the last connection made (0: none yet).
+    generation: u64,
+}
+
+struct Live<C> {
+    connection: C,
+    generation: u64,
+    _permit: Permit,
+}
+
+impl<C: Clone + Send + 'static> Slot<C> {
+    /// The live connection and its generation, if any.
+    pub fn current(&self) -> Option<(C, u64)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .live
+            .as_ref()
+            .map(|live| (live.connection.clone(), live.generation))
+    }
+
+    /// The live connection, or a new one made by `connect` (after taking a
+    /// descriptor from the budget). Callers bound this with their own
+    /// deadline; one that gives up while connecting lets the next try.
+    pub async fn get_or_connect<F, Fut>(&self, connect: F) -> Result<(C, u64), ProbeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<C, ProbeError>>,
+    {
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another sharer may have connected while this one waited.
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let permit = Permit::take()?;
+        let connection = connect().await?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.generation += 1;
+        let generation = state.generation;
+        state.live = Some(Live {
+            connection: connection.clone(),
+            generation,
+            _permit: permit,
+        });
+        Ok((connection, generation))
+    }
+
+    /// Drops the connection after a failure seen on `generation`, unless a
+    /// newer one replaced it already (another sharer's reset and reconnect).
+    pub fn drop_if(&self, generation: u64) {
+        let dropped = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state
+                .live
+                .as_ref()
+                .is_some_and(|live| live.generation == generation)
+            {
+                state.live.take()
+            } else {
+                None
+            }
+        };
+        // Closed outside the lock.
+        drop(dropped);
+    }
+}
+
+impl<C: 'static> Drop for Slot<C> {
+    fn drop(&mut self) {
+        let mut slots = self
+            .registry
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slots.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+            slots.remove(&self.key);
+        }
+    }
+}
+
+/// One descriptor of the budget, given back when dropped.
+pub struct Permit(());
+
+/// Connections the drivers keep open now.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// The most they may keep (`usize::MAX`: no limit set, as in a library
+/// use without the daemon's start-up).
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+impl Permit {
+    /// A descriptor for a new connection, or the reason there is none.
+    pub fn take() -> Result<Permit, ProbeError> {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        let taken = OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < limit).then_some(open + 1)
+        });
+        match taken {
+            Ok(_) => Ok(Permit(())),
+            Err(open) => Err(ProbeError::new(
+                FailureReason::Connect,
+                format!(
+                    "no file descriptor left for another connection: {open} connections are open, the most the open-file limit allows after HTTP's share ({limit}); raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) or watch fewer distinct servers and users"
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sets the budget: the open-file limit minus the descriptors HTTP and the
+/// process need. Called once by the daemon at start.
+pub fn set_descriptor_limit(limit: usize) {
+    LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// The budget, if one was set.
+pub fn descriptor_limit() -> Option<usize> {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    (limit != usize::MAX).then_some(limit)
+}
+
+/// Connections the drivers keep open now (shared ones once).
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_compared_whole_and_never_shown() {
+        let a = ShareKey::new(&[b"redis://u:hunter2@h:1/0", b"poll"]);
+        let b = ShareKey::new(&[b"redis://u:hunter2@h:1/0", b"poll"]);
+        let other_password = ShareKey::new(&[b"redis://u:hunter3@h:1/0", b"poll"]);
+        // Length-prefixed: moving a byte between parts gives another key.
+        let shifted = ShareKey::new(&[b"redis://u:hunter2@h:1/0p", b"oll"]);
+        assert_eq!(a, b);
+        assert_ne!(a, other_password);
+        assert_ne!(a, shifted);
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_drops_the_connection_once_for_all_sharers() {
+        static REGISTRY: std::sync::LazyLock<Registry<u32>> =
+            std::sync::LazyLock::new(Registry::new);
+        let key = ShareKey::new(&[b"test-generation"]);
+        let one = REGISTRY.slot(key.clone());
+        let two = REGISTRY.slot(key.clone());
+        assert!(Arc::ptr_eq(&one, &two));
+        let (_, first) = one.get_or_connect(|| async { Ok(1) }).await.unwrap();
+        // Both sharers saw the failure on the first connection: the first
+        // reset drops it, the second one's (stale) reset keeps the fresh one.
+        one.drop_if(first);
+        let (fresh, second) = two.get_or_connect(|| async { Ok(2) }).await.unwrap();
+        assert_eq!((fresh, second), (2, first + 1));
+        one.drop_if(first);
+        assert_eq!(two.current(), Some((2, second)));
+        drop((one, two));
+        assert_eq!(REGISTRY.len(), 0, "the last holder's drop removes the slot");
+    }
+}
