@@ -419,11 +419,38 @@ fn record(store: &Store, config: &Config, i: usize, finished: SystemTime, rng: &
 
 struct EndpointResult {
     endpoint: String,
+    /// How the scrapes were made: see [`Scrape`].
+    scrape: Scrape,
     status: u16,
     bytes: usize,
     stats: Stats,
     /// The in-process cost of producing the body (no HTTP), median.
     render_p50: Duration,
+}
+
+/// How a series of timed GETs meets the store.
+#[derive(Clone, Copy, PartialEq)]
+enum Scrape {
+    /// Back to back: only the background polls change reports between two
+    /// GETs, so `/metrics` reuses nearly every target's cached lines.
+    BackToBack,
+    /// Every target's report replaced before each GET (untimed): what a
+    /// real scrape meets, every 15–60 s while targets poll every 5 s and
+    /// heartbeat every second, so nothing cached is reusable.
+    AllChanged,
+    /// [`Scrape::AllChanged`] with `Accept-Encoding: gzip`, as Prometheus
+    /// sends it: timed until the compressed body is read.
+    AllChangedGzip,
+}
+
+impl Scrape {
+    fn describe(self) -> &'static str {
+        match self {
+            Scrape::BackToBack => "back to back",
+            Scrape::AllChanged => "every target changed",
+            Scrape::AllChangedGzip => "every target changed, gzip",
+        }
+    }
 }
 
 struct SizeResult {
@@ -446,19 +473,24 @@ fn render_bench(options: &Options) -> Result<(), String> {
     println!(
         "{} sequential GETs per endpoint over one keep-alive connection (after 50 warm-up GETs), \
          timed until the whole body is read; polls of random targets recorded meanwhile at \
-         N targets / 5 s. \"render\" is the median in-process cost of producing the body \
-         (no HTTP).\n",
+         N targets / 5 s. \"back to back\": nothing but those polls changes between two \
+         GETs, so `/metrics` reuses its cached lines; \"every target changed\": every \
+         report replaced before each GET (untimed), as a real scrape every 15–60 s finds \
+         them; \"gzip\": with `Accept-Encoding: gzip`, as Prometheus sends it, timed until \
+         the compressed body (its size shown) is read. \"render\" is the median \
+         in-process cost of producing the body (no HTTP; `/metrics` written afresh).\n",
         options.requests
     );
-    println!("| targets (groups) | endpoint | status | body | p50 ms | p99 ms | max ms | render p50 ms |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("| targets (groups) | endpoint | scrapes | status | body | p50 ms | p99 ms | max ms | render p50 ms |");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         for e in &r.endpoints {
             println!(
-                "| {} ({}) | `{}` | {} | {} | {} | {} | {} | {} |",
+                "| {} ({}) | `{}` | {} | {} | {} | {} | {} | {} | {} |",
                 r.targets,
                 r.groups,
                 e.endpoint,
+                e.scrape.describe(),
                 e.status,
                 size(e.bytes),
                 ms(e.stats.p50),
@@ -561,10 +593,24 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         .map_err(|e| format!("client runtime: {e}"))?;
     let base = format!("http://{addr}");
     let endpoints = [
-        "/metrics".to_string(),
-        "/failover-readiness".to_string(),
-        format!("/failover-readiness?group={}", config.groups[0].name),
+        ("/metrics".to_string(), Scrape::BackToBack),
+        ("/metrics".to_string(), Scrape::AllChanged),
+        ("/metrics".to_string(), Scrape::AllChangedGzip),
+        ("/failover-readiness".to_string(), Scrape::BackToBack),
+        (
+            format!("/failover-readiness?group={}", config.groups[0].name),
+            Scrape::BackToBack,
+        ),
     ];
+    // Replaces every target's report (a poll, and a heartbeat where it has
+    // one), as a real scrape finds them after 15 s of 5 s polls.
+    let mut change_rng = Rng(0x6a09_e667_f3bc_c908 ^ n as u64);
+    let mut change_all = || {
+        let now = SystemTime::now();
+        for i in 0..n {
+            record(&store, &config, i, now, &mut change_rng);
+        }
+    };
     let mut results = Vec::new();
     client_rt.block_on(async {
         let client = reqwest::Client::builder()
@@ -572,25 +618,49 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| format!("client: {e}"))?;
-        for endpoint in &endpoints {
+        for (endpoint, scrape) in &endpoints {
             let url = format!("{base}{endpoint}");
             let mut status = 0;
             let mut bytes = 0;
+            // This client does not decompress: with gzip, the bytes timed
+            // and counted are the compressed body.
+            let get = || {
+                let request = client.get(&url);
+                if *scrape == Scrape::AllChangedGzip {
+                    request.header("accept-encoding", "gzip")
+                } else {
+                    request
+                }
+            };
             for _ in 0..50 {
-                let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+                if *scrape != Scrape::BackToBack {
+                    change_all();
+                }
+                let resp = get().send().await.map_err(|e| e.to_string())?;
                 status = resp.status().as_u16();
                 bytes = resp.bytes().await.map_err(|e| e.to_string())?.len();
             }
             let mut samples = Vec::with_capacity(requests);
             for _ in 0..requests {
+                if *scrape != Scrape::BackToBack {
+                    change_all();
+                }
                 let start = Instant::now();
-                let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+                let resp = get().send().await.map_err(|e| e.to_string())?;
+                let gzipped = resp.headers().get("content-encoding").is_some();
                 let body = resp.bytes().await.map_err(|e| e.to_string())?;
                 samples.push(start.elapsed());
                 bytes = body.len();
+                if gzipped != (*scrape == Scrape::AllChangedGzip) {
+                    return Err(format!(
+                        "{endpoint}: gzip asked {}, answered {gzipped}",
+                        !gzipped
+                    ));
+                }
             }
             results.push(EndpointResult {
                 endpoint: endpoint.clone(),
+                scrape: *scrape,
                 status,
                 bytes,
                 stats: stats(&mut samples),
@@ -600,7 +670,8 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         Ok::<_, String>(())
     })?;
 
-    // The in-process cost of each body, without HTTP, for the diagnosis.
+    // The in-process cost of each body, without HTTP, for the diagnosis
+    // (`/metrics` measured once: its three rows share it).
     let group = config.groups[0].name.clone();
     let render_costs: [Box<dyn Fn() -> usize + '_>; 3] = [
         Box::new(|| {
@@ -611,14 +682,24 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         Box::new(|| readiness_body(&config, &store, Some(&group))),
     ];
     let rounds = (requests / 2).max(20);
-    for (result, cost) in results.iter_mut().zip(render_costs.iter()) {
-        let mut samples = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            let start = Instant::now();
-            std::hint::black_box(cost());
-            samples.push(start.elapsed());
-        }
-        result.render_p50 = stats(&mut samples).p50;
+    let render_p50: Vec<Duration> = render_costs
+        .iter()
+        .map(|cost| {
+            let mut samples = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let start = Instant::now();
+                std::hint::black_box(cost());
+                samples.push(start.elapsed());
+            }
+            stats(&mut samples).p50
+        })
+        .collect();
+    for result in &mut results {
+        result.render_p50 = match result.endpoint.as_str() {
+            "/metrics" => render_p50[0],
+            "/failover-readiness" => render_p50[1],
+            _ => render_p50[2],
+        };
     }
 
     let series =

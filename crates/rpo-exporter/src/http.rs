@@ -24,6 +24,8 @@
 //!   request within the last second (a flood of real clients) is the
 //!   newcomer refused, with `503 Service Unavailable` and a body saying so.
 
+mod gzip;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -681,9 +683,9 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The answer gzip-compressed (a body too small to gain is sent as is).
+/// The answer gzip-compressed (a body too small to gain is sent as is);
+/// see [`gzip`] for how a large one is.
 fn compress(mut response: Response<Bytes>) -> Response<Bytes> {
-    use std::io::Write as _;
     response.headers_mut().insert(
         VARY,
         hyper::header::HeaderValue::from_static("Accept-Encoding"),
@@ -691,14 +693,7 @@ fn compress(mut response: Response<Bytes>) -> Response<Bytes> {
     if response.body().len() < 256 {
         return response;
     }
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(response.body().len() / 4),
-        flate2::Compression::fast(),
-    );
-    if encoder.write_all(response.body()).is_err() {
-        return response;
-    }
-    let Ok(compressed) = encoder.finish() else {
+    let Some(compressed) = gzip::gzip(response.body()) else {
         return response;
     };
     response.headers_mut().insert(

@@ -72,7 +72,6 @@ fn render_inner(
     // `/failover-readiness?mode=unplanned`. One more pass of the pure
     // verdict: a fraction of rendering the per-target series.
     let unplanned = evaluate(config, snapshot, Mode::Unplanned, now, None);
-    let fragments = fragments(config, snapshot, cache);
     let live: Vec<LiveFacts> = config
         .targets
         .iter()
@@ -86,13 +85,21 @@ fn render_inner(
             }
         })
         .collect();
+    let (mut written, scrape) = match cache {
+        Some((config_arc, cache)) => cache.take(config_arc),
+        None => (Vec::new(), 0),
+    };
+    refresh(&mut written, config, snapshot, scrape);
     // The cached lines, and the three live ones per target.
-    let body: usize = fragments
+    let body: usize = written
         .iter()
-        .map(|f| f.text.len() + 3 * (f.labels.len() + 64))
+        .map(|w| w.fragment.text.len() + 3 * (w.fragment.labels.len() + 64))
         .sum();
     let mut out = String::with_capacity(16384 + body);
-    render_targets(&mut out, &fragments, &live);
+    render_targets(&mut out, &written, &live);
+    if let Some((config_arc, cache)) = cache {
+        cache.put_back(config_arc, written);
+    }
     render_groups(&mut out, &verdict, &unplanned);
     render_meta(&mut out, config);
     render_aws_calls(&mut out, config, aws_calls);
@@ -113,8 +120,15 @@ struct LiveFacts {
 /// after the other in the order the exposition writes families, with where
 /// each family's lines end. The exposition is family by family, so a scrape
 /// interleaves the targets' fragments: one copy per family and target.
+///
+/// Its buffers are kept from scrape to scrape and rewritten in place when
+/// the target's report changes: in production (scrapes every 15–60 s,
+/// polls every 5 s, heartbeats every second) that is every target at every
+/// scrape, so rewriting must cost no allocation.
+#[derive(Default)]
 struct Fragment {
-    /// `group="…",target="…",kind="…"`, escaped.
+    /// `group="…",target="…",kind="…"`, escaped: from the configuration,
+    /// written once per configuration.
     labels: String,
     text: String,
     /// (slot, end of its lines in `text`), slots ascending; a slot with no
@@ -124,6 +138,23 @@ struct Fragment {
     /// Detail families missing from the catalogue (a bug the debug build
     /// asserts on): written after the catalogued ones, by name.
     uncatalogued: Vec<(&'static MetricDef, String)>,
+    /// The detail families of the report last written, in the probe's
+    /// order, and the order they are written in: (slot, index in the
+    /// report's details), by slot (the probe's order within a family). A
+    /// probe reports the same families poll after poll, so the order is
+    /// worked out again only when they differ.
+    detail_families: Vec<&'static MetricDef>,
+    detail_order: Vec<(u16, u32)>,
+}
+
+/// A configured target's [`Fragment`] and the report it was written from
+/// (`None`: the target was not in the store, and is rewritten every time).
+struct Written {
+    report: Option<Arc<TargetReport>>,
+    fragment: Fragment,
+    /// The scrape that wrote it ([`RenderCache`]'s count), for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    scrape: u64,
 }
 
 /// A per-target family: a sample (or, for the failure counters, several)
@@ -232,47 +263,79 @@ static COLUMNS: &[Column] = {
 /// Every catalogued family's rank in name order: the detail families are
 /// written in name order, after [`COLUMNS`].
 fn detail_rank(family: &MetricDef) -> Option<u16> {
-    static RANKS: OnceLock<HashMap<&'static str, u16>> = OnceLock::new();
-    RANKS
-        .get_or_init(|| {
-            let mut names: Vec<&'static str> = catalogue::all().iter().map(|f| f.name).collect();
-            names.sort_unstable();
-            names.dedup();
-            names
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| (name, (COLUMNS.len() + i) as u16))
-                .collect()
-        })
-        .get(family.name)
-        .copied()
+    detail_ranks().0.get(family.name).copied()
+}
+
+/// The catalogued families in name order (one per name): the family of
+/// each rank, slot `COLUMNS.len() + rank`.
+fn detail_families_by_rank() -> &'static [&'static MetricDef] {
+    &detail_ranks().1
+}
+
+#[allow(clippy::type_complexity)]
+fn detail_ranks() -> &'static (HashMap<&'static str, u16>, Vec<&'static MetricDef>) {
+    static RANKS: OnceLock<(HashMap<&'static str, u16>, Vec<&'static MetricDef>)> = OnceLock::new();
+    RANKS.get_or_init(|| {
+        let mut names: Vec<&'static str> = catalogue::all().iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let ranks: HashMap<&'static str, u16> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, (COLUMNS.len() + i) as u16))
+            .collect();
+        // Of two declarations with one name, the later in the catalogue.
+        let mut families = vec![catalogue::all()[0]; names.len()];
+        for &family in catalogue::all() {
+            families[ranks[family.name] as usize - COLUMNS.len()] = family;
+        }
+        (ranks, families)
+    })
 }
 
 impl Fragment {
-    fn build(target: &Target, report: &TargetReport) -> Fragment {
-        let labels = target_labels(target);
-        let mut text = String::with_capacity(2048);
-        let mut spans = Vec::with_capacity(COLUMNS.len() + 16);
+    fn new(target: &Target) -> Fragment {
+        Fragment {
+            labels: target_labels(target),
+            text: String::with_capacity(2048),
+            spans: Vec::with_capacity(COLUMNS.len() + 16),
+            ..Fragment::default()
+        }
+    }
+
+    /// Rewrites the lines from `report`, in the buffers already there.
+    fn write(&mut self, target: &Target, report: &TargetReport) {
         /// Ends the span of `slot` begun at `before`, if it wrote a line.
         fn close(text: &str, spans: &mut Vec<(u16, u32)>, slot: usize, before: usize) {
             if text.len() > before {
                 spans.push((slot as u16, text.len() as u32));
             }
         }
+        let Fragment {
+            labels,
+            text,
+            spans,
+            uncatalogued,
+            ..
+        } = self;
+        let labels = labels.as_str();
+        text.clear();
+        spans.clear();
+        uncatalogued.clear();
         for (slot, column) in COLUMNS.iter().enumerate() {
             let before = text.len();
             match column {
                 Column::Cached(family, value) => {
                     if let Some(v) = value(target, report) {
-                        sample(&mut text, family.name, &labels, None, v);
+                        sample(text, family.name, labels, None, v);
                     }
                 }
                 Column::Failures => {
                     for reason in FailureReason::ALL {
                         sample(
-                            &mut text,
+                            text,
                             catalogue::PROBE_FAILURES_TOTAL.name,
-                            &labels,
+                            labels,
                             Some(("reason", reason.as_str())),
                             report.failures(reason) as f64,
                         );
@@ -280,55 +343,76 @@ impl Fragment {
                 }
                 Column::Live(..) => {}
             }
-            close(&text, &mut spans, slot, before);
+            close(text, spans, slot, before);
         }
-        let mut uncatalogued = Vec::new();
-        if let Some(m) = &report.measurement {
-            // Detail series by family name; a family's samples keep the
-            // probe's order (the sort is stable).
-            let mut details: Vec<(Option<u16>, &crate::probe::Detail)> = m
-                .details
-                .iter()
-                .map(|d| {
-                    debug_assert!(
-                        catalogue::is_catalogued(d.family),
-                        "{} is not in its kind's DETAIL_FAMILIES",
-                        d.family.name
-                    );
-                    (detail_rank(d.family), d)
-                })
-                .collect();
-            details.sort_by_key(|(rank, _)| *rank);
-            let mut open: Option<(u16, usize)> = None;
-            for (rank, detail) in details {
-                let Some(rank) = rank else {
-                    let mut line = String::new();
-                    detail_line(&mut line, &labels, detail);
-                    uncatalogued.push((detail.family, line));
-                    continue;
-                };
-                match open {
-                    Some((slot, _)) if slot == rank => {}
-                    Some((slot, before)) => {
-                        close(&text, &mut spans, slot as usize, before);
-                        open = Some((rank, text.len()));
-                    }
-                    None => open = Some((rank, text.len())),
-                }
-                detail_line(&mut text, &labels, detail);
-            }
-            if let Some((slot, before)) = open {
-                close(&text, &mut spans, slot as usize, before);
-            }
-        }
-        Fragment {
+        let Some(m) = &report.measurement else {
+            return;
+        };
+        self.order_details(&m.details);
+        let Fragment {
             labels,
             text,
             spans,
             uncatalogued,
+            detail_order,
+            ..
+        } = self;
+        // Detail series by family name; a family's samples keep the probe's
+        // order.
+        let mut open: Option<(u16, usize)> = None;
+        for &(rank, index) in detail_order.iter() {
+            let detail = &m.details[index as usize];
+            if rank == UNCATALOGUED {
+                let mut line = String::new();
+                detail_line(&mut line, labels, detail);
+                uncatalogued.push((detail.family, line));
+                continue;
+            }
+            match open {
+                Some((slot, _)) if slot == rank => {}
+                Some((slot, before)) => {
+                    close(text, spans, slot as usize, before);
+                    open = Some((rank, text.len()));
+                }
+                None => open = Some((rank, text.len())),
+            }
+            detail_line(text, labels, detail);
+        }
+        if let Some((slot, before)) = open {
+            close(text, spans, slot as usize, before);
         }
     }
+
+    /// Sets `detail_order` for `details`, unless their families are the
+    /// ones it was set for.
+    fn order_details(&mut self, details: &[crate::probe::Detail]) {
+        let same = details.len() == self.detail_families.len()
+            && details
+                .iter()
+                .zip(&self.detail_families)
+                .all(|(d, f)| std::ptr::eq(d.family, *f));
+        if same {
+            return;
+        }
+        self.detail_families.clear();
+        self.detail_order.clear();
+        for (index, d) in details.iter().enumerate() {
+            debug_assert!(
+                catalogue::is_catalogued(d.family),
+                "{} is not in its kind's DETAIL_FAMILIES",
+                d.family.name
+            );
+            self.detail_families.push(d.family);
+            let rank = detail_rank(d.family).unwrap_or(UNCATALOGUED);
+            self.detail_order.push((rank, index as u32));
+        }
+        // Stable: a family's samples keep the probe's order.
+        self.detail_order.sort_by_key(|(rank, _)| *rank);
+    }
 }
+
+/// The rank of a detail family missing from the catalogue.
+const UNCATALOGUED: u16 = u16::MAX;
 
 fn detail_line(out: &mut String, labels: &str, detail: &crate::probe::Detail) {
     out.push_str(detail.family.name);
@@ -342,11 +426,12 @@ fn detail_line(out: &mut String, labels: &str, detail: &crate::probe::Detail) {
     out.push('\n');
 }
 
-/// The fragments of the previous scrape, each with the report it was
-/// written from, so a scrape rewrites only the targets polled since (at
-/// 10,000 targets polled every 5 s, a scrape every 15 s rewrites most; one
-/// every second a fifth). Kept for one configuration: a reload (a new
-/// `Arc<Config>`: labels, budgets may differ) starts afresh.
+/// The fragments of the previous scrape, one per configured target in
+/// configuration order, each with the report it was written from, so a
+/// scrape rewrites only the targets polled since (at 10,000 targets polled
+/// every 5 s, a scrape every 15 s rewrites all; one every second a fifth),
+/// in the buffers of the last. Kept for one configuration: a reload (a new
+/// `Arc<Config>`: targets, labels, budgets may differ) starts afresh.
 #[derive(Default)]
 pub struct RenderCache {
     state: Mutex<CacheState>,
@@ -355,7 +440,9 @@ pub struct RenderCache {
 #[derive(Default)]
 struct CacheState {
     config: Option<Arc<Config>>,
-    entries: HashMap<TargetId, (Arc<TargetReport>, Arc<Fragment>)>,
+    written: Vec<Written>,
+    /// Scrapes rendered with this cache.
+    scrapes: u64,
 }
 
 impl fmt::Debug for RenderCache {
@@ -364,63 +451,64 @@ impl fmt::Debug for RenderCache {
     }
 }
 
-/// Each configured target's fragment, in configuration order: from the
-/// cache when its report is the one the cached fragment was written from
-/// (the same `Arc`: a poll or heartbeat replaces it), else written now.
-fn fragments(
-    config: &Config,
-    snapshot: &Snapshot,
-    cache: Option<(&Arc<Config>, &RenderCache)>,
-) -> Vec<Arc<Fragment>> {
-    let never_polled = TargetReport::default();
-    let Some((config_arc, cache)) = cache else {
-        return config
-            .targets
-            .iter()
-            .map(|t| {
-                let report = snapshot
-                    .report(TargetId::key(t))
-                    .map_or(&never_polled, |r| r.as_ref());
-                Arc::new(Fragment::build(t, report))
-            })
-            .collect();
-    };
-    // Taken out of the lock for the work: a concurrent scrape finds it
-    // empty and writes its own (same output, more work), never waits.
-    let mut old = {
-        let mut state = cache.state.lock().unwrap_or_else(|e| e.into_inner());
+impl RenderCache {
+    /// The fragments cached for `config` (none for another configuration),
+    /// taken out of the lock for the work: a concurrent scrape finds none
+    /// and writes its own (same output, more work), never waits.
+    fn take(&self, config: &Arc<Config>) -> (Vec<Written>, u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.scrapes += 1;
+        let written = std::mem::take(&mut state.written);
         let same_config = state
             .config
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, config_arc));
-        let entries = std::mem::take(&mut state.entries);
-        if same_config {
-            entries
-        } else {
-            HashMap::new()
+            .is_some_and(|c| Arc::ptr_eq(c, config));
+        (
+            if same_config { written } else { Vec::new() },
+            state.scrapes,
+        )
+    }
+
+    fn put_back(&self, config: &Arc<Config>, written: Vec<Written>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.config = Some(config.clone());
+        state.written = written;
+    }
+}
+
+/// Brings `written` (empty, or the fragments of the same configuration's
+/// last scrape) up to `snapshot`: each configured target's fragment is
+/// rewritten unless its report is the one it was written from (the same
+/// `Arc`: a poll or heartbeat replaces it).
+fn refresh(written: &mut Vec<Written>, config: &Config, snapshot: &Snapshot, scrape: u64) {
+    let never_polled = TargetReport::default();
+    if written.len() != config.targets.len() {
+        written.clear();
+        written.extend(config.targets.iter().map(|target| Written {
+            report: None,
+            fragment: Fragment::new(target),
+            scrape,
+        }));
+    }
+    for (target, w) in config.targets.iter().zip(written.iter_mut()) {
+        match snapshot.report(TargetId::key(target)) {
+            Some(report) => {
+                if w.report
+                    .as_ref()
+                    .is_some_and(|was| Arc::ptr_eq(was, report))
+                {
+                    continue;
+                }
+                w.fragment.write(target, report);
+                w.report = Some(report.clone());
+            }
+            None => {
+                w.fragment.write(target, &never_polled);
+                w.report = None;
+            }
         }
-    };
-    let mut fresh = HashMap::with_capacity(config.targets.len());
-    let out = config
-        .targets
-        .iter()
-        .map(|t| {
-            let key = TargetId::key(t);
-            let Some((id, report)) = snapshot.entry(key) else {
-                return Arc::new(Fragment::build(t, &never_polled));
-            };
-            let fragment = match old.remove(key) {
-                Some((was, fragment)) if Arc::ptr_eq(&was, report) => fragment,
-                _ => Arc::new(Fragment::build(t, report)),
-            };
-            fresh.insert(id.clone(), (report.clone(), fragment.clone()));
-            fragment
-        })
-        .collect();
-    let mut state = cache.state.lock().unwrap_or_else(|e| e.into_inner());
-    state.config = Some(config_arc.clone());
-    state.entries = fresh;
-    out
+        w.scrape = scrape;
+    }
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -446,11 +534,12 @@ fn target_labels(target: &Target) -> String {
 /// The per-target families: each family's header, then each target's lines
 /// of it (its fragment's span, or the live value), in configuration order;
 /// then the detail families present, in name order.
-fn render_targets(out: &mut String, fragments: &[Arc<Fragment>], live: &[LiveFacts]) {
+fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
     // Per target: the next span to take, and where it starts.
-    let mut next: Vec<(usize, u32)> = vec![(0, 0); fragments.len()];
+    let mut next: Vec<(usize, u32)> = vec![(0, 0); written.len()];
     let take = |out: &mut String, slot: u16, next: &mut [(usize, u32)]| {
-        for (fragment, (span, start)) in fragments.iter().zip(next.iter_mut()) {
+        for (w, (span, start)) in written.iter().zip(next.iter_mut()) {
+            let fragment = &w.fragment;
             if let Some(&(s, end)) = fragment.spans.get(*span) {
                 if s == slot {
                     out.push_str(&fragment.text[*start as usize..end as usize]);
@@ -472,11 +561,11 @@ fn render_targets(out: &mut String, fragments: &[Arc<Fragment>], live: &[LiveFac
             }
             Column::Live(family, value) => {
                 header(out, family);
-                for (fragment, l) in fragments.iter().zip(live) {
+                for (w, l) in written.iter().zip(live) {
                     sample(
                         out,
                         family.name,
-                        &fragment.labels,
+                        &w.fragment.labels,
                         None,
                         bool_value(value(l)),
                     );
@@ -484,25 +573,28 @@ fn render_targets(out: &mut String, fragments: &[Arc<Fragment>], live: &[LiveFac
             }
         }
     }
-    // The detail families some target has, in name order.
-    let mut present: Vec<u16> = fragments
-        .iter()
-        .flat_map(|f| f.spans.iter().map(|(slot, _)| *slot))
-        .filter(|slot| *slot as usize >= COLUMNS.len())
-        .collect();
-    present.sort_unstable();
-    present.dedup();
-    let by_rank: HashMap<u16, &'static MetricDef> = catalogue::all()
-        .iter()
-        .filter_map(|f| detail_rank(f).map(|r| (r, *f)))
-        .collect();
-    for slot in present {
-        header(out, by_rank[&slot]);
-        take(out, slot, &mut next);
+    // The detail families some target has, in name order (by slot).
+    let by_rank = detail_families_by_rank();
+    let mut present = vec![false; COLUMNS.len() + by_rank.len()];
+    for w in written {
+        // A target's detail spans come after its COLUMNS spans.
+        for &(slot, _) in w.fragment.spans.iter().rev() {
+            if (slot as usize) < COLUMNS.len() {
+                break;
+            }
+            present[slot as usize] = true;
+        }
+    }
+    for (rank, family) in by_rank.iter().enumerate() {
+        let slot = COLUMNS.len() + rank;
+        if present[slot] {
+            header(out, family);
+            take(out, slot as u16, &mut next);
+        }
     }
     let mut uncatalogued: BTreeMap<&str, (&MetricDef, Vec<&str>)> = BTreeMap::new();
-    for fragment in fragments {
-        for (family, line) in &fragment.uncatalogued {
+    for w in written {
+        for (family, line) in &w.fragment.uncatalogued {
             uncatalogued
                 .entry(family.name)
                 .or_insert_with(|| (family, Vec::new()))
@@ -805,8 +897,7 @@ region = "eu-west-1"
     /// The cache changes nothing: each scrape with fragments reused (a
     /// target not polled since) is byte-identical to one written afresh; a
     /// target's changed report is rewritten, an unchanged one's fragment is
-    /// the very one cached, and a reloaded configuration is not served the
-    /// old one's lines.
+    /// not, and a reloaded configuration is not served the old one's lines.
     #[test]
     fn cached_rendering_is_byte_identical_and_reuses_unchanged_targets() {
         let config = Arc::new(
@@ -825,7 +916,8 @@ region = "eu-west-1"
             assert_eq!(without_process(&cached), without_process(&fresh), "at {at}");
             cached
         };
-        let cached_fragment = |id: &TargetId| cache.state.lock().unwrap().entries[id].1.clone();
+        // The scrape that last wrote the fragment of configured target `i`.
+        let written_at = |i: usize| cache.state.lock().unwrap().written[i].scrape;
         scrape(1.0);
         let mut pg = Measurement::new(t0 + s(10.0));
         pg.recovery_point = Some(t0 + s(7.5));
@@ -840,16 +932,30 @@ region = "eu-west-1"
         store.record_poll(&ids[0], t0 + s(9.9), t0 + s(10.0), Ok(pg));
         let text = scrape(11.0);
         assert!(text.contains("slot=\"a\"} 1\n"), "{text}");
-        let erp_db = cached_fragment(&ids[0]);
+        let erp_db = written_at(0);
         // Another target polled: erp-db's fragment is reused as it was.
         let refused = ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica);
         store.record_poll(&ids[1], t0 + s(11.0), t0 + s(11.5), Err(refused));
         scrape(12.0);
-        assert!(Arc::ptr_eq(&erp_db, &cached_fragment(&ids[0])));
+        assert_eq!(written_at(0), erp_db);
+        assert!(written_at(1) > erp_db);
         // erp-db's heartbeat: its report changed, so it is rewritten.
         store.record_heartbeat(&ids[0], t0 + s(12.0), Ok(()));
         scrape(13.0);
-        assert!(!Arc::ptr_eq(&erp_db, &cached_fragment(&ids[0])));
+        assert!(written_at(0) > erp_db);
+        // The same number of detail series, other families in another
+        // order: sorted again, not in the order worked out for the last.
+        let mut pg = Measurement::new(t0 + s(14.0));
+        pg.details = vec![
+            Detail::new(&postgres::REPLICATION_SLOT_ACTIVE, 1.0).with_label("slot", "c"),
+            Detail::new(&HEARTBEAT_TIMESTAMP_SECONDS, 1_700_000_013.5),
+            Detail::new(&postgres::REPLICATION_SLOT_ACTIVE, 0.0).with_label("slot", "d"),
+            Detail::new(&postgres::RECEIVE_LAG_BYTES, 12.0),
+        ];
+        store.record_poll(&ids[0], t0 + s(13.9), t0 + s(14.0), Ok(pg));
+        let text = scrape(14.5);
+        assert!(text.contains("slot=\"d\"} 0\n"), "{text}");
+        assert!(!text.contains("slot=\"a\""), "{text}");
         // A reload with another budget: the same reports, new lines.
         let reloaded = Arc::new(
             Config::from_toml(
