@@ -207,8 +207,8 @@ pub static SERVER_CONNECTIONS: MetricDef = MetricDef::gauge(
     "Connections the exporter keeps open to monitored Redis and PostgreSQL servers (one per server, settings and purpose, shared by the targets that name them).",
 )
 .exporter_wide();
-pub static SERVER_CONNECTIONS_LIMIT: MetricDef = MetricDef::gauge(
-    "rpo_server_connections_limit",
+pub static SERVER_MAX_CONNECTIONS: MetricDef = MetricDef::gauge(
+    "rpo_server_max_connections",
     "The most connections to monitored servers the open-file limit allows after HTTP's share; a target that needs one more fails its poll (raise LimitNOFILE).",
 )
 .exporter_wide();
@@ -256,7 +256,7 @@ pub static CORE: &[&MetricDef] = &[
     &CONFIG_LAST_RELOAD_SUCCESSFUL,
     &CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
     &SERVER_CONNECTIONS,
-    &SERVER_CONNECTIONS_LIMIT,
+    &SERVER_MAX_CONNECTIONS,
 ];
 
 /// Every family the exporter can publish: [`CORE`], then each kind's detail
@@ -320,6 +320,7 @@ mod tests {
         // a base unit, a count of something, or a 0/1 state.
         const UNITS: &[&str] = &["seconds", "bytes", "ratio", "total", "info"];
         const COUNTS: &[&str] = &[
+            "connections",
             "operations",
             "transactions",
             "messages",

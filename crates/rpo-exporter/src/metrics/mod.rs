@@ -721,12 +721,12 @@ pub fn render_config_reload(out: &mut String, status: &crate::self_metrics::Conf
 /// sets: `/metrics` appends them to [`render`]'s exposition.
 pub fn render_server_connections(out: &mut String) {
     use crate::drivers::shared::{descriptor_limit, open_connections};
-    use catalogue::{SERVER_CONNECTIONS, SERVER_CONNECTIONS_LIMIT};
+    use catalogue::{SERVER_CONNECTIONS, SERVER_MAX_CONNECTIONS};
     header(out, &SERVER_CONNECTIONS);
     exporter_sample(out, &SERVER_CONNECTIONS, &[], open_connections() as f64);
-    header(out, &SERVER_CONNECTIONS_LIMIT);
+    header(out, &SERVER_MAX_CONNECTIONS);
     let limit = descriptor_limit().map_or(f64::INFINITY, |l| l as f64);
-    exporter_sample(out, &SERVER_CONNECTIONS_LIMIT, &[], limit);
+    exporter_sample(out, &SERVER_MAX_CONNECTIONS, &[], limit);
 }
 
 /// One sample of an exporter-wide family: `values` in the family's label order.

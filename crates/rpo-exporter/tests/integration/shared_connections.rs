@@ -301,7 +301,7 @@ async fn targets_beyond_the_descriptor_budget_fail_with_the_reason_and_metrics_a
             metric_value(m, "rpo_server_connections", &[]) == Some(26.0)
         })
         .await;
-    assert_metric(&metrics, "rpo_server_connections_limit", &[], Some(26.0));
+    assert_metric(&metrics, "rpo_server_max_connections", &[], Some(26.0));
     let (status, verdict) = daemon.verdict("?group=erp").await;
     assert_eq!(status, 503, "{verdict}");
     assert_eq!(verdict["verdict"], "NO-GO");
