@@ -733,6 +733,10 @@ async fn sqs_age_is_no_proof_when_a_message_can_be_received_three_times() {
         .await;
     let before_send = now_unix();
     send_message(&east, &late, "order 2").await;
+    // A poll that started after `before_send` may still have found the
+    // queue empty (its read landed before the message did): its sighting
+    // is true. Once the send has returned, no poll can see it empty.
+    let after_send = now_unix();
     let text = exporter
         .wait_for_metrics(
             Duration::from_secs(30),
@@ -744,8 +748,8 @@ async fn sqs_age_is_no_proof_when_a_message_can_be_received_three_times() {
     let recovery_point =
         metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target).unwrap();
     assert!(
-        recovery_point <= before_send,
-        "{recovery_point} > {before_send}"
+        recovery_point <= after_send,
+        "{recovery_point} > {after_send} (send began {before_send})"
     );
     assert_eq!(
         Some(recovery_point),
@@ -827,10 +831,11 @@ async fn sqs_in_flight_messages_are_unprocessed_never_now() {
 
     // The drained queue was seen empty; then a message is received and not
     // deleted. The recovery point stays at (or before) the last empty
-    // sighting, before the send; the exposure grows.
+    // sighting, before the send landed; the exposure grows.
     let target = [("target", "drained")];
-    let before_send = now_unix();
     send_message(&east, &drained, "order 2").await;
+    // A poll may see the queue empty until the send has landed, no later.
+    let after_send = now_unix();
     receive_without_deleting(&sqs, &drained).await;
     let text = exporter
         .wait_for_metrics(
@@ -849,8 +854,8 @@ async fn sqs_in_flight_messages_are_unprocessed_never_now() {
     let recovery_point = metric_value(&text, "rpo_recovery_point_timestamp_seconds", &target)
         .expect("a recovery point");
     assert!(
-        recovery_point <= before_send,
-        "{recovery_point} > {before_send}: {text}"
+        recovery_point <= after_send,
+        "{recovery_point} > {after_send}: {text}"
     );
     let last_empty =
         metric_value(&text, "rpo_queue_last_empty_timestamp_seconds", &target).expect("seen empty");
