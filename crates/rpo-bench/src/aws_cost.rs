@@ -24,7 +24,6 @@
 //! 20 `GetMetricData` calls and 10,000 metrics requested.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,16 +146,7 @@ async fn run(options: &Options, exporter: std::path::PathBuf) -> Result<(), Stri
     )
     .map_err(|e| e.to_string())?;
     let log_path = dir.join("rpo-exporter.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new(&exporter)
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--log.level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exporter.display()))?;
+    let mut child = crate::support::spawn_exporter(&exporter, &config_path, &log_path)?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))

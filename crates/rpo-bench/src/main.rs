@@ -30,7 +30,7 @@
 //! here and never asserted in tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,7 +52,7 @@ mod aws_cost;
 mod peers;
 mod support;
 
-use support::{stop_with_sigterm, OrderWriter};
+use support::{spawn_exporter, stop_with_sigterm, OrderWriter};
 
 /// Benchmarks of rpo-exporter, printed as Markdown.
 ///
@@ -864,18 +864,9 @@ replica_url = "{replica}"
     );
     std::fs::write(&config_path, config_text).map_err(|e| format!("write config: {e}"))?;
     let log_path = pair.data_dir().join("rpo-exporter.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
 
     let started = Instant::now();
-    let mut child = std::process::Command::new(&exporter)
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--log.level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exporter.display()))?;
+    let mut child = spawn_exporter(&exporter, &config_path, &log_path)?;
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()

@@ -17,13 +17,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rpo_lab::redis::RedisPair;
 use rpo_lab::{self as lab};
 
-use crate::support::stop_with_sigterm;
+use crate::support::{spawn_exporter, stop_with_sigterm};
 use crate::{load_average, machine, mib, ms, proc_sample, size, stats, Stats};
 
 /// What `--scale` measures at one size.
@@ -211,17 +210,8 @@ async fn one(
     }
     std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;
     let log_path = dir.join(format!("rpo-exporter-scale-{n}.log"));
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
     let started = Instant::now();
-    let mut child = std::process::Command::new(exporter)
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--log.level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exporter.display()))?;
+    let mut child = spawn_exporter(exporter, &config_path, &log_path)?;
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()

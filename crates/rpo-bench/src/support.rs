@@ -2,7 +2,8 @@
 //! keeps WAL flowing on the lab's Postgres primary, and stopping a process
 //! the way an init system does.
 
-use std::process::{Child, ExitStatus};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +90,21 @@ pub(crate) fn stop_with_sigterm(
             }
         }
     }
+}
+
+/// Spawns `exporter` with `--config config` at `--log.level warn`, its
+/// stderr (the log) written to `log`.
+pub(crate) fn spawn_exporter(exporter: &Path, config: &Path, log: &Path) -> Result<Child, String> {
+    let log = std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    std::process::Command::new(exporter)
+        .arg("--config")
+        .arg(config)
+        .args(["--log.level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", exporter.display()))
 }
 
 #[cfg(test)]
