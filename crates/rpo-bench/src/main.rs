@@ -441,14 +441,28 @@ enum Scrape {
     /// [`Scrape::AllChanged`] with `Accept-Encoding: gzip`, as Prometheus
     /// sends it: timed until the compressed body is read.
     AllChangedGzip,
+    /// As a real scrape meets the store, every 15–60 s: every target's
+    /// report replaced since the last (untimed), the server's write-ahead
+    /// run after that (it runs every second), then the last second's
+    /// changes before the GET: a fifth of the targets polled (every 5 s)
+    /// and every heartbeat target's heartbeat.
+    Production,
+    /// [`Scrape::Production`] with `Accept-Encoding: gzip`.
+    ProductionGzip,
 }
 
 impl Scrape {
+    fn gzip(self) -> bool {
+        matches!(self, Scrape::AllChangedGzip | Scrape::ProductionGzip)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Scrape::BackToBack => "back to back",
             Scrape::AllChanged => "every target changed",
             Scrape::AllChangedGzip => "every target changed, gzip",
+            Scrape::Production => "production",
+            Scrape::ProductionGzip => "production, gzip",
         }
     }
 }
@@ -554,7 +568,7 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = server_rt.spawn(rpo_exporter::http::serve(
         listener,
-        state,
+        state.clone(),
         Default::default(),
         {
             let mut stop = stop_rx.clone();
@@ -596,6 +610,8 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         ("/metrics".to_string(), Scrape::BackToBack),
         ("/metrics".to_string(), Scrape::AllChanged),
         ("/metrics".to_string(), Scrape::AllChangedGzip),
+        ("/metrics".to_string(), Scrape::Production),
+        ("/metrics".to_string(), Scrape::ProductionGzip),
         ("/failover-readiness".to_string(), Scrape::BackToBack),
         (
             format!("/failover-readiness?group={}", config.groups[0].name),
@@ -609,6 +625,30 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
         let now = SystemTime::now();
         for i in 0..n {
             record(&store, &config, i, now, &mut change_rng);
+        }
+    };
+    // The last second before a production scrape: a fifth of the targets
+    // polled, every heartbeat target's heartbeat written.
+    let mut last_rng = Rng(0x3c6e_f372_fe94_f82b ^ n as u64);
+    let mut last_second = || {
+        let now = SystemTime::now();
+        for _ in 0..n.div_ceil(5) {
+            let i = last_rng.below(n);
+            record(&store, &config, i, now, &mut last_rng);
+        }
+        for target in config.targets.iter() {
+            if target.heartbeat_interval().is_some() {
+                store.record_heartbeat(&TargetId::of(target), now, Ok(()));
+            }
+        }
+    };
+    let mut before_get = |scrape: Scrape| match scrape {
+        Scrape::BackToBack => {}
+        Scrape::AllChanged | Scrape::AllChangedGzip => change_all(),
+        Scrape::Production | Scrape::ProductionGzip => {
+            change_all();
+            state.write_metrics_ahead();
+            last_second();
         }
     };
     let mut results = Vec::new();
@@ -626,32 +666,28 @@ fn render_one(n: usize, requests: usize) -> Result<SizeResult, String> {
             // and counted are the compressed body.
             let get = || {
                 let request = client.get(&url);
-                if *scrape == Scrape::AllChangedGzip {
+                if scrape.gzip() {
                     request.header("accept-encoding", "gzip")
                 } else {
                     request
                 }
             };
             for _ in 0..50 {
-                if *scrape != Scrape::BackToBack {
-                    change_all();
-                }
+                before_get(*scrape);
                 let resp = get().send().await.map_err(|e| e.to_string())?;
                 status = resp.status().as_u16();
                 bytes = resp.bytes().await.map_err(|e| e.to_string())?.len();
             }
             let mut samples = Vec::with_capacity(requests);
             for _ in 0..requests {
-                if *scrape != Scrape::BackToBack {
-                    change_all();
-                }
+                before_get(*scrape);
                 let start = Instant::now();
                 let resp = get().send().await.map_err(|e| e.to_string())?;
                 let gzipped = resp.headers().get("content-encoding").is_some();
                 let body = resp.bytes().await.map_err(|e| e.to_string())?;
                 samples.push(start.elapsed());
                 bytes = body.len();
-                if gzipped != (*scrape == Scrape::AllChangedGzip) {
+                if gzipped != scrape.gzip() {
                     return Err(format!(
                         "{endpoint}: gzip asked {}, answered {gzipped}",
                         !gzipped

@@ -204,6 +204,16 @@ impl AppState {
             .clone()
     }
 
+    /// Writes `/metrics`' lines of the targets whose report changed since
+    /// (what the server does every [`metrics::WRITE_AHEAD_EVERY`]); the
+    /// benchmark calls it to set up a scrape as production meets it.
+    /// Returns how many targets it looked at (0: nobody scraped lately).
+    pub fn write_metrics_ahead(&self) -> usize {
+        let config = self.config();
+        self.render_cache
+            .write_ahead(&config, || self.store.snapshot())
+    }
+
     pub(crate) fn set_config(&self, config: Arc<Config>) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
@@ -324,6 +334,7 @@ pub async fn serve(
     let max_connections = limits.max_connections.max(1);
     let mut tasks = tokio::task::JoinSet::new();
     let mut reserve = FdReserve::new(RESERVED_FDS);
+    let writing_ahead = tokio::spawn(write_ahead(state.clone()));
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
@@ -366,6 +377,7 @@ pub async fn serve(
             registered,
         ));
     }
+    writing_ahead.abort();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 }
@@ -548,13 +560,54 @@ impl Endpoint {
     }
 }
 
-async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let gzip = accepts_gzip(req.headers());
     let response = route(state, req).await;
-    if gzip { compress(response) } else { response }.map(Full::new)
+    if !gzip {
+        return response.map(Full::new);
+    }
+    if response.body().len() < OFF_RUNTIME_BYTES {
+        return compress(response).map(Full::new);
+    }
+    off_runtime(move || compress(response)).await.map(Full::new)
 }
 
-async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
+/// Bodies from this size on are compressed off the async runtime's worker
+/// threads, which also poll the targets: a 1,000-target `/metrics` (3 MiB)
+/// takes milliseconds, a 10,000-target one tens.
+const OFF_RUNTIME_BYTES: usize = 64 * 1024;
+
+/// `work` on tokio's blocking threads; a 500 if it panicked (a bug). The
+/// bodies that grow with the targets (`/metrics`, `/failover-readiness`,
+/// `/`) are rendered there, so a scrape of 10,000 targets does not hold up
+/// their polls.
+async fn off_runtime(work: impl FnOnce() -> Response<Bytes> + Send + 'static) -> Response<Bytes> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "rendering an answer failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error rendering the answer; see the exporter's log\n",
+            )
+        }
+    }
+}
+
+/// Keeps `/metrics`' per-target lines written between scrapes, so a scrape
+/// mostly copies (see [`metrics::RenderCache::write_ahead`]); idle while
+/// nobody scrapes.
+async fn write_ahead(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(metrics::WRITE_AHEAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.write_metrics_ahead()).await;
+    }
+}
+
+async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bytes> {
     if let Some(security) = &state.web.security {
         let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
         if !security.authorize(authorization).await {
@@ -611,22 +664,29 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
     match endpoint {
         Endpoint::Reload => reload(state).await,
         Endpoint::Metrics => {
-            let mut body = metrics::render_cached(
-                &config,
-                &state.store.snapshot(),
-                &state.aws_calls,
-                now,
-                &state.render_cache,
-            );
-            metrics::render_config_reload(&mut body, &state.reload_status);
-            metrics::render_server_connections(&mut body);
-            respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
+            let state = state.clone();
+            off_runtime(move || {
+                let mut body = metrics::render_cached(
+                    &config,
+                    &state.store.snapshot(),
+                    &state.aws_calls,
+                    now,
+                    &state.render_cache,
+                );
+                metrics::render_config_reload(&mut body, &state.reload_status);
+                metrics::render_server_connections(&mut body);
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body,
+                )
+            })
+            .await
         }
-        Endpoint::Readiness => readiness(state, &config, &query, now),
+        Endpoint::Readiness => {
+            let state = state.clone();
+            off_runtime(move || readiness(&state, &config, &query, now)).await
+        }
         Endpoint::Board => {
             let mode = match query.get("mode").map(|m| m.parse::<Mode>()) {
                 None => Mode::Planned,
@@ -635,19 +695,23 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Bytes> {
                     return text(StatusCode::BAD_REQUEST, &format!("{problem}\n"))
                 }
             };
-            let verdict = evaluate(&config, &state.store.snapshot(), mode, now, None);
-            respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                board::render(
-                    &verdict,
-                    &board::Links {
-                        prefix: prefix.as_str(),
-                        telemetry_path: &config.web.telemetry_path,
-                    },
-                    &state.history,
-                ),
-            )
+            let state = state.clone();
+            off_runtime(move || {
+                let verdict = evaluate(&config, &state.store.snapshot(), mode, now, None);
+                respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    board::render(
+                        &verdict,
+                        &board::Links {
+                            prefix: state.web.route_prefix.as_str(),
+                            telemetry_path: &config.web.telemetry_path,
+                        },
+                        &state.history,
+                    ),
+                )
+            })
+            .await
         }
         Endpoint::Healthy => text(StatusCode::OK, "Healthy\n"),
         Endpoint::Ready => {

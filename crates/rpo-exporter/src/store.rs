@@ -25,6 +25,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -132,6 +133,20 @@ pub struct TargetReport {
     /// fields above are re-expressed from at every poll (only
     /// [`TargetReport::after_poll`] sets them).
     pub(crate) steady: SteadyInstants,
+    /// Which poll this report's fields other than `heartbeat` and
+    /// `promotion` come from: set afresh (unique in the process) by every
+    /// [`TargetReport::after_poll`] and kept by a heartbeat, so two reports
+    /// with the same non-zero epoch differ at most in those two. 0: not
+    /// known (a report built some other way), so nothing may be assumed.
+    /// `/metrics` rewrites only a target's heartbeat lines when its report
+    /// changed by a heartbeat (see `metrics::RenderCache`).
+    poll_epoch: u64,
+}
+
+/// A [`TargetReport`] poll epoch never handed out before (from 1).
+fn next_poll_epoch() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// What a report keeps between polls, on the steady timeline.
@@ -170,6 +185,7 @@ impl TargetReport {
         let (started, finished): (Stamp, Stamp) = (started.into(), finished.into());
         let mut next = self.clone();
         next.runs_total += 1;
+        next.poll_epoch = next_poll_epoch();
         next.last_attempt = Some(started.wall);
         next.last_duration = Some(
             finished
@@ -309,6 +325,11 @@ impl TargetReport {
         let mut next = self.after_heartbeat(at, result);
         next.promotion.after_heartbeat(side, at, accepted);
         next
+    }
+
+    /// See the field: a heartbeat keeps it, any other change sets another.
+    pub(crate) fn poll_epoch(&self) -> u64 {
+        self.poll_epoch
     }
 
     /// The report after one heartbeat write attempt.

@@ -15,8 +15,9 @@ mod process;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, Target};
 use crate::evidence::promotion::{Promotion, PromotionWatch};
@@ -85,20 +86,26 @@ fn render_inner(
             }
         })
         .collect();
-    let (mut written, scrape) = match cache {
-        Some((config_arc, cache)) => cache.take(config_arc),
-        None => (Vec::new(), 0),
+    let mut out = String::new();
+    let mut write = |written: &[Written]| {
+        // The cached lines, and the three live ones per target.
+        let body: usize = written
+            .iter()
+            .map(|w| {
+                let f = &w.fragment;
+                f.polled.text.len() + f.beat.text.len() + 3 * (f.labels.len() + 64)
+            })
+            .sum();
+        out.reserve(16384 + body);
+        render_targets(&mut out, written, &live);
     };
-    refresh(&mut written, config, snapshot, scrape);
-    // The cached lines, and the three live ones per target.
-    let body: usize = written
-        .iter()
-        .map(|w| w.fragment.text.len() + 3 * (w.fragment.labels.len() + 64))
-        .sum();
-    let mut out = String::with_capacity(16384 + body);
-    render_targets(&mut out, &written, &live);
-    if let Some((config_arc, cache)) = cache {
-        cache.put_back(config_arc, written);
+    match cache {
+        Some((config, cache)) => write(&cache.for_scrape(config, snapshot).written),
+        None => {
+            let mut written = Vec::new();
+            refresh(&mut written, config, snapshot, 0..config.targets.len(), 0);
+            write(&written);
+        }
     }
     render_groups(&mut out, &verdict, &unplanned);
     render_meta(&mut out, config);
@@ -116,25 +123,26 @@ struct LiveFacts {
 }
 
 /// What a target contributes to the per-target families that depend only on
-/// its configuration and its report: the sample lines of each family, one
-/// after the other in the order the exposition writes families, with where
-/// each family's lines end. The exposition is family by family, so a scrape
-/// interleaves the targets' fragments: one copy per family and target.
+/// its configuration and its report, in two sets of lines: those from the
+/// fields a poll sets ([`Column::Polled`], the failure counters, the detail
+/// families) and those a heartbeat changes too ([`Column::Beat`]). Each set
+/// is the sample lines of each family, one after the other in the order the
+/// exposition writes families, with where each family's lines end. The
+/// exposition is family by family, so a scrape interleaves the targets'
+/// fragments: one copy per family and target.
 ///
 /// Its buffers are kept from scrape to scrape and rewritten in place when
 /// the target's report changes: in production (scrapes every 15–60 s,
 /// polls every 5 s, heartbeats every second) that is every target at every
-/// scrape, so rewriting must cost no allocation.
+/// scrape, so rewriting must cost no allocation, and a report changed only
+/// by heartbeats since rewrites only its few heartbeat lines.
 #[derive(Default)]
 struct Fragment {
     /// `group="…",target="…",kind="…"`, escaped: from the configuration,
     /// written once per configuration.
     labels: String,
-    text: String,
-    /// (slot, end of its lines in `text`), slots ascending; a slot with no
-    /// line has no span. Slots are [`COLUMNS`] then the detail families'
-    /// [`detail_rank`] after them.
-    spans: Vec<(u16, u32)>,
+    polled: Lines,
+    beat: Lines,
     /// Detail families missing from the catalogue (a bug the debug build
     /// asserts on): written after the catalogued ones, by name.
     uncatalogued: Vec<(&'static MetricDef, String)>,
@@ -147,31 +155,73 @@ struct Fragment {
     detail_order: Vec<(u16, u32)>,
 }
 
+/// Sample lines of several families, and where each family's end.
+#[derive(Default)]
+struct Lines {
+    text: String,
+    /// (slot, end of its lines in `text`), slots ascending; a slot with no
+    /// line has no span. Slots are [`COLUMNS`] then the detail families'
+    /// [`detail_rank`] after them.
+    spans: Vec<(u16, u32)>,
+}
+
+impl Lines {
+    fn with_capacity(bytes: usize) -> Lines {
+        Lines {
+            text: String::with_capacity(bytes),
+            spans: Vec::with_capacity(COLUMNS.len() + 16),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+    }
+
+    /// Ends the span of `slot` begun at `before`, if it wrote a line.
+    fn close(&mut self, slot: usize, before: usize) {
+        if self.text.len() > before {
+            self.spans.push((slot as u16, self.text.len() as u32));
+        }
+    }
+}
+
 /// A configured target's [`Fragment`] and the report it was written from
 /// (`None`: the target was not in the store, and is rewritten every time).
 struct Written {
     report: Option<Arc<TargetReport>>,
     fragment: Fragment,
-    /// The scrape that wrote it ([`RenderCache`]'s count), for the tests.
+    /// The scrape count ([`RenderCache`]'s) when its poll lines were last
+    /// written, and when anything of it was, for the tests.
     #[cfg_attr(not(test), allow(dead_code))]
-    scrape: u64,
+    polled_at: u64,
+    #[cfg_attr(not(test), allow(dead_code))]
+    written_at: u64,
 }
 
 /// A per-target family: a sample (or, for the failure counters, several)
 /// from the target's configuration and report, or from the verdict.
 enum Column {
-    Cached(
+    /// From the configuration and the fields a poll sets.
+    Polled(
         &'static MetricDef,
         fn(&Target, &TargetReport) -> Option<f64>,
     ),
     Failures,
+    /// From the fields a heartbeat changes too (`heartbeat`, `promotion`):
+    /// rewritten whenever the report changed, the others only when a poll
+    /// changed it (see [`TargetReport::poll_epoch`]).
+    Beat(
+        &'static MetricDef,
+        fn(&Target, &TargetReport) -> Option<f64>,
+    ),
     Live(&'static MetricDef, fn(&LiveFacts) -> bool),
 }
 
 /// The per-target families in exposition order.
 static COLUMNS: &[Column] = {
     use catalogue::*;
-    use Column::{Cached, Failures, Live};
+    use Column::{Beat, Failures, Live, Polled};
     fn measured(
         r: &TargetReport,
         field: fn(&crate::probe::Measurement) -> Option<f64>,
@@ -185,76 +235,76 @@ static COLUMNS: &[Column] = {
         watch(r).and_then(|w| w.latest.as_ref())
     }
     &[
-        Cached(&RECOVERY_POINT_TIMESTAMP_SECONDS, |_, r| {
+        Polled(&RECOVERY_POINT_TIMESTAMP_SECONDS, |_, r| {
             r.recovery_point.map(unix_seconds)
         }),
-        Cached(&EXPOSURE_SECONDS, |_, r| {
+        Polled(&EXPOSURE_SECONDS, |_, r| {
             r.exposure.map(|d| d.as_secs_f64())
         }),
-        Cached(&BUDGET_SECONDS, |t, _| Some(t.rpo_budget.as_secs_f64())),
-        Cached(&STALE_AFTER_SECONDS, |t, _| {
+        Polled(&BUDGET_SECONDS, |t, _| Some(t.rpo_budget.as_secs_f64())),
+        Polled(&STALE_AFTER_SECONDS, |t, _| {
             Some(t.stale_after.as_secs_f64())
         }),
         Live(&REPLICATION_HEALTHY, |l| l.replication_healthy),
-        Cached(&EVIDENCE_TIMESTAMP_SECONDS, |_, r| {
+        Polled(&EVIDENCE_TIMESTAMP_SECONDS, |_, r| {
             r.evidence_time.map(unix_seconds)
         }),
         Live(&TARGET_READY, |l| l.ready),
         Live(&TARGET_READY_UNPLANNED, |l| l.ready_unplanned),
-        Cached(&BACKLOG_BYTES, |_, r| measured(r, |m| m.backlog_bytes)),
-        Cached(&BACKLOG_OPERATIONS, |_, r| {
+        Polled(&BACKLOG_BYTES, |_, r| measured(r, |m| m.backlog_bytes)),
+        Polled(&BACKLOG_OPERATIONS, |_, r| {
             measured(r, |m| m.backlog_operations)
         }),
-        Cached(&CATCHUP_SECONDS, |_, r| measured(r, |m| m.catchup_seconds)),
-        Cached(&SOURCE_REACHABLE, |_, r| {
+        Polled(&CATCHUP_SECONDS, |_, r| measured(r, |m| m.catchup_seconds)),
+        Polled(&SOURCE_REACHABLE, |_, r| {
             measured(r, |m| m.source_reachable.map(bool_value))
         }),
-        Cached(&REPLICA_REACHABLE, |_, r| {
+        Polled(&REPLICA_REACHABLE, |_, r| {
             measured(r, |m| m.replica_reachable.map(bool_value))
         }),
-        Cached(&PROBE_SUCCESS, |_, r| {
+        Polled(&PROBE_SUCCESS, |_, r| {
             (r.runs_total > 0).then_some(bool_value(r.last_poll_succeeded))
         }),
-        Cached(&PROBE_DURATION_SECONDS, |_, r| {
+        Polled(&PROBE_DURATION_SECONDS, |_, r| {
             r.last_duration.map(|d| d.as_secs_f64())
         }),
-        Cached(&PROBE_LAST_SUCCESS_TIMESTAMP_SECONDS, |_, r| {
+        Polled(&PROBE_LAST_SUCCESS_TIMESTAMP_SECONDS, |_, r| {
             r.last_success.map(unix_seconds)
         }),
-        Cached(&HEARTBEAT_LAST_WRITE_TIMESTAMP_SECONDS, |_, r| {
+        Beat(&HEARTBEAT_LAST_WRITE_TIMESTAMP_SECONDS, |_, r| {
             r.heartbeat.last_write.map(unix_seconds)
         }),
-        Cached(&PROBE_RUNS_TOTAL, |_, r| Some(r.runs_total as f64)),
+        Polled(&PROBE_RUNS_TOTAL, |_, r| Some(r.runs_total as f64)),
         Failures,
-        Cached(&HEARTBEAT_WRITE_FAILURES_TOTAL, |t, r| {
+        Beat(&HEARTBEAT_WRITE_FAILURES_TOTAL, |t, r| {
             t.heartbeat_interval()
                 .map(|_| r.heartbeat.failures_total as f64)
         }),
         // From 0 for every target, like the failures above, so `increase()`
         // sees the first drop.
-        Cached(&REPLICATION_LINK_DOWN_TOTAL, |_, r| {
+        Polled(&REPLICATION_LINK_DOWN_TOTAL, |_, r| {
             Some(r.link_down_total as f64)
         }),
         // Pair kinds: the roles followed across promotions (see
         // `evidence::promotion`); no sample for a kind that reports no roles.
-        Cached(&PROMOTED, |_, r| {
+        Beat(&PROMOTED, |_, r| {
             watch(r).and_then(|w| w.replica_writable).map(bool_value)
         }),
-        Cached(&SPLIT_BRAIN, |_, r| {
+        Beat(&SPLIT_BRAIN, |_, r| {
             watch(r).map(|w| bool_value(w.split_brain.is_some()))
         }),
-        Cached(&MEASURED_LOSS_SECONDS, |_, r| {
+        Beat(&MEASURED_LOSS_SECONDS, |_, r| {
             latest(r)
                 .and_then(|p| p.measured_loss())
                 .map(|d| d.as_secs_f64())
         }),
-        Cached(&PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS, |_, r| {
+        Beat(&PREDICTED_EXPOSURE_AT_PROMOTION_SECONDS, |_, r| {
             latest(r).and_then(|p| p.predicted).map(|d| d.as_secs_f64())
         }),
-        Cached(&PROMOTION_TIMESTAMP_SECONDS, |_, r| {
+        Beat(&PROMOTION_TIMESTAMP_SECONDS, |_, r| {
             latest(r).map(|p| unix_seconds(p.seen_at))
         }),
-        Cached(&MEASURED_LOSS_BYTES, |_, r| {
+        Beat(&MEASURED_LOSS_BYTES, |_, r| {
             latest(r).and_then(|p| p.lost_bytes).map(|b| b as f64)
         }),
     ]
@@ -297,43 +347,46 @@ impl Fragment {
     fn new(target: &Target) -> Fragment {
         Fragment {
             labels: target_labels(target),
-            text: String::with_capacity(2048),
-            spans: Vec::with_capacity(COLUMNS.len() + 16),
+            polled: Lines::with_capacity(2048),
+            beat: Lines::with_capacity(256),
             ..Fragment::default()
         }
     }
 
-    /// Rewrites the lines from `report`, in the buffers already there.
-    fn write(&mut self, target: &Target, report: &TargetReport) {
-        /// Ends the span of `slot` begun at `before`, if it wrote a line.
-        fn close(text: &str, spans: &mut Vec<(u16, u32)>, slot: usize, before: usize) {
-            if text.len() > before {
-                spans.push((slot as u16, text.len() as u32));
+    /// Rewrites the lines from `report`, in the buffers already there: the
+    /// heartbeat lines always, the others when `polled` (the report is not
+    /// from the poll they were written from).
+    fn write(&mut self, target: &Target, report: &TargetReport, polled: bool) {
+        let labels = self.labels.as_str();
+        let beat = &mut self.beat;
+        beat.clear();
+        for (slot, column) in COLUMNS.iter().enumerate() {
+            if let Column::Beat(family, value) = column {
+                let before = beat.text.len();
+                if let Some(v) = value(target, report) {
+                    sample(&mut beat.text, family.name, labels, None, v);
+                }
+                beat.close(slot, before);
             }
         }
-        let Fragment {
-            labels,
-            text,
-            spans,
-            uncatalogued,
-            ..
-        } = self;
-        let labels = labels.as_str();
-        text.clear();
-        spans.clear();
-        uncatalogued.clear();
+        if !polled {
+            return;
+        }
+        let lines = &mut self.polled;
+        lines.clear();
+        self.uncatalogued.clear();
         for (slot, column) in COLUMNS.iter().enumerate() {
-            let before = text.len();
+            let before = lines.text.len();
             match column {
-                Column::Cached(family, value) => {
+                Column::Polled(family, value) => {
                     if let Some(v) = value(target, report) {
-                        sample(text, family.name, labels, None, v);
+                        sample(&mut lines.text, family.name, labels, None, v);
                     }
                 }
                 Column::Failures => {
                     for reason in FailureReason::ALL {
                         sample(
-                            text,
+                            &mut lines.text,
                             catalogue::PROBE_FAILURES_TOTAL.name,
                             labels,
                             Some(("reason", reason.as_str())),
@@ -341,9 +394,9 @@ impl Fragment {
                         );
                     }
                 }
-                Column::Live(..) => {}
+                Column::Beat(..) | Column::Live(..) => {}
             }
-            close(text, spans, slot, before);
+            lines.close(slot, before);
         }
         let Some(m) = &report.measurement else {
             return;
@@ -351,8 +404,7 @@ impl Fragment {
         self.order_details(&m.details);
         let Fragment {
             labels,
-            text,
-            spans,
+            polled: lines,
             uncatalogued,
             detail_order,
             ..
@@ -371,15 +423,15 @@ impl Fragment {
             match open {
                 Some((slot, _)) if slot == rank => {}
                 Some((slot, before)) => {
-                    close(text, spans, slot as usize, before);
-                    open = Some((rank, text.len()));
+                    lines.close(slot as usize, before);
+                    open = Some((rank, lines.text.len()));
                 }
-                None => open = Some((rank, text.len())),
+                None => open = Some((rank, lines.text.len())),
             }
-            detail_line(text, labels, detail);
+            detail_line(&mut lines.text, labels, detail);
         }
         if let Some((slot, before)) = open {
-            close(text, spans, slot as usize, before);
+            lines.close(slot as usize, before);
         }
     }
 
@@ -426,15 +478,26 @@ fn detail_line(out: &mut String, labels: &str, detail: &crate::probe::Detail) {
     out.push('\n');
 }
 
-/// The fragments of the previous scrape, one per configured target in
-/// configuration order, each with the report it was written from, so a
-/// scrape rewrites only the targets polled since (at 10,000 targets polled
-/// every 5 s, a scrape every 15 s rewrites all; one every second a fifth),
-/// in the buffers of the last. Kept for one configuration: a reload (a new
+/// The fragments of the configured targets, one per target in configuration
+/// order, each with the report it was written from, so a scrape rewrites
+/// only the targets whose report changed since they were written, in the
+/// buffers of the last. Kept for one configuration: a reload (a new
 /// `Arc<Config>`: targets, labels, budgets may differ) starts afresh.
+///
+/// Between scrapes, [`RenderCache::write_ahead`] (the HTTP server calls it
+/// every [`WRITE_AHEAD_EVERY`]) writes the lines of the targets polled since,
+/// so a scrape writes only what changed in the last moment: a poll's lines
+/// are written once, a little after the poll, and the scrape mostly copies.
+/// The output is the same, byte for byte, as writing everything at the
+/// scrape: the scrape brings every fragment to its own snapshot first.
 #[derive(Default)]
 pub struct RenderCache {
     state: Mutex<CacheState>,
+    /// Scrapes waiting for the lock: writing ahead steps aside for them.
+    waiting: AtomicUsize,
+    /// When the last scrape began: nothing is written ahead for an
+    /// exporter nobody scrapes.
+    last_scrape: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -451,64 +514,142 @@ impl fmt::Debug for RenderCache {
     }
 }
 
+/// How often the HTTP server has [`RenderCache::write_ahead`] write the
+/// lines of the targets polled since.
+pub const WRITE_AHEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Writing ahead stops this long after the last scrape.
+const WRITE_AHEAD_IDLE: Duration = Duration::from_secs(600);
+
+/// Targets written ahead per hold of the lock, so a scrape that arrives
+/// meanwhile waits for at most this many.
+const WRITE_AHEAD_SLICE: usize = 256;
+
 impl RenderCache {
-    /// The fragments cached for `config` (none for another configuration),
-    /// taken out of the lock for the work: a concurrent scrape finds none
-    /// and writes its own (same output, more work), never waits.
-    fn take(&self, config: &Arc<Config>) -> (Vec<Written>, u64) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cache for a scrape of `config`: brought to `snapshot` (a
+    /// fragment per configured target, each written from its report in it).
+    fn for_scrape(
+        &self,
+        config: &Arc<Config>,
+        snapshot: &Snapshot,
+    ) -> std::sync::MutexGuard<'_, CacheState> {
+        *self.last_scrape.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         state.scrapes += 1;
-        let written = std::mem::take(&mut state.written);
         let same_config = state
             .config
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(c, config));
-        (
-            if same_config { written } else { Vec::new() },
-            state.scrapes,
-        )
+        if !same_config {
+            state.config = Some(config.clone());
+            state.written.clear();
+        }
+        let scrape = state.scrapes;
+        refresh(
+            &mut state.written,
+            config,
+            snapshot,
+            0..config.targets.len(),
+            scrape,
+        );
+        state
     }
 
-    fn put_back(&self, config: &Arc<Config>, written: Vec<Written>) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.config = Some(config.clone());
-        state.written = written;
+    /// Writes the lines of the targets whose report changed since they were
+    /// last written, from the latest `snapshot()`, a slice at a time; does
+    /// nothing when no scrape came in the last ten minutes, or the last
+    /// scrape was of another configuration. Returns how many targets it
+    /// looked at. Runs for a while: call it off the async runtime.
+    pub fn write_ahead(&self, config: &Arc<Config>, snapshot: impl Fn() -> Arc<Snapshot>) -> usize {
+        let last = *self.last_scrape.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| at.elapsed() > WRITE_AHEAD_IDLE) {
+            return 0;
+        }
+        let n = config.targets.len();
+        let mut start = 0;
+        while start < n {
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            let mut state = self.lock();
+            let same_config = state
+                .config
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, config));
+            if !same_config || state.written.len() != n {
+                break;
+            }
+            let end = (start + WRITE_AHEAD_SLICE).min(n);
+            let scrape = state.scrapes;
+            refresh(&mut state.written, config, &snapshot(), start..end, scrape);
+            drop(state);
+            start = end;
+        }
+        start
     }
 }
 
-/// Brings `written` (empty, or the fragments of the same configuration's
-/// last scrape) up to `snapshot`: each configured target's fragment is
-/// rewritten unless its report is the one it was written from (the same
-/// `Arc`: a poll or heartbeat replaces it).
-fn refresh(written: &mut Vec<Written>, config: &Config, snapshot: &Snapshot, scrape: u64) {
+/// Brings the fragments of `targets` (indices into the configured targets)
+/// up to `snapshot`: `written` empty (or of another length) is filled
+/// afresh; each fragment is rewritten unless its report is the one it was
+/// written from (the same `Arc`: a poll or heartbeat replaces it), and
+/// only its heartbeat lines when the report changed by heartbeats alone.
+fn refresh(
+    written: &mut Vec<Written>,
+    config: &Config,
+    snapshot: &Snapshot,
+    targets: std::ops::Range<usize>,
+    scrape: u64,
+) {
     let never_polled = TargetReport::default();
     if written.len() != config.targets.len() {
         written.clear();
         written.extend(config.targets.iter().map(|target| Written {
             report: None,
             fragment: Fragment::new(target),
-            scrape,
+            polled_at: scrape,
+            written_at: scrape,
         }));
     }
-    for (target, w) in config.targets.iter().zip(written.iter_mut()) {
-        match snapshot.report(TargetId::key(target)) {
-            Some(report) => {
-                if w.report
-                    .as_ref()
-                    .is_some_and(|was| Arc::ptr_eq(was, report))
-                {
-                    continue;
-                }
-                w.fragment.write(target, report);
-                w.report = Some(report.clone());
-            }
-            None => {
-                w.fragment.write(target, &never_polled);
-                w.report = None;
+    let configured = &config.targets[targets.clone()];
+    for (target, w) in configured.iter().zip(&mut written[targets]) {
+        refresh_one(target, w, snapshot, scrape, &never_polled);
+    }
+}
+
+fn refresh_one(
+    target: &Target,
+    w: &mut Written,
+    snapshot: &Snapshot,
+    scrape: u64,
+    never_polled: &TargetReport,
+) {
+    match snapshot.report(TargetId::key(target)) {
+        Some(report) => {
+            let polled = match &w.report {
+                Some(was) if Arc::ptr_eq(was, report) => return,
+                Some(was) => was.poll_epoch() == 0 || was.poll_epoch() != report.poll_epoch(),
+                None => true,
+            };
+            w.fragment.write(target, report, polled);
+            w.report = Some(report.clone());
+            if polled {
+                w.polled_at = scrape;
             }
         }
-        w.scrape = scrape;
+        None => {
+            w.fragment.write(target, never_polled, true);
+            w.report = None;
+            w.polled_at = scrape;
+        }
     }
+    w.written_at = scrape;
 }
 
 fn bool_value(b: bool) -> f64 {
@@ -535,29 +676,43 @@ fn target_labels(target: &Target) -> String {
 /// of it (its fragment's span, or the live value), in configuration order;
 /// then the detail families present, in name order.
 fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
-    // Per target: the next span to take, and where it starts.
-    let mut next: Vec<(usize, u32)> = vec![(0, 0); written.len()];
-    let take = |out: &mut String, slot: u16, next: &mut [(usize, u32)]| {
-        for (w, (span, start)) in written.iter().zip(next.iter_mut()) {
-            let fragment = &w.fragment;
-            if let Some(&(s, end)) = fragment.spans.get(*span) {
-                if s == slot {
-                    out.push_str(&fragment.text[*start as usize..end as usize]);
-                    *span += 1;
-                    *start = end;
+    /// Per target and set of lines: the next span to take, and where it
+    /// starts.
+    #[derive(Clone, Copy, Default)]
+    struct Cursor {
+        span: usize,
+        start: u32,
+    }
+    let mut polled = vec![Cursor::default(); written.len()];
+    let mut beat = vec![Cursor::default(); written.len()];
+    let take =
+        |out: &mut String, slot: u16, lines: fn(&Fragment) -> &Lines, cursors: &mut [Cursor]| {
+            for (w, cursor) in written.iter().zip(cursors.iter_mut()) {
+                let lines = lines(&w.fragment);
+                if let Some(&(s, end)) = lines.spans.get(cursor.span) {
+                    if s == slot {
+                        out.push_str(&lines.text[cursor.start as usize..end as usize]);
+                        cursor.span += 1;
+                        cursor.start = end;
+                    }
                 }
             }
-        }
-    };
+        };
+    let polled_lines: fn(&Fragment) -> &Lines = |f| &f.polled;
+    let beat_lines: fn(&Fragment) -> &Lines = |f| &f.beat;
     for (slot, column) in COLUMNS.iter().enumerate() {
         match column {
-            Column::Cached(family, _) => {
+            Column::Polled(family, _) => {
                 header(out, family);
-                take(out, slot as u16, &mut next);
+                take(out, slot as u16, polled_lines, &mut polled);
             }
             Column::Failures => {
                 header(out, &catalogue::PROBE_FAILURES_TOTAL);
-                take(out, slot as u16, &mut next);
+                take(out, slot as u16, polled_lines, &mut polled);
+            }
+            Column::Beat(family, _) => {
+                header(out, family);
+                take(out, slot as u16, beat_lines, &mut beat);
             }
             Column::Live(family, value) => {
                 header(out, family);
@@ -578,7 +733,7 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
     let mut present = vec![false; COLUMNS.len() + by_rank.len()];
     for w in written {
         // A target's detail spans come after its COLUMNS spans.
-        for &(slot, _) in w.fragment.spans.iter().rev() {
+        for &(slot, _) in w.fragment.polled.spans.iter().rev() {
             if (slot as usize) < COLUMNS.len() {
                 break;
             }
@@ -589,7 +744,7 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
         let slot = COLUMNS.len() + rank;
         if present[slot] {
             header(out, family);
-            take(out, slot as u16, &mut next);
+            take(out, slot as u16, polled_lines, &mut polled);
         }
     }
     let mut uncatalogued: BTreeMap<&str, (&MetricDef, Vec<&str>)> = BTreeMap::new();
@@ -916,8 +1071,10 @@ region = "eu-west-1"
             assert_eq!(without_process(&cached), without_process(&fresh), "at {at}");
             cached
         };
-        // The scrape that last wrote the fragment of configured target `i`.
-        let written_at = |i: usize| cache.state.lock().unwrap().written[i].scrape;
+        // The scrape that last wrote the fragment of configured target `i`
+        // (anything of it, or its poll lines).
+        let written_at = |i: usize| cache.state.lock().unwrap().written[i].written_at;
+        let polled_at = |i: usize| cache.state.lock().unwrap().written[i].polled_at;
         scrape(1.0);
         let mut pg = Measurement::new(t0 + s(10.0));
         pg.recovery_point = Some(t0 + s(7.5));
@@ -939,10 +1096,27 @@ region = "eu-west-1"
         scrape(12.0);
         assert_eq!(written_at(0), erp_db);
         assert!(written_at(1) > erp_db);
-        // erp-db's heartbeat: its report changed, so it is rewritten.
+        // erp-db's heartbeat: its report changed, so its heartbeat lines are
+        // rewritten, and only those (the poll lines are the same poll's).
         store.record_heartbeat(&ids[0], t0 + s(12.0), Ok(()));
-        scrape(13.0);
+        let text = scrape(13.0);
         assert!(written_at(0) > erp_db);
+        assert_eq!(polled_at(0), erp_db);
+        let heartbeat_line = format!(
+            "{}{{group=\"erp\",target=\"erp-db\",kind=\"postgres\"}} 1700000012\n",
+            catalogue::HEARTBEAT_LAST_WRITE_TIMESTAMP_SECONDS.name
+        );
+        assert!(text.contains(&heartbeat_line), "{text}");
+        // A failed heartbeat: the failure counter is a heartbeat line too.
+        let failed = ProbeError::new(FailureReason::Query, "permission denied");
+        store.record_heartbeat(&ids[0], t0 + s(13.0), Err(failed));
+        let text = scrape(13.5);
+        assert_eq!(polled_at(0), erp_db);
+        let failures_line = format!(
+            "{}{{group=\"erp\",target=\"erp-db\",kind=\"postgres\"}} 1\n",
+            catalogue::HEARTBEAT_WRITE_FAILURES_TOTAL.name
+        );
+        assert!(text.contains(&failures_line), "{text}");
         // The same number of detail series, other families in another
         // order: sorted again, not in the order worked out for the last.
         let mut pg = Measurement::new(t0 + s(14.0));
@@ -954,6 +1128,7 @@ region = "eu-west-1"
         ];
         store.record_poll(&ids[0], t0 + s(13.9), t0 + s(14.0), Ok(pg));
         let text = scrape(14.5);
+        assert!(polled_at(0) > erp_db);
         assert!(text.contains("slot=\"d\"} 0\n"), "{text}");
         assert!(!text.contains("slot=\"a\""), "{text}");
         // A reload with another budget: the same reports, new lines.
@@ -970,5 +1145,56 @@ region = "eu-west-1"
             catalogue::BUDGET_SECONDS.name
         );
         assert!(text.contains(&line), "{text}");
+    }
+
+    /// Writing ahead writes the lines of the targets polled since the last
+    /// scrape, before the next one (which then finds them written and is
+    /// still byte-identical to a fresh rendering); it does nothing for an
+    /// exporter never scraped, or after a reload until the next scrape.
+    #[test]
+    fn writing_ahead_writes_polled_targets_before_the_scrape() {
+        let config = Arc::new(
+            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = Duration::from_secs_f64;
+        let ids: Vec<TargetId> = config.targets.iter().map(TargetId::of).collect();
+        let store = Store::new(ids.iter().cloned());
+        let calls = AwsCallCounters::default();
+        let cache = RenderCache::default();
+        assert_eq!(
+            cache.write_ahead(&config, || store.snapshot()),
+            0,
+            "never scraped"
+        );
+        render_cached(&config, &store.snapshot(), &calls, t0 + s(1.0), &cache);
+        let written_at = |i: usize| cache.state.lock().unwrap().written[i].written_at;
+        let scrapes = || cache.state.lock().unwrap().scrapes;
+        assert_eq!(written_at(1), 1);
+        let refused = ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica);
+        store.record_poll(&ids[1], t0 + s(2.0), t0 + s(2.5), Err(refused));
+        let polled = store.snapshot();
+        assert_eq!(
+            cache.write_ahead(&config, || store.snapshot()),
+            config.targets.len()
+        );
+        // Written ahead: from the poll's report, with no scrape since.
+        assert_eq!(scrapes(), 1);
+        assert!(Arc::ptr_eq(
+            cache.state.lock().unwrap().written[1]
+                .report
+                .as_ref()
+                .unwrap(),
+            polled.report(&ids[1]).unwrap()
+        ));
+        let cached = render_cached(&config, &polled, &calls, t0 + s(3.0), &cache);
+        let fresh = render(&config, &polled, &calls, t0 + s(3.0));
+        assert_eq!(without_process(&cached), without_process(&fresh));
+        assert!(cached.contains("reason=\"connect\"} 1\n"), "{cached}");
+        // Another configuration: nothing until a scrape of it.
+        let reloaded = Arc::new(
+            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
+        );
+        assert_eq!(cache.write_ahead(&reloaded, || store.snapshot()), 0);
     }
 }
