@@ -37,26 +37,12 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = write_file(dir.path(), "shared.toml", config_text);
         let port = rpo_lab::free_port();
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = tokio::process::Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
-                c
-            }
-            None => tokio::process::Command::new(BIN),
-        };
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        let child = exporter_command(BIN, &config, &format!("127.0.0.1:{port}"), nofile)
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        // prlimit execs the exporter: the same pid.
         let pid = child.id().unwrap();
         let client = ExporterClient::new(format!("http://127.0.0.1:{port}"));
         client.wait_until_ready(Duration::from_secs(30)).await;
