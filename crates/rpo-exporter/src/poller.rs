@@ -471,10 +471,14 @@ pub async fn heartbeat_and_record(
         Ok(result) => result,
         Err(_) => Err(ProbeError::timeout(target.timeout)),
     };
-    if result
-        .as_ref()
-        .is_err_and(|e| e.reason != FailureReason::Auth && e.reason != FailureReason::Config)
-    {
+    // A kept connection goes only when the failure may have lost it (a
+    // shared one goes for every writer sharing it): never for an error the
+    // server answered on a usable session (`connection_intact`), nor for a
+    // refusal (auth) or a setting (config), which a new connection would
+    // meet again.
+    if result.as_ref().is_err_and(|e| {
+        !e.connection_intact && e.reason != FailureReason::Auth && e.reason != FailureReason::Config
+    }) {
         writer.reset();
     }
     let failures = result

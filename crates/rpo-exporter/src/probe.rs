@@ -253,6 +253,17 @@ pub struct ProbeError {
     pub reason: FailureReason,
     pub side: Option<Side>,
     pub message: String,
+    /// The connection the failure came on is known to be still usable: the
+    /// server answered (with an error, or a reply this exporter cannot use)
+    /// and keeps the session. `false`, the default, means it may be lost (an
+    /// I/O error, a closed connection, a request abandoned at a deadline):
+    /// a kept connection is then dropped and made again, for every target
+    /// sharing it, so a permanent query error of one target does not
+    /// reconnect its sharers on every poll. Set by the drivers'
+    /// classification of their errors (see `drivers::postgres::classify`,
+    /// `drivers::redis::classify`), or by a kind for a complete reply it
+    /// cannot use ([`ProbeError::on_intact_connection`]).
+    pub connection_intact: bool,
 }
 
 impl ProbeError {
@@ -261,11 +272,19 @@ impl ProbeError {
             reason,
             side: None,
             message: message.into(),
+            connection_intact: false,
         }
     }
 
     pub fn on(mut self, side: Side) -> ProbeError {
         self.side = Some(side);
+        self
+    }
+
+    /// Says the connection the failure came on is still usable (see
+    /// [`ProbeError::connection_intact`]).
+    pub fn on_intact_connection(mut self) -> ProbeError {
+        self.connection_intact = true;
         self
     }
 

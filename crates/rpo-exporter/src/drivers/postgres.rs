@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::{Client, Config as PgConfig};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -196,18 +196,71 @@ impl Connection {
         }
     }
 
-    /// Forgets the connection after a failure that may have left it
-    /// unusable: for every sharer, unless one of them made a new one since.
+    /// Forgets the connection: for every sharer, unless one of them made a
+    /// new one since. For a failure, [`Connection::reset_after`].
     pub fn reset(&mut self) {
         if let Some((_, generation)) = self.held.take() {
             self.slot.drop_if(generation);
         }
     }
+
+    /// After a failed poll or write: forgets the connection only when the
+    /// failure may have lost it (see [`ProbeError::connection_intact`]): a
+    /// query error the server answered keeps it, so one target's permanent
+    /// error (a heartbeat table it may not read) does not reconnect every
+    /// target sharing the connection on every poll.
+    pub fn reset_after(&mut self, error: &ProbeError) {
+        if !error.connection_intact {
+            self.reset();
+        }
+    }
+}
+
+/// Whether the session an error came on is still usable, for every kind
+/// on PostgreSQL: an error the server reported (a `DbError` with its
+/// SQLSTATE) leaves the session ready for the next statement, except
+///
+/// - a `FATAL` or `PANIC` one: the server ends the session with it;
+/// - class `08` (connection exception) and `57P` (operator intervention:
+///   `admin_shutdown` from `pg_terminate_backend` or a shutdown,
+///   `crash_shutdown`, `cannot_connect_now`, `database_dropped`,
+///   `idle_session_timeout`): the session is being ended;
+/// - class `25` (invalid transaction state): the session is stuck in a
+///   transaction, or (`25006`, `read_only_sql_transaction`) a write
+///   reached a standby, which behind a DNS endpoint that moved at a
+///   failover (RDS, Aurora) only a new connection corrects.
+///
+/// `57014` (`query_canceled`, our own `statement_timeout`) is an answer:
+/// the session is idle again. Any other driver error (closed, I/O, TLS, a
+/// protocol error, a value that does not convert) may have lost it.
+fn leaves_session_intact(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| !ends_session(db.code().code(), db.parsed_severity()))
+}
+
+/// Whether a server-reported error (its SQLSTATE and severity) ends the
+/// session or leaves it unusable; see [`leaves_session_intact`].
+fn ends_session(sqlstate: &str, severity: Option<Severity>) -> bool {
+    matches!(severity, Some(Severity::Fatal | Severity::Panic))
+        || sqlstate.starts_with("08")
+        || sqlstate.starts_with("57P")
+        || sqlstate.starts_with("25")
 }
 
 /// Maps a driver error to a bounded reason and a message that never
-/// contains the connection URL.
+/// contains the connection URL, and says whether the connection it came on
+/// is still usable ([`ProbeError::connection_intact`]; never while
+/// connecting: there is no connection to keep yet).
 pub fn classify(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
+    let error = classify_reason(err, connecting);
+    if !connecting && leaves_session_intact(err) {
+        error.on_intact_connection()
+    } else {
+        error
+    }
+}
+
+fn classify_reason(err: &tokio_postgres::Error, connecting: bool) -> ProbeError {
     if let Some(db) = err.as_db_error() {
         let code = db.code();
         let reason = if *code == SqlState::INVALID_PASSWORD
@@ -256,6 +309,27 @@ pub fn tls_connector(target: &str, ca_file: Option<&Path>) -> Result<Tls, ProbeE
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_errors_that_end_the_session_drop_a_kept_connection() {
+        let error = Some(Severity::Error);
+        // Answered on a session that stays usable: a table the user may
+        // not read, one that does not exist, a missing column, our own
+        // statement_timeout.
+        for kept in ["42501", "42P01", "42703", "57014", "53100", "XX000"] {
+            assert!(!ends_session(kept, error), "{kept}");
+        }
+        // pg_terminate_backend, a shutdown, a connection exception, a
+        // session stuck in a failed transaction, a write on a standby.
+        for ended in [
+            "57P01", "57P02", "57P03", "08006", "08P01", "25P02", "25006",
+        ] {
+            assert!(ends_session(ended, error), "{ended}");
+        }
+        // Whatever its code, a FATAL ends the session.
+        assert!(ends_session("42501", Some(Severity::Fatal)));
+        assert!(ends_session("XX000", Some(Severity::Panic)));
+    }
+
     /// A server that was down is tried again by the very next call: no
     /// cached "Connection refused" outlives the server's return.
     #[tokio::test]
@@ -274,6 +348,7 @@ mod tests {
             panic!("nothing listens");
         };
         assert_eq!(refused.reason, FailureReason::Connect, "{refused}");
+        assert!(!refused.connection_intact);
 
         // The server is back: the next call reaches it at once.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

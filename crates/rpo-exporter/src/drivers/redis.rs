@@ -258,11 +258,22 @@ impl Connection {
         }
     }
 
-    /// Forgets the connection after a failure that may have left it
-    /// unusable: for every sharer, unless one of them made a new one since.
+    /// Forgets the connection: for every sharer, unless one of them made a
+    /// new one since. For a failure, [`Connection::reset_after`].
     pub fn reset(&mut self) {
         if let Some(generation) = self.generation.take() {
             self.slot.drop_if(generation);
+        }
+    }
+
+    /// After a failed poll or write: forgets the connection only when the
+    /// failure may have lost it (see [`ProbeError::connection_intact`]): an
+    /// error reply keeps it, so one target's permanent error (a key of
+    /// another type, a command its ACL denies) does not reconnect every
+    /// target sharing the connection on every poll.
+    pub fn reset_after(&mut self, error: &ProbeError) {
+        if !error.connection_intact {
+            self.reset();
         }
     }
 }
@@ -296,9 +307,48 @@ pub fn server_error(err: &RedisError) -> Option<(String, String)> {
     ))
 }
 
+/// Whether the connection a driver error came on is still usable, for
+/// every kind on Redis:
+///
+/// - an error reply (`ERR`, `WRONGTYPE`, `NOPERM`, `NOGROUP`, `BUSY`,
+///   `LOADING`, `MASTERDOWN`, ...) keeps the connection in step: the
+///   server answered and keeps the session. `LOADING` and `MASTERDOWN` are
+///   the server's state (loading its data set; a replica whose link is down
+///   with `replica-serve-stale-data no`), which a new connection to the
+///   same server would meet too;
+/// - except `READONLY`: a write reached a replica. Behind a name that
+///   moved at a failover (an ElastiCache primary endpoint, a DNS record)
+///   the kept connection still reaches the demoted node; only a new one
+///   resolves the name again;
+/// - a reply the driver could not convert (`Parse`, `UnexpectedReturnType`)
+///   was read whole. A malformed stream ends the driver's connection, so
+///   the next command fails with an I/O error, which does drop it;
+/// - anything else (I/O errors, a closed connection, timeouts, TLS) may
+///   have lost it.
+fn leaves_connection_intact(err: &RedisError) -> bool {
+    if let Some(replies) = err.clone().into_server_errors() {
+        return !replies.iter().any(|(_, reply)| reply.code() == "READONLY");
+    }
+    matches!(
+        err.kind(),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+    )
+}
+
 /// Maps a driver error to a bounded reason and a message that never
-/// contains the URL or the password.
+/// contains the URL or the password, and says whether the connection it
+/// came on is still usable ([`ProbeError::connection_intact`]; never while
+/// connecting: there is no connection to keep yet).
 pub fn classify(err: &RedisError, connecting: bool) -> ProbeError {
+    let error = classify_reason(err, connecting);
+    if !connecting && leaves_connection_intact(err) {
+        error.on_intact_connection()
+    } else {
+        error
+    }
+}
+
+fn classify_reason(err: &RedisError, connecting: bool) -> ProbeError {
     let server = server_error(err);
     let code = server.as_ref().map_or("", |(code, _)| code.as_str());
     let reason = if err.kind() == ErrorKind::AuthenticationFailed
@@ -352,6 +402,38 @@ mod tests {
         assert_eq!(classify(&refused, true).reason, FailureReason::Connect);
         let parse: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
         assert_eq!(classify(&parse, false).reason, FailureReason::Parse);
+    }
+
+    #[test]
+    fn only_failures_that_may_lose_the_connection_drop_it() {
+        // Error replies as redis-server 7.0 sends them.
+        let reply = |wire: &str| {
+            redis::parse_redis_value(wire.as_bytes())
+                .and_then(|value| value.extract_error())
+                .unwrap_err()
+        };
+        for kept in [
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            "-NOPERM User mon has no permissions to access the 'rpo:x' key\r\n",
+            "-ERR no such key\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+        ] {
+            let e = classify(&reply(kept), false);
+            assert!(e.connection_intact, "{kept}: {e}");
+        }
+        let readonly = reply("-READONLY You can't write against a read only replica.\r\n");
+        assert!(!classify(&readonly, false).connection_intact);
+        // A whole reply of another type than asked.
+        let conversion: RedisError = (ErrorKind::UnexpectedReturnType, "not a string").into();
+        assert!(classify(&conversion, false).connection_intact);
+        let reset: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer").into();
+        assert!(!classify(&reset, false).connection_intact);
+        // While connecting there is nothing to keep.
+        assert!(
+            !classify(&reply("-ERR max number of clients reached\r\n"), true).connection_intact
+        );
     }
 
     #[test]

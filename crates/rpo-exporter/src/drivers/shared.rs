@@ -18,7 +18,12 @@
 //! saw the same failure do not each throw away the fresh connection the
 //! first of them made. The next call (the next poll of any sharer)
 //! connects again; connecting is done by one caller at a time per key,
-//! so a server coming back sees one connection, not a storm.
+//! so a server coming back sees one connection, not a storm. Only a
+//! failure that may have lost the connection drops it
+//! ([`crate::probe::ProbeError::connection_intact`], set by each driver's
+//! `classify`; the kinds call the handle's `reset_after`): an error the
+//! server answered on a usable session (a table the user may not read, a
+//! key of another type) fails its own target, not its sharers' connection.
 //!
 //! **Descriptor budget.** Every connection the drivers keep (shared or
 //! not) takes a [`Permit`] from a process-wide count, limited to the

@@ -527,6 +527,7 @@ impl PostgresProbe {
                     format!("pg_current_wal_lsn() returned `{text}`"),
                 )
                 .on(Side::Source)
+                .on_intact_connection()
             })?),
             None => None,
         };
@@ -639,6 +640,7 @@ impl PostgresProbe {
                         format!("replica returned WAL position `{text}`"),
                     )
                     .on(Side::Replica)
+                    .on_intact_connection()
                 }),
             }
         };
@@ -751,7 +753,7 @@ impl PostgresProbe {
                 Some(observation)
             }
             Err(err) => {
-                source.reset();
+                source.reset_after(&err);
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
                 None
@@ -816,7 +818,7 @@ impl PostgresProbe {
                 }
             }
             Err(err) => {
-                replica_side.reset();
+                replica_side.reset_after(&err);
                 measurement.replica_reachable = Some(false);
                 measurement.link = LinkState::Unknown("the replica cannot be reached".to_string());
                 measurement.failures.push(err.on(Side::Replica));
@@ -1272,6 +1274,7 @@ impl AuroraGlobalSecondary {
                         format!("an Aurora global database function returned LSN `{text}`"),
                     )
                     .on(Side::Replica)
+                    .on_intact_connection()
                 }),
             }
         };

@@ -872,7 +872,9 @@ impl RedisProbe {
             .map_err(|e| with_acl_hint(classify(&e, false), &user).on(Side::Source))?;
         clock.read(Side::Source, &mut connection, &user).await;
         let info = parse_info_replication(&text).map_err(|e| {
-            ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}")).on(Side::Source)
+            ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
+                .on(Side::Source)
+                .on_intact_connection()
         })?;
         Ok(Observation { observed_at, info })
     }
@@ -903,6 +905,7 @@ impl RedisProbe {
         let info = parse_info_replication(&text).map_err(|e| {
             ProbeError::new(FailureReason::Parse, format!("INFO replication: {e}"))
                 .on(Side::Replica)
+                .on_intact_connection()
         })?;
         clock.read(Side::Replica, &mut connection, &user).await;
         let heartbeat = match (heartbeat, key) {
@@ -978,7 +981,7 @@ impl RedisProbe {
                 Some(observation)
             }
             Err(err) => {
-                source.reset();
+                source.reset_after(&err);
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
                 None
@@ -1020,7 +1023,7 @@ impl RedisProbe {
                 (Some(observation), seen)
             }
             Err(err) => {
-                replica_side.reset();
+                replica_side.reset_after(&err);
                 measurement.replica_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Replica));
                 (None, None)

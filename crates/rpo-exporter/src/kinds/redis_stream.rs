@@ -427,7 +427,10 @@ impl RedisStreamProbe {
             .query_async(&mut connection)
             .await
             .map_err(|e| self.failed(&e))?;
-        let groups = parse_groups(&groups).map_err(|e| ProbeError::new(FailureReason::Parse, e))?;
+        // A reply read whole that cannot be used leaves the connection in
+        // step: errors of this kind's own keep it.
+        let parse = |e: String| ProbeError::new(FailureReason::Parse, e).on_intact_connection();
+        let groups = parse_groups(&groups).map_err(parse)?;
         let Some(group) = groups.iter().find(|g| g.name == self.consumer_group) else {
             let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
             return Err(ProbeError::new(
@@ -442,7 +445,8 @@ impl RedisStreamProbe {
                         known.join(", ")
                     }
                 ),
-            ));
+            )
+            .on_intact_connection());
         };
         let start = group.last_delivered_id.next().to_string();
         let (pending, first, length): (Value, Value, u64) = redis::pipe()
@@ -460,7 +464,6 @@ impl RedisStreamProbe {
             .query_async(&mut connection)
             .await
             .map_err(|e| self.failed(&e))?;
-        let parse = |e: String| ProbeError::new(FailureReason::Parse, e);
         let pending = parse_pending_summary(&pending).map_err(parse)?;
         let first_undelivered = parse_range_ids(&first).map_err(parse)?.first().copied();
         let lag = match (group.lag, first_undelivered) {
@@ -559,11 +562,8 @@ impl Probe for RedisStreamProbe {
             self.poll_in_progress = true;
             let deadline = Instant::now() + self.timeout;
             let result = within(deadline, self.measure()).await;
-            if result
-                .as_ref()
-                .is_err_and(|e| !matches!(e.reason, FailureReason::Query | FailureReason::Parse))
-            {
-                self.connection.reset();
+            if let Err(e) = &result {
+                self.connection.reset_after(e);
             }
             self.poll_in_progress = false;
             match result {

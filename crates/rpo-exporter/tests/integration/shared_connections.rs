@@ -3,7 +3,11 @@
 //! their own exposure; a frozen replica shows on every sharer; a target
 //! with another password has connections (and failures) of its own; under
 //! a low open-file limit the targets beyond the descriptor budget fail
-//! their polls with a reason that says what to do, and `/metrics` answers.
+//! their polls with a reason that says what to do, and `/metrics` answers;
+//! a sharer's permanent query error (Redis `WRONGTYPE`/`NOPERM`, PostgreSQL
+//! permission denied or a missing column) fails only that sharer while the
+//! shared connections stay up, counted on the servers, and a connection
+//! really lost (`CLIENT KILL`, `pg_terminate_backend`) is made again.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -33,26 +37,12 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = write_file(dir.path(), "shared.toml", config_text);
         let port = rpo_lab::free_port();
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = tokio::process::Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
-                c
-            }
-            None => tokio::process::Command::new(BIN),
-        };
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        let child = exporter_command(BIN, &config, &format!("127.0.0.1:{port}"), nofile)
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        // prlimit execs the exporter: the same pid.
         let pid = child.id().unwrap();
         let client = ExporterClient::new(format!("http://127.0.0.1:{port}"));
         client.wait_until_ready(Duration::from_secs(30)).await;
@@ -335,4 +325,353 @@ async fn targets_beyond_the_descriptor_budget_fail_with_the_reason_and_metrics_a
     }
     assert!(open_fds(daemon.pid) < 110);
     daemon.stop().await;
+}
+
+/// The ids of `user`'s connections on one Redis server (`CLIENT LIST`).
+fn redis_client_ids(command: impl Fn(&[&str]) -> redis::Value, user: &str) -> Vec<u64> {
+    let list = match command(&["CLIENT", "LIST"]) {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("CLIENT LIST answered {other:?}"),
+    };
+    let field = |line: &str, name: &str| {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name).map(str::to_string))
+    };
+    let mut ids: Vec<u64> = list
+        .lines()
+        .filter(|line| field(line, "user=").as_deref() == Some(user))
+        .filter_map(|line| field(line, "id=")?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `total_connections_received` of a Redis server's `INFO stats`.
+fn redis_connections_received(command: impl Fn(&[&str]) -> redis::Value) -> u64 {
+    let text = match command(&["INFO", "stats"]) {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO stats answered {other:?}"),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {text}"))
+}
+
+/// A metric of `target` (0 when absent).
+fn counted(metrics: &str, family: &str, target: &str, reason: Option<&str>) -> f64 {
+    let mut labels = vec![("target", target)];
+    labels.extend(reason.map(|r| ("reason", r)));
+    metric_value(metrics, family, &labels).unwrap_or(0.0)
+}
+
+/// How long the tests below watch the sharers poll (every 500 ms).
+const WATCH: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_sharers_error_replies_keep_the_shared_connections_and_a_killed_one_is_made_again()
+{
+    let pair = start_redis_pair(RedisOptions::default()).await;
+    let primary = |args: &[&str]| pair.primary_command(args).unwrap();
+    let replica = |args: &[&str]| pair.replica_command(args).unwrap();
+    // ACLs are not replicated: each node gets the user. It may write only
+    // the healthy target's heartbeat keys and read the wrong-type ones.
+    let acl = "ACL SETUSER mon on >mon-pw +info +ping +get +set +time ~rpo:ok:* %R~rpo:wrongtype:*";
+    let acl: Vec<&str> = acl.split(' ').collect();
+    primary(&acl);
+    replica(&acl);
+    // An administrator's list where the heartbeat of `wrongtype` would go
+    // (instance "test"): read on the replica, GET answers WRONGTYPE.
+    primary(&["RPUSH", "rpo:wrongtype:test", "not-a-heartbeat"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the list on the replica",
+        || async {
+            let kind = replica(&["TYPE", "rpo:wrongtype:test"]);
+            (
+                matches!(&kind, redis::Value::SimpleString(s) if s == "list"),
+                format!("{kind:?}"),
+            )
+        },
+    )
+    .await;
+
+    // The same URLs, so one connection per server and purpose for all
+    // three; the two failing targets in a group of their own.
+    let (p, r) = (pair.primary_port(), pair.replica_port());
+    let target = |name: &str, group: &str, prefix: &str| {
+        format!(
+            r#"
+[[redis]]
+name = "{name}"
+group = "{group}"
+primary_url = "redis://mon:mon-pw@127.0.0.1:{p}"
+replica_url = "redis://mon:mon-pw@127.0.0.1:{r}"
+heartbeat = {{ interval = "500ms", key = "{prefix}" }}
+"#
+        )
+    };
+    let config = format!(
+        "{}{OTHER_GROUP}",
+        config_with(&format!(
+            "{}{}{}",
+            target("healthy", "erp", "rpo:ok"),
+            target("wrongtype", "other", "rpo:wrongtype"),
+            target("denied", "other", "rpo:denied")
+        ))
+    );
+    let exporter = Exporter::start(&config).await;
+    exporter
+        .wait_for_go(
+            "?group=erp",
+            Duration::from_secs(10),
+            "the healthy sharer GO",
+        )
+        .await;
+    exporter
+        .wait_for_failures(
+            Duration::from_secs(10),
+            "both failing sharers failing",
+            &[("wrongtype", "query"), ("denied", "auth")],
+        )
+        .await;
+    let wrongtype = reasons(&exporter.target_verdict("wrongtype").await);
+    assert!(wrongtype.contains("WRONGTYPE"), "{wrongtype}");
+    let denied = reasons(&exporter.target_verdict("denied").await);
+    assert!(denied.contains("NOPERM"), "{denied}");
+
+    // Polls to each server and the heartbeat writers' to the primary.
+    let before = (
+        redis_client_ids(primary, "mon"),
+        redis_client_ids(replica, "mon"),
+    );
+    assert_eq!((before.0.len(), before.1.len()), (2, 1), "{before:?}");
+    let metrics_before = exporter.metrics().await;
+    let received_before = redis_connections_received(replica);
+    tokio::time::sleep(WATCH).await;
+    let received_after = redis_connections_received(replica);
+    let metrics = exporter.metrics().await;
+    let after = (
+        redis_client_ids(primary, "mon"),
+        redis_client_ids(replica, "mon"),
+    );
+
+    // The failing sharers kept failing all along, each poll and write ...
+    let grew = |family: &str, target: &str, reason: Option<&str>| {
+        counted(&metrics, family, target, reason) - counted(&metrics_before, family, target, reason)
+    };
+    let polls = grew("rpo_probe_failures_total", "wrongtype", Some("query"));
+    assert!(
+        polls >= 4.0,
+        "{polls} failed polls of wrongtype in {WATCH:?}"
+    );
+    let polls = grew("rpo_probe_failures_total", "denied", Some("auth"));
+    assert!(polls >= 4.0, "{polls} failed polls of denied in {WATCH:?}");
+    let writes = grew("rpo_heartbeat_write_failures_total", "wrongtype", None);
+    assert!(
+        writes >= 4.0,
+        "{writes} failed heartbeat writes in {WATCH:?}"
+    );
+    // ... on the very connections they share with the healthy one.
+    assert_eq!(after, before, "connections made again while sharers failed");
+    // This reading's own connection, and no other.
+    assert_eq!(
+        received_after - received_before,
+        1,
+        "connections received by the replica"
+    );
+    assert_metric(&metrics, "rpo_target_ready", &labels("healthy"), Some(1.0));
+    assert_metric(
+        &metrics,
+        "rpo_target_ready",
+        &labels("wrongtype"),
+        Some(0.0),
+    );
+    assert_metric(&metrics, "rpo_target_ready", &labels("denied"), Some(0.0));
+    let (status, verdict) = exporter.verdict("?group=other").await;
+    assert_eq!(status, 503, "{verdict}");
+
+    // A connection really lost is made again, for every sharer.
+    replica(&["CLIENT", "KILL", "USER", "mon"]);
+    let killed = before.1.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "a new connection on the replica",
+        || async {
+            let now = redis_client_ids(replica, "mon");
+            (now.len() == 1 && now != killed, format!("{now:?}"))
+        },
+    )
+    .await;
+    exporter
+        .wait_for_target(
+            "healthy",
+            Duration::from_secs(10),
+            "the healthy sharer ready again",
+            |t| t["ready"] == true,
+        )
+        .await;
+    let again = redis_client_ids(replica, "mon");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        redis_client_ids(replica, "mon"),
+        again,
+        "made once, then kept"
+    );
+    exporter.stop().await;
+}
+
+/// `pid` and `backend_start` of `user`'s sessions on one server.
+fn pg_sessions(sql: impl Fn(&str) -> String, user: &str) -> Vec<String> {
+    sql(&format!(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE usename = '{user}' ORDER BY pid"
+    ))
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_sharers_query_errors_keep_the_shared_connections_and_a_terminated_one_is_made_again(
+) {
+    let pair = start_pair().await;
+    let primary = |sql: &str| pair.primary_sql(sql).unwrap();
+    let replica = |sql: &str| pair.replica_sql(sql).unwrap();
+    let table = |name: &str, columns: &str| {
+        format!("CREATE TABLE {name} (instance text PRIMARY KEY, {columns});")
+    };
+    // One heartbeat table `mon` may use, one it may not touch, one without
+    // the `ts` column (a query error the server answers on both sides).
+    primary(&format!(
+        "CREATE ROLE mon LOGIN; GRANT pg_monitor TO mon; {} {} {} \
+         GRANT SELECT, INSERT, UPDATE ON rpo_ok_hb, rpo_nots_hb TO mon;",
+        table(
+            "rpo_ok_hb",
+            "ts double precision NOT NULL, written_at timestamptz NOT NULL DEFAULT now()"
+        ),
+        table(
+            "rpo_denied_hb",
+            "ts double precision NOT NULL, written_at timestamptz NOT NULL DEFAULT now()"
+        ),
+        table(
+            "rpo_nots_hb",
+            "written_at timestamptz NOT NULL DEFAULT now()"
+        ),
+    ));
+    wait_until(
+        Duration::from_secs(10),
+        "the tables on the replica",
+        || async {
+            let seen = replica("SELECT count(*) FROM pg_class WHERE relname LIKE 'rpo_%_hb'");
+            (seen == "3", seen)
+        },
+    )
+    .await;
+
+    let url = |port: u16| format!("postgres://mon@127.0.0.1:{port}/postgres");
+    let target = |name: &str, group: &str, table: &str| {
+        format!(
+            r#"
+[[postgres]]
+name = "{name}"
+group = "{group}"
+primary_url = "{}"
+replica_url = "{}"
+heartbeat = {{ interval = "500ms", table = "{table}" }}
+"#,
+            url(pair.primary_port()),
+            url(pair.replica_port())
+        )
+    };
+    let config = format!(
+        "{}{OTHER_GROUP}",
+        config_with(&format!(
+            "{}{}{}",
+            target("healthy", "erp", "rpo_ok_hb"),
+            target("denied", "other", "rpo_denied_hb"),
+            target("nots", "other", "rpo_nots_hb")
+        ))
+    );
+    let exporter = Exporter::start(&config).await;
+    exporter
+        .wait_for_go(
+            "?group=erp",
+            Duration::from_secs(15),
+            "the healthy sharer GO",
+        )
+        .await;
+    exporter
+        .wait_for_failures(
+            Duration::from_secs(10),
+            "both failing sharers failing",
+            &[("denied", "auth"), ("nots", "query")],
+        )
+        .await;
+    let denied = reasons(&exporter.target_verdict("denied").await);
+    assert!(
+        denied.contains("permission denied for table rpo_denied_hb (42501)"),
+        "{denied}"
+    );
+    let nots = reasons(&exporter.target_verdict("nots").await);
+    assert!(nots.contains("42703"), "{nots}");
+
+    // Polls to each server and the heartbeat writers' to the primary.
+    let before = (pg_sessions(primary, "mon"), pg_sessions(replica, "mon"));
+    assert_eq!((before.0.len(), before.1.len()), (2, 1), "{before:?}");
+    let metrics_before = exporter.metrics().await;
+    tokio::time::sleep(WATCH).await;
+    let metrics = exporter.metrics().await;
+    let after = (pg_sessions(primary, "mon"), pg_sessions(replica, "mon"));
+
+    let grew = |family: &str, target: &str, reason: Option<&str>| {
+        counted(&metrics, family, target, reason) - counted(&metrics_before, family, target, reason)
+    };
+    let polls = grew("rpo_probe_failures_total", "denied", Some("auth"));
+    assert!(polls >= 4.0, "{polls} failed polls of denied in {WATCH:?}");
+    let polls = grew("rpo_probe_failures_total", "nots", Some("query"));
+    assert!(polls >= 4.0, "{polls} failed polls of nots in {WATCH:?}");
+    // A query error on a heartbeat write (not a refusal): the writers'
+    // shared connection is kept too.
+    let writes = grew("rpo_heartbeat_write_failures_total", "nots", None);
+    assert!(
+        writes >= 4.0,
+        "{writes} failed heartbeat writes in {WATCH:?}"
+    );
+    assert_eq!(after, before, "sessions started again while sharers failed");
+    assert_metric(&metrics, "rpo_target_ready", &labels("healthy"), Some(1.0));
+    assert_metric(&metrics, "rpo_target_ready", &labels("denied"), Some(0.0));
+    assert_metric(&metrics, "rpo_target_ready", &labels("nots"), Some(0.0));
+    let (status, verdict) = exporter.verdict("?group=other").await;
+    assert_eq!(status, 503, "{verdict}");
+
+    // A session really ended is started again, for every sharer.
+    replica("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'mon'");
+    let ended = before.1.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "a new session on the replica",
+        || async {
+            let now = pg_sessions(replica, "mon");
+            (now.len() == 1 && now != ended, format!("{now:?}"))
+        },
+    )
+    .await;
+    exporter
+        .wait_for_target(
+            "healthy",
+            Duration::from_secs(10),
+            "the healthy sharer ready again",
+            |t| t["ready"] == true,
+        )
+        .await;
+    let again = pg_sessions(replica, "mon");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        pg_sessions(replica, "mon"),
+        again,
+        "started once, then kept"
+    );
+    exporter.stop().await;
 }

@@ -70,21 +70,12 @@ impl Daemon {
     async fn start(config_text: &str, dir: &std::path::Path, extra: &[&str]) -> Daemon {
         let config = write_file(dir, "web.toml", config_text);
         let port = rpo_lab::free_port();
-        let child = tokio::process::Command::new("prlimit")
-            .arg("--nofile=1024:1024")
-            .arg("--")
-            .arg(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        let child = exporter_command(BIN, &config, &format!("127.0.0.1:{port}"), Some(1024))
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        // prlimit execs the exporter: the same pid.
         let pid = child.id().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         ExporterClient::new(&base)

@@ -79,12 +79,8 @@ impl ExporterProcess {
         let dir = tempfile::tempdir().expect("a temp dir");
         let config = super::write_file(dir.path(), "exporter.toml", config_text);
         let address = format!("127.0.0.1:{}", crate::free_port());
-        let child = tokio::process::Command::new(binary)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--web.listen-address", &address])
+        let child = exporter_command(binary, &config, &address, None)
             .envs(env)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("the exporter binary starts");
         let process = ExporterProcess {
@@ -108,6 +104,37 @@ impl Deref for ExporterProcess {
     fn deref(&self) -> &ExporterClient {
         &self.client
     }
+}
+
+/// A command that runs the exporter `binary` on `config`, serving on
+/// `address`, with stdin closed and killed on drop; the caller adds flags
+/// and decides stdout and stderr. With `open_files`, under `prlimit
+/// --nofile=N:N` (soft and hard limit), which execs the exporter: the
+/// child's pid is the exporter's, for `/proc/PID/fd` and signals.
+pub fn exporter_command(
+    binary: &str,
+    config: &std::path::Path,
+    address: &str,
+    open_files: Option<u32>,
+) -> tokio::process::Command {
+    let mut command = match open_files {
+        Some(n) => {
+            let mut prlimit = tokio::process::Command::new("prlimit");
+            prlimit
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(binary);
+            prlimit
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    command
+        .arg("--config")
+        .arg(config)
+        .args(["--web.listen-address", address])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// The in-process exporter is used through its HTTP endpoints, like the

@@ -5,7 +5,9 @@
 //!   listener of the caller's), stopped on drop; [`ExporterClient`] is its
 //!   HTTP side, also usable against an exporter running as a child process:
 //!   `/metrics`, `/failover-readiness`, and waits for a verdict, a target's
-//!   verdict, a scrape or counted failures.
+//!   verdict, a scrape or counted failures. [`ExporterProcess`] runs the
+//!   binary as a child; [`exporter_command`] is the command that spawns the
+//!   daemon (under `prlimit` for an open-file limit).
 //! - Reading an exposition: [`metric_value`], [`assert_metric`],
 //!   [`failures_counted`], [`heartbeat_written_and_seen`].
 //! - Config text: [`config_with`] around one block per kind
