@@ -204,6 +204,21 @@ impl AppState {
             .clone()
     }
 
+    /// The `/metrics` exposition of `config` at `now` (what the endpoint
+    /// answers; the benchmark times it in-process too).
+    pub fn metrics_body(&self, config: &Arc<Config>, now: SystemTime) -> String {
+        let mut body = metrics::render_cached(
+            config,
+            &self.store.snapshot(),
+            &self.aws_calls,
+            now,
+            &self.render_cache,
+        );
+        metrics::render_config_reload(&mut body, &self.reload_status);
+        metrics::render_server_connections(&mut body);
+        body
+    }
+
     /// Writes `/metrics`' lines of the targets whose report changed since
     /// (what the server does every [`metrics::WRITE_AHEAD_EVERY`]); the
     /// benchmark calls it to set up a scrape as production meets it.
@@ -666,19 +681,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bytes>
         Endpoint::Metrics => {
             let state = state.clone();
             off_runtime(move || {
-                let mut body = metrics::render_cached(
-                    &config,
-                    &state.store.snapshot(),
-                    &state.aws_calls,
-                    now,
-                    &state.render_cache,
-                );
-                metrics::render_config_reload(&mut body, &state.reload_status);
-                metrics::render_server_connections(&mut body);
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    body,
+                    state.metrics_body(&config, now),
                 )
             })
             .await

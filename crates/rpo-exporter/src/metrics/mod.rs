@@ -4,10 +4,13 @@
 //! [`Snapshot`], the verdict computed from it, and the exporter's own
 //! counters handed in explicitly ([`AwsCallCounters`]). Every family's name,
 //! help, type and labels come from its declaration ([`catalogue`] for the
-//! core families, each kind's file for its detail families). The unified
-//! series are written directly ([`exposition`]: a few microseconds per
-//! target, see the README's benchmark); the `process_*` series come from the
-//! `prometheus` crate's process collector.
+//! core families, each kind's file for its detail families). Each target's
+//! lines are kept between scrapes ([`RenderCache`]): rewritten when its
+//! report changes (only the heartbeat lines when a heartbeat changed it),
+//! and written ahead of the next scrape every second by the HTTP server, so
+//! a scrape mostly copies; the three families that depend on the verdict's
+//! clock are written at the scrape. Sample lines are written piece by piece
+//! ([`exposition`]); the `process_*` series are read from `/proc`.
 
 pub mod catalogue;
 mod exposition;
