@@ -30,10 +30,10 @@ use rpo_exporter::config::Config;
 use rpo_exporter::kinds;
 use rpo_exporter::metrics::{render_cached, RenderCache};
 use rpo_exporter::poller::Poller;
-use rpo_exporter::probe::{Measurement, ProbeContext};
+use rpo_exporter::probe::{Detail, Measurement, ProbeContext};
 use rpo_exporter::readiness::{evaluate, Mode};
 use rpo_exporter::self_metrics::AwsCallCounters;
-use rpo_exporter::store::{Store, TargetId};
+use rpo_exporter::store::{Store, TargetId, TargetReport};
 use rpo_lab::redis::RedisPair;
 use tikv_jemalloc_ctl::{epoch, stats, Access, AsName};
 
@@ -210,6 +210,14 @@ pub fn run(sizes: &[usize]) -> Result<(), String> {
             );
         }
     }
+    println!(
+        "Sizes behind stages 2 and 3: a `TargetReport` is {} B inline (kept in an `Arc`, one \
+         per target, replaced by each poll and heartbeat), of which its last `Measurement` is {} \
+         B; a `Detail` is {} B plus its labels.\n",
+        std::mem::size_of::<TargetReport>(),
+        std::mem::size_of::<Measurement>(),
+        std::mem::size_of::<Detail>()
+    );
     println!("Not measured here:\n");
     println!(
         "- a probe's state after real polls (the redis probe's offset samples, the heartbeat \
