@@ -210,6 +210,22 @@ pub fn run(sizes: &[usize]) -> Result<(), String> {
             );
         }
     }
+    let kind_targets = sizes.first().copied().unwrap_or(1000).clamp(2, 1000);
+    eprintln!("rpo-bench: {kind_targets} probes of each kind...");
+    println!(
+        "**Probes by kind** (stage 6 for every kind: {kind_targets} targets of one kind, \
+         probes as `kinds::build` makes them, none connected, no heartbeat configured; what the \
+         kind builds once for all, e.g. a client per region, is counted before):\n"
+    );
+    println!("| kind | bytes per target |");
+    println!("|---|---:|");
+    for (kind, measured) in probes_by_kind(&runtime, kind_targets) {
+        match measured {
+            Ok(bytes) => println!("| `{kind}` | {bytes:.0} |"),
+            Err(problem) => println!("| `{kind}` | not measured: {problem} |"),
+        }
+    }
+    println!();
     println!(
         "Sizes behind stages 2 and 3: a `TargetReport` is {} B inline (kept in an `Arc`, one \
          per target, replaced by each poll and heartbeat), of which its last `Measurement` is {} \
@@ -416,4 +432,109 @@ fn measure(
         body_bytes,
         tasks,
     })
+}
+
+/// One target of each kind, as `--memory`'s probe table builds it (`{i}` is
+/// the target's number): unreachable addresses, nothing is contacted.
+const KIND_TARGETS: [(&str, &str); 13] = [
+    (
+        "postgres",
+        "primary_url = \"postgres://monitor@127.0.0.1:1/erp\"\nreplica_url = \"postgres://monitor@127.0.0.1:2/erp\"",
+    ),
+    (
+        "mysql",
+        "primary_url = \"mysql://monitor@127.0.0.1:1/\"\nreplica_url = \"mysql://monitor@127.0.0.1:2/\"",
+    ),
+    (
+        "redis",
+        "primary_url = \"redis://127.0.0.1:1\"\nreplica_url = \"redis://127.0.0.1:2\"",
+    ),
+    (
+        "redis_stream",
+        "url = \"redis://127.0.0.1:1\"\nstream = \"erp-orders\"\nconsumer_group = \"billing\"",
+    ),
+    (
+        "rabbitmq",
+        "management_url = \"http://127.0.0.1:1\"\nusername = \"rpo-monitor\"\npassword = \"secret\"\nqueue = \"erp.orders\"",
+    ),
+    (
+        "sql_queue",
+        "url = \"postgres://monitor@127.0.0.1:1/erp\"\nquery = \"SELECT count(*), min(created_at) FROM outbox\"",
+    ),
+    (
+        "opensearch",
+        "url = \"http://127.0.0.1:1\"\nusername = \"rpo-monitor\"\npassword = \"secret\"\nindices = [\"erp-orders\"]",
+    ),
+    (
+        "rds",
+        "region = \"eu-central-1\"\nsource_instance = \"erp-db-{i}\"\nreplicas = [\"arn:aws:rds:eu-west-1:123456789012:db:erp-db-{i}-dr\"]",
+    ),
+    (
+        "aurora_global",
+        "region = \"eu-central-1\"\nglobal_cluster = \"erp-global-{i}\"\nsecondary_clusters = [\"arn:aws:rds:eu-west-1:123456789012:cluster:erp-ledger-{i}-dr\"]",
+    ),
+    (
+        "elasticache_global",
+        "region = \"eu-central-1\"\nglobal_replication_group = \"ldgnf-erp-{i}\"\nsecondary_region = \"eu-west-1\"",
+    ),
+    (
+        "s3",
+        "region = \"eu-central-1\"\nsource_bucket = \"erp-files-{i}\"\ndestination_bucket = \"erp-files-{i}-dr\"\ndestination_region = \"eu-west-1\"\nrule_ids = [\"to-dr\"]",
+    ),
+    (
+        "efs",
+        "region = \"eu-central-1\"\nfile_system_id = \"fs-0123456789abcdef0\"\ndestination_file_system_id = \"fs-0fedcba9876543210\"\ndestination_region = \"eu-west-1\"",
+    ),
+    (
+        "sqs",
+        "region = \"eu-central-1\"\nqueue_url = \"https://sqs.eu-central-1.amazonaws.com/123456789012/erp-outbox-{i}\"\ndead_letter_queue_name = \"erp-outbox-{i}-dlq\"",
+    ),
+];
+
+/// Bytes per target of `n` probes (and heartbeat writers) of each kind,
+/// built as the daemon builds them, none connected: each kind's line, or
+/// why it could not be measured.
+fn probes_by_kind(
+    runtime: &tokio::runtime::Runtime,
+    n: usize,
+) -> Vec<(&'static str, Result<f64, String>)> {
+    KIND_TARGETS
+        .iter()
+        .map(|(kind, keys)| {
+            let mut toml = String::from(
+                "[exporter]\ninstance = \"bench\"\n\n[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n\n",
+            );
+            for i in 0..n {
+                toml.push_str(&format!(
+                    "[[{kind}]]\nname = \"{kind}-{i:05}\"\ngroup = \"erp\"\n{}\n\n",
+                    keys.replace("{i}", &i.to_string())
+                ));
+            }
+            let measured = Config::from_toml(&toml, Path::new("rpo-bench-kinds.toml"))
+                .map_err(|e| format!("config: {e}"))
+                .and_then(|config| {
+                    drop(toml);
+                    runtime.block_on(async {
+                        let context = ProbeContext::new(config.instance.clone());
+                        // One probe first: what the kind builds once for all
+                        // (clients per region, TLS roots) is not per target.
+                        let first = kinds::build(&config.targets[0], &context)
+                            .map_err(|e| format!("build: {e}"))?;
+                        let before = allocated()?;
+                        let mut probes = Vec::with_capacity(n);
+                        for target in &config.targets[1..] {
+                            let mut probe = kinds::build(target, &context)
+                                .map_err(|e| format!("build: {e}"))?;
+                            let writer = probe.heartbeat_writer();
+                            probes.push((probe, writer));
+                        }
+                        let bytes = allocated()? - before;
+                        drop(probes);
+                        drop(first);
+                        Ok::<_, String>(bytes as f64 / (n - 1).max(1) as f64)
+                    })
+                });
+            (*kind, measured)
+        })
+        .collect()
 }
