@@ -26,6 +26,9 @@ run --targets 10,50 --requests 20
 run --daemon --seconds 3
 # The real binary watching 20 Redis pair targets, polling every second.
 run --scale --targets 20 --interval-ms 1000 --seconds 3 --requests 20
+# Where a target's memory goes, at 100 targets (a few seconds: a lab Redis
+# pair for one real poll, then everything in-process).
+run --memory --targets 100
 # --aws-cost is not cheap: a fixed 15 s settle, then the batching check's
 # 10,000 series take the emulator about a minute. RPO_BENCH_SMOKE_AWS=1 runs it.
 if [ "${RPO_BENCH_SMOKE_AWS:-0}" = 1 ]; then

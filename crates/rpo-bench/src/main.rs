@@ -26,6 +26,10 @@
 //! Scale (`--scale --targets 1000,9000`): the real binary watching N Redis
 //! pair targets on one lab pair; see `scale.rs`.
 //!
+//! Memory (`--memory --targets 1000,10000`): bytes allocated per target,
+//! stage by stage (configuration, store, render cache, board history,
+//! probes, tasks), counted by jemalloc in one process; see `memory.rs`.
+//!
 //! Prints Markdown, ready to paste into the README. Timings are measured
 //! here and never asserted in tests.
 
@@ -49,10 +53,16 @@ use rpo_exporter::store::{Store, TargetId};
 use rpo_lab::{self as lab, PostgresPair};
 
 mod aws_cost;
+mod memory;
 mod peers;
 mod support;
 
 use support::{spawn_exporter, stop_with_sigterm, OrderWriter};
+
+/// jemalloc, as in the daemon: `--memory` reads its statistics, and the
+/// other modes allocate as the daemon does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Benchmarks of rpo-exporter, printed as Markdown.
 ///
@@ -88,6 +98,12 @@ struct Options {
     /// jitter, RSS, descriptors, SIGTERM.
     #[arg(long, conflicts_with = "daemon")]
     scale: bool,
+    /// Where a target's memory goes: bytes allocated per target (not RSS),
+    /// stage by stage (configuration, store, render cache, board history,
+    /// probes, tasks), for each of --targets `redis` and Postgres-like
+    /// targets, in one process; see `memory.rs`.
+    #[arg(long, conflicts_with_all = ["daemon", "peers", "aws_cost", "scale"])]
+    memory: bool,
     /// With --scale: the exporter binary to measure (default: the
     /// `rpo-exporter` beside this binary), e.g. an older build to compare.
     #[arg(long, value_name = "PATH")]
@@ -131,6 +147,8 @@ fn main() -> ExitCode {
         aws_cost::aws_cost_bench(&options)
     } else if options.peers {
         peers::peers_bench(&options)
+    } else if options.memory {
+        memory::run(&options.sizes)
     } else if options.scale {
         let exporter = match &options.exporter {
             Some(path) => Ok(path.clone()),
@@ -1115,6 +1133,7 @@ mod tests {
         Options::command().debug_assert();
         let defaults = Options::try_parse_from(["rpo-bench"]).unwrap();
         assert!(!defaults.daemon);
+        assert!(!defaults.memory);
         assert_eq!(defaults.seconds, 60);
         assert_eq!(defaults.requests, 500);
         assert_eq!(defaults.sizes, [10, 100, 1000]);
@@ -1134,6 +1153,16 @@ mod tests {
         assert!(options.daemon);
         assert_eq!(options.seconds, 5);
         assert_eq!(options.sizes, [10, 20]);
+        let memory =
+            Options::try_parse_from(["rpo-bench", "--memory", "--targets", "1000,10000"]).unwrap();
+        assert!(memory.memory);
+        assert_eq!(memory.sizes, [1000, 10000]);
+        for other in ["--daemon", "--peers", "--aws-cost", "--scale"] {
+            assert!(
+                Options::try_parse_from(["rpo-bench", "--memory", other]).is_err(),
+                "--memory with {other}"
+            );
+        }
         for bad in [
             ["--targets", "10,0"],
             ["--requests", "0"],

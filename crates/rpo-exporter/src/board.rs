@@ -12,7 +12,7 @@
 //! snapshot. The history is kept in memory by the daemon ([`History`],
 //! sampled every [`HISTORY_EVERY`]) and extended by the script as it fetches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -37,8 +37,41 @@ pub struct Sample {
 /// [`HISTORY_WINDOW`], in memory (about 180 points per target).
 #[derive(Debug, Default)]
 pub struct History {
-    samples: Mutex<HashMap<String, VecDeque<Sample>>>,
+    samples: Mutex<HashMap<String, VecDeque<Point>>>,
 }
+
+/// A [`Sample`] as kept: 24 bytes instead of 32, an unknown exposure as NaN
+/// (a duration in seconds never is). At 10,000 targets the window is 1.8
+/// million points.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    at_unix: f64,
+    exposure_seconds: f64,
+    budget_seconds: f64,
+}
+
+impl Point {
+    fn of(sample: Sample) -> Point {
+        Point {
+            at_unix: sample.at_unix,
+            exposure_seconds: sample.exposure_seconds.unwrap_or(f64::NAN),
+            budget_seconds: sample.budget_seconds,
+        }
+    }
+
+    fn sample(self) -> Sample {
+        Sample {
+            at_unix: self.at_unix,
+            exposure_seconds: (!self.exposure_seconds.is_nan()).then_some(self.exposure_seconds),
+            budget_seconds: self.budget_seconds,
+        }
+    }
+}
+
+/// The points a target keeps when recorded every [`HISTORY_EVERY`]: the
+/// window's, and the one at its start. A target's points grow by doubling
+/// up to this many places, no further (to 256, doubling took 40 % more).
+const WINDOW_POINTS: usize = (HISTORY_WINDOW.as_secs() / HISTORY_EVERY.as_secs()) as usize + 1;
 
 impl History {
     /// Records every target of `verdict` at its evaluation time, forgets
@@ -47,21 +80,28 @@ impl History {
         let now = unix(verdict.evaluated_at);
         let oldest = now - HISTORY_WINDOW.as_secs_f64();
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for target in verdict.groups.iter().flat_map(|g| &g.targets) {
-            let name = target.target.to_string();
-            let points = samples.entry(name.clone()).or_default();
-            points.push_back(Sample {
+            let name = target.target.as_str();
+            if !samples.contains_key(name) {
+                samples.insert(name.to_string(), VecDeque::new());
+            }
+            let points = samples.get_mut(name).expect("inserted above");
+            if points.len() == points.capacity() && points.len() < WINDOW_POINTS {
+                let places = (points.len() * 2).clamp(4, WINDOW_POINTS);
+                points.reserve_exact(places - points.len());
+            }
+            points.push_back(Point::of(Sample {
                 at_unix: now,
                 exposure_seconds: target.exposure.map(|d| d.as_secs_f64()),
                 budget_seconds: target.budget.as_secs_f64(),
-            });
+            }));
             while points.front().is_some_and(|p| p.at_unix < oldest) {
                 points.pop_front();
             }
-            seen.push(name);
+            seen.insert(name);
         }
-        samples.retain(|name, _| seen.contains(name));
+        samples.retain(|name, _| seen.contains(name.as_str()));
     }
 
     /// The points of `target`, oldest first.
@@ -70,7 +110,7 @@ impl History {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(target)
-            .map(|p| p.iter().copied().collect())
+            .map(|p| p.iter().map(|point| point.sample()).collect())
             .unwrap_or_default()
     }
 }
@@ -454,6 +494,65 @@ mod tests {
              <span class=\"reason\" data-code=\"recovery_point_unknown\" title=\"recovery_point_unknown\">recovery point unknown</span>"
         );
         assert_eq!(reasons_html(&[]), "");
+    }
+
+    /// The chart's points come back as recorded (an unknown exposure as
+    /// `None`), the window keeps its 181 points, and a target no longer
+    /// configured is forgotten.
+    #[test]
+    fn history_keeps_the_window_and_forgets_removed_targets() {
+        use crate::probe::{LinkState, Measurement};
+        use crate::readiness::Mode;
+        use crate::store::{Store, TargetId};
+        use std::time::{Duration, SystemTime};
+        let config = |names: &[&str]| {
+            let mut toml = String::from("[[group]]\nname = \"erp\"\nrpo_budget = \"60s\"\n");
+            for name in names {
+                toml.push_str(&format!(
+                    "[[postgres]]\nname = \"{name}\"\ngroup = \"erp\"\n\
+                     primary_url = \"postgres://m@127.0.0.1:1/x\"\n\
+                     replica_url = \"postgres://m@127.0.0.1:2/x\"\n"
+                ));
+            }
+            crate::config::Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap()
+        };
+        let both = config(&["polled", "never"]);
+        let store = Store::new(both.targets.iter().map(TargetId::of));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut m = Measurement::new(start);
+        m.link = LinkState::Healthy;
+        m.source_reachable = Some(true);
+        m.replica_reachable = Some(true);
+        m.recovery_point = Some(start - Duration::from_secs(2));
+        store.record_poll(&TargetId::new("polled"), start, start, Ok(m));
+        let history = History::default();
+        let mut verdict =
+            crate::readiness::evaluate(&both, &store.snapshot(), Mode::Planned, start, None);
+        for k in 0..200u32 {
+            verdict.evaluated_at = start + HISTORY_EVERY * k;
+            history.record(&verdict);
+        }
+        let last = unix(start + HISTORY_EVERY * 199);
+        let polled = history.of("polled");
+        assert_eq!(polled.len(), WINDOW_POINTS);
+        assert_eq!(polled[0].at_unix, last - HISTORY_WINDOW.as_secs_f64());
+        assert_eq!(polled.last().unwrap().at_unix, last);
+        assert_eq!(polled[0].exposure_seconds, Some(2.0));
+        assert_eq!(polled[0].budget_seconds, 60.0);
+        let never = history.of("never");
+        assert_eq!(never.len(), WINDOW_POINTS);
+        assert!(never.iter().all(|p| p.exposure_seconds.is_none()));
+
+        let one = config(&["polled"]);
+        history.record(&crate::readiness::evaluate(
+            &one,
+            &store.snapshot(),
+            Mode::Planned,
+            start + HISTORY_EVERY * 200,
+            None,
+        ));
+        assert!(history.of("never").is_empty());
+        assert_eq!(history.of("polled").len(), WINDOW_POINTS);
     }
 
     #[test]

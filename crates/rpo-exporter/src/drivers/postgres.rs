@@ -291,7 +291,26 @@ pub struct Tls {
 }
 
 /// The TLS connector: webpki roots plus the target's own CA file (RDS).
+/// Targets without a CA file share one (see [`WEBPKI_ONLY`]).
 pub fn tls_connector(target: &str, ca_file: Option<&Path>) -> Result<Tls, ProbeError> {
+    match ca_file {
+        None => WEBPKI_ONLY.clone(),
+        Some(_) => build_tls_connector(target, ca_file),
+    }
+}
+
+/// The connector of every target without a `tls_ca_file`, built once. A
+/// rustls `ClientConfig` (its ~150 webpki roots, its TLS session cache)
+/// took about 27 KiB, and each Postgres target built its own, more than
+/// everything else the target keeps. Sharing it shares its session cache
+/// too: a session resumed is with the same server name and trust, as a
+/// shared connection is; PostgreSQL authenticates each target after TLS.
+/// A target with a CA file still builds its own (the file is read when
+/// its probe is built, so a reload sees a changed file).
+static WEBPKI_ONLY: LazyLock<Result<Tls, ProbeError>> =
+    LazyLock::new(|| build_tls_connector("", None));
+
+fn build_tls_connector(target: &str, ca_file: Option<&Path>) -> Result<Tls, ProbeError> {
     let roots = root_store(target, ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
