@@ -186,6 +186,50 @@ fn sample_values<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = f64> 
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
 }
 
+/// The failing probes of an exposition by kind, with their failure
+/// counters by reason: `postgres: 5000 failing (timeout 20000)`.
+fn failure_summary(text: &str) -> String {
+    use std::collections::BTreeMap;
+    let label = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_string())
+    };
+    let mut failing: BTreeMap<String, (usize, BTreeMap<String, f64>)> = BTreeMap::new();
+    for line in text.lines() {
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let Some(kind) = label(line, "kind") else {
+            continue;
+        };
+        if line.starts_with("rpo_probe_success{") && value == Some(0.0) {
+            failing.entry(kind).or_default().0 += 1;
+        } else if line.starts_with("rpo_probe_failures_total{") {
+            if let (Some(reason), Some(v)) = (label(line, "reason"), value) {
+                if v > 0.0 {
+                    *failing
+                        .entry(kind)
+                        .or_default()
+                        .1
+                        .entry(reason)
+                        .or_default() += v;
+                }
+            }
+        }
+    }
+    let kinds: Vec<String> = failing
+        .into_iter()
+        .map(|(kind, (n, reasons))| {
+            let reasons: Vec<String> = reasons.iter().map(|(r, v)| format!("{r} {v}")).collect();
+            format!("{kind}: {n} failing ({})", reasons.join(", "))
+        })
+        .collect();
+    if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds.join("; ")
+    }
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> Result<String, String> {
     let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
@@ -369,12 +413,14 @@ async fn run(
         let text = get(&client, &format!("{base}/metrics")).await?;
         let successes: Vec<f64> = sample_values(&text, "rpo_probe_success").collect();
         let ok = successes.iter().filter(|v| **v == 1.0).count();
+        let failing = failure_summary(&text);
         let stopped = rpo.terminate();
         results.push(SizeResult {
             n,
             ready_after,
             probes_ok: ok,
             probes: successes.len(),
+            failing,
             costs,
             stop: stopped,
         });
@@ -389,8 +435,8 @@ async fn run(
     for r in &results {
         if r.probes_ok != r.n || r.probes != r.n {
             return Err(format!(
-                "at {} targets only {} of {} probes succeeded",
-                r.n, r.probes_ok, r.probes
+                "at {} targets only {} of {} probes succeeded; failing: {}",
+                r.n, r.probes_ok, r.probes, r.failing
             ));
         }
         match r.stop {
@@ -416,6 +462,8 @@ struct SizeResult {
     ready_after: Duration,
     probes_ok: usize,
     probes: usize,
+    /// The failing probes by kind and failure reason (see `failure_summary`).
+    failing: String,
     costs: Vec<Cost>,
     stop: Option<(std::process::ExitStatus, Duration)>,
 }
@@ -628,6 +676,16 @@ mod tests {
         let one = peer_config(1, 9, pg, redis, "1s");
         assert_eq!(one.matches("[[postgres]]").count(), 1);
         assert_eq!(one.matches("[[redis]]").count(), 0);
+    }
+
+    #[test]
+    fn failure_summary_counts_failing_probes_and_reasons_by_kind() {
+        let text = "rpo_probe_success{group=\"g\",target=\"a\",kind=\"postgres\"} 0\n\
+                    rpo_probe_success{group=\"g\",target=\"b\",kind=\"redis\"} 1\n\
+                    rpo_probe_failures_total{group=\"g\",target=\"a\",kind=\"postgres\",reason=\"timeout\"} 3\n\
+                    rpo_probe_failures_total{group=\"g\",target=\"b\",kind=\"redis\",reason=\"timeout\"} 0\n";
+        assert_eq!(failure_summary(text), "postgres: 1 failing (timeout 3)");
+        assert_eq!(failure_summary("rpo_probe_success{kind=\"redis\"} 1\n"), "none");
     }
 
     #[test]

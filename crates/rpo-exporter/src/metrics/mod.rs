@@ -112,16 +112,25 @@ fn render_inner(
         // cache is brought up to the snapshot.
         Some((config, cache)) if threads_for(config.targets.len()) > 1 => {
             std::thread::scope(|scope| {
-                let planned =
-                    scope.spawn(|| evaluate(config, snapshot, Mode::Planned, now, None));
-                let unplanned =
-                    scope.spawn(|| evaluate(config, snapshot, Mode::Unplanned, now, None));
-                let state = cache.for_scrape(config, snapshot);
-                let join = |evaluating: std::thread::ScopedJoinHandle<'_, Verdict>| {
-                    evaluating
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                // A verdict whose thread could not be started is computed
+                // here.
+                let evaluating = |mode: Mode| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || evaluate(config, snapshot, mode, now, None))
+                        .map_err(|_| mode)
                 };
+                let planned = evaluating(Mode::Planned);
+                let unplanned = evaluating(Mode::Unplanned);
+                let state = cache.for_scrape(config, snapshot);
+                let join =
+                    |evaluating: Result<std::thread::ScopedJoinHandle<'_, Verdict>, Mode>| {
+                        match evaluating {
+                            Ok(thread) => thread
+                                .join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                            Err(mode) => evaluate(config, snapshot, mode, now, None),
+                        }
+                    };
                 let (verdict, unplanned) = (join(planned), join(unplanned));
                 write(&mut out, &state.written, &live_facts(&verdict, &unplanned));
                 (verdict, unplanned)
@@ -660,18 +669,31 @@ fn refresh(
         }
         return;
     }
-    // Targets are independent: a share of them on each thread.
+    // Targets are independent: a share of them on each thread. A share
+    // whose thread could not be started is done here afterwards.
     let share = written.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (targets, written) in configured.chunks(share).zip(written.chunks_mut(share)) {
-            let never_polled = &never_polled;
-            scope.spawn(move || {
-                for (target, w) in targets.iter().zip(written) {
-                    refresh_one(target, w, snapshot, scrape, never_polled);
-                }
-            });
+    let refresh_share = |targets: &[Target], written: &mut [Written]| {
+        for (target, w) in targets.iter().zip(written) {
+            refresh_one(target, w, snapshot, scrape, &never_polled);
         }
+    };
+    let not_started: Vec<usize> = std::thread::scope(|scope| {
+        configured
+            .chunks(share)
+            .zip(written.chunks_mut(share))
+            .enumerate()
+            .filter_map(|(i, (targets, written))| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || refresh_share(targets, written))
+                    .err()
+                    .map(|_| i)
+            })
+            .collect()
     });
+    for i in not_started {
+        let end = (i * share + share).min(written.len());
+        refresh_share(&configured[i * share..end], &mut written[i * share..end]);
+    }
 }
 
 /// Targets from which a scrape's work is shared out among threads (one
@@ -808,7 +830,13 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
         for (slot, column) in COLUMNS.iter().enumerate() {
             if let Column::Live(family, value) = column {
                 line.clear();
-                sample(&mut line, family.name, &f.labels, None, bool_value(value(l)));
+                sample(
+                    &mut line,
+                    family.name,
+                    &f.labels,
+                    None,
+                    bool_value(value(l)),
+                );
                 let at = &mut place[slot];
                 body[*at..*at + line.len()].copy_from_slice(line.as_bytes());
                 *at += line.len();
@@ -1127,21 +1155,47 @@ region = "eu-west-1"
             .collect()
     }
 
+    /// The golden configuration's targets in a store, never polled, and an
+    /// empty render cache.
+    struct Cached {
+        config: Arc<Config>,
+        t0: SystemTime,
+        ids: Vec<TargetId>,
+        store: Store,
+        calls: AwsCallCounters,
+        cache: RenderCache,
+    }
+
+    fn cached_golden() -> Cached {
+        let config = Arc::new(
+            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
+        );
+        let ids: Vec<TargetId> = config.targets.iter().map(TargetId::of).collect();
+        Cached {
+            t0: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            store: Store::new(ids.iter().cloned()),
+            ids,
+            config,
+            calls: AwsCallCounters::default(),
+            cache: RenderCache::default(),
+        }
+    }
+
     /// The cache changes nothing: each scrape with fragments reused (a
     /// target not polled since) is byte-identical to one written afresh; a
     /// target's changed report is rewritten, an unchanged one's fragment is
     /// not, and a reloaded configuration is not served the old one's lines.
     #[test]
     fn cached_rendering_is_byte_identical_and_reuses_unchanged_targets() {
-        let config = Arc::new(
-            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
-        );
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let Cached {
+            config,
+            t0,
+            ids,
+            store,
+            calls,
+            cache,
+        } = cached_golden();
         let s = Duration::from_secs_f64;
-        let ids: Vec<TargetId> = config.targets.iter().map(TargetId::of).collect();
-        let store = Store::new(ids.iter().cloned());
-        let calls = AwsCallCounters::default();
-        let cache = RenderCache::default();
         let scrape = |at: f64| {
             let snapshot = store.snapshot();
             let cached = render_cached(&config, &snapshot, &calls, t0 + s(at), &cache);
@@ -1231,15 +1285,15 @@ region = "eu-west-1"
     /// exporter never scraped, or after a reload until the next scrape.
     #[test]
     fn writing_ahead_writes_polled_targets_before_the_scrape() {
-        let config = Arc::new(
-            Config::from_toml(GOLDEN_CONFIG, std::path::Path::new("golden.toml")).unwrap(),
-        );
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let Cached {
+            config,
+            t0,
+            ids,
+            store,
+            calls,
+            cache,
+        } = cached_golden();
         let s = Duration::from_secs_f64;
-        let ids: Vec<TargetId> = config.targets.iter().map(TargetId::of).collect();
-        let store = Store::new(ids.iter().cloned());
-        let calls = AwsCallCounters::default();
-        let cache = RenderCache::default();
         assert_eq!(
             cache.write_ahead(&config, || store.snapshot()),
             0,
@@ -1284,7 +1338,9 @@ region = "eu-west-1"
         let n = 4 * TARGETS_PER_THREAD + 7;
         let mut toml = String::from("[exporter]\ninstance = \"many\"\n");
         for g in 0..n.div_ceil(10) {
-            toml.push_str(&format!("[[group]]\nname = \"g{g}\"\nrpo_budget = \"5s\"\n"));
+            toml.push_str(&format!(
+                "[[group]]\nname = \"g{g}\"\nrpo_budget = \"5s\"\n"
+            ));
         }
         for i in 0..n {
             toml.push_str(&format!(
@@ -1292,7 +1348,11 @@ region = "eu-west-1"
                  primary_url = \"postgres://m@127.0.0.1:1/db\"\n\
                  replica_url = \"postgres://m@127.0.0.1:2/db\"\n{}",
                 i / 10,
-                if i % 2 == 0 { "heartbeat = { interval = \"1s\" }\n" } else { "" }
+                if i % 2 == 0 {
+                    "heartbeat = { interval = \"1s\" }\n"
+                } else {
+                    ""
+                }
             ));
         }
         let config = Arc::new(Config::from_toml(&toml, std::path::Path::new("many.toml")).unwrap());
@@ -1322,7 +1382,11 @@ region = "eu-west-1"
             let snapshot = store.snapshot();
             let cached = render_cached(&config, &snapshot, &calls, t0 + s(at + 2.0), &cache);
             let fresh = render(&config, &snapshot, &calls, t0 + s(at + 2.0));
-            assert_eq!(without_process(&cached), without_process(&fresh), "round {round}");
+            assert_eq!(
+                without_process(&cached),
+                without_process(&fresh),
+                "round {round}"
+            );
             assert!(cached.contains("target=\"t2050\""), "all targets rendered");
         }
     }

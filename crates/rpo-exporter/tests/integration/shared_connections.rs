@@ -495,31 +495,7 @@ heartbeat = {{ interval = "500ms", key = "{prefix}" }}
 
     // A connection really lost is made again, for every sharer.
     replica(&["CLIENT", "KILL", "USER", "mon"]);
-    let killed = before.1.clone();
-    wait_until(
-        Duration::from_secs(10),
-        "a new connection on the replica",
-        || async {
-            let now = redis_client_ids(replica, "mon");
-            (now.len() == 1 && now != killed, format!("{now:?}"))
-        },
-    )
-    .await;
-    exporter
-        .wait_for_target(
-            "healthy",
-            Duration::from_secs(10),
-            "the healthy sharer ready again",
-            |t| t["ready"] == true,
-        )
-        .await;
-    let again = redis_client_ids(replica, "mon");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        redis_client_ids(replica, "mon"),
-        again,
-        "made once, then kept"
-    );
+    made_again_once_then_kept(&exporter, &before.1, || redis_client_ids(replica, "mon")).await;
     exporter.stop().await;
 }
 
@@ -648,12 +624,24 @@ heartbeat = {{ interval = "500ms", table = "{table}" }}
 
     // A session really ended is started again, for every sharer.
     replica("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'mon'");
-    let ended = before.1.clone();
+    made_again_once_then_kept(&exporter, &before.1, || pg_sessions(replica, "mon")).await;
+    exporter.stop().await;
+}
+
+/// After the server ended the shared connection (`ended`: the sessions
+/// before), one new one is made for every sharer (the target `healthy` is
+/// ready again) and then kept: `sessions()` lists the exporter user's
+/// sessions on the server.
+async fn made_again_once_then_kept<S: PartialEq + std::fmt::Debug>(
+    exporter: &Exporter,
+    ended: &[S],
+    sessions: impl Fn() -> Vec<S>,
+) {
     wait_until(
         Duration::from_secs(10),
-        "a new session on the replica",
+        "a new connection on the replica",
         || async {
-            let now = pg_sessions(replica, "mon");
+            let now = sessions();
             (now.len() == 1 && now != ended, format!("{now:?}"))
         },
     )
@@ -666,12 +654,7 @@ heartbeat = {{ interval = "500ms", table = "{table}" }}
             |t| t["ready"] == true,
         )
         .await;
-    let again = pg_sessions(replica, "mon");
+    let again = sessions();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        pg_sessions(replica, "mon"),
-        again,
-        "started once, then kept"
-    );
-    exporter.stop().await;
+    assert_eq!(sessions(), again, "made once, then kept");
 }
