@@ -685,7 +685,10 @@ mod tests {
                     rpo_probe_failures_total{group=\"g\",target=\"a\",kind=\"postgres\",reason=\"timeout\"} 3\n\
                     rpo_probe_failures_total{group=\"g\",target=\"b\",kind=\"redis\",reason=\"timeout\"} 0\n";
         assert_eq!(failure_summary(text), "postgres: 1 failing (timeout 3)");
-        assert_eq!(failure_summary("rpo_probe_success{kind=\"redis\"} 1\n"), "none");
+        assert_eq!(
+            failure_summary("rpo_probe_success{kind=\"redis\"} 1\n"),
+            "none"
+        );
     }
 
     #[test]
