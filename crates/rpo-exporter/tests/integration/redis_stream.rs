@@ -142,12 +142,21 @@ async fn exposure_is_the_age_of_the_oldest_unacknowledged_entry() {
     exporter
         .wait_for_go("", Duration::from_secs(5), "GO with nothing outstanding")
         .await;
-    let metrics = exporter.metrics().await;
-    // GO came from a poll that found nothing outstanding, so that poll read
-    // the group after the acknowledgement: the exposure is at most the time
-    // since then (the poll stamps its time just before it reads; 0.5 s
-    // allows for that thread being descheduled), not the 10 s age of the
-    // newest entry, however slow the machine.
+    // The whole verdict's GO may come from another target's poll after the
+    // acknowledgement while this one's last poll was before it (its budget
+    // allows the 20 s age): wait for a poll of this target that found
+    // nothing outstanding.
+    let metrics = exporter
+        .wait_for_metrics(
+            Duration::from_secs(5),
+            "a poll of the target with nothing outstanding",
+            |m| metric_value(m, "rpo_backlog_operations", &labels(T)) == Some(0.0),
+        )
+        .await;
+    // That poll read the group after the acknowledgement: the exposure is
+    // at most the time since then (the poll stamps its time just before it
+    // reads; 0.5 s allows for that thread being descheduled), not the 10 s
+    // age of the newest entry, however slow the machine.
     let exposure = metric_value(&metrics, "rpo_exposure_seconds", &labels(T)).unwrap();
     let since_ack = (now_ms() - acknowledged_from) as f64 / 1000.0;
     assert!(
