@@ -277,23 +277,7 @@ fn print_table(title: &str, row: impl Fn(usize) -> (f64, f64), total: (f64, f64)
 
 /// The configuration `--scale` writes for `n` targets on `pair`.
 fn redis_config(n: usize, pair: &RedisPair) -> Result<Config, String> {
-    let mut toml = String::from(
-        "[exporter]\ninstance = \"bench\"\n\n[web]\nlisten_address = \"127.0.0.1:0\"\n\n\
-         [defaults]\npoll_interval = \"5000ms\"\ntimeout = \"2s\"\nstale_after = \"15000ms\"\n\n",
-    );
-    for g in 0..n.div_ceil(10) {
-        toml.push_str(&format!(
-            "[[group]]\nname = \"erp-{g:04}\"\nrpo_budget = \"60s\"\n\n"
-        ));
-    }
-    for i in 0..n {
-        toml.push_str(&format!(
-            "[[redis]]\nname = \"cache-{i:05}\"\ngroup = \"erp-{:04}\"\nprimary_url = \"{}\"\nreplica_url = \"{}\"\n\n",
-            i / 10,
-            pair.primary_url(),
-            pair.replica_url()
-        ));
-    }
+    let toml = crate::scale::config_toml(0, Duration::from_secs(5), n, pair);
     Config::from_toml(&toml, Path::new("rpo-bench-memory.toml")).map_err(|e| e.to_string())
 }
 

@@ -178,17 +178,9 @@ pub fn run(
     Ok(())
 }
 
-async fn one(
-    exporter: &Path,
-    pair: &RedisPair,
-    n: usize,
-    requests: usize,
-    seconds: u64,
-    interval: Duration,
-) -> Result<ScaleResult, String> {
-    let port = lab::free_port();
-    let dir = pair.data_dir();
-    let config_path = dir.join(format!("rpo-bench-scale-{n}.toml"));
+/// The configuration of `n` `redis` targets on `pair` in groups of ten,
+/// polled every `interval`, served on `port` (0: any).
+pub(crate) fn config_toml(port: u16, interval: Duration, n: usize, pair: &RedisPair) -> String {
     let mut toml = format!(
         "[exporter]\ninstance = \"bench\"\n\n[web]\nlisten_address = \"127.0.0.1:{port}\"\n\n\
          [defaults]\npoll_interval = \"{}ms\"\ntimeout = \"2s\"\nstale_after = \"{}ms\"\n\n",
@@ -208,6 +200,21 @@ async fn one(
             pair.replica_url()
         ));
     }
+    toml
+}
+
+async fn one(
+    exporter: &Path,
+    pair: &RedisPair,
+    n: usize,
+    requests: usize,
+    seconds: u64,
+    interval: Duration,
+) -> Result<ScaleResult, String> {
+    let port = lab::free_port();
+    let dir = pair.data_dir();
+    let config_path = dir.join(format!("rpo-bench-scale-{n}.toml"));
+    let toml = config_toml(port, interval, n, pair);
     std::fs::write(&config_path, toml).map_err(|e| format!("write config: {e}"))?;
     let log_path = dir.join(format!("rpo-exporter-scale-{n}.log"));
     let started = Instant::now();

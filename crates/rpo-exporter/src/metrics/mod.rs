@@ -95,18 +95,6 @@ fn render_inner(
             .collect()
     };
     let mut out = String::new();
-    let write = |out: &mut String, written: &[Written], live: &[LiveFacts]| {
-        // The cached lines, and the three live ones per target.
-        let body: usize = written
-            .iter()
-            .map(|w| {
-                let f = &w.fragment;
-                f.polled.text.len() + f.beat.text.len() + 3 * (f.labels.len() + 64)
-            })
-            .sum();
-        out.reserve(16384 + body);
-        render_targets(out, written, live);
-    };
     let (verdict, unplanned) = match cache {
         // With many targets, each verdict on a thread of its own while the
         // cache is brought up to the snapshot.
@@ -132,21 +120,21 @@ fn render_inner(
                         }
                     };
                 let (verdict, unplanned) = (join(planned), join(unplanned));
-                write(&mut out, &state.written, &live_facts(&verdict, &unplanned));
+                render_targets(&mut out, &state.written, &live_facts(&verdict, &unplanned));
                 (verdict, unplanned)
             })
         }
         Some((config, cache)) => {
             let (verdict, unplanned) = verdicts();
             let state = cache.for_scrape(config, snapshot);
-            write(&mut out, &state.written, &live_facts(&verdict, &unplanned));
+            render_targets(&mut out, &state.written, &live_facts(&verdict, &unplanned));
             (verdict, unplanned)
         }
         None => {
             let (verdict, unplanned) = verdicts();
             let mut written = Vec::new();
             refresh(&mut written, config, snapshot, 0..config.targets.len(), 0);
-            write(&mut out, &written, &live_facts(&verdict, &unplanned));
+            render_targets(&mut out, &written, &live_facts(&verdict, &unplanned));
             (verdict, unplanned)
         }
     };
@@ -800,6 +788,9 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
         }
     };
     let mut body = std::mem::take(out).into_bytes();
+    // The lines, their headers, and what follows them (the per-group and
+    // exporter families, a few KiB).
+    body.reserve(bytes.iter().sum::<usize>() + slots * 256 + 16384);
     let mut place = vec![0usize; slots];
     let mut header_text = String::with_capacity(512);
     for (slot, place) in place.iter_mut().enumerate() {
