@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::{KindDef, KindSpec};
 use crate::config::{is_sql_table_name, ConfigError, Secret, Target, TargetKeys};
@@ -423,6 +424,15 @@ impl PositionHistory {
 
 // ---------------------------------------------------------------------------
 // The probe.
+//
+// Every query of a poll and every heartbeat write is sent as one unnamed
+// statement with its parameter types given (`query_typed`, `execute_typed`):
+// Parse, Bind, Describe, Execute and Sync in one message, one round trip,
+// nothing left prepared on the server. A plain `query(&str)` first prepares
+// a named statement (a round trip of its own), then runs it, then closes
+// it: twice the round trips and three times the messages, on a connection
+// that thousands of targets may share (see `drivers::shared`), where each
+// statement waits for the ones before it.
 
 const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
@@ -513,7 +523,7 @@ impl PostgresProbe {
         let client = connection.client().await?;
         let observed_at = Stamp::now();
         let row = client
-            .query_one(PRIMARY_SQL, &[])
+            .query_typed_one(PRIMARY_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Source))?;
         if let Some(server) = row.get::<_, Option<f64>>(3).and_then(from_unix_seconds) {
@@ -555,7 +565,7 @@ impl PostgresProbe {
         }
         // Slots need pg_monitor or a superuser; without them, skip the
         // detail rather than fail the poll.
-        if let Ok(rows) = client.query(SLOTS_SQL, &[]).await {
+        if let Ok(rows) = client.query_typed(SLOTS_SQL, &[]).await {
             for row in rows {
                 let slot: String = row.get(0);
                 let active: bool = row.get(1);
@@ -586,7 +596,7 @@ impl PostgresProbe {
         // Asked at every poll, not remembered: an endpoint's DNS name may
         // move to another server between polls, and it is one round trip.
         let detected = client
-            .query_one(AURORA_DETECT_SQL, &[])
+            .query_typed_one(AURORA_DETECT_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
         let (is_aurora, has_global) = (detected.get::<_, bool>(0), detected.get::<_, bool>(1));
@@ -606,7 +616,10 @@ impl PostgresProbe {
             None => None,
             Some(hb) => {
                 let sql = format!("SELECT ts FROM {} WHERE instance = $1", hb.table);
-                match client.query_opt(&sql, &[&hb.instance]).await {
+                match client
+                    .query_typed_opt(&sql, &[(&hb.instance, Type::TEXT)])
+                    .await
+                {
                     Ok(row) => row.and_then(|r| from_unix_seconds(r.get::<_, f64>(0))),
                     // Not created yet, or not replicated yet: no heartbeat evidence.
                     Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
@@ -625,7 +638,7 @@ impl PostgresProbe {
     ) -> Result<ReplicaObservation, ProbeError> {
         let observed_at = Stamp::now();
         let row = client
-            .query_one(REPLICA_SQL, &[])
+            .query_typed_one(REPLICA_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
         if let Some(server) = row.get::<_, Option<f64>>(7).and_then(from_unix_seconds) {
@@ -1001,7 +1014,13 @@ impl PostgresHeartbeatWriter {
              ON CONFLICT (instance) DO UPDATE SET ts = EXCLUDED.ts, written_at = now()"
         );
         let ts = crate::probe::unix_seconds(at);
-        match client.execute(&sql, &[&self.settings.instance, &ts]).await {
+        match client
+            .execute_typed(
+                &sql,
+                &[(&self.settings.instance, Type::TEXT), (&ts, Type::FLOAT8)],
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let mut err = classify(&e, false).on(Side::Source);
@@ -1089,7 +1108,7 @@ impl AuroraReader {
     ) -> Result<ReplicaObservation, ProbeError> {
         let observed_at = Stamp::now();
         let row = client
-            .query_one(AURORA_REPLICA_SQL, &[])
+            .query_typed_one(AURORA_REPLICA_SQL, &[])
             .await
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
         if let Some(server) = row.get::<_, Option<f64>>(3).and_then(from_unix_seconds) {
@@ -1221,7 +1240,7 @@ async fn aurora_writer_durable_lsn(
 ) -> Result<Option<u64>, ProbeError> {
     let err = |e: tokio_postgres::Error| classify(&e, false).on(Side::Source);
     let has: bool = client
-        .query_one(AURORA_WRITER_DETECT_SQL, &[])
+        .query_typed_one(AURORA_WRITER_DETECT_SQL, &[])
         .await
         .map_err(err)?
         .get(0);
@@ -1229,7 +1248,7 @@ async fn aurora_writer_durable_lsn(
         return Ok(None);
     }
     let row = client
-        .query_opt(AURORA_WRITER_LSN_SQL, &[])
+        .query_typed_opt(AURORA_WRITER_LSN_SQL, &[])
         .await
         .map_err(err)?;
     Ok(row
@@ -1247,11 +1266,11 @@ impl AuroraGlobalSecondary {
         let err = |e: tokio_postgres::Error| classify(&e, false).on(Side::Replica);
         let observed_at = Stamp::now();
         let rows = client
-            .query(AURORA_GLOBAL_INSTANCES_SQL, &[])
+            .query_typed(AURORA_GLOBAL_INSTANCES_SQL, &[])
             .await
             .map_err(err)?;
         let cluster_rows = client
-            .query(AURORA_GLOBAL_CLUSTERS_SQL, &[])
+            .query_typed(AURORA_GLOBAL_CLUSTERS_SQL, &[])
             .await
             .map_err(err)?;
         let Some(first) = rows.first() else {
