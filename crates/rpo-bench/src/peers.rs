@@ -72,8 +72,12 @@ struct Cost {
     latency: Stats,
     body: usize,
     failed: usize,
-    /// The process's own "I reach my server" gauge at the end.
+    /// The process's own "I reach my server" gauge at the end (after the
+    /// back-to-back GETs of the latency phase).
     up: String,
+    /// The fewest of its gauges at 1 in the window's scrapes (every 5 s),
+    /// of how many: the steady state, before the latency phase's burst.
+    up_window: Option<(usize, usize)>,
 }
 
 /// A child killed (SIGTERM, then SIGKILL after 10 s) when dropped.
@@ -468,6 +472,18 @@ struct SizeResult {
     stop: Option<(std::process::ExitStatus, Duration)>,
 }
 
+/// Each process's "I reach my server" gauge.
+const UP_GAUGES: [&str; 3] = ["rpo_probe_success", "pg_up", "redis_up"];
+
+/// How many of a process's up gauges are 1, of how many.
+fn up_gauge(text: &str) -> Option<(usize, usize)> {
+    UP_GAUGES.iter().find_map(|name| {
+        let values: Vec<f64> = sample_values(text, name).collect();
+        let ones = values.iter().filter(|v| **v == 1.0).count();
+        (!values.is_empty()).then_some((ones, values.len()))
+    })
+}
+
 async fn measure(
     client: &reqwest::Client,
     watched: &[Watched],
@@ -478,14 +494,20 @@ async fn measure(
         .map(|w| proc_sample(w.pid))
         .collect::<Result<_, _>>()?;
     let mut rss: Vec<Vec<u64>> = vec![Vec::new(); watched.len()];
+    let mut up_window: Vec<Option<(usize, usize)>> = vec![None; watched.len()];
     let window = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut second = 0u64;
     while window.elapsed() < Duration::from_secs(options.seconds) {
         tick.tick().await;
         if second % 5 == 0 {
-            for w in watched {
-                let _ = get(client, &w.metrics_url).await;
+            for (i, w) in watched.iter().enumerate() {
+                if let Ok(text) = get(client, &w.metrics_url).await {
+                    if let Some((ones, all)) = up_gauge(&text) {
+                        let fewest = up_window[i].map_or(ones, |(o, _)| o.min(ones));
+                        up_window[i] = Some((fewest, all));
+                    }
+                }
             }
         }
         second += 1;
@@ -518,7 +540,7 @@ async fn measure(
         if times.is_empty() {
             return Err(format!("{}: every /metrics GET failed", w.name));
         }
-        let up = ["rpo_probe_success", "pg_up", "redis_up"]
+        let up = UP_GAUGES
             .iter()
             .find_map(|name| {
                 let values: Vec<f64> = sample_values(&text, name).collect();
@@ -537,6 +559,7 @@ async fn measure(
             body,
             failed,
             up,
+            up_window: up_window[i],
         });
     }
     Ok(costs)
@@ -565,12 +588,14 @@ fn print_results(results: &[SizeResult], options: &Options, load_before: &str, w
         options.heartbeat, options.seconds, options.requests
     );
     println!("Measured, per process:\n");
-    println!("| run | process | RSS | CPU s | `/metrics` p50 ms | p99 ms | body | up |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| run | process | RSS | CPU s | `/metrics` p50 ms | p99 ms | body | up (fewest in the window) | up at the end |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
         for c in &r.costs {
             println!(
-                "| {} | {} | {} | {:.2} | {} | {} | {} | {}{} |",
+                "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {}{} |",
                 r.n,
                 c.name,
                 mib(c.rss_kib),
@@ -578,6 +603,8 @@ fn print_results(results: &[SizeResult], options: &Options, load_before: &str, w
                 ms(c.latency.p50),
                 ms(c.latency.p99),
                 size(c.body),
+                c.up_window
+                    .map_or("–".to_string(), |(ones, all)| format!("{ones}/{all}")),
                 c.up,
                 if c.failed > 0 {
                     format!(", {} GETs failed", c.failed)

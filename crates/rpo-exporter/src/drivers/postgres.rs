@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::{Client, Config as PgConfig};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::shared::{Purpose, Registry, ShareKey, Slot};
+use super::shared::{Purpose, Registry, ShareKey, Slot, Turn};
 use super::{error_chain, root_store};
 use crate::config::{ConfigError, Secret, Target, TargetKeys};
 use crate::probe::{FailureReason, ProbeError, Side};
@@ -147,10 +148,13 @@ impl Connection {
         self.config.get_user().unwrap_or("<monitoring user>")
     }
 
-    /// A live client, connecting when needed: every call while
-    /// disconnected makes an attempt, so a server that came back is seen at
-    /// once.
-    pub async fn client(&mut self) -> Result<&Client, ProbeError> {
+    /// A live client and a turn on it (see [`super::shared`]: at most
+    /// [`super::shared::TURNS`] sharers use a connection at a time),
+    /// connecting when needed: every call while disconnected makes an
+    /// attempt, so a server that came back is seen at once. Hold the
+    /// session for the requests of one side of one poll or write.
+    pub async fn client(&mut self) -> Result<Session<'_>, ProbeError> {
+        let turn = self.slot.turn().await;
         if let Some((client, generation)) = &self.held {
             if client.is_closed() {
                 self.slot.drop_if(*generation);
@@ -187,7 +191,10 @@ impl Connection {
                 // The old handle (if another) is let go: its socket closes
                 // when the last sharer lets go of it.
                 self.held = Some(held);
-                Ok(&self.held.as_ref().expect("set above").0)
+                Ok(Session {
+                    client: &self.held.as_ref().expect("set above").0,
+                    _turn: turn,
+                })
             }
             Err(error) => {
                 self.held = None;
@@ -196,23 +203,60 @@ impl Connection {
         }
     }
 
-    /// Forgets the connection: for every sharer, unless one of them made a
-    /// new one since. For a failure, [`Connection::reset_after`].
+    /// Marks the connection alive: a request on it was answered (see
+    /// [`Connection::reset`]).
+    pub fn answered(&self) {
+        if let Some((_, generation)) = &self.held {
+            self.slot.answered(*generation);
+        }
+    }
+
+    /// After a request on it timed out or was cancelled: forgets the
+    /// connection, for every sharer (unless one of them made a new one
+    /// since), but only when nobody got an answer on it within the
+    /// target's timeout: a connection that answers other sharers is busy,
+    /// not lost (see [`super::shared`]). One that broke is closed, and the
+    /// next [`Connection::client`] replaces it.
     pub fn reset(&mut self) {
         if let Some((_, generation)) = self.held.take() {
-            self.slot.drop_if(generation);
+            let window = self
+                .config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(5));
+            self.slot.drop_if_silent(generation, window);
         }
     }
 
     /// After a failed poll or write: forgets the connection only when the
     /// failure may have lost it (see [`ProbeError::connection_intact`]): a
-    /// query error the server answered keeps it, so one target's permanent
-    /// error (a heartbeat table it may not read) does not reconnect every
-    /// target sharing the connection on every poll.
+    /// query error the server answered keeps it (and shows it alive), so
+    /// one target's permanent error (a heartbeat table it may not read)
+    /// does not reconnect every target sharing the connection on every
+    /// poll; a timeout is [`Connection::reset`].
     pub fn reset_after(&mut self, error: &ProbeError) {
-        if !error.connection_intact {
+        if error.connection_intact {
+            self.answered();
+        } else if error.reason == FailureReason::Timeout {
             self.reset();
+        } else if let Some((_, generation)) = self.held.take() {
+            self.slot.drop_if(generation);
         }
+    }
+}
+
+/// A client to use and the turn on its connection, for as long as it is
+/// held.
+pub struct Session<'a> {
+    client: &'a Client,
+    _turn: Turn<'a>,
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
     }
 }
 

@@ -190,26 +190,35 @@ pub struct Connection {
     slot: Arc<Slot<MultiplexedConnection>>,
     /// The generation this handle was last given, to drop only that one.
     generation: Option<u64>,
+    /// The target's timeout: after a timeout, the connection is dropped
+    /// only if no sharer got an answer on it within this long.
+    timeout: Duration,
 }
 
 impl Connection {
-    /// A connection for polls.
-    pub fn new(client: Client, side: Option<Side>) -> Connection {
-        Connection::for_purpose(client, side, Purpose::Poll)
+    /// A connection for polls of a target with this `timeout`.
+    pub fn new(client: Client, side: Option<Side>, timeout: Duration) -> Connection {
+        Connection::for_purpose(client, side, Purpose::Poll, timeout)
     }
 
     /// A connection for heartbeat writes, apart from the polls'.
-    pub fn heartbeat(client: Client, side: Option<Side>) -> Connection {
-        Connection::for_purpose(client, side, Purpose::Heartbeat)
+    pub fn heartbeat(client: Client, side: Option<Side>, timeout: Duration) -> Connection {
+        Connection::for_purpose(client, side, Purpose::Heartbeat, timeout)
     }
 
-    fn for_purpose(client: Client, side: Option<Side>, purpose: Purpose) -> Connection {
+    fn for_purpose(
+        client: Client,
+        side: Option<Side>,
+        purpose: Purpose,
+        timeout: Duration,
+    ) -> Connection {
         let key = ShareKey::new(&[b"redis", purpose.as_bytes(), client.key.as_bytes()]);
         Connection {
             side,
             slot: CONNECTIONS.slot(key),
             client: client.client,
             generation: None,
+            timeout,
         }
     }
 
@@ -258,22 +267,38 @@ impl Connection {
         }
     }
 
-    /// Forgets the connection: for every sharer, unless one of them made a
-    /// new one since. For a failure, [`Connection::reset_after`].
+    /// Marks the connection alive: a command on it was answered.
+    pub fn answered(&self) {
+        if let Some(generation) = self.generation {
+            self.slot.answered(generation);
+        }
+    }
+
+    /// After a command on it timed out or was cancelled: forgets the
+    /// connection, for every sharer (unless one of them made a new one
+    /// since), but only when nobody got an answer on it within the
+    /// target's timeout: one that answers other sharers is busy, not lost
+    /// (see [`super::shared`]). One that broke is closed, and the driver's
+    /// next command on it fails at once (then [`Connection::reset_after`]).
     pub fn reset(&mut self) {
         if let Some(generation) = self.generation.take() {
-            self.slot.drop_if(generation);
+            self.slot.drop_if_silent(generation, self.timeout);
         }
     }
 
     /// After a failed poll or write: forgets the connection only when the
     /// failure may have lost it (see [`ProbeError::connection_intact`]): an
-    /// error reply keeps it, so one target's permanent error (a key of
-    /// another type, a command its ACL denies) does not reconnect every
-    /// target sharing the connection on every poll.
+    /// error reply keeps it (and shows it alive), so one target's permanent
+    /// error (a key of another type, a command its ACL denies) does not
+    /// reconnect every target sharing the connection on every poll; a
+    /// timeout is [`Connection::reset`].
     pub fn reset_after(&mut self, error: &ProbeError) {
-        if !error.connection_intact {
+        if error.connection_intact {
+            self.answered();
+        } else if error.reason == FailureReason::Timeout {
             self.reset();
+        } else if let Some(generation) = self.generation.take() {
+            self.slot.drop_if(generation);
         }
     }
 }

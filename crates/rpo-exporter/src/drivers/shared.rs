@@ -25,6 +25,27 @@
 //! server answered on a usable session (a table the user may not read, a
 //! key of another type) fails its own target, not its sharers' connection.
 //!
+//! **Busy is not lost.** A request that times out on a shared connection
+//! may only have waited behind other sharers' requests: the server answers
+//! one statement (Postgres) or command (Redis) at a time per connection.
+//! Dropping the connection then would throw away every sharer's request in
+//! flight and make them all time out and reconnect: with thousands of
+//! sharers, one slow moment became a collapse where no target succeeded
+//! (the 10,000-target benchmark). So a timeout drops the connection only
+//! when nobody got an answer on it within the timeout
+//! ([`Slot::drop_if_silent`]; the drivers mark answers with
+//! [`Slot::answered`]); a connection that broke is seen closed by the
+//! driver and replaced on the next call, and an error that may have lost it
+//! still drops it at once ([`Slot::drop_if`]).
+//!
+//! **Turns.** At most [`TURNS`] sharers use one connection at a time (a
+//! driver takes a [`Turn`] for the length of its requests); the others wait
+//! in line, in order, without sending anything. A request whose target gave
+//! up waiting is never sent, so when targets ask more of a server than it
+//! can answer, the server spends its time on requests someone still waits
+//! for, instead of on a queue of abandoned ones while every new request
+//! times out behind them.
+//!
 //! **Descriptor budget.** Every connection the drivers keep (shared or
 //! not) takes a [`Permit`] from a process-wide count, limited to the
 //! open-file limit minus what HTTP needs (set by the daemon at start,
@@ -40,6 +61,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crate::probe::{FailureReason, ProbeError};
 
@@ -117,6 +139,7 @@ impl<C: Clone + Send + 'static> Registry<C> {
                 generation: 0,
             }),
             connecting: tokio::sync::Mutex::new(()),
+            turns: tokio::sync::Semaphore::new(TURNS),
         });
         slots.insert(key, Arc::downgrade(&slot));
         slot
@@ -146,6 +169,19 @@ pub struct Slot<C: 'static> {
     state: Mutex<State<C>>,
     /// Held while connecting: one attempt at a time per key.
     connecting: tokio::sync::Mutex<()>,
+    /// The sharers' turns on the connection (see the module doc).
+    turns: tokio::sync::Semaphore,
+}
+
+/// How many sharers may use one connection at a time. Enough to keep a
+/// server busy over a pipelined connection (each request waits for the
+/// ones before it: more in flight only adds waiting), few enough that a
+/// request that waited its whole turn out was never sent.
+pub const TURNS: usize = 32;
+
+/// A sharer's turn on a connection, given back when dropped.
+pub struct Turn<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 struct State<C> {
@@ -157,6 +193,8 @@ struct State<C> {
 struct Live<C> {
     connection: C,
     generation: u64,
+    /// When a sharer last got an answer on it (see [`Slot::answered`]).
+    answered: Option<Instant>,
     _permit: Permit,
 }
 
@@ -194,20 +232,58 @@ impl<C: Clone + Send + 'static> Slot<C> {
         state.live = Some(Live {
             connection: connection.clone(),
             generation,
+            answered: Some(Instant::now()),
             _permit: permit,
         });
         Ok((connection, generation))
     }
 
+    /// Waits for a turn on the connection (see the module doc). Cancel-safe:
+    /// a caller that gives up leaves the line.
+    pub async fn turn(&self) -> Turn<'_> {
+        match self.turns.acquire().await {
+            Ok(permit) => Turn { _permit: permit },
+            // Never closed.
+            Err(_) => unreachable!("the turns of a slot are never closed"),
+        }
+    }
+
+    /// How many handles hold this slot (targets sharing it, for messages).
+    pub fn sharers(self: &Arc<Self>) -> usize {
+        Arc::strong_count(self)
+    }
+
+    /// A sharer got an answer on connection `generation` (a reply, or an
+    /// error the server sent on a session it keeps): it is alive.
+    pub fn answered(&self, generation: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = state.live.as_mut().filter(|l| l.generation == generation) {
+            live.answered = Some(Instant::now());
+        }
+    }
+
     /// Drops the connection after a failure seen on `generation`, unless a
     /// newer one replaced it already (another sharer's reset and reconnect).
     pub fn drop_if(&self, generation: u64) {
+        self.drop_when(generation, |_| true);
+    }
+
+    /// After a timeout on `generation`: drops the connection only if no
+    /// sharer got an answer on it within `window` (it is lost, or the
+    /// server hangs); one that answers others is only busy.
+    pub fn drop_if_silent(&self, generation: u64, window: Duration) {
+        self.drop_when(generation, |live| {
+            live.answered.is_none_or(|at| at.elapsed() >= window)
+        });
+    }
+
+    fn drop_when(&self, generation: u64, lost: impl FnOnce(&Live<C>) -> bool) {
         let dropped = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if state
                 .live
                 .as_ref()
-                .is_some_and(|live| live.generation == generation)
+                .is_some_and(|live| live.generation == generation && lost(live))
             {
                 state.live.take()
             } else {
@@ -318,5 +394,57 @@ mod tests {
         assert_eq!(two.current(), Some((2, second)));
         drop((one, two));
         assert_eq!(REGISTRY.len(), 0, "the last holder's drop removes the slot");
+    }
+
+    /// A timeout on a connection that answers other sharers keeps it (busy
+    /// is not lost); one on a connection nobody got an answer on within
+    /// the window drops it; an error that may have lost it drops it anyway.
+    #[tokio::test]
+    async fn a_timeout_drops_a_connection_only_when_it_answers_nobody() {
+        static REGISTRY: std::sync::LazyLock<Registry<u32>> =
+            std::sync::LazyLock::new(Registry::new);
+        let slot = REGISTRY.slot(ShareKey::new(&[b"test-busy"]));
+        let (_, generation) = slot.get_or_connect(|| async { Ok(1) }).await.unwrap();
+        let window = Duration::from_millis(200);
+        // Just made: as good as answered.
+        slot.drop_if_silent(generation, window);
+        assert_eq!(slot.current(), Some((1, generation)), "a fresh one is kept");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        slot.answered(generation);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // 240 ms since it was made, 120 ms since another sharer's answer.
+        slot.drop_if_silent(generation, window);
+        assert_eq!(slot.current(), Some((1, generation)), "busy, not lost");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        slot.drop_if_silent(generation, window);
+        assert_eq!(slot.current(), None, "nobody answered for 240 ms");
+        // An answer on an old generation does not keep the new one alive.
+        let (_, fresh) = slot.get_or_connect(|| async { Ok(2) }).await.unwrap();
+        slot.answered(generation);
+        slot.drop_if(fresh);
+        assert_eq!(
+            slot.current(),
+            None,
+            "an error that lost it drops it at once"
+        );
+    }
+
+    /// At most TURNS sharers hold a turn; the next waits, and one that gives
+    /// up waiting leaves the line without taking a turn.
+    #[tokio::test]
+    async fn sharers_take_turns() {
+        static REGISTRY: std::sync::LazyLock<Registry<u32>> =
+            std::sync::LazyLock::new(Registry::new);
+        let slot = REGISTRY.slot(ShareKey::new(&[b"test-turns"]));
+        let mut held: Vec<Turn<'_>> =
+            futures::future::join_all((0..TURNS).map(|_| slot.turn())).await;
+        let waited = tokio::time::timeout(Duration::from_millis(50), slot.turn()).await;
+        assert!(waited.is_err(), "a turn beyond {TURNS} was given");
+        held.pop();
+        let next = tokio::time::timeout(Duration::from_millis(50), slot.turn()).await;
+        assert!(
+            next.is_ok(),
+            "a turn given back was not taken by the next in line"
+        );
     }
 }

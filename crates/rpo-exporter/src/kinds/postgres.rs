@@ -434,10 +434,14 @@ impl PositionHistory {
 // that thousands of targets may share (see `drivers::shared`), where each
 // statement waits for the ones before it.
 
+/// Column 4 says whether this is an Aurora writer of a global database
+/// (whose durable LSN is then read too): asked in the same statement, so a
+/// poll sends two statements to the primary, not three.
 const PRIMARY_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
      (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int8, \
-     extract(epoch from clock_timestamp())::float8";
+     extract(epoch from clock_timestamp())::float8, \
+     to_regproc('aurora_global_db_instance_status') IS NOT NULL";
 
 const SLOTS_SQL: &str = "SELECT slot_name::text, active, \
      CASE WHEN restart_lsn IS NULL OR pg_is_in_recovery() THEN NULL \
@@ -544,10 +548,11 @@ impl PostgresProbe {
         let in_recovery: bool = row.get(0);
         // An Aurora writer of a global database: its durable LSN, read after
         // `observed_at` (so never smaller than at that instant).
-        let aurora_durable_lsn = if in_recovery {
+        let aurora_writer: bool = row.get(4);
+        let aurora_durable_lsn = if in_recovery || !aurora_writer {
             None
         } else {
-            aurora_writer_durable_lsn(client).await?
+            aurora_writer_durable_lsn(&client).await?
         };
         let observation = PrimaryObservation {
             observed_at,
@@ -601,16 +606,16 @@ impl PostgresProbe {
             .map_err(|e| classify(&e, false).on(Side::Replica))?;
         let (is_aurora, has_global) = (detected.get::<_, bool>(0), detected.get::<_, bool>(1));
         let global = if has_global {
-            AuroraGlobalSecondary::observe(client, clock).await?
+            AuroraGlobalSecondary::observe(&client, clock).await?
         } else {
             None
         };
         let observation = if let Some(observation) = global {
             observation
         } else if is_aurora {
-            AuroraReader::observe(client, clock).await?
+            AuroraReader::observe(&client, clock).await?
         } else {
-            Self::observe_streaming_replica(client, clock).await?
+            Self::observe_streaming_replica(&client, clock).await?
         };
         let heartbeat_seen = match heartbeat {
             None => None,
@@ -744,6 +749,7 @@ impl PostgresProbe {
         .await
         {
             Ok((observation, primary_details)) => {
+                source.answered();
                 measurement.source_reachable = Some(true);
                 details.extend(primary_details);
                 if let Some(offset) = source_clock.estimate() {
@@ -780,6 +786,7 @@ impl PostgresProbe {
         .await
         {
             Ok((replica, heartbeat_seen)) => {
+                replica_side.answered();
                 measurement.replica_reachable = Some(true);
                 measurement.evidence_time = replica.observed_at.wall;
                 if let Some(lsn) = replica.replay_lsn {
@@ -1021,7 +1028,11 @@ impl PostgresHeartbeatWriter {
             )
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                drop(client);
+                self.connection.answered();
+                Ok(())
+            }
             Err(e) => {
                 let mut err = classify(&e, false).on(Side::Source);
                 if err.reason == FailureReason::Auth {
@@ -1218,9 +1229,6 @@ const AURORA_GLOBAL_CLUSTERS_SQL: &str = "SELECT aws_region::text, highest_lsn_w
      extract(epoch from last_lag_calculation_time)::float8 \
      FROM aurora_global_db_status()";
 
-const AURORA_WRITER_DETECT_SQL: &str =
-    "SELECT to_regproc('aurora_global_db_instance_status') IS NOT NULL";
-
 const AURORA_WRITER_LSN_SQL: &str =
     "SELECT durable_lsn::text FROM aurora_global_db_instance_status() \
      WHERE session_id = 'MASTER_SESSION_ID' LIMIT 1";
@@ -1232,25 +1240,16 @@ pub fn parse_aurora_lsn(text: &str) -> Option<u64> {
     text.parse::<u64>().ok().or_else(|| parse_lsn(text))
 }
 
-/// The writer's own durable LSN when it is an Aurora writer of a global
-/// database; `None` elsewhere (a self-managed primary, a regional Aurora
-/// cluster without the function).
+/// The writer's own durable LSN, on an Aurora writer of a global database
+/// (`PRIMARY_SQL` found `aurora_global_db_instance_status()`); `None` when
+/// the function has no row for the writer's session.
 async fn aurora_writer_durable_lsn(
     client: &tokio_postgres::Client,
 ) -> Result<Option<u64>, ProbeError> {
-    let err = |e: tokio_postgres::Error| classify(&e, false).on(Side::Source);
-    let has: bool = client
-        .query_typed_one(AURORA_WRITER_DETECT_SQL, &[])
-        .await
-        .map_err(err)?
-        .get(0);
-    if !has {
-        return Ok(None);
-    }
     let row = client
         .query_typed_opt(AURORA_WRITER_LSN_SQL, &[])
         .await
-        .map_err(err)?;
+        .map_err(|e| classify(&e, false).on(Side::Source))?;
     Ok(row
         .and_then(|r| r.get::<_, Option<String>>(0))
         .and_then(|text| parse_aurora_lsn(&text)))

@@ -837,8 +837,8 @@ impl RedisProbe {
             ListedAs::new(&primary_client, None).ok_or_else(|| no_address("primary"))?;
         Ok(RedisProbe {
             timeout: target.timeout,
-            primary: Connection::new(primary_client.clone(), Some(Side::Source)),
-            replica: Connection::new(replica_client.clone(), Some(Side::Replica)),
+            primary: Connection::new(primary_client.clone(), Some(Side::Source), target.timeout),
+            replica: Connection::new(replica_client.clone(), Some(Side::Replica), target.timeout),
             primary_client,
             replica_client,
             replica_listed,
@@ -964,6 +964,7 @@ impl RedisProbe {
         .await
         {
             Ok(observation) => {
+                source.answered();
                 measurement.source_reachable = Some(true);
                 let writable = observation.info.role == Role::Primary;
                 *roles.side_mut(direction.source()) = SideSeen {
@@ -995,6 +996,7 @@ impl RedisProbe {
         .await
         {
             Ok((observation, heartbeat)) => {
+                replica_side.answered();
                 measurement.replica_reachable = Some(true);
                 measurement.evidence_time = observation.observed_at.wall;
                 let seen = heartbeat.unwrap_or_else(|err| {
@@ -1190,8 +1192,16 @@ impl Probe for RedisProbe {
     fn heartbeat_writer(&mut self) -> Option<Box<dyn HeartbeatWriter>> {
         let settings = self.heartbeat.clone()?;
         Some(Box::new(RedisHeartbeatWriter {
-            connection: Connection::heartbeat(self.primary_client.clone(), Some(Side::Source)),
-            other: Connection::heartbeat(self.replica_client.clone(), Some(Side::Source)),
+            connection: Connection::heartbeat(
+                self.primary_client.clone(),
+                Some(Side::Source),
+                self.timeout,
+            ),
+            other: Connection::heartbeat(
+                self.replica_client.clone(),
+                Some(Side::Source),
+                self.timeout,
+            ),
             side: ConfiguredSide::Primary,
             writer: self.writer.clone(),
             settings,
@@ -1233,6 +1243,9 @@ impl RedisHeartbeatWriter {
             .arg(HEARTBEAT_TTL.as_secs())
             .query_async(&mut connection)
             .await;
+        if result.is_ok() {
+            self.connection.answered();
+        }
         result.map_err(|e| {
             let mut err = classify(&e, false).on(Side::Source);
             if server_error(&e).is_some_and(|(code, _)| code == "READONLY") {

@@ -388,7 +388,7 @@ impl RedisStreamProbe {
             stream: spec.stream.clone(),
             consumer_group: spec.consumer_group.clone(),
             require_consumers: spec.require_consumers,
-            connection: Connection::new(client, None),
+            connection: Connection::new(client, None, target.timeout),
             poll_in_progress: false,
             clock: ClockOffset::default(),
             contact: SourceContact::default(),
@@ -562,8 +562,9 @@ impl Probe for RedisStreamProbe {
             self.poll_in_progress = true;
             let deadline = Instant::now() + self.timeout;
             let result = within(deadline, self.measure()).await;
-            if let Err(e) = &result {
-                self.connection.reset_after(e);
+            match &result {
+                Ok(_) => self.connection.answered(),
+                Err(e) => self.connection.reset_after(e),
             }
             self.poll_in_progress = false;
             match result {
