@@ -476,10 +476,13 @@ pub async fn heartbeat_and_record(
     // server answered on a usable session (`connection_intact`), nor for a
     // refusal (auth) or a setting (config), which a new connection would
     // meet again.
-    if result.as_ref().is_err_and(|e| {
-        !e.connection_intact && e.reason != FailureReason::Auth && e.reason != FailureReason::Config
-    }) {
-        writer.reset();
+    if let Err(e) = &result {
+        if !e.connection_intact
+            && e.reason != FailureReason::Auth
+            && e.reason != FailureReason::Config
+        {
+            writer.reset(e);
+        }
     }
     let failures = result
         .as_ref()

@@ -42,8 +42,10 @@ pub trait HeartbeatWriter: Send {
 
     /// Forgets the kept connection. The poller calls it after a write that
     /// was cancelled at its deadline or failed for a reason other than
-    /// `auth`/`config` (which a new connection would not mend).
-    fn reset(&mut self) {}
+    /// `auth`/`config` (which a new connection would not mend), with that
+    /// failure (a timeout: the deadline): a shared connection goes only
+    /// when the failure says it may be lost (see `drivers::shared`).
+    fn reset(&mut self, _after: &ProbeError) {}
 
     /// Which configured server the last write went to. A pair kind writes
     /// where its `WriterSide` says (the promoted side after a promotion);

@@ -155,9 +155,11 @@ impl Connection {
     /// session for the requests of one side of one poll or write.
     pub async fn client(&mut self) -> Result<Session<'_>, ProbeError> {
         let turn = self.slot.turn().await;
-        if let Some((client, generation)) = &self.held {
+        // The slot's connection, not only this handle's: a handle that let
+        // go of it after a failure must still see that it closed.
+        if let Some((client, generation)) = self.slot.current() {
             if client.is_closed() {
-                self.slot.drop_if(*generation);
+                self.slot.drop_if(generation);
             }
         }
         let (config, tls) = (&self.config, &self.tls);

@@ -1675,7 +1675,7 @@ impl HeartbeatWriter for MysqlHeartbeatWriter {
         Box::pin(self.write_once(at))
     }
 
-    fn reset(&mut self) {
+    fn reset(&mut self, _after: &ProbeError) {
         self.connection.reset();
     }
 

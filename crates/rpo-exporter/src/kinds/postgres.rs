@@ -1059,8 +1059,8 @@ impl HeartbeatWriter for PostgresHeartbeatWriter {
         Box::pin(self.write_once(at))
     }
 
-    fn reset(&mut self) {
-        self.connection.reset();
+    fn reset(&mut self, after: &ProbeError) {
+        self.connection.reset_after(after);
     }
 
     fn destination(&self) -> ConfiguredSide {

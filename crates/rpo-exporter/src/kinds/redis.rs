@@ -1274,8 +1274,8 @@ impl HeartbeatWriter for RedisHeartbeatWriter {
         Box::pin(self.write_once(at))
     }
 
-    fn reset(&mut self) {
-        self.connection.reset();
+    fn reset(&mut self, after: &ProbeError) {
+        self.connection.reset_after(after);
     }
 
     fn destination(&self) -> ConfiguredSide {
