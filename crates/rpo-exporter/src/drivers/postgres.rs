@@ -193,8 +193,10 @@ impl Connection {
                 // The old handle (if another) is let go: its socket closes
                 // when the last sharer lets go of it.
                 self.held = Some(held);
+                let (client, generation) = self.held.as_ref().expect("set above");
                 Ok(Session {
-                    client: &self.held.as_ref().expect("set above").0,
+                    client,
+                    generation: *generation,
                     _turn: turn,
                 })
             }
@@ -251,7 +253,16 @@ impl Connection {
 /// held.
 pub struct Session<'a> {
     client: &'a Client,
+    generation: u64,
     _turn: Turn<'a>,
+}
+
+impl Session<'_> {
+    /// Which connection this is: a new one (after a loss) may reach
+    /// another server behind the same DNS name; one session never moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 impl std::ops::Deref for Session<'_> {

@@ -473,6 +473,17 @@ pub struct PostgresProbe {
     replica_clock: ClockOffset,
     /// This target's heartbeat writes, which date the heartbeat seen.
     heartbeat_log: HeartbeatLog,
+    /// What each configured server is (Aurora reader, Aurora global
+    /// secondary), asked on the connection of that generation.
+    primary_engine: Option<(u64, Engine)>,
+    replica_engine: Option<(u64, Engine)>,
+}
+
+/// Which replica query a server needs (`AURORA_DETECT_SQL`).
+#[derive(Clone, Copy)]
+struct Engine {
+    aurora: bool,
+    aurora_global: bool,
 }
 
 #[derive(Clone)]
@@ -512,6 +523,8 @@ impl PostgresProbe {
             history: PositionHistory::default(),
             direction: Direction::Forward,
             writer: WriterSide::default(),
+            primary_engine: None,
+            replica_engine: None,
             primary_clock: ClockOffset::default(),
             replica_clock: ClockOffset::default(),
             heartbeat_log,
@@ -595,16 +608,30 @@ impl PostgresProbe {
     async fn observe_replica(
         connection: &mut Connection,
         clock: &mut ClockOffset,
+        engine: &mut Option<(u64, Engine)>,
         heartbeat: Option<HeartbeatSettings>,
     ) -> Result<(ReplicaObservation, Option<SystemTime>), ProbeError> {
         let client = connection.client().await?;
-        // Asked at every poll, not remembered: an endpoint's DNS name may
-        // move to another server between polls, and it is one round trip.
-        let detected = client
-            .query_typed_one(AURORA_DETECT_SQL, &[])
-            .await
-            .map_err(|e| classify(&e, false).on(Side::Replica))?;
-        let (is_aurora, has_global) = (detected.get::<_, bool>(0), detected.get::<_, bool>(1));
+        // Asked once per connection: an endpoint's DNS name may move to
+        // another server, but only a new connection can reach it.
+        let Engine {
+            aurora: is_aurora,
+            aurora_global: has_global,
+        } = match *engine {
+            Some((generation, known)) if generation == client.generation() => known,
+            _ => {
+                let detected = client
+                    .query_typed_one(AURORA_DETECT_SQL, &[])
+                    .await
+                    .map_err(|e| classify(&e, false).on(Side::Replica))?;
+                let known = Engine {
+                    aurora: detected.get(0),
+                    aurora_global: detected.get(1),
+                };
+                *engine = Some((client.generation(), known));
+                known
+            }
+        };
         let global = if has_global {
             AuroraGlobalSecondary::observe(&client, clock).await?
         } else {
@@ -728,18 +755,20 @@ impl PostgresProbe {
         // before the replica's.
         // Each server's clock offset goes with the server, whichever way
         // replication runs.
-        let (source, replica_side, source_clock, replica_clock) = match direction {
+        let (source, replica_side, source_clock, replica_clock, replica_engine) = match direction {
             Direction::Forward => (
                 &mut self.primary,
                 &mut self.replica,
                 &mut self.primary_clock,
                 &mut self.replica_clock,
+                &mut self.replica_engine,
             ),
             Direction::Reverse => (
                 &mut self.replica,
                 &mut self.primary,
                 &mut self.replica_clock,
                 &mut self.primary_clock,
+                &mut self.primary_engine,
             ),
         };
         let primary = match within(
@@ -781,7 +810,12 @@ impl PostgresProbe {
 
         match within(
             started + self.timeout,
-            Self::observe_replica(&mut *replica_side, &mut *replica_clock, heartbeat),
+            Self::observe_replica(
+                &mut *replica_side,
+                &mut *replica_clock,
+                replica_engine,
+                heartbeat,
+            ),
         )
         .await
         {
