@@ -223,13 +223,16 @@ impl Connection {
     /// next [`Connection::client`] replaces it.
     pub fn reset(&mut self) {
         if let Some((_, generation)) = self.held.take() {
-            let window = self
-                .config
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(Duration::from_secs(5));
-            self.slot.drop_if_silent(generation, window);
+            self.slot.drop_if_silent(generation, self.timeout());
         }
+    }
+
+    /// The target's timeout (part of the key, so every sharer's).
+    fn timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(5))
     }
 
     /// After a failed poll or write: forgets the connection only when the
@@ -239,12 +242,12 @@ impl Connection {
     /// does not reconnect every target sharing the connection on every
     /// poll; a timeout is [`Connection::reset`].
     pub fn reset_after(&mut self, error: &ProbeError) {
-        if error.connection_intact {
-            self.answered();
-        } else if error.reason == FailureReason::Timeout {
-            self.reset();
-        } else if let Some((_, generation)) = self.held.take() {
-            self.slot.drop_if(generation);
+        let Some((_, generation)) = &self.held else {
+            return;
+        };
+        self.slot.after_failure(*generation, error, self.timeout());
+        if !error.connection_intact {
+            self.held = None;
         }
     }
 }

@@ -293,12 +293,12 @@ impl Connection {
     /// reconnect every target sharing the connection on every poll; a
     /// timeout is [`Connection::reset`].
     pub fn reset_after(&mut self, error: &ProbeError) {
-        if error.connection_intact {
-            self.answered();
-        } else if error.reason == FailureReason::Timeout {
-            self.reset();
-        } else if let Some(generation) = self.generation.take() {
-            self.slot.drop_if(generation);
+        let Some(generation) = self.generation else {
+            return;
+        };
+        self.slot.after_failure(generation, error, self.timeout);
+        if !error.connection_intact {
+            self.generation = None;
         }
     }
 }

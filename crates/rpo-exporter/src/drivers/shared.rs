@@ -272,6 +272,21 @@ impl<C: Clone + Send + 'static> Slot<C> {
         });
     }
 
+    /// After a failed request on `generation`: an error the server
+    /// answered on a usable session shows the connection alive
+    /// ([`ProbeError::connection_intact`]); a timeout drops it only if it is
+    /// silent for `window` ([`Slot::drop_if_silent`]); any other failure
+    /// may have lost it and drops it ([`Slot::drop_if`]).
+    pub fn after_failure(&self, generation: u64, error: &ProbeError, window: Duration) {
+        if error.connection_intact {
+            self.answered(generation);
+        } else if error.reason == FailureReason::Timeout {
+            self.drop_if_silent(generation, window);
+        } else {
+            self.drop_if(generation);
+        }
+    }
+
     fn drop_when(&self, generation: u64, lost: impl FnOnce(&Live<C>) -> bool) {
         let dropped = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
