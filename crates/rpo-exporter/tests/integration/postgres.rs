@@ -686,10 +686,28 @@ CREATE FUNCTION aurora_replica_status() RETURNS TABLE(
 $$;
 ";
 
+/// Waits until `function` exists on the replica (made on the primary, it
+/// arrives by replication). On Aurora the functions are there before the
+/// exporter connects, and the exporter asks which functions a server has
+/// once per connection.
+async fn wait_for_function_on_replica(pair: &rpo_lab::PostgresPair, function: &str) {
+    let sql = format!("SELECT to_regproc('{function}') IS NOT NULL");
+    wait_until(
+        Duration::from_secs(10),
+        "the fake Aurora functions on the replica",
+        || async {
+            let found = pair.replica_sql(&sql).unwrap_or_default();
+            (found == "t", found)
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aurora_reader_is_read_through_its_own_functions() {
     let pair = start_pair().await;
     pair.primary_sql(FAKE_AURORA).unwrap();
+    wait_for_function_on_replica(&pair, "aurora_db_instance_identifier").await;
     let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
     let target_labels = labels(T);
     let metric = |name: &'static str| exporter.metric(name, &target_labels);
@@ -803,6 +821,7 @@ $$;
 async fn an_aurora_global_secondary_is_dated_by_the_writers_durable_lsn() {
     let pair = start_pair().await;
     pair.primary_sql(FAKE_AURORA_GLOBAL).unwrap();
+    wait_for_function_on_replica(&pair, "aurora_global_db_status").await;
     let writer = Writer::start(&pair.primary_url(), Duration::from_millis(100)).await;
     let exporter = Exporter::start(&config_with(&postgres_target(T, &pair, "3s", false))).await;
     let target_labels = labels(T);
