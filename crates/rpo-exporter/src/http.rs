@@ -162,6 +162,8 @@ pub struct AppState {
     /// `/metrics`: each target's lines from the last scrape, rewritten only
     /// for the targets whose report changed since.
     render_cache: metrics::RenderCache,
+    /// `/metrics`: the last body's buffer, kept for the next scrape.
+    bodies: Arc<metrics::BodyPool>,
 }
 
 impl AppState {
@@ -181,6 +183,7 @@ impl AppState {
             web: WebOptions::default(),
             history: Arc::new(board::History::default()),
             render_cache: metrics::RenderCache::default(),
+            bodies: Arc::default(),
         }
     }
 
@@ -206,17 +209,22 @@ impl AppState {
 
     /// The `/metrics` exposition of `config` at `now` (what the endpoint
     /// answers; the benchmark times it in-process too).
-    pub fn metrics_body(&self, config: &Arc<Config>, now: SystemTime) -> String {
-        let mut body = metrics::render_cached(
+    /// Rendered into the last body's buffer, which the answer gives back
+    /// when it is sent.
+    pub fn metrics_body(&self, config: &Arc<Config>, now: SystemTime) -> Bytes {
+        let mut body = metrics::render_cached_into(
             config,
             &self.store.snapshot(),
             &self.aws_calls,
             now,
             &self.render_cache,
+            self.bodies.take(),
         );
-        metrics::render_config_reload(&mut body, &self.reload_status);
-        metrics::render_server_connections(&mut body);
-        body
+        let mut rest = String::with_capacity(1024);
+        metrics::render_config_reload(&mut rest, &self.reload_status);
+        metrics::render_server_connections(&mut rest);
+        body.extend_from_slice(rest.as_bytes());
+        Bytes::from_owner(metrics::PooledBody::new(body, self.bodies.clone()))
     }
 
     /// Writes `/metrics`' lines of the targets whose report changed since
@@ -225,8 +233,13 @@ impl AppState {
     /// Returns how many targets it looked at (0: nobody scraped lately).
     pub fn write_metrics_ahead(&self) -> usize {
         let config = self.config();
-        self.render_cache
-            .write_ahead(&config, || self.store.snapshot())
+        let looked_at = self
+            .render_cache
+            .write_ahead(&config, || self.store.snapshot());
+        if looked_at == 0 {
+            self.bodies.release();
+        }
+        looked_at
     }
 
     pub(crate) fn set_config(&self, config: Arc<Config>) {
@@ -862,12 +875,12 @@ fn text(status: StatusCode, body: &str) -> Response<Bytes> {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Bytes> {
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Bytes> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, content_type)
         .header(CACHE_CONTROL, "no-store")
-        .body(Bytes::from(body))
+        .body(body.into())
         .expect("static headers are valid")
 }
 

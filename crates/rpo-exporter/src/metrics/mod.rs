@@ -47,7 +47,14 @@ pub fn render(
     aws_calls: &AwsCallCounters,
     now: SystemTime,
 ) -> String {
-    render_inner(config, snapshot, aws_calls, now, None)
+    text(render_inner(
+        config,
+        snapshot,
+        aws_calls,
+        now,
+        None,
+        Vec::new(),
+    ))
 }
 
 /// [`render`], reusing the per-target fragments of earlier scrapes whose
@@ -60,7 +67,46 @@ pub fn render_cached(
     now: SystemTime,
     cache: &RenderCache,
 ) -> String {
-    render_inner(config, snapshot, aws_calls, now, Some((config, cache)))
+    text(render_cached_into(
+        config,
+        snapshot,
+        aws_calls,
+        now,
+        cache,
+        Vec::new(),
+    ))
+}
+
+/// [`render_cached`] into `body`'s room (its contents are dropped), as
+/// bytes: a buffer kept from the last scrape spares mapping the body's
+/// pages anew (see [`BodyPool`]), and the bytes are sent as they are, never
+/// checked again as a string (only whole UTF-8 strings are copied in).
+pub fn render_cached_into(
+    config: &Arc<Config>,
+    snapshot: &Snapshot,
+    aws_calls: &AwsCallCounters,
+    now: SystemTime,
+    cache: &RenderCache,
+    body: Vec<u8>,
+) -> Vec<u8> {
+    render_inner(
+        config,
+        snapshot,
+        aws_calls,
+        now,
+        Some((config, cache)),
+        body,
+    )
+}
+
+/// A rendered exposition as text. Only whole UTF-8 strings were copied in,
+/// so this never fails (and would cost a replacement character, not a
+/// panic, if it did).
+fn text(body: Vec<u8>) -> String {
+    match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 fn render_inner(
@@ -69,7 +115,8 @@ fn render_inner(
     aws_calls: &AwsCallCounters,
     now: SystemTime,
     cache: Option<(&Arc<Config>, &RenderCache)>,
-) -> String {
+    mut out: Vec<u8>,
+) -> Vec<u8> {
     // Both gates are published, so the alerting view (and `check
     // --prometheus --mode unplanned`) reads the same verdict as
     // `/failover-readiness?mode=unplanned`.
@@ -94,11 +141,11 @@ fn render_inner(
             })
             .collect()
     };
-    let mut out = String::new();
+    out.clear();
     let (verdict, unplanned) = match cache {
         // With many targets, each verdict on a thread of its own while the
         // cache is brought up to the snapshot.
-        Some((config, cache)) if threads_for(config.targets.len()) > 1 => {
+        Some((config, cache)) if verdicts_beside(config.targets.len()) => {
             std::thread::scope(|scope| {
                 // A verdict whose thread could not be started is computed
                 // here.
@@ -138,11 +185,76 @@ fn render_inner(
             (verdict, unplanned)
         }
     };
-    render_groups(&mut out, &verdict, &unplanned);
-    render_meta(&mut out, config);
-    render_aws_calls(&mut out, config, aws_calls);
-    process::render(&mut out);
+    let mut rest = String::with_capacity(16384);
+    render_groups(&mut rest, &verdict, &unplanned);
+    render_meta(&mut rest, config);
+    render_aws_calls(&mut rest, config, aws_calls);
+    process::render(&mut rest);
+    out.extend_from_slice(rest.as_bytes());
     out
+}
+
+/// Keeps the last `/metrics` body's buffer for the next scrape. A body is
+/// about 3.3 KiB per target (33 MiB at 10,000), and the allocator gives a
+/// freed one's pages back within a second, so without this every scrape
+/// maps and faults in the whole body anew. One buffer is kept: the one
+/// last given back (while a scrape holds it, a concurrent scrape renders
+/// into a new one). [`BodyPool::release`] drops it when nobody scrapes.
+#[derive(Default)]
+pub struct BodyPool {
+    kept: Mutex<Vec<u8>>,
+}
+
+impl BodyPool {
+    /// The kept buffer (empty, its room kept), or a new one.
+    pub fn take(&self) -> Vec<u8> {
+        let mut body = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
+        body.clear();
+        body
+    }
+
+    /// Keeps `body`'s room for the next scrape.
+    pub fn give(&self, body: Vec<u8>) {
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = body;
+    }
+
+    /// Drops the kept buffer (nobody scrapes lately).
+    pub fn release(&self) {
+        drop(self.take());
+    }
+
+    /// The bytes the kept buffer holds room for.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .capacity()
+    }
+}
+
+/// A rendered body that gives its buffer back to its [`BodyPool`] when
+/// the answer is sent (or dropped).
+pub struct PooledBody {
+    body: Vec<u8>,
+    pool: Arc<BodyPool>,
+}
+
+impl PooledBody {
+    pub fn new(body: Vec<u8>, pool: Arc<BodyPool>) -> PooledBody {
+        PooledBody { body, pool }
+    }
+}
+
+impl AsRef<[u8]> for PooledBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.body));
+    }
 }
 
 /// The per-target facts that depend on the scrape's time (the verdict),
@@ -689,6 +801,17 @@ fn refresh(
 /// threads costs more than it saves.
 const TARGETS_PER_THREAD: usize = 512;
 
+/// Targets from which a scrape computes its two verdicts each on a thread
+/// of its own, beside the cache's refresh (when there is more than one
+/// processor).
+const VERDICTS_BESIDE_FROM: usize = 256;
+
+/// Whether a scrape of `targets` targets computes its verdicts on threads.
+fn verdicts_beside(targets: usize) -> bool {
+    targets >= VERDICTS_BESIDE_FROM
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
 /// The threads to share `targets` targets' work among.
 fn threads_for(targets: usize) -> usize {
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -755,7 +878,7 @@ fn target_labels(target: &Target) -> String {
 /// of 10,000 targets visited every fragment once per family, and those
 /// visits (not the copying) were most of its time once the fragments no
 /// longer fitted in the processor's cache.
-fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
+fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
     let by_rank = detail_families_by_rank();
     let slots = COLUMNS.len() + by_rank.len();
     // Each slot's bytes of lines: the fragments' spans, and the live lines.
@@ -787,7 +910,6 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
             None => (bytes[slot] > 0).then(|| by_rank[slot - COLUMNS.len()]),
         }
     };
-    let mut body = std::mem::take(out).into_bytes();
     // The lines, their headers, and what follows them (the per-group and
     // exporter families, a few KiB).
     body.reserve(bytes.iter().sum::<usize>() + slots * 256 + 16384);
@@ -838,12 +960,6 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
         (0..slots).all(|slot| family_of(slot).is_none() || place[slot] == ends[slot]),
         "every family's lines fill the room counted for them"
     );
-    // Only whole UTF-8 strings were copied in: this never fails (and
-    // would cost a replacement character, not a panic, if it did).
-    *out = match String::from_utf8(body) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
     let mut uncatalogued: BTreeMap<&str, (&MetricDef, Vec<&str>)> = BTreeMap::new();
     for w in written {
         for (family, line) in &w.fragment.uncatalogued {
@@ -854,12 +970,14 @@ fn render_targets(out: &mut String, written: &[Written], live: &[LiveFacts]) {
                 .push(line.as_str());
         }
     }
+    let mut out = String::new();
     for (family, lines) in uncatalogued.into_values() {
-        header(out, family);
+        header(&mut out, family);
         for line in lines {
             out.push_str(line);
         }
     }
+    body.extend_from_slice(out.as_bytes());
 }
 
 /// The per-group families; `unplanned` is the same snapshot's verdict in
@@ -1176,6 +1294,55 @@ region = "eu-west-1"
     /// target not polled since) is byte-identical to one written afresh; a
     /// target's changed report is rewritten, an unchanged one's fragment is
     /// not, and a reloaded configuration is not served the old one's lines.
+    /// A body rendered into a kept buffer (holding an older, longer body)
+    /// is the same, byte for byte, as one rendered into a new buffer, and
+    /// it reuses the buffer's room.
+    #[test]
+    fn rendering_into_a_kept_buffer_matches_a_fresh_rendering() {
+        let Cached {
+            config,
+            t0,
+            store,
+            calls,
+            cache,
+            ..
+        } = cached_golden();
+        let now = t0 + Duration::from_secs(5);
+        let fresh = render(&config, &store.snapshot(), &calls, now);
+        let kept = vec![b'x'; fresh.len() + (1 << 20)];
+        let room = kept.as_ptr();
+        let body = render_cached_into(&config, &store.snapshot(), &calls, now, &cache, kept);
+        assert_eq!(body.as_ptr(), room, "the kept buffer's room was reused");
+        let body = String::from_utf8(body).expect("UTF-8");
+        assert_eq!(without_process(&body), without_process(&fresh));
+    }
+
+    /// A body gives its buffer back to the pool once the answer (and every
+    /// clone of it) is dropped, the next scrape takes it empty with its
+    /// room, and a release drops it.
+    #[test]
+    fn a_sent_body_gives_its_buffer_to_the_next_scrape() {
+        let pool = Arc::new(BodyPool::default());
+        let mut body = pool.take();
+        assert_eq!(body.capacity(), 0, "nothing kept yet");
+        body.extend_from_slice(&[b'x'; 100_000]);
+        let room = body.as_ptr();
+        let answer = bytes::Bytes::from_owner(PooledBody::new(body, pool.clone()));
+        let clone = answer.clone();
+        assert_eq!(&answer[..3], b"xxx");
+        drop(answer);
+        assert_eq!(pool.kept_bytes(), 0, "kept only once no clone is left");
+        drop(clone);
+        assert!(pool.kept_bytes() >= 100_000);
+        let next = pool.take();
+        assert!(next.is_empty());
+        assert_eq!(next.as_ptr(), room);
+        assert_eq!(pool.kept_bytes(), 0, "taken, so not kept twice");
+        pool.give(next);
+        pool.release();
+        assert_eq!(pool.kept_bytes(), 0);
+    }
+
     #[test]
     fn cached_rendering_is_byte_identical_and_reuses_unchanged_targets() {
         let Cached {
