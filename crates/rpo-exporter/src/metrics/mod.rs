@@ -77,10 +77,11 @@ pub fn render_cached(
     ))
 }
 
-/// [`render_cached`] into `body`'s room (its contents are dropped), as
-/// bytes: a buffer kept from the last scrape spares mapping the body's
-/// pages anew (see [`BodyPool`]), and the bytes are sent as they are, never
-/// checked again as a string (only whole UTF-8 strings are copied in).
+/// [`render_cached`] into `body`'s room, as bytes: a buffer kept from the
+/// last scrape spares mapping the body's pages anew (see [`BodyPool`]);
+/// what it held is written over, not cleared first. The bytes are sent as
+/// they are, never checked again as a string (only whole UTF-8 strings are
+/// copied in).
 pub fn render_cached_into(
     config: &Arc<Config>,
     snapshot: &Snapshot,
@@ -119,30 +120,36 @@ fn render_inner(
 ) -> Vec<u8> {
     // Both gates are published, so the alerting view (and `check
     // --prometheus --mode unplanned`) reads the same verdict as
-    // `/failover-readiness?mode=unplanned`.
-    let verdicts = || {
-        (
-            evaluate(config, snapshot, Mode::Planned, now, None),
-            evaluate(config, snapshot, Mode::Unplanned, now, None),
-        )
-    };
-    let live_facts = |verdict: &Verdict, unplanned: &Verdict| -> Vec<LiveFacts> {
-        config
+    // `/failover-readiness?mode=unplanned`. Each verdict comes with the
+    // facts it gives each target's live lines, in configuration order,
+    // looked up on its own thread when it has one.
+    let evaluate_mode = |mode: Mode| -> (Verdict, Vec<[bool; 2]>) {
+        let verdict = evaluate(config, snapshot, mode, now, None);
+        let facts = config
             .targets
             .iter()
             .map(|target| {
-                let id = TargetId::key(target);
-                let planned = verdict.target(id);
-                LiveFacts {
-                    replication_healthy: planned.is_some_and(|v| v.replication_healthy),
-                    ready: planned.is_some_and(|v| v.ready),
-                    ready_unplanned: unplanned.target(id).is_some_and(|v| v.ready),
-                }
+                verdict
+                    .target(TargetId::key(target))
+                    .map_or([false; 2], |v| [v.replication_healthy, v.ready])
             })
+            .collect();
+        (verdict, facts)
+    };
+    let live_facts = |planned: &[[bool; 2]], unplanned: &[[bool; 2]]| -> Vec<LiveFacts> {
+        planned
+            .iter()
+            .zip(unplanned)
+            .map(
+                |(&[replication_healthy, ready], &[_, ready_unplanned])| LiveFacts {
+                    replication_healthy,
+                    ready,
+                    ready_unplanned,
+                },
+            )
             .collect()
     };
-    out.clear();
-    let (verdict, unplanned) = match cache {
+    let ((verdict, _), (unplanned, _)) = match cache {
         // With many targets, each verdict on a thread of its own while the
         // cache is brought up to the snapshot.
         Some((config, cache)) if verdicts_beside(config.targets.len()) => {
@@ -151,38 +158,47 @@ fn render_inner(
                 // here.
                 let evaluating = |mode: Mode| {
                     std::thread::Builder::new()
-                        .spawn_scoped(scope, move || evaluate(config, snapshot, mode, now, None))
+                        .spawn_scoped(scope, move || evaluate_mode(mode))
                         .map_err(|_| mode)
                 };
                 let planned = evaluating(Mode::Planned);
                 let unplanned = evaluating(Mode::Unplanned);
                 let state = cache.for_scrape(config, snapshot);
-                let join =
-                    |evaluating: Result<std::thread::ScopedJoinHandle<'_, Verdict>, Mode>| {
-                        match evaluating {
-                            Ok(thread) => thread
-                                .join()
-                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                            Err(mode) => evaluate(config, snapshot, mode, now, None),
-                        }
-                    };
-                let (verdict, unplanned) = (join(planned), join(unplanned));
-                render_targets(&mut out, &state.written, &live_facts(&verdict, &unplanned));
-                (verdict, unplanned)
+                let join = |evaluating: Result<std::thread::ScopedJoinHandle<'_, _>, Mode>| {
+                    match evaluating {
+                        Ok(thread) => thread
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                        Err(mode) => evaluate_mode(mode),
+                    }
+                };
+                let (planned, unplanned) = (join(planned), join(unplanned));
+                render_targets(
+                    &mut out,
+                    &state.written,
+                    &live_facts(&planned.1, &unplanned.1),
+                );
+                (planned, unplanned)
             })
         }
         Some((config, cache)) => {
-            let (verdict, unplanned) = verdicts();
+            let (planned, unplanned) =
+                (evaluate_mode(Mode::Planned), evaluate_mode(Mode::Unplanned));
             let state = cache.for_scrape(config, snapshot);
-            render_targets(&mut out, &state.written, &live_facts(&verdict, &unplanned));
-            (verdict, unplanned)
+            render_targets(
+                &mut out,
+                &state.written,
+                &live_facts(&planned.1, &unplanned.1),
+            );
+            (planned, unplanned)
         }
         None => {
-            let (verdict, unplanned) = verdicts();
+            let (planned, unplanned) =
+                (evaluate_mode(Mode::Planned), evaluate_mode(Mode::Unplanned));
             let mut written = Vec::new();
             refresh(&mut written, config, snapshot, 0..config.targets.len(), 0);
-            render_targets(&mut out, &written, &live_facts(&verdict, &unplanned));
-            (verdict, unplanned)
+            render_targets(&mut out, &written, &live_facts(&planned.1, &unplanned.1));
+            (planned, unplanned)
         }
     };
     let mut rest = String::with_capacity(16384);
@@ -206,11 +222,10 @@ pub struct BodyPool {
 }
 
 impl BodyPool {
-    /// The kept buffer (empty, its room kept), or a new one.
+    /// The kept buffer, or a new one. It still holds the body it last
+    /// held: rendering writes over it (see [`render_cached_into`]).
     pub fn take(&self) -> Vec<u8> {
-        let mut body = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
-        body.clear();
-        body
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Keeps `body`'s room for the next scrape.
@@ -910,20 +925,33 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
             None => (bytes[slot] > 0).then(|| by_rank[slot - COLUMNS.len()]),
         }
     };
-    // The lines, their headers, and what follows them (the per-group and
-    // exporter families, a few KiB).
-    body.reserve(bytes.iter().sum::<usize>() + slots * 256 + 16384);
+    // The layout: each family's header, then room for its lines, one
+    // family after the other from the start of `body`. The buffer may hold
+    // an older body: every byte up to the end of the layout is written
+    // below (the check after the copying proves it), so it is not cleared
+    // first, which at 10,000 targets would write 33 MiB of zeros.
+    let mut headers: Vec<(usize, String)> = Vec::with_capacity(slots);
     let mut place = vec![0usize; slots];
-    let mut header_text = String::with_capacity(512);
+    let mut at = 0;
     for (slot, place) in place.iter_mut().enumerate() {
         let Some(family) = family_of(slot) else {
             continue;
         };
-        header_text.clear();
-        header(&mut header_text, family);
-        body.extend_from_slice(header_text.as_bytes());
-        *place = body.len();
-        body.resize(body.len() + bytes[slot], 0);
+        let mut text = String::with_capacity(256);
+        header(&mut text, family);
+        headers.push((at, text));
+        at += headers.last().map_or(0, |(_, text)| text.len());
+        *place = at;
+        at += bytes[slot];
+    }
+    let size = at;
+    // Room for what follows the lines too (the per-group and exporter
+    // families, a few KiB), so the body is not moved to grow.
+    body.truncate(size);
+    body.reserve(size - body.len() + 16384);
+    body.resize(size, 0);
+    for (at, text) in &headers {
+        body[*at..*at + text.len()].copy_from_slice(text.as_bytes());
     }
     let ends: Vec<usize> = place.iter().zip(&bytes).map(|(p, b)| p + b).collect();
     // Each target's lines to their places, in configuration order.
@@ -956,7 +984,10 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
             }
         }
     }
-    debug_assert!(
+    // Every family's lines filled exactly the room counted for them, so no
+    // byte of an older body is left (checked in release builds too: a
+    // wrong exposition must never be sent; the panic answers 500).
+    assert!(
         (0..slots).all(|slot| family_of(slot).is_none() || place[slot] == ends[slot]),
         "every family's lines fill the room counted for them"
     );
@@ -1294,32 +1325,52 @@ region = "eu-west-1"
     /// target not polled since) is byte-identical to one written afresh; a
     /// target's changed report is rewritten, an unchanged one's fragment is
     /// not, and a reloaded configuration is not served the old one's lines.
-    /// A body rendered into a kept buffer (holding an older, longer body)
-    /// is the same, byte for byte, as one rendered into a new buffer, and
-    /// it reuses the buffer's room.
+    /// A body rendered into a kept buffer is the same, byte for byte, as
+    /// one rendered into a new buffer, whatever the buffer held (longer or
+    /// shorter than the body, or the last scrape's body before a poll
+    /// changed it), and it reuses the buffer's room.
     #[test]
     fn rendering_into_a_kept_buffer_matches_a_fresh_rendering() {
         let Cached {
             config,
             t0,
+            ids,
             store,
             calls,
             cache,
-            ..
         } = cached_golden();
-        let now = t0 + Duration::from_secs(5);
-        let fresh = render(&config, &store.snapshot(), &calls, now);
-        let kept = vec![b'x'; fresh.len() + (1 << 20)];
-        let room = kept.as_ptr();
-        let body = render_cached_into(&config, &store.snapshot(), &calls, now, &cache, kept);
-        assert_eq!(body.as_ptr(), room, "the kept buffer's room was reused");
-        let body = String::from_utf8(body).expect("UTF-8");
-        assert_eq!(without_process(&body), without_process(&fresh));
+        let s = Duration::from_secs_f64;
+        let into = |kept: Vec<u8>, at: f64| {
+            let fresh = render(&config, &store.snapshot(), &calls, t0 + s(at));
+            let room = kept.as_ptr();
+            let big_enough = kept.capacity() > 2 * fresh.len() + (64 << 10);
+            let body =
+                render_cached_into(&config, &store.snapshot(), &calls, t0 + s(at), &cache, kept);
+            if big_enough {
+                assert_eq!(body.as_ptr(), room, "the kept buffer's room was reused");
+            }
+            let text = String::from_utf8(body.clone()).expect("UTF-8");
+            assert_eq!(without_process(&text), without_process(&fresh), "at {at}");
+            body
+        };
+        let longer = vec![b'x'; 1 << 20];
+        into(longer, 5.0);
+        let mut shorter = Vec::with_capacity(1 << 20);
+        shorter.extend_from_slice(&[b'x'; 100]);
+        let last = into(shorter, 6.0);
+        let mut pg = Measurement::new(t0 + s(10.0));
+        pg.recovery_point = Some(t0 + s(7.5));
+        pg.link = LinkState::Healthy;
+        pg.replica_reachable = Some(true);
+        store.record_poll(&ids[0], t0 + s(9.9), t0 + s(10.0), Ok(pg));
+        let refused = ProbeError::new(FailureReason::Connect, "refused").on(Side::Replica);
+        store.record_poll(&ids[1], t0 + s(10.0), t0 + s(10.5), Err(refused));
+        into(last, 11.0);
     }
 
     /// A body gives its buffer back to the pool once the answer (and every
-    /// clone of it) is dropped, the next scrape takes it empty with its
-    /// room, and a release drops it.
+    /// clone of it) is dropped, the next scrape takes it with its room, and
+    /// a release drops it.
     #[test]
     fn a_sent_body_gives_its_buffer_to_the_next_scrape() {
         let pool = Arc::new(BodyPool::default());
@@ -1335,8 +1386,8 @@ region = "eu-west-1"
         drop(clone);
         assert!(pool.kept_bytes() >= 100_000);
         let next = pool.take();
-        assert!(next.is_empty());
         assert_eq!(next.as_ptr(), room);
+        assert!(next.capacity() >= 100_000);
         assert_eq!(pool.kept_bytes(), 0, "taken, so not kept twice");
         pool.give(next);
         pool.release();
