@@ -212,8 +212,9 @@ fn render_inner(
 
 /// Keeps the last `/metrics` body's buffer for the next scrape. A body is
 /// about 3.3 KiB per target (33 MiB at 10,000), and the allocator gives a
-/// freed one's pages back within a second, so without this every scrape
-/// maps and faults in the whole body anew. One buffer is kept: the one
+/// freed one's pages back within seconds, so without this every scrape
+/// maps and faults in the whole body anew (41–59 ms at 10,000 targets on
+/// the project's 2-core machine). One buffer is kept: the one
 /// last given back (while a scrape holds it, a concurrent scrape renders
 /// into a new one). [`BodyPool::release`] drops it when nobody scrapes.
 #[derive(Default)]
@@ -1321,10 +1322,6 @@ region = "eu-west-1"
         }
     }
 
-    /// The cache changes nothing: each scrape with fragments reused (a
-    /// target not polled since) is byte-identical to one written afresh; a
-    /// target's changed report is rewritten, an unchanged one's fragment is
-    /// not, and a reloaded configuration is not served the old one's lines.
     /// A body rendered into a kept buffer is the same, byte for byte, as
     /// one rendered into a new buffer, whatever the buffer held (longer or
     /// shorter than the body, or the last scrape's body before a poll
@@ -1394,6 +1391,10 @@ region = "eu-west-1"
         assert_eq!(pool.kept_bytes(), 0);
     }
 
+    /// The cache changes nothing: each scrape with fragments reused (a
+    /// target not polled since) is byte-identical to one written afresh; a
+    /// target's changed report is rewritten, an unchanged one's fragment is
+    /// not, and a reloaded configuration is not served the old one's lines.
     #[test]
     fn cached_rendering_is_byte_identical_and_reuses_unchanged_targets() {
         let Cached {
