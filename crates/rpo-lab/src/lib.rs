@@ -111,17 +111,20 @@ pub enum LabError {
 
 impl LabError {
     /// True if a server could not start because its port was taken
-    /// (between [`free_port`] and the bind). [`PostgresPair::start`] retries
-    /// once on this.
+    /// (between [`free_port`] and the bind: another process, or an outgoing
+    /// connection's ephemeral port). [`PostgresPair::start`], Prometheus
+    /// and Alertmanager retry on this.
     pub fn is_port_conflict(&self) -> bool {
+        let taken = |s: &String| {
+            s.contains("could not bind")
+                || s.to_ascii_lowercase().contains("address already in use")
+                || s.contains("could not create any TCP/IP sockets")
+        };
         match self {
             LabError::ServerStart {
                 log_tail, stderr, ..
-            } => [log_tail, stderr].iter().any(|s| {
-                s.contains("could not bind")
-                    || s.contains("Address already in use")
-                    || s.contains("could not create any TCP/IP sockets")
-            }),
+            } => [log_tail, stderr].into_iter().any(taken),
+            LabError::Command { stderr, .. } => taken(stderr),
             _ => false,
         }
     }

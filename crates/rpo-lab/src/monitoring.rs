@@ -134,6 +134,18 @@ impl Prometheus {
         alertmanager: Option<u16>,
         scrape_options: &str,
     ) -> LabResult<Prometheus> {
+        retry_port_conflicts(|| {
+            Prometheus::start_once(job, targets, rule_files, alertmanager, scrape_options)
+        })
+    }
+
+    fn start_once(
+        job: &str,
+        targets: &[String],
+        rule_files: &[PathBuf],
+        alertmanager: Option<u16>,
+        scrape_options: &str,
+    ) -> LabResult<Prometheus> {
         let bin = binary(&["prometheus"])?;
         let dir = tempfile::Builder::new()
             .prefix("rpo-lab-prometheus-")
@@ -202,6 +214,10 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start(webhook_url: &str) -> LabResult<Alertmanager> {
+        retry_port_conflicts(|| Alertmanager::start_once(webhook_url))
+    }
+
+    fn start_once(webhook_url: &str) -> LabResult<Alertmanager> {
         let bin = binary(&["prometheus-alertmanager", "alertmanager"])?;
         let dir = tempfile::Builder::new()
             .prefix("rpo-lab-alertmanager-")
@@ -238,6 +254,18 @@ impl Alertmanager {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+/// `start` again (up to 3 tries) while its port was taken between
+/// [`free_port`] and the server's bind.
+fn retry_port_conflicts<T>(mut start: impl FnMut() -> LabResult<T>) -> LabResult<T> {
+    let mut tries = 1;
+    loop {
+        match start() {
+            Err(e) if e.is_port_conflict() && tries < 3 => tries += 1,
+            other => return other,
+        }
     }
 }
 
@@ -322,4 +350,55 @@ fn read_post(stream: TcpStream) -> Option<String> {
     let mut stream = stream;
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     String::from_utf8(body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus's and Alertmanager's own words for a taken port (Go's
+    /// `bind: address already in use`, in the exit's stderr) count as a
+    /// port conflict, and a start is tried again on it, at most 3 times;
+    /// any other failure is not retried.
+    #[test]
+    fn a_taken_port_is_retried_and_nothing_else() {
+        let taken = || {
+            LabError::Command {
+            command: "prometheus".to_string(),
+            stderr: "exited with exit status: 1: level=error msg=\"Unable to start web listener\" err=\"listen tcp 127.0.0.1:33827: bind: address already in use\"".to_string(),
+        }
+        };
+        assert!(taken().is_port_conflict());
+        let mut tries = 0;
+        let result: LabResult<()> = retry_port_conflicts(|| {
+            tries += 1;
+            Err(taken())
+        });
+        assert!(result.unwrap_err().is_port_conflict());
+        assert_eq!(tries, 3);
+        let mut tries = 0;
+        let result = retry_port_conflicts(|| {
+            tries += 1;
+            if tries < 2 {
+                Err(taken())
+            } else {
+                Ok(tries)
+            }
+        });
+        assert_eq!(result.unwrap(), 2);
+        let other = LabError::Command {
+            command: "prometheus".to_string(),
+            stderr: "exited with exit status: 1: bad config".to_string(),
+        };
+        assert!(!other.is_port_conflict());
+        let mut tries = 0;
+        let _ = retry_port_conflicts(|| -> LabResult<()> {
+            tries += 1;
+            Err(LabError::Command {
+                command: "prometheus".to_string(),
+                stderr: "bad config".to_string(),
+            })
+        });
+        assert_eq!(tries, 1);
+    }
 }

@@ -149,7 +149,20 @@ fn render_inner(
             )
             .collect()
     };
-    let ((verdict, _), (unplanned, _)) = match cache {
+    // The per-group and exporter families, which follow the targets'
+    // (a few KiB, more with many groups): written before the targets' so
+    // the body's room is reserved once for everything.
+    type Evaluated = (Verdict, Vec<[bool; 2]>);
+    let finish =
+        |out: &mut Vec<u8>, written: &[Written], planned: &Evaluated, unplanned: &Evaluated| {
+            let mut rest = String::with_capacity(16384);
+            render_groups(&mut rest, &planned.0, &unplanned.0);
+            render_meta(&mut rest, config);
+            render_aws_calls(&mut rest, config, aws_calls);
+            process::render(&mut rest);
+            render_targets(out, written, &live_facts(&planned.1, &unplanned.1), &rest);
+        };
+    match cache {
         // With many targets, each verdict on a thread of its own while the
         // cache is brought up to the snapshot.
         Some((config, cache)) if verdicts_beside(config.targets.len()) => {
@@ -173,40 +186,23 @@ fn render_inner(
                     }
                 };
                 let (planned, unplanned) = (join(planned), join(unplanned));
-                render_targets(
-                    &mut out,
-                    &state.written,
-                    &live_facts(&planned.1, &unplanned.1),
-                );
-                (planned, unplanned)
+                finish(&mut out, &state.written, &planned, &unplanned);
             })
         }
         Some((config, cache)) => {
             let (planned, unplanned) =
                 (evaluate_mode(Mode::Planned), evaluate_mode(Mode::Unplanned));
             let state = cache.for_scrape(config, snapshot);
-            render_targets(
-                &mut out,
-                &state.written,
-                &live_facts(&planned.1, &unplanned.1),
-            );
-            (planned, unplanned)
+            finish(&mut out, &state.written, &planned, &unplanned);
         }
         None => {
             let (planned, unplanned) =
                 (evaluate_mode(Mode::Planned), evaluate_mode(Mode::Unplanned));
             let mut written = Vec::new();
             refresh(&mut written, config, snapshot, 0..config.targets.len(), 0);
-            render_targets(&mut out, &written, &live_facts(&planned.1, &unplanned.1));
-            (planned, unplanned)
+            finish(&mut out, &written, &planned, &unplanned);
         }
-    };
-    let mut rest = String::with_capacity(16384);
-    render_groups(&mut rest, &verdict, &unplanned);
-    render_meta(&mut rest, config);
-    render_aws_calls(&mut rest, config, aws_calls);
-    process::render(&mut rest);
-    out.extend_from_slice(rest.as_bytes());
+    }
     out
 }
 
@@ -894,7 +890,7 @@ fn target_labels(target: &Target) -> String {
 /// of 10,000 targets visited every fragment once per family, and those
 /// visits (not the copying) were most of its time once the fragments no
 /// longer fitted in the processor's cache.
-fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
+fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], rest: &str) {
     let by_rank = detail_families_by_rank();
     let slots = COLUMNS.len() + by_rank.len();
     // Each slot's bytes of lines: the fragments' spans, and the live lines.
@@ -946,10 +942,11 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
         at += bytes[slot];
     }
     let size = at;
-    // Room for what follows the lines too (the per-group and exporter
-    // families, a few KiB), so the body is not moved to grow.
+    // Room for what follows the lines too (`rest`, and what the HTTP
+    // server appends), so the body is not moved to grow: growing doubles
+    // it, and a kept body would hold twice its size.
     body.truncate(size);
-    body.reserve(size - body.len() + 16384);
+    body.reserve(size - body.len() + rest.len() + TAIL_ROOM);
     body.resize(size, 0);
     for (at, text) in &headers {
         body[*at..*at + text.len()].copy_from_slice(text.as_bytes());
@@ -1010,7 +1007,12 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts]) {
         }
     }
     body.extend_from_slice(out.as_bytes());
+    body.extend_from_slice(rest.as_bytes());
 }
+
+/// Room a body keeps beyond its families for what the HTTP server appends
+/// (the reload and connection families, under 1 KiB).
+const TAIL_ROOM: usize = 4096;
 
 /// The per-group families; `unplanned` is the same snapshot's verdict in
 /// unplanned mode (same groups, same order).
