@@ -377,21 +377,13 @@ fn measure(
     let body_bytes = body.len();
     bodies.give(body);
     // What the kept buffer holds as the allocator counts it (its size
-    // class, not only its capacity): dropped and counted, then kept again.
+    // class, not only its capacity): what dropping it frees. The stages
+    // after this one count from their own mark, so it need not be kept.
     let scraped = allocated()?;
     bodies.release();
     let released = allocated()?;
     stages.push(released - mark);
     stages.push(scraped - released);
-    let body = render_cached_into(
-        &config,
-        &store.snapshot(),
-        &aws_calls,
-        now,
-        &cache,
-        bodies.take(),
-    );
-    bodies.give(body);
 
     // 5. The board's history: one verdict, recorded at the daemon's
     // cadence (its evaluation time moved on each time).
@@ -440,7 +432,6 @@ fn measure(
     })?;
     drop(history);
     drop(cache);
-    drop(bodies);
     Ok(Measured {
         targets: n,
         stages,
