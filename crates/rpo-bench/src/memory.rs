@@ -41,7 +41,7 @@ use crate::{command_line, load_average, machine, record, size, synthetic_config,
 
 /// The README's RSS growth per target between 1,000 and 10,000 `redis`
 /// targets (`--scale`, release build; README, "At scale").
-const README_RSS_PER_TARGET_KIB: f64 = 21.3;
+const README_RSS_PER_TARGET_KIB: f64 = 19.3;
 
 /// Turns this thread's jemalloc cache off (flushing it): with it on, what
 /// was freed stays counted as allocated until the cache returns it, which

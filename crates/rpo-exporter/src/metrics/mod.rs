@@ -286,6 +286,14 @@ struct LiveFacts {
 /// exposition is family by family, so a scrape interleaves the targets'
 /// fragments: one copy per family and target.
 ///
+/// A line is kept without what every line of its family and target
+/// begins with (`name{group="…",target="…",kind="…"`): only its suffix,
+/// the labels of its own (`,reason="…"`, a detail's) and `} value\n`. The
+/// scrape writes the name and the target's labels in front of each suffix
+/// as it copies it. Kept whole, the lines took about 5.7 KB per target,
+/// 95 % of it names and labels the body holds again; as suffixes, under
+/// 1 KB.
+///
 /// Its buffers are kept from scrape to scrape and rewritten in place when
 /// the target's report changes: in production (scrapes every 15–60 s,
 /// polls every 5 s, heartbeats every second) that is every target at every
@@ -293,8 +301,9 @@ struct LiveFacts {
 /// by heartbeats since rewrites only its few heartbeat lines.
 #[derive(Default)]
 struct Fragment {
-    /// `group="…",target="…",kind="…"`, escaped: from the configuration,
-    /// written once per configuration.
+    /// `{group="…",target="…",kind="…"`, escaped, with the brace that
+    /// opens them (what a line writes after its name): from the
+    /// configuration, written once per configuration.
     labels: String,
     polled: Lines,
     beat: Lines,
@@ -310,21 +319,31 @@ struct Fragment {
     detail_order: Vec<(u16, u32)>,
 }
 
-/// Sample lines of several families, and where each family's end.
+/// Sample lines of several families, each as its suffix (see
+/// [`Fragment`]: `[,k="v"…]} value\n`), and where each family's end.
 #[derive(Default)]
 struct Lines {
     text: String,
-    /// (slot, end of its lines in `text`), slots ascending; a slot with no
-    /// line has no span. Slots are [`COLUMNS`] then the detail families'
+    /// Each family's lines, slots ascending; a slot with no line has no
+    /// span. Slots are [`COLUMNS`] then the detail families'
     /// [`detail_rank`] after them.
-    spans: Vec<(u16, u32)>,
+    spans: Vec<Span>,
+}
+
+/// A family's lines in [`Lines::text`]: its slot, how many lines, and
+/// where they end.
+#[derive(Clone, Copy)]
+struct Span {
+    slot: u16,
+    lines: u32,
+    end: u32,
 }
 
 impl Lines {
-    fn with_capacity(bytes: usize) -> Lines {
+    fn with_capacity(bytes: usize, spans: usize) -> Lines {
         Lines {
             text: String::with_capacity(bytes),
-            spans: Vec::with_capacity(COLUMNS.len() + 16),
+            spans: Vec::with_capacity(spans),
         }
     }
 
@@ -336,7 +355,15 @@ impl Lines {
     /// Ends the span of `slot` begun at `before`, if it wrote a line.
     fn close(&mut self, slot: usize, before: usize) {
         if self.text.len() > before {
-            self.spans.push((slot as u16, self.text.len() as u32));
+            let lines = self.text.as_bytes()[before..]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.spans.push(Span {
+                slot: slot as u16,
+                lines: lines as u32,
+                end: self.text.len() as u32,
+            });
         }
     }
 }
@@ -501,9 +528,9 @@ fn detail_ranks() -> &'static (HashMap<&'static str, u16>, Vec<&'static MetricDe
 impl Fragment {
     fn new(target: &Target) -> Fragment {
         Fragment {
-            labels: target_labels(target),
-            polled: Lines::with_capacity(2048),
-            beat: Lines::with_capacity(256),
+            labels: format!("{{{}", target_labels(target)),
+            polled: Lines::with_capacity(512, COLUMNS.len() + 8),
+            beat: Lines::with_capacity(64, 8),
             ..Fragment::default()
         }
     }
@@ -512,14 +539,13 @@ impl Fragment {
     /// heartbeat lines always, the others when `polled` (the report is not
     /// from the poll they were written from).
     fn write(&mut self, target: &Target, report: &TargetReport, polled: bool) {
-        let labels = self.labels.as_str();
         let beat = &mut self.beat;
         beat.clear();
         for (slot, column) in COLUMNS.iter().enumerate() {
-            if let Column::Beat(family, value) = column {
+            if let Column::Beat(_, value) = column {
                 let before = beat.text.len();
                 if let Some(v) = value(target, report) {
-                    sample(&mut beat.text, family.name, labels, None, v);
+                    suffix(&mut beat.text, None, v);
                 }
                 beat.close(slot, before);
             }
@@ -533,17 +559,15 @@ impl Fragment {
         for (slot, column) in COLUMNS.iter().enumerate() {
             let before = lines.text.len();
             match column {
-                Column::Polled(family, value) => {
+                Column::Polled(_, value) => {
                     if let Some(v) = value(target, report) {
-                        sample(&mut lines.text, family.name, labels, None, v);
+                        suffix(&mut lines.text, None, v);
                     }
                 }
                 Column::Failures => {
                     for reason in FailureReason::ALL {
-                        sample(
+                        suffix(
                             &mut lines.text,
-                            catalogue::PROBE_FAILURES_TOTAL.name,
-                            labels,
                             Some(("reason", reason.as_str())),
                             report.failures(reason) as f64,
                         );
@@ -571,7 +595,7 @@ impl Fragment {
             let detail = &m.details[index as usize];
             if rank == UNCATALOGUED {
                 let mut line = String::new();
-                detail_line(&mut line, labels, detail);
+                detail_line(&mut line, &labels[1..], detail);
                 uncatalogued.push((detail.family, line));
                 continue;
             }
@@ -583,7 +607,7 @@ impl Fragment {
                 }
                 None => open = Some((rank, lines.text.len())),
             }
-            detail_line(&mut lines.text, labels, detail);
+            detail_suffix(&mut lines.text, detail);
         }
         if let Some((slot, before)) = open {
             lines.close(slot as usize, before);
@@ -625,11 +649,27 @@ fn detail_line(out: &mut String, labels: &str, detail: &crate::probe::Detail) {
     out.push_str(detail.family.name);
     out.push('{');
     out.push_str(labels);
+    detail_suffix(out, detail);
+}
+
+/// A detail's line after its target's labels: `[,k="v"…]} value\n`.
+fn detail_suffix(out: &mut String, detail: &crate::probe::Detail) {
     for (k, v) in &detail.labels {
         push_label(out, k, v);
     }
     out.push_str("} ");
     push_value(out, detail.value);
+    out.push('\n');
+}
+
+/// A sample's line after its target's labels: `[,k="v"]} value\n` (see
+/// [`sample`]).
+fn suffix(out: &mut String, extra: Option<(&str, &str)>, value: f64) {
+    if let Some((k, v)) = extra {
+        push_label(out, k, v);
+    }
+    out.push_str("} ");
+    push_value(out, value);
     out.push('\n');
 }
 
@@ -893,21 +933,34 @@ fn target_labels(target: &Target) -> String {
 fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], rest: &str) {
     let by_rank = detail_families_by_rank();
     let slots = COLUMNS.len() + by_rank.len();
-    // Each slot's bytes of lines: the fragments' spans, and the live lines.
+    // Each slot's family name, which its lines begin with.
+    let names: Vec<&'static str> = (0..slots)
+        .map(|slot| match COLUMNS.get(slot) {
+            Some(Column::Polled(family, _) | Column::Beat(family, _) | Column::Live(family, _)) => {
+                family.name
+            }
+            Some(Column::Failures) => catalogue::PROBE_FAILURES_TOTAL.name,
+            None => by_rank[slot - COLUMNS.len()].name,
+        })
+        .collect();
+    // Each slot's bytes of lines: the fragments' spans, each line with its
+    // `name{labels` in front, and the live lines.
     let mut bytes = vec![0usize; slots];
     for w in written {
         let f = &w.fragment;
         for lines in [&f.polled, &f.beat] {
             let mut start = 0;
-            for &(slot, end) in &lines.spans {
-                bytes[slot as usize] += (end - start) as usize;
-                start = end;
+            for span in &lines.spans {
+                let slot = span.slot as usize;
+                bytes[slot] += (span.end - start) as usize
+                    + span.lines as usize * (names[slot].len() + f.labels.len());
+                start = span.end;
             }
         }
         for (slot, column) in COLUMNS.iter().enumerate() {
             if let Column::Live(family, _) = column {
                 // `name{labels} 0\n`
-                bytes[slot] += family.name.len() + f.labels.len() + 5;
+                bytes[slot] += family.name.len() + f.labels.len() + 4;
             }
         }
     }
@@ -956,14 +1009,26 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
     let mut line = String::with_capacity(256);
     for (w, l) in written.iter().zip(live) {
         let f = &w.fragment;
+        let labels = f.labels.as_bytes();
         for lines in [&f.polled, &f.beat] {
             let mut start = 0;
-            for &(slot, end) in &lines.spans {
-                let text = &lines.text.as_bytes()[start as usize..end as usize];
-                let at = &mut place[slot as usize];
-                body[*at..*at + text.len()].copy_from_slice(text);
-                *at += text.len();
-                start = end;
+            for span in &lines.spans {
+                let name = names[span.slot as usize].as_bytes();
+                let text = &lines.text.as_bytes()[start as usize..span.end as usize];
+                let at = place[span.slot as usize];
+                // The span's room: its lines as counted above (a wrong
+                // count panics here or fails the check below).
+                let room = &mut body
+                    [at..at + text.len() + span.lines as usize * (name.len() + labels.len())];
+                let mut i = 0;
+                for suffix in text.split_inclusive(|&b| b == b'\n') {
+                    for piece in [name, labels, suffix] {
+                        room[i..i + piece.len()].copy_from_slice(piece);
+                        i += piece.len();
+                    }
+                }
+                place[span.slot as usize] = at + i;
+                start = span.end;
             }
         }
         for (slot, column) in COLUMNS.iter().enumerate() {
@@ -972,7 +1037,7 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
                 sample(
                     &mut line,
                     family.name,
-                    &f.labels,
+                    &f.labels[1..],
                     None,
                     bool_value(value(l)),
                 );
