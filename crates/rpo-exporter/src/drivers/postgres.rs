@@ -79,6 +79,9 @@ pub struct Connection {
     exclusive: Option<u64>,
     slot: Arc<Slot<Arc<Client>>>,
     held: Option<(Arc<Client>, u64)>,
+    /// Set while [`Connection::client`] waits for a turn: still set when
+    /// the caller gave up waiting (see [`Connection::explain`]).
+    in_line: bool,
 }
 
 /// Numbers exclusive connections apart.
@@ -127,6 +130,7 @@ impl Connection {
             tls,
             exclusive,
             held: None,
+            in_line: false,
         }
     }
 
@@ -154,7 +158,9 @@ impl Connection {
     /// attempt, so a server that came back is seen at once. Hold the
     /// session for the requests of one side of one poll or write.
     pub async fn client(&mut self) -> Result<Session<'_>, ProbeError> {
+        self.in_line = true;
         let turn = self.slot.turn().await;
+        self.in_line = false;
         // The slot's connection, not only this handle's: a handle that let
         // go of it after a failure must still see that it closed.
         if let Some((client, generation)) = self.slot.current() {
@@ -241,6 +247,28 @@ impl Connection {
     /// one target's permanent error (a heartbeat table it may not read)
     /// does not reconnect every target sharing the connection on every
     /// poll; a timeout is [`Connection::reset`].
+    /// `error` as the target's reason: a timeout that came while this
+    /// handle still waited in line for a turn (no request of it was sent)
+    /// says so, with how many targets share the connection, so the
+    /// operator sees a saturated shared connection, not a slow server.
+    /// Call it on a failure of a call bounded by a deadline.
+    pub fn explain(&mut self, error: ProbeError) -> ProbeError {
+        if !std::mem::take(&mut self.in_line) || error.reason != FailureReason::Timeout {
+            return error;
+        }
+        let sharers = Arc::strong_count(&self.slot);
+        ProbeError {
+            message: format!(
+                "{}, waiting for a turn on a connection shared by {sharers} targets (at most {} \
+                 at a time): the server answers them too slowly; give them a longer `timeout` \
+                 (or another user, for a connection of their own)",
+                error.message,
+                super::shared::TURNS,
+            ),
+            ..error
+        }
+    }
+
     pub fn reset_after(&mut self, error: &ProbeError) {
         let Some((_, generation)) = &self.held else {
             return;
@@ -407,6 +435,44 @@ mod tests {
         // Whatever its code, a FATAL ends the session.
         assert!(ends_session("42501", Some(Severity::Fatal)));
         assert!(ends_session("XX000", Some(Severity::Panic)));
+    }
+
+    /// A target that gave up while waiting in line behind its sharers says
+    /// so (how many share, how many go at a time), and nothing of it
+    /// reached the server; a timeout out of line reads as before.
+    #[tokio::test]
+    async fn a_timeout_while_waiting_in_line_says_the_connection_is_shared() {
+        use crate::drivers::shared::TURNS;
+        // Nothing listens there: a request that left the line would fail
+        // with a connect error, not time out.
+        let config = PgConfig::from_str("postgres://m@127.0.0.1:9/in_line").unwrap();
+        let tls = tls_connector("erp-db", None).unwrap();
+        let mut waiting = Connection::new(Side::Source, config.clone(), tls.clone());
+        let busy = Connection::new(Side::Source, config, tls);
+        let held = futures::future::join_all((0..TURNS).map(|_| busy.slot.turn())).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let Err(timeout) =
+            crate::drivers::within(deadline, async { waiting.client().await.map(|_| ()) }).await
+        else {
+            panic!("every turn is held");
+        };
+        let explained = waiting.explain(timeout);
+        assert_eq!(explained.reason, FailureReason::Timeout);
+        assert!(
+            explained.message.starts_with("no answer within ")
+                && explained.message.contains(&format!(
+                    ", waiting for a turn on a connection shared by 2 targets (at most {TURNS} at a time): the server answers them too slowly"
+                )),
+            "{explained}"
+        );
+        drop(held);
+        // Out of line (and once said, not again): the plain reason.
+        let plain = ProbeError::timeout(std::time::Duration::from_secs(2));
+        assert_eq!(waiting.explain(plain).message, "no answer within 2s");
+        let Err(refused) = waiting.client().await else {
+            panic!("nothing listens");
+        };
+        assert_eq!(waiting.explain(refused).reason, FailureReason::Connect);
     }
 
     /// A server that was down is tried again by the very next call: no

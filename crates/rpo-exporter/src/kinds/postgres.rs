@@ -801,6 +801,7 @@ impl PostgresProbe {
                 Some(observation)
             }
             Err(err) => {
+                let err = source.explain(err);
                 source.reset_after(&err);
                 measurement.source_reachable = Some(false);
                 measurement.failures.push(err.on(Side::Source));
@@ -872,6 +873,7 @@ impl PostgresProbe {
                 }
             }
             Err(err) => {
+                let err = replica_side.explain(err);
                 replica_side.reset_after(&err);
                 measurement.replica_reachable = Some(false);
                 measurement.link = LinkState::Unknown("the replica cannot be reached".to_string());
