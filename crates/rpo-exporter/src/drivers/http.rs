@@ -89,7 +89,9 @@ pub fn check_url(
 /// by the client. A target with a CA file still builds its own (the file
 /// is read when its probe is built, so a reload sees a changed file). The
 /// shared clients are kept for the life of the process, one per timeout
-/// ever configured.
+/// ever configured and tokio runtime: a pooled connection is driven by a
+/// task of the runtime that made it, and is gone with that runtime (the
+/// daemon has one; tests and `check` may start several).
 pub fn build_client(
     target: &str,
     timeout: Duration,
@@ -98,14 +100,18 @@ pub fn build_client(
     if ca_file.is_some() {
         return build_own_client(target, timeout, ca_file);
     }
-    static SHARED: LazyLock<Mutex<HashMap<Duration, reqwest::Client>>> =
-        LazyLock::new(Mutex::default);
+    type Key = (Option<tokio::runtime::Id>, Duration);
+    static SHARED: LazyLock<Mutex<HashMap<Key, reqwest::Client>>> = LazyLock::new(Mutex::default);
+    let key = (
+        tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
+        timeout,
+    );
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(client) = shared.get(&timeout) {
+    if let Some(client) = shared.get(&key) {
         return Ok(client.clone());
     }
     let client = build_own_client(target, timeout, None)?;
-    shared.insert(timeout, client.clone());
+    shared.insert(key, client.clone());
     Ok(client)
 }
 
