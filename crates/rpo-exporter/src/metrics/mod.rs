@@ -1006,7 +1006,6 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
     }
     let ends: Vec<usize> = place.iter().zip(&bytes).map(|(p, b)| p + b).collect();
     // Each target's lines to their places, in configuration order.
-    let mut line = String::with_capacity(256);
     for (w, l) in written.iter().zip(live) {
         let f = &w.fragment;
         let labels = f.labels.as_bytes();
@@ -1033,17 +1032,15 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
         }
         for (slot, column) in COLUMNS.iter().enumerate() {
             if let Column::Live(family, value) = column {
-                line.clear();
-                sample(
-                    &mut line,
-                    family.name,
-                    &f.labels[1..],
-                    None,
-                    bool_value(value(l)),
-                );
-                let at = &mut place[slot];
-                body[*at..*at + line.len()].copy_from_slice(line.as_bytes());
-                *at += line.len();
+                // `name{labels} 0\n` or `… 1\n`, as `sample` writes them.
+                let value: &[u8] = if value(l) { b"} 1\n" } else { b"} 0\n" };
+                let at = place[slot];
+                let mut i = at;
+                for piece in [family.name.as_bytes(), labels, value] {
+                    body[i..i + piece.len()].copy_from_slice(piece);
+                    i += piece.len();
+                }
+                place[slot] = i;
             }
         }
     }
