@@ -241,12 +241,6 @@ impl Connection {
             .unwrap_or(Duration::from_secs(5))
     }
 
-    /// After a failed poll or write: forgets the connection only when the
-    /// failure may have lost it (see [`ProbeError::connection_intact`]): a
-    /// query error the server answered keeps it (and shows it alive), so
-    /// one target's permanent error (a heartbeat table it may not read)
-    /// does not reconnect every target sharing the connection on every
-    /// poll; a timeout is [`Connection::reset`].
     /// `error` as the target's reason: a timeout that came while this
     /// handle still waited in line for a turn (no request of it was sent)
     /// says so, with how many targets share the connection, so the
@@ -269,6 +263,12 @@ impl Connection {
         }
     }
 
+    /// After a failed poll or write: forgets the connection only when the
+    /// failure may have lost it (see [`ProbeError::connection_intact`]): a
+    /// query error the server answered keeps it (and shows it alive), so
+    /// one target's permanent error (a heartbeat table it may not read)
+    /// does not reconnect every target sharing the connection on every
+    /// poll; a timeout is [`Connection::reset`].
     pub fn reset_after(&mut self, error: &ProbeError) {
         let Some((_, generation)) = &self.held else {
             return;
