@@ -112,8 +112,8 @@ pub enum LabError {
 impl LabError {
     /// True if a server could not start because its port was taken
     /// (between [`free_port`] and the bind: another process, or an outgoing
-    /// connection's ephemeral port). [`PostgresPair::start`], Prometheus
-    /// and Alertmanager retry on this.
+    /// connection's ephemeral port). The lab's servers start again on this
+    /// (`retry_port_conflicts`).
     pub fn is_port_conflict(&self) -> bool {
         let taken = |s: &String| {
             s.contains("could not bind")
@@ -142,6 +142,22 @@ impl LabError {
 fn handed_out_ports() -> &'static Mutex<HashSet<u16>> {
     static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     PORTS.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// `start`, tried again while it fails because its port was taken between
+/// [`free_port`] and the server's bind ([`LabError::is_port_conflict`]),
+/// up to `tries` tries in all.
+pub(crate) fn retry_port_conflicts<T>(
+    tries: u32,
+    mut start: impl FnMut() -> LabResult<T>,
+) -> LabResult<T> {
+    let mut tried = 1;
+    loop {
+        match start() {
+            Err(e) if e.is_port_conflict() && tried < tries => tried += 1,
+            other => return other,
+        }
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago: binds port 0, reads
@@ -573,10 +589,7 @@ impl PostgresPair {
     /// [`PostgresPair::start`] with `options` (servers with a fake clock).
     pub fn start_with(options: PostgresOptions) -> LabResult<PostgresPair> {
         let tools = Tools::detect()?;
-        match Self::start_once(&tools, &options) {
-            Err(e) if e.is_port_conflict() => Self::start_once(&tools, &options),
-            other => other,
-        }
+        retry_port_conflicts(2, || Self::start_once(&tools, &options))
     }
 
     fn start_once(tools: &Tools, options: &PostgresOptions) -> LabResult<PostgresPair> {

@@ -30,7 +30,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{free_port, lab_parent_dir, log_tail, run, running_as_root, LabError, LabResult};
+use super::{
+    free_port, lab_parent_dir, log_tail, retry_port_conflicts, run, running_as_root, LabError,
+    LabResult,
+};
 
 /// The replication user's name and password on the lab's primary.
 pub const REPLICATION_USER: &str = "repl";
@@ -121,10 +124,7 @@ impl MariadbPair {
 
     /// Like [`start`](Self::start), set up as `options` say.
     pub fn start_with(options: MariadbOptions) -> LabResult<MariadbPair> {
-        match Self::start_once(options.clone()) {
-            Err(e) if e.is_port_conflict() => Self::start_once(options),
-            other => other,
-        }
+        retry_port_conflicts(2, || Self::start_once(options.clone()))
     }
 
     fn start_once(options: MariadbOptions) -> LabResult<MariadbPair> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{free_port, LabError, LabResult};
+use super::{free_port, retry_port_conflicts, LabError, LabResult};
 
 /// A child process that is killed on drop.
 struct Server {
@@ -134,7 +134,7 @@ impl Prometheus {
         alertmanager: Option<u16>,
         scrape_options: &str,
     ) -> LabResult<Prometheus> {
-        retry_port_conflicts(|| {
+        retry_port_conflicts(3, || {
             Prometheus::start_once(job, targets, rule_files, alertmanager, scrape_options)
         })
     }
@@ -214,7 +214,7 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start(webhook_url: &str) -> LabResult<Alertmanager> {
-        retry_port_conflicts(|| Alertmanager::start_once(webhook_url))
+        retry_port_conflicts(3, || Alertmanager::start_once(webhook_url))
     }
 
     fn start_once(webhook_url: &str) -> LabResult<Alertmanager> {
@@ -254,18 +254,6 @@ impl Alertmanager {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-}
-
-/// `start` again (up to 3 tries) while its port was taken between
-/// [`free_port`] and the server's bind.
-fn retry_port_conflicts<T>(mut start: impl FnMut() -> LabResult<T>) -> LabResult<T> {
-    let mut tries = 1;
-    loop {
-        match start() {
-            Err(e) if e.is_port_conflict() && tries < 3 => tries += 1,
-            other => return other,
-        }
     }
 }
 
@@ -370,14 +358,14 @@ mod tests {
         };
         assert!(taken().is_port_conflict());
         let mut tries = 0;
-        let result: LabResult<()> = retry_port_conflicts(|| {
+        let result: LabResult<()> = retry_port_conflicts(3, || {
             tries += 1;
             Err(taken())
         });
         assert!(result.unwrap_err().is_port_conflict());
         assert_eq!(tries, 3);
         let mut tries = 0;
-        let result = retry_port_conflicts(|| {
+        let result = retry_port_conflicts(3, || {
             tries += 1;
             if tries < 2 {
                 Err(taken())
@@ -392,7 +380,7 @@ mod tests {
         };
         assert!(!other.is_port_conflict());
         let mut tries = 0;
-        let _ = retry_port_conflicts(|| -> LabResult<()> {
+        let _ = retry_port_conflicts(3, || -> LabResult<()> {
             tries += 1;
             Err(LabError::Command {
                 command: "prometheus".to_string(),

@@ -933,14 +933,14 @@ fn target_labels(target: &Target) -> String {
 fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], rest: &str) {
     let by_rank = detail_families_by_rank();
     let slots = COLUMNS.len() + by_rank.len();
-    // Each slot's family name, which its lines begin with.
-    let names: Vec<&'static str> = (0..slots)
+    // Each slot's family; its name begins each of its lines.
+    let families: Vec<&'static MetricDef> = (0..slots)
         .map(|slot| match COLUMNS.get(slot) {
             Some(Column::Polled(family, _) | Column::Beat(family, _) | Column::Live(family, _)) => {
-                family.name
+                *family
             }
-            Some(Column::Failures) => catalogue::PROBE_FAILURES_TOTAL.name,
-            None => by_rank[slot - COLUMNS.len()].name,
+            Some(Column::Failures) => &catalogue::PROBE_FAILURES_TOTAL,
+            None => by_rank[slot - COLUMNS.len()],
         })
         .collect();
     // Each slot's bytes of lines: the fragments' spans, each line with its
@@ -953,7 +953,7 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
             for span in &lines.spans {
                 let slot = span.slot as usize;
                 bytes[slot] += (span.end - start) as usize
-                    + span.lines as usize * (names[slot].len() + f.labels.len());
+                    + span.lines as usize * (families[slot].name.len() + f.labels.len());
                 start = span.end;
             }
         }
@@ -967,13 +967,7 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
     // The body: each slot's header, then room for its lines. Every column
     // has its header; a detail family only when some target has it.
     let family_of = |slot: usize| -> Option<&'static MetricDef> {
-        match COLUMNS.get(slot) {
-            Some(Column::Polled(family, _) | Column::Beat(family, _) | Column::Live(family, _)) => {
-                Some(family)
-            }
-            Some(Column::Failures) => Some(&catalogue::PROBE_FAILURES_TOTAL),
-            None => (bytes[slot] > 0).then(|| by_rank[slot - COLUMNS.len()]),
-        }
+        (slot < COLUMNS.len() || bytes[slot] > 0).then(|| families[slot])
     };
     // The layout: each family's header, then room for its lines, one
     // family after the other from the start of `body`. The buffer may hold
@@ -1012,7 +1006,7 @@ fn render_targets(body: &mut Vec<u8>, written: &[Written], live: &[LiveFacts], r
         for lines in [&f.polled, &f.beat] {
             let mut start = 0;
             for span in &lines.spans {
-                let name = names[span.slot as usize].as_bytes();
+                let name = families[span.slot as usize].name.as_bytes();
                 let text = &lines.text.as_bytes()[start as usize..span.end as usize];
                 let at = place[span.slot as usize];
                 // The span's room: its lines as counted above (a wrong
